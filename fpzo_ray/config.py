@@ -1,0 +1,294 @@
+"""One validated, frozen configuration for a federated run: every default lives here.
+
+A configuration is built from nested plain dicts (YAML) by :func:`config_from_dict`. Every key
+is checked against the dataclass fields (unknown keys are errors, so a typo never silently
+falls back to a default), every value against its type and its allowed range or choices. The
+first problem raises :class:`ConfigError` whose one-line message names the dotted field, the
+value it got and what is allowed; the command-line entry points turn it into exit code 2
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DATASETS = ("digits", "mnist")
+MODELS = ("auto", "digits_cnn", "lenet5")
+PARTITIONS = ("iid", "dirichlet")
+PRUNING_METHODS = ("dense", "random", "ntk_sap")
+SERVER_OPTIMIZERS = ("adam", "sgd")
+NORMS = ("group", "none")
+ACTIVATIONS = ("hardswish", "relu")
+DEVICES = ("cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is one line naming the field."""
+
+
+def _spec(default: Any, *, choices: tuple | None = None, ge: float | None = None,
+          gt: float | None = None, le: float | None = None, lt: float | None = None,
+          doc: str = "") -> Any:
+    """A dataclass field carrying its own validation rule in its metadata."""
+    rule = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults: the config is frozen")
+    return field(default=default, metadata=rule)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _spec("digits", choices=DATASETS, doc="data set from the registry")
+    root: str = _spec("data", doc="folder holding torchvision data sets (mnist)")
+    download: bool = _spec(False, doc="let torchvision download a missing data set")
+    partition: str = _spec("iid", choices=PARTITIONS)
+    alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration (partition=dirichlet)")
+    num_clients: int = _spec(50, ge=1, doc="size of the virtual client population")
+    min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _spec("auto", choices=MODELS, doc="auto: digits_cnn for digits, lenet5 for mnist")
+    norm: str = _spec("group", choices=NORMS, doc="GroupNorm without affine, or none (BAFFLE)")
+    norm_groups: int = _spec(2, ge=1)
+    activation: str = _spec("hardswish", choices=ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    method: str = _spec("ntk_sap", choices=PRUNING_METHODS,
+                        doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning")
+    sparsity: float = _spec(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
+    iterations: int = _spec(10, ge=1, doc="T, iterations of the exponential schedule")
+    clients_per_iteration: int = _spec(10, ge=1)
+    draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")
+    batch_size: int = _spec(16, ge=1, doc="Gaussian inputs per draw")
+    epsilon: float = _spec(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
+
+
+@dataclass(frozen=True)
+class ZOConfig:
+    num_perturbations: int = _spec(20, ge=1, doc="K, random directions per client step")
+    sigma: float = _spec(1e-3, gt=0.0, doc="finite-difference step")
+    clip_inf_norm: float = _spec(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
+    ema_decay: float = _spec(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    rounds: int = _spec(200, ge=1)
+    clients_per_round: int = _spec(10, ge=1)
+    batch_size: int = _spec(32, ge=1, doc="client mini-batch per ZO step")
+    server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
+    server_lr: float = _spec(0.01, gt=0.0)
+    adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
+    eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    num_workers: int = _spec(2, ge=1, doc="long-lived client worker actors per run")
+    worker_cpus: float = _spec(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
+    worker_gpus: float = _spec(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
+    server_cpus: float = _spec(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
+    device: str = _spec("cpu", choices=DEVICES)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = _spec("fpzo_ray", doc="MLflow experiment name")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a federated run: a run is a function of this and nothing else."""
+
+    seed: int = _spec(0, ge=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    zo: ZOConfig = field(default_factory=ZOConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def model_name(self) -> str:
+        """The concrete model: ``auto`` resolves by data set."""
+        if self.model.name != "auto":
+            return self.model.name
+        return {"digits": "digits_cnn", "mnist": "lenet5"}[self.data.name]
+
+    @property
+    def pruning_method(self) -> str:
+        """The method actually run: any method at sparsity 0 is the dense model."""
+        return "dense" if self.pruning.sparsity == 0.0 else self.pruning.method
+
+
+def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be true or false")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be an integer")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be a number")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be a string")
+    choices = rule.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config error: {path}: got {value!r}, allowed: {', '.join(choices)}")
+    for key, op, words in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
+                           ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        bound = rule.get(key)
+        if bound is not None and not op(float(value), float(bound)):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be {words} {bound}")
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        where = prefix.rstrip(".") or "config"
+        raise ConfigError(f"config error: {where}: got {raw!r}, must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"config error: {prefix}{unknown[0]}: unknown key, "
+                          f"allowed: {', '.join(fields)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            values[name] = _check_value(f"{prefix}{name}", value, tp, fields[name].metadata)
+    return cls(**values)
+
+
+def _cross_check(cfg: RunConfig) -> None:
+    """Rules that involve more than one field."""
+    if cfg.training.clients_per_round > cfg.data.num_clients:
+        raise ConfigError(
+            f"config error: training.clients_per_round: got {cfg.training.clients_per_round}, "
+            f"must be <= data.num_clients ({cfg.data.num_clients})")
+    if cfg.pruning.clients_per_iteration > cfg.data.num_clients:
+        raise ConfigError(
+            f"config error: pruning.clients_per_iteration: got {cfg.pruning.clients_per_iteration}"
+            f", must be <= data.num_clients ({cfg.data.num_clients})")
+    expected = {"digits": "digits_cnn", "mnist": "lenet5"}[cfg.data.name]
+    if cfg.model.name not in ("auto", expected):
+        raise ConfigError(f"config error: model.name: got {cfg.model.name!r}, data set "
+                          f"{cfg.data.name!r} needs {expected!r} (or auto)")
+
+
+def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from nested dicts; raises :class:`ConfigError`."""
+    cfg = _build(RunConfig, raw or {}, "")
+    _cross_check(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Nested plain-dict form (YAML/JSON friendly) of a configuration."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"zo": {"sigma": 1e-3}}`` -> ``{"zo.sigma": 1e-3}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted = "a.b"``, creating sections on the way."""
+    *sections, leaf = dotted.split(".")
+    node = tree
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {dotted}: {section} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["zo.sigma=0.001", "seed=3"]`` -> nested dict; values are read as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"config error: {item}: overrides look like section.key=value")
+        dotted, text = item.split("=", 1)
+        set_dotted(tree, dotted.strip(), yaml.safe_load(text))
+    return tree
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested dicts; ``update`` wins."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config error: {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"config error: {path}: not valid YAML ({first})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error: {path}: must hold a mapping at the top level")
+    return raw
+
+
+def describe() -> str:
+    """Every field with its default and rule, for ``--help``-style listings."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+                continue
+            rule = ", ".join(f"{k} {v}" if k != "choices" else "one of " + "|".join(v)
+                             for k, v in f.metadata.items() if v not in (None, "") and k != "doc")
+            doc = f.metadata.get("doc", "")
+            lines.append(f"  {prefix}{f.name} = {f.default!r}"
+                         + (f"  [{rule}]" if rule else "") + (f"  {doc}" if doc else ""))
+
+    walk(RunConfig, "")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ConfigError", "RunConfig", "DataConfig", "ModelConfig", "PruningConfig", "ZOConfig",
+    "TrainingConfig", "SimulationConfig", "TrackingConfig", "config_from_dict",
+    "config_to_dict", "flatten", "merge", "parse_overrides", "read_yaml", "set_dotted",
+    "describe",
+]

@@ -1,0 +1,27 @@
+"""Normalisation and activation choices that suit zeroth-order training.
+
+BAFFLE's recipe: BatchNorm's running statistics make the loss of a perturbed model depend on
+the batch order, so ZO-friendly models use GroupNorm without affine parameters (nothing extra
+to estimate) or no normalisation, and the smooth Hardswish activation.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def make_norm(kind: str, channels: int, groups: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "group":
+        g = groups if channels % groups == 0 else 1
+        return nn.GroupNorm(g, channels, affine=False)
+    raise ValueError(f"model.norm: unknown {kind!r}")
+
+
+def make_activation(kind: str) -> nn.Module:
+    if kind == "hardswish":
+        return nn.Hardswish()
+    if kind == "relu":
+        return nn.ReLU()
+    raise ValueError(f"model.activation: unknown {kind!r}")

@@ -1,0 +1,105 @@
+"""Masks over the prunable coordinates of a model, and how they travel.
+
+A mask is a boolean vector over the *prunable* coordinates (conv and linear weights, in layout
+order). Non-prunable coordinates (biases, normalisation parameters) are always trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fpzo_ray.models.flat import ParameterLayout
+
+
+@dataclass(frozen=True)
+class Mask:
+    layout: ParameterLayout
+    prunable_kept: torch.Tensor  # bool, length layout.num_prunable
+
+    def __post_init__(self) -> None:
+        if self.prunable_kept.dtype != torch.bool or self.prunable_kept.shape != (
+                self.layout.num_prunable,):
+            raise ValueError("prunable_kept must be a bool vector over the prunable coordinates")
+
+    @classmethod
+    def dense(cls, layout: ParameterLayout) -> "Mask":
+        return cls(layout, torch.ones(layout.num_prunable, dtype=torch.bool))
+
+    @property
+    def num_kept_prunable(self) -> int:
+        return int(self.prunable_kept.sum())
+
+    @property
+    def density(self) -> float:
+        """Kept fraction of the prunable weights."""
+        return self.num_kept_prunable / max(1, self.layout.num_prunable)
+
+    @property
+    def is_dense(self) -> bool:
+        return bool(self.prunable_kept.all())
+
+    def kept_flat(self) -> torch.Tensor:
+        """Bool vector over the whole flat buffer: prunable coordinates as masked, others kept."""
+        kept = torch.ones(self.layout.total, dtype=torch.bool)
+        kept[self.layout.prunable_positions()] = self.prunable_kept
+        return kept
+
+    def kept_index(self) -> torch.Tensor:
+        """Flat-buffer indices of the trained coordinates (``int64``, ascending)."""
+        return torch.nonzero(self.kept_flat(), as_tuple=False).squeeze(1)
+
+    @property
+    def num_trained(self) -> int:
+        """d, the number of coordinates that ZO training perturbs and updates."""
+        return self.layout.total - self.layout.num_prunable + self.num_kept_prunable
+
+    def layer_densities(self) -> dict[str, float]:
+        out, start = {}, 0
+        for slot in self.layout.prunable_slots:
+            part = self.prunable_kept[start:start + slot.numel]
+            out[slot.name] = float(part.float().mean())
+            start += slot.numel
+        return out
+
+    def wire_bytes(self) -> int:
+        """Bytes to send this mask: a bitmap or a list of 4-byte indices, whichever is smaller.
+
+        A dense mask costs nothing: the client trains everything.
+        """
+        if self.is_dense:
+            return 0
+        bitmap = (self.layout.num_prunable + 7) // 8
+        index_list = 4 * min(self.num_kept_prunable,
+                             self.layout.num_prunable - self.num_kept_prunable)
+        return min(bitmap, index_list)
+
+
+def keep_top_k(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` eligible coordinates with the largest scores, as a bool vector.
+
+    Ties are broken by position (a stable sort), so the result is a function of the scores
+    only; ineligible coordinates (already pruned) never come back.
+    """
+    if not 0 <= k <= int(eligible.sum()):
+        raise ValueError(f"cannot keep {k} of {int(eligible.sum())} eligible coordinates")
+    masked = torch.where(eligible, scores.double(), torch.tensor(float("-inf"), dtype=torch.float64))
+    order = torch.sort(masked, descending=True, stable=True).indices
+    kept = torch.zeros_like(eligible)
+    kept[order[:k]] = True
+    return kept
+
+
+def kept_count(num_prunable: int, density: float) -> int:
+    """How many prunable weights a density keeps (rounded to the nearest, at least one)."""
+    return max(1, min(num_prunable, round(density * num_prunable)))
+
+
+def random_mask(layout: ParameterLayout, density: float, generator: torch.Generator) -> Mask:
+    """Uniformly random global mask keeping exactly ``kept_count(P, density)`` weights."""
+    p = layout.num_prunable
+    order = torch.randperm(p, generator=generator)
+    kept = torch.zeros(p, dtype=torch.bool)
+    kept[order[:kept_count(p, density)]] = True
+    return Mask(layout, kept)

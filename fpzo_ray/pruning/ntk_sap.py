@@ -1,0 +1,91 @@
+"""The NTK-SAP saliency of a client, data-free (Wang et al., ICLR 2023; METHOD.md, phase 1).
+
+    s_j = | d/dm_j  E_{x, theta, delta} || f(x; theta*m) - f(x; (theta + eps*delta)*m) ||^2 |
+
+For small eps the expectation is eps^2 times the trace of the masked network's NTK, so s_j
+measures how much weight j contributes to the NTK's size. Data-free: x ~ N(0, I) with the
+input's shape and a fresh random initialisation theta for every draw ("new input, new
+weight"), both drawn from the draw's seed. Normalisation layers use the batch's statistics.
+
+A client returns the *signed* mask gradient summed over its draws; the server sums these over
+clients and only then takes the absolute value, so the federated score equals the score of
+one centralised computation over the union of the draws.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.pruning.masks import Mask
+from fpzo_ray.seeding import generator
+
+_NORM_MODULES = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+
+
+def fresh_parameters(model: nn.Module, layout: ParameterLayout,
+                     gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A new initialisation: Kaiming-normal prunable weights, zero biases, unit norm scales."""
+    norm_scales = {f"{name}.weight" for name, module in model.named_modules()
+                   if isinstance(module, _NORM_MODULES)}
+    params = {}
+    for slot in layout.slots:
+        if slot.prunable:
+            weight = torch.empty(slot.shape)
+            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=gen)
+            params[slot.name] = weight
+        elif slot.name in norm_scales:
+            params[slot.name] = torch.ones(slot.shape)
+        else:
+            params[slot.name] = torch.zeros(slot.shape)
+    return params
+
+
+def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
+                          draw_seeds: Sequence[int], batch_size: int,
+                          input_shape: Sequence[int], epsilon: float) -> torch.Tensor:
+    """Signed gradient of the NTK-SAP objective w.r.t. the mask, summed over the draws.
+
+    Returns a float32 vector over the prunable coordinates, zero where ``mask`` has pruned.
+    The model's own weights are not touched: every draw evaluates it functionally.
+    """
+    device = next(model.parameters()).device
+    prunable = layout.prunable_slots
+    kept = mask.prunable_kept.to(torch.float32)
+    mask_parts, start = {}, 0
+    for slot in prunable:
+        part = kept[start:start + slot.numel].view(slot.shape).to(device)
+        mask_parts[slot.name] = part.clone().requires_grad_(True)
+        start += slot.numel
+    total = [torch.zeros(slot.shape, device=device) for slot in prunable]
+    was_training = model.training
+    model.train()
+    try:
+        for seed in draw_seeds:
+            gen = generator(seed)
+            theta = fresh_parameters(model, layout, gen)
+            x = torch.randn((batch_size, *input_shape), generator=gen)
+            delta = {s.name: torch.randn(s.shape, generator=gen) for s in prunable}
+            theta = {k: v.to(device) for k, v in theta.items()}
+            x = x.to(device)
+            clean, perturbed = {}, {}
+            for name, value in theta.items():
+                if name in mask_parts:
+                    clean[name] = value * mask_parts[name]
+                    perturbed[name] = (value + epsilon * delta[name].to(device)) * mask_parts[name]
+                else:
+                    clean[name] = perturbed[name] = value
+            out_clean = functional_call(model, clean, (x,))
+            out_perturbed = functional_call(model, perturbed, (x,))
+            objective = (out_clean - out_perturbed).pow(2).sum()
+            grads = torch.autograd.grad(objective, [mask_parts[s.name] for s in prunable])
+            for acc, grad in zip(total, grads):
+                acc.add_(grad)
+    finally:
+        model.train(was_training)
+    signed = torch.cat([t.flatten() for t in total]).cpu()
+    return signed * kept

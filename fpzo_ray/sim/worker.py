@@ -1,0 +1,35 @@
+"""The client worker actor: a long-lived process that serves many virtual clients.
+
+It builds its model once and keeps the data set (shared read-only through Ray's object
+store). Torch's thread count follows the actor's CPU share, so fractional actors do not
+oversubscribe the cores they emulate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fpzo_ray.config import RunConfig
+from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.sim.client import ClientRuntime, serve_clients
+from fpzo_ray.sim.messages import MaskBroadcast
+from fpzo_ray.sim.pool import Broadcast, Reply
+
+
+def threads_for(num_cpus: float) -> int:
+    return max(1, math.floor(num_cpus))
+
+
+class ClientWorker:
+    def __init__(self, cfg: RunConfig, dataset: ImageDataset,
+                 partition: Sequence[np.ndarray]) -> None:
+        torch.set_num_threads(threads_for(cfg.simulation.worker_cpus))
+        self.runtime = ClientRuntime(cfg, dataset, partition)
+
+    def run(self, mask: MaskBroadcast | None, broadcast: Broadcast,
+            client_ids: Sequence[int]) -> list[Reply]:
+        return serve_clients(self.runtime, mask, broadcast, client_ids)

@@ -1,0 +1,151 @@
+"""MLflow logging: one MLflow run per federated run (per Tune trial in a sweep).
+
+All writes go through :class:`MLflowTracker`, which addresses runs by id (no global "active
+run"), so one process can keep several runs open. In a sweep the tracker lives in the Tune
+driver, inside :class:`MLflowTrialCallback`: a single writer to the store (SQLite does not
+like concurrent writers), and the driver sees every trial's start, results, end and errors,
+so no run is ever left RUNNING.
+
+Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<results>/mlflow.db`` with
+artifacts under ``<results>/mlartifacts``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray.tune import Callback
+
+from fpzo_ray.config import flatten
+
+#: Files a run writes into its trial folder that are logged as artifacts at its end.
+RUN_ARTIFACTS = ("clients.csv", "config.yaml")
+#: Key of the one-off setup figures (pruning summary) in the first reported result.
+SETUP_KEY = "setup"
+#: Reported result keys that are bookkeeping, not metrics.
+_NOT_METRICS = {"round", "done", "training_iteration", "timestamp", "time_this_iter_s",
+                "time_total_s", "time_since_restore", "iterations_since_restore", "pid",
+                "node_ip", "timesteps_total", "episodes_total", "timesteps_since_restore"}
+
+
+def resolve_tracking_uri(results_dir: str | Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on ``tracking_uri``."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
+
+
+class MLflowTracker:
+    def __init__(self, tracking_uri: str, experiment: str, results_dir: str | Path) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = None
+            if tracking_uri.startswith("sqlite:"):
+                location = (Path(results_dir).resolve() / "mlartifacts").as_uri()
+            self.experiment_id = self.client.create_experiment(experiment,
+                                                               artifact_location=location)
+
+    def start_run(self, run_name: str, params: Mapping[str, Any],
+                  tags: Mapping[str, str] | None = None) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The id of an existing run carrying ``tag=value`` (to continue it on resume)."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.{tag} = '{value}'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(dict(params)).items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(float(v))]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def log_artifact(self, run_id: str, path: str | Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def end_run(self, run_id: str, failed: bool = False, error: str | None = None) -> None:
+        if error:
+            self.client.set_tag(run_id, "error", error[:5000])
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric per-round metrics of a reported result."""
+    return {k: v for k, v in result.items()
+            if k not in _NOT_METRICS and k != SETUP_KEY and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+class MLflowTrialCallback(Callback):
+    """Mirrors every Tune trial into one MLflow run (created in the driver process)."""
+
+    def __init__(self, tracker: MLflowTracker, sweep_name: str) -> None:
+        self.tracker = tracker
+        self.sweep_name = sweep_name
+        self.run_ids: dict[str, str] = {}
+
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id not in self.run_ids:
+            existing = self.tracker.find_run("tune_trial_id", trial.trial_id)
+            self.run_ids[trial.trial_id] = existing or self.tracker.start_run(
+                str(trial), trial.config.get("run", trial.config),
+                tags={"tune_trial_id": trial.trial_id, "sweep": self.sweep_name})
+        return self.run_ids[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        run_id = self._run_id(trial)
+        if SETUP_KEY in result:
+            self.tracker.log_params(run_id, {SETUP_KEY: result[SETUP_KEY]})
+        step = int(result.get("round", result.get("training_iteration", 0)))
+        self.tracker.log_metrics(run_id, round_metrics(result), step)
+
+    def _log_trial_artifacts(self, run_id: str, trial: Any) -> None:
+        folder = Path(trial.local_path) if trial.local_path else None
+        for name in RUN_ARTIFACTS:
+            if folder is not None and (folder / name).is_file():
+                self.tracker.log_artifact(run_id, folder / name)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        self._log_trial_artifacts(run_id, trial)
+        self.tracker.end_run(run_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        error = trial.get_error()
+        message = str(error).strip().splitlines()[-1] if error else "trial failed"
+        self._log_trial_artifacts(run_id, trial)
+        self.tracker.end_run(run_id, failed=True, error=message)

@@ -1,0 +1,67 @@
+"""The server's side of a ZO round: average the rebuilt estimates, clip, step, track an EMA.
+
+The trained vector ``weights`` holds only the kept coordinates (d of them); pruned weights are
+not represented at all, so they stay exactly zero whatever the optimizer does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def weighted_average(estimates: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """``sum_c w_c g_c / sum_c w_c``, accumulated in the order given (client-id order)."""
+    total = float(sum(weights))
+    if not estimates or total <= 0:
+        raise ValueError("need at least one estimate with positive weight")
+    out = torch.zeros_like(estimates[0])
+    for estimate, weight in zip(estimates, weights):
+        out.add_(estimate, alpha=weight / total)
+    return out
+
+
+class ServerOptimizer:
+    """Adam or SGD over the kept coordinates, with infinity-norm clipping and a weight EMA."""
+
+    def __init__(self, weights: torch.Tensor, kind: str, lr: float,
+                 betas: tuple[float, float] = (0.9, 0.99), clip_inf_norm: float = 0.0,
+                 ema_decay: float = 0.0) -> None:
+        self.weights = torch.nn.Parameter(weights.detach().clone(), requires_grad=False)
+        if kind == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam([self.weights], lr=lr,
+                                                                      betas=betas)
+        elif kind == "sgd":
+            self.optimizer = torch.optim.SGD([self.weights], lr=lr)
+        else:
+            raise ValueError(f"training.server_optimizer: unknown {kind!r}")
+        self.clip_inf_norm = clip_inf_norm
+        self.ema_decay = ema_decay
+        self.ema = self.weights.detach().clone() if ema_decay > 0 else None
+
+    def step(self, gradient_estimate: torch.Tensor) -> None:
+        grad = gradient_estimate.detach().clone()
+        if self.clip_inf_norm > 0:
+            grad.clamp_(-self.clip_inf_norm, self.clip_inf_norm)
+        self.weights.grad = grad
+        self.optimizer.step()
+        self.weights.grad = None
+        if self.ema is not None:
+            self.ema.mul_(self.ema_decay).add_(self.weights.detach(), alpha=1 - self.ema_decay)
+
+    @property
+    def eval_weights(self) -> torch.Tensor:
+        """What evaluation should use: the EMA when it is on, else the current weights."""
+        return self.ema if self.ema is not None else self.weights.detach()
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights.detach().clone(), "optimizer": self.optimizer.state_dict(),
+                "ema": None if self.ema is None else self.ema.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.weights.copy_(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["ema"] is not None:
+            self.ema = state["ema"].clone()
