@@ -11,6 +11,7 @@ before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,20 @@ SERVER_OPTIMIZERS = ("adam", "sgd")
 NORMS = ("group", "none")
 ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as a string; researchers write it as a number, so accept it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -236,7 +251,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"config error: {item}: overrides look like section.key=value")
         dotted, text = item.split("=", 1)
-        set_dotted(tree, dotted.strip(), yaml.safe_load(text))
+        set_dotted(tree, dotted.strip(), load_yaml_text(text))
     return tree
 
 
@@ -257,7 +272,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config error: {path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml_text(path.read_text()) or {}
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"config error: {path}: not valid YAML ({first})") from None

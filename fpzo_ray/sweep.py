@@ -29,6 +29,7 @@ from fpzo_ray.config import (
     read_yaml,
     set_dotted,
 )
+from fpzo_ray.data import check_partitions
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
 _SWEEP_KEYS = ("name", "description", "base", "grid", "max_concurrent_trials")
@@ -82,7 +83,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     if isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1:
         raise ConfigError(f"config error: max_concurrent_trials: got {concurrent!r}, "
                           "must be an integer >= 1")
-    base = merge(raw.get("base") or {}, parse_overrides(list(overrides)))
+    # An override of a grid key pins that axis to the one value given.
+    overrides = list(overrides)
+    pinned = {item.split("=", 1)[0].strip() for item in overrides} & set(grid)
+    base = merge(raw.get("base") or {}, parse_overrides(overrides))
+    grid = {k: v for k, v in grid.items() if k not in pinned}
     spec = SweepSpec(str(raw.get("name", Path(path).stem)), base, grid, concurrent)
     spec.validated_configs()
     return spec
@@ -113,6 +118,8 @@ def trial_table(result_grid: Any, spec: SweepSpec) -> "Any":
     """One row per trial: its grid values, status and final figures."""
     import pandas as pd
 
+    from fpzo_ray.tracking import error_summary
+
     rows = []
     for result in result_grid:
         run = result.config["run"] if result.config else {}
@@ -139,9 +146,40 @@ def trial_table(result_grid: Any, spec: SweepSpec) -> "Any":
             wall_s=metrics.get("time_total_s"),
         )
         if result.error:
-            row["error"] = str(result.error).strip().splitlines()[-1][:200]
+            row["error"] = error_summary(str(result.error))[:200]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _progress_printer(started: float) -> Any:
+    """A Tune callback printing one line per trial event instead of Tune's status tables."""
+    from ray.tune import Callback
+
+    from fpzo_ray.tracking import error_summary, trial_error_text
+
+    class ProgressPrinter(Callback):
+        def _say(self, trial: Any, text: str) -> None:
+            print(f"[{time.time() - started:6.0f} s] {trial}: {text}", flush=True)
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say(trial, "started")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            rounds = config_from_dict(trial.config["run"]).training.rounds
+            r = int(result.get("round", 0))
+            if "test_accuracy" in result and (r % max(1, rounds // 4) == 0 or r == rounds):
+                self._say(trial, f"round {r}/{rounds}, test accuracy "
+                                 f"{result['test_accuracy']:.4f}")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                              **info: Any) -> None:
+            self._say(trial, "finished")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say(trial, "FAILED: " + error_summary(trial_error_text(trial)))
+
+    return ProgressPrinter()
 
 
 def init_ray() -> None:
@@ -190,6 +228,9 @@ def run_sweep(spec: SweepSpec, results_dir: Path) -> "Any":
         return ",".join(parts) + f"_{trial.trial_id[-5:]}"
 
     experiment = f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    started = time.time()
+    print(f"Sweep {spec.name!r}: {len(configs)} trials, at most {spec.max_concurrent_trials} at "
+          f"a time; MLflow store {tracking_uri}", flush=True)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -198,9 +239,9 @@ def run_sweep(spec: SweepSpec, results_dir: Path) -> "Any":
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=experiment, storage_path=str((results_dir / "ray_results").resolve()),
-            callbacks=[MLflowTrialCallback(tracker, spec.name)], verbose=1),
+            callbacks=[MLflowTrialCallback(tracker, spec.name), _progress_printer(started)],
+            verbose=0),
     )
-    started = time.time()
     grid = tuner.fit()
     table = trial_table(grid, spec)
     csv_path = results_dir / f"{experiment}_trials.csv"
@@ -227,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         spec = load_sweep(find_sweep_file(args.sweep), args.set)
+        check_partitions(spec.validated_configs())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

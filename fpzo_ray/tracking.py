@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -105,6 +106,23 @@ def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
             and not isinstance(v, bool)}
 
 
+def trial_error_text(trial: Any) -> str:
+    """The trial's error trace: Tune writes it locally first, to storage later."""
+    local = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    if local is not None and local.is_file():
+        return local.read_text()
+    return str(trial.get_error() or "")
+
+
+def error_summary(trace: str) -> str:
+    """The line of a traceback that says what went wrong (``SomeError: message``)."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b:?", line):
+            return line
+    return lines[-1] if lines else "trial failed"
+
+
 class MLflowTrialCallback(Callback):
     """Mirrors every Tune trial into one MLflow run (created in the driver process)."""
 
@@ -145,7 +163,6 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
-        error = trial.get_error()
-        message = str(error).strip().splitlines()[-1] if error else "trial failed"
+        message = error_summary(trial_error_text(trial))
         self._log_trial_artifacts(run_id, trial)
         self.tracker.end_run(run_id, failed=True, error=message)

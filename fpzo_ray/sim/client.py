@@ -28,6 +28,7 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.messages import (
+    ClientFailure,
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,

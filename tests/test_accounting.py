@@ -1,0 +1,35 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fpzo_ray.accounting import forward_flops, layer_flops
+from fpzo_ray.config import config_from_dict
+from fpzo_ray.models import build_model
+
+
+@pytest.mark.parametrize("dataset, shape", [("digits", (1, 8, 8)), ("mnist", (1, 28, 28))])
+def test_dense_flops_match_torch_flop_counter(dataset, shape):
+    model = build_model(config_from_dict({"data": {"name": dataset}}), 1, 10, init_seed=0)
+    layers = layer_flops(model, shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(4, *shape))
+    ours = 4 * sum(2 * layer.multiply_adds for layer in layers)
+    assert ours == counter.get_total_flops()  # both count 2 FLOPs per multiply-add
+    assert forward_flops(layers) == sum(2 * l.multiply_adds + l.bias_adds for l in layers)
+
+
+def test_lenet5_flops_by_hand():
+    model = build_model(config_from_dict({"data": {"name": "mnist"}}), 1, 10, init_seed=0)
+    macs = {l.name: l.multiply_adds for l in layer_flops(model, (1, 28, 28))}
+    assert macs["features.0.weight"] == 6 * 28 * 28 * 25
+    assert macs["features.4.weight"] == 16 * 10 * 10 * 6 * 25
+    assert macs["classifier.0.weight"] == 400 * 120
+
+
+def test_sparse_flops_scale_with_layer_density():
+    model = build_model(config_from_dict({}), 1, 10, init_seed=0)
+    layers = layer_flops(model, (1, 8, 8))
+    half = forward_flops(layers, {l.name: 0.5 for l in layers})
+    bias = sum(l.bias_adds for l in layers)
+    assert half - bias == (forward_flops(layers) - bias) // 2

@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import pytest
+
+from fpzo_ray.config import ConfigError, config_from_dict, parse_overrides
+from fpzo_ray.sweep import find_sweep_file, load_sweep
+
+
+def test_defaults_are_valid_and_frozen():
+    cfg = config_from_dict({})
+    assert cfg.data.name == "digits" and cfg.model_name == "digits_cnn"
+    with pytest.raises(AttributeError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw, field", [
+    ({"pruning": {"sparsity": 1.0}}, "pruning.sparsity"),
+    ({"pruning": {"sparsity": -0.1}}, "pruning.sparsity"),
+    ({"zo": {"num_perturbations": 0}}, "zo.num_perturbations"),
+    ({"data": {"alpha": 0}}, "data.alpha"),
+    ({"data": {"name": "imagenet"}}, "data.name"),
+    ({"zo": {"sigma": "small"}}, "zo.sigma"),
+    ({"training": {"rounds": 2.5}}, "training.rounds"),
+    ({"data": {"download": "yes"}}, "data.download"),
+    ({"zo": {"num_perturbation": 3}}, "zo.num_perturbation"),
+    ({"training": {"clients_per_round": 80}}, "training.clients_per_round"),
+    ({"model": {"name": "lenet5"}}, "model.name"),
+])
+def test_bad_values_name_the_field(raw, field):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    message = str(err.value)
+    assert field in message and "\n" not in message
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_overrides(["zo.sigma=1e-4", "data.download=true", "seed=3"]) == {
+        "zo": {"sigma": 1e-4}, "data": {"download": True}, "seed": 3}
+
+
+def test_quick_sweep_is_a_valid_grid_with_dense_baseline():
+    spec = load_sweep(find_sweep_file("sweeps/quick.yaml"))
+    configs = spec.validated_configs()
+    assert len(configs) >= 8
+    assert {len(v) >= 2 for v in spec.grid.values()} == {True}
+    assert any(c.pruning_method == "dense" for c in configs)
+    assert any(c.pruning_method == "ntk_sap" for c in configs)
+
+
+@pytest.mark.parametrize("entry, args", [
+    ("fpzo_ray.sweep", ["--set", "zo.num_perturbations=0"]),
+    ("fpzo_ray.run", ["--set", "pruning.sparsity=1.5"]),
+])
+def test_cli_exits_2_before_any_work(entry, args, tmp_path):
+    out = subprocess.run([sys.executable, "-m", entry, *args, "--results-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error: ")
+    assert args[1].split("=")[0] in lines[0]
+    assert not (tmp_path / "r").exists()  # nothing was started or written

@@ -1,0 +1,87 @@
+import torch
+
+from fpzo_ray.config import config_from_dict
+from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.pruning import (
+    Mask,
+    keep_top_k,
+    kept_count,
+    kept_fractions,
+    ntk_sap_mask_gradient,
+    prune_iteratively,
+    random_mask,
+)
+from fpzo_ray.sim.client import pruning_draw_seeds
+
+
+def _digits_model():
+    cfg = config_from_dict({})
+    model = build_model(cfg, 1, 10, init_seed=0)
+    flat, layout = bind_flat_buffer(model)
+    return model, layout
+
+
+def test_federated_sum_of_data_free_scores_equals_centralised():
+    model, layout = _digits_model()
+    mask = random_mask(layout, 0.6, torch.Generator().manual_seed(0))
+    clients = [3, 8, 11, 40]
+    per_client = [ntk_sap_mask_gradient(model, layout, mask, pruning_draw_seeds(0, 2, c, 2),
+                                        8, (1, 8, 8), 0.01) for c in clients]
+    federated = torch.stack(per_client).sum(0).abs()
+    union = [s for c in clients for s in pruning_draw_seeds(0, 2, c, 2)]
+    central = ntk_sap_mask_gradient(model, layout, mask, union, 8, (1, 8, 8), 0.01).abs()
+    torch.testing.assert_close(federated, central, rtol=1e-5, atol=1e-7)
+    assert torch.count_nonzero(central[~mask.prunable_kept]) == 0
+    assert torch.count_nonzero(central[mask.prunable_kept]) > 0.9 * mask.num_kept_prunable
+    # The resulting global top-k masks agree and have exactly the requested size.
+    k = kept_count(layout.num_prunable, 0.3)
+    a = keep_top_k(federated, mask.prunable_kept, k)
+    b = keep_top_k(central, mask.prunable_kept, k)
+    assert int(a.sum()) == k and torch.equal(a, b)
+
+
+def test_saliency_depends_on_seeds_not_on_the_model_weights():
+    model, layout = _digits_model()
+    mask = Mask.dense(layout)
+    seeds = pruning_draw_seeds(1, 0, 0, 1)
+    first = ntk_sap_mask_gradient(model, layout, mask, seeds, 4, (1, 8, 8), 0.01)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    second = ntk_sap_mask_gradient(model, layout, mask, seeds, 4, (1, 8, 8), 0.01)
+    assert torch.equal(first, second)  # data-free: fresh initialisation for every draw
+
+
+def test_iterative_schedule_reaches_exact_density_and_never_revives():
+    model, layout = _digits_model()
+    history = []
+
+    def saliency(t, mask):
+        history.append(mask.prunable_kept.clone())
+        g = torch.Generator().manual_seed(t)
+        return torch.rand(layout.num_prunable, generator=g)
+
+    final = prune_iteratively(Mask.dense(layout), 0.1, 5, saliency)
+    assert final.num_kept_prunable == kept_count(layout.num_prunable, 0.1)
+    assert abs(final.density - 0.1) < 1 / layout.num_prunable
+    history.append(final.prunable_kept)
+    for earlier, later in zip(history, history[1:]):
+        assert not (later & ~earlier).any()
+    assert [round(f, 6) for f in kept_fractions(0.1, 2)] == [round(0.1 ** 0.5, 6), 0.1]
+
+
+def test_top_k_breaks_ties_by_position():
+    scores = torch.tensor([1.0, 2.0, 2.0, 2.0, 0.5])
+    eligible = torch.tensor([True, True, False, True, True])
+    kept = keep_top_k(scores, eligible, 2)
+    assert kept.tolist() == [False, True, False, True, False]
+
+
+def test_mask_wire_bytes_takes_the_smaller_encoding():
+    _, layout = _digits_model()
+    p = layout.num_prunable
+    assert Mask.dense(layout).wire_bytes() == 0
+    sparse = random_mask(layout, 0.01, torch.Generator().manual_seed(0))
+    assert sparse.wire_bytes() == 4 * sparse.num_kept_prunable < (p + 7) // 8
+    half = random_mask(layout, 0.5, torch.Generator().manual_seed(0))
+    assert half.wire_bytes() == (p + 7) // 8

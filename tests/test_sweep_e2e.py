@@ -1,0 +1,70 @@
+"""End to end on Ray: a tiny Tune sweep lands in a real MLflow store."""
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fpzo_ray.sweep import load_sweep, run_sweep
+
+TINY = {
+    "name": "tiny",
+    "max_concurrent_trials": 2,
+    "base": {"data": {"num_clients": 12, "partition": "dirichlet"},
+             "pruning": {"iterations": 2, "clients_per_iteration": 3},
+             "training": {"rounds": 3, "clients_per_round": 4, "eval_every": 1},
+             "simulation": {"num_workers": 2, "worker_cpus": 0.2, "server_cpus": 0.1},
+             "tracking": {"experiment": "tiny_e2e"}},
+    "grid": {"pruning.sparsity": [0.0, 0.5], "zo.num_perturbations": [3], "data.alpha": [0.5]},
+}
+
+
+def _write(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    table = run_sweep(load_sweep(_write(tmp_path, TINY)), results)
+    assert list(table["status"]) == ["OK", "OK"]
+    assert sorted(table["sparsity"]) == [0.0, 0.5]
+    csv = list(results.glob("tiny_*_trials.csv"))
+    assert len(csv) == 1 and len(pd.read_csv(csv[0])) == 2
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny_e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for key in ("test_accuracy", "test_loss", "cumulative_client_forward_flops",
+                    "cumulative_upload_bytes"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in history] == [1, 2, 3], key
+        assert run.data.params["pruning.sparsity"] in ("0.0", "0.5")
+        assert run.data.params["zo.num_perturbations"] == "3"
+        assert "setup.kept_fraction" in run.data.params
+        flops = [m.value for m in client.get_metric_history(run.info.run_id,
+                                                             "cumulative_client_forward_flops")]
+        assert flops == sorted(flops) and flops[0] > 0
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"clients.csv", "config.yaml"} <= artifacts
+
+
+def test_failing_trial_ends_failed_with_its_error(ray_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = {**TINY, "name": "broken", "grid": {"pruning.sparsity": [0.0]}}
+    spec["base"] = {**TINY["base"], "data": {"name": "mnist", "root": str(tmp_path / "nowhere"),
+                                             "num_clients": 12},
+                    "tracking": {"experiment": "broken_e2e"}}
+    results = tmp_path / "results"
+    table = run_sweep(load_sweep(_write(tmp_path, spec)), results)
+    assert list(table["status"]) == ["ERROR"]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("broken_e2e").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "MNIST not found" in runs[0].data.tags["error"]
