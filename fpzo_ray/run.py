@@ -34,8 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML file with overrides of the defaults")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one value, e.g. pruning.sparsity=0.8")
-    parser.add_argument("--results-dir", default=os.environ.get("FPZO_RESULTS_DIR", "results"))
+    parser.add_argument("--results-dir", default=None)
     args = parser.parse_args(argv)
+    from fpzo_ray.tracking import default_results_dir
+
+    results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         raw = read_yaml(args.config) if args.config else {}
@@ -58,7 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui_command,
     )
 
-    results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment,
                             results_dir)

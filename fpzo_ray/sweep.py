@@ -262,9 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base config value for every trial, e.g. "
                              "training.rounds=50")
-    parser.add_argument("--results-dir", default=os.environ.get("FPZO_RESULTS_DIR", "results"),
+    parser.add_argument("--results-dir", default=None,
                         help="where the MLflow store, Tune results and trial table go")
     args = parser.parse_args(argv)
+    from fpzo_ray.tracking import default_results_dir
+
+    results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         spec = load_sweep(find_sweep_file(args.sweep), args.set)
@@ -272,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    table = run_sweep(spec, Path(args.results_dir))
+    table = run_sweep(spec, results_dir)
     return 1 if (table["status"] != "OK").any() else 0
 
 

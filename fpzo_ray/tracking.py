@@ -33,6 +33,16 @@ _NOT_METRICS = {"round", "done", "training_iteration", "timestamp", "time_this_i
                 "node_ip", "timesteps_total", "episodes_total", "timesteps_since_restore"}
 
 
+def default_results_dir() -> Path:
+    """``FPZO_RESULTS_DIR``, else ``./results``; under ``ray job submit`` the working directory
+    is a temporary upload that Ray deletes, so results go to ``~/fpzo_ray_results`` there."""
+    if os.environ.get("FPZO_RESULTS_DIR"):
+        return Path(os.environ["FPZO_RESULTS_DIR"])
+    if "job_submission_id" in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", ""):
+        return Path.home() / "fpzo_ray_results"
+    return Path("results")
+
+
 def resolve_tracking_uri(results_dir: str | Path) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
