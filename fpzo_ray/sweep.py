@@ -93,6 +93,13 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     return spec
 
 
+def _get_dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _short(key: str) -> str:
     return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity",
             "data.alpha": "alpha"}.get(key, key.split(".")[-1])
@@ -125,10 +132,7 @@ def trial_table(result_grid: Any, spec: SweepSpec) -> "Any":
         run = result.config["run"] if result.config else {}
         row: dict[str, Any] = {"trial": Path(result.path).name if result.path else ""}
         for key in spec.grid:
-            node: Any = run
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            row[_short(key)] = node
+            row[_short(key)] = _get_dotted(run, key)
         metrics = result.metrics or {}
         history = result.metrics_dataframe
         best = (history["test_accuracy"].max()
@@ -218,14 +222,8 @@ def run_sweep(spec: SweepSpec, results_dir: Path) -> "Any":
                                     tune.PlacementGroupFactory(bundles(largest)))
 
     def trial_name(trial: Any) -> str:
-        run = trial.config["run"]
-        parts = []
-        for key in spec.grid:
-            node: Any = run
-            for part in key.split("."):
-                node = node[part]
-            parts.append(f"{_short(key)}={node}")
-        return ",".join(parts) + f"_{trial.trial_id[-5:]}"
+        parts = [f"{_short(key)}={_get_dotted(trial.config['run'], key)}" for key in spec.grid]
+        return (",".join(parts) or spec.name) + f"_{trial.trial_id[-5:]}"
 
     experiment = f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}"
     started = time.time()

@@ -81,7 +81,7 @@ class ClientRuntime:
         with torch.no_grad():
             self.flat.zero_()
 
-    def _check_version(self, version: int) -> None:
+    def check_mask_version(self, version: int) -> None:
         if version != self.mask_version:
             raise RuntimeError(f"worker holds mask {self.mask_version}, round needs {version}")
 
@@ -98,7 +98,7 @@ class ClientRuntime:
 
         The weights must already be loaded (:meth:`load_weights`) for this round.
         """
-        self._check_version(broadcast.mask_version)
+        self.check_mask_version(broadcast.mask_version)
         cfg = self.cfg
         part = self.partition[client_id]
         idx = minibatch_indices(cfg.seed, broadcast.round_index, client_id, part,
@@ -121,7 +121,7 @@ class ClientRuntime:
 
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:
         """The client's data-free NTK-SAP mask gradient, at its kept prunable weights."""
-        self._check_version(broadcast.mask_version)
+        self.check_mask_version(broadcast.mask_version)
         p = self.cfg.pruning
         seeds = pruning_draw_seeds(self.cfg.seed, broadcast.iteration, client_id,
                                    p.draws_per_client)
@@ -146,7 +146,7 @@ def serve_clients(runtime: ClientRuntime, mask: MaskBroadcast | None,
     """
     if mask is not None:
         runtime.set_mask(mask)
-    runtime._check_version(broadcast.mask_version)
+    runtime.check_mask_version(broadcast.mask_version)
     if isinstance(broadcast, ZOBroadcast):
         runtime.load_weights(broadcast.weights)
         work = runtime.zo_step
