@@ -19,12 +19,29 @@ from typing import Any, Mapping
 
 import yaml
 
-DATASETS = ("digits", "mnist")
-MODELS = ("auto", "digits_cnn", "lenet5")
-PARTITIONS = ("iid", "dirichlet")
-PRUNING_METHODS = ("dense", "random", "ntk_sap")
-SERVER_OPTIMIZERS = ("adam", "sgd")
-NORMS = ("group", "none")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+MODELS = ("auto", "digits_cnn", "lenet5", "resnet20", "resnet18")
+#: The model ``model.name: auto`` picks for each data set.
+DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet5", "fashion_mnist": "lenet5",
+                 "cifar10": "resnet20", "cifar100": "resnet20", "svhn": "resnet20"}
+#: Image side of each data set, and the smallest side each model accepts (checked on load).
+IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
+              "svhn": 32}
+MIN_IMAGE_SIZE = {"digits_cnn": 4, "lenet5": 12, "resnet20": 8, "resnet18": 8}
+PARTITIONS = ("iid", "dirichlet", "shards")
+PRUNING_METHODS = ("dense", "random", "random_layerwise", "magnitude", "snip", "grasp",
+                   "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central")
+PRUNING_SCOPES = ("global", "layer")
+REFERENCE_METHODS = tuple(m for m in PRUNING_METHODS if m not in ("dense", "random_layerwise"))
+ALGORITHMS = ("zo", "bp")
+MODES = ("fedsgd", "fedavg")
+ESTIMATORS = ("forward", "central")
+DIRECTIONS = ("gaussian", "rademacher")
+PERTURBATION_SCOPES = ("full", "layerwise")
+BATCHINGS = ("loop", "vmap")
+FEDAVG_UPLOADS = ("scalars", "dense_update")
+SERVER_OPTIMIZERS = ("adam", "sgd", "sgd_momentum")
+NORMS = ("group", "none", "batch")
 ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
 
@@ -64,14 +81,17 @@ class DataConfig:
     download: bool = _spec(False, doc="let torchvision download a missing data set")
     partition: str = _spec("iid", choices=PARTITIONS)
     alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration (partition=dirichlet)")
+    shards_per_client: int = _spec(2, ge=1, doc="classes-per-client shards (partition=shards)")
     num_clients: int = _spec(50, ge=1, doc="size of the virtual client population")
     min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _spec("auto", choices=MODELS, doc="auto: digits_cnn for digits, lenet5 for mnist")
-    norm: str = _spec("group", choices=NORMS, doc="GroupNorm without affine, or none (BAFFLE)")
+    name: str = _spec("auto", choices=MODELS,
+                      doc="auto: digits_cnn (digits), lenet5 (mnist, fashion_mnist), resnet20")
+    norm: str = _spec("group", choices=NORMS,
+                      doc="GroupNorm without affine (BAFFLE), none, or batch (batch statistics)")
     norm_groups: int = _spec(2, ge=1)
     activation: str = _spec("hardswish", choices=ACTIVATIONS)
 
@@ -81,10 +101,13 @@ class PruningConfig:
     method: str = _spec("ntk_sap", choices=PRUNING_METHODS,
                         doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning")
     sparsity: float = _spec(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
-    iterations: int = _spec(10, ge=1, doc="T, iterations of the exponential schedule")
+    scope: str = _spec("global", choices=PRUNING_SCOPES, doc="top-k over all layers or per layer")
+    reference_method: str = _spec("ntk_sap", choices=REFERENCE_METHODS,
+                                  doc="random_layerwise copies this mask's per-layer densities")
+    iterations: int = _spec(10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)")
     clients_per_iteration: int = _spec(10, ge=1)
     draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")
-    batch_size: int = _spec(16, ge=1, doc="Gaussian inputs per draw")
+    batch_size: int = _spec(16, ge=1, doc="inputs per draw (Gaussian, or local data)")
     epsilon: float = _spec(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
 
 
@@ -92,17 +115,35 @@ class PruningConfig:
 class ZOConfig:
     num_perturbations: int = _spec(20, ge=1, doc="K, random directions per client step")
     sigma: float = _spec(1e-3, gt=0.0, doc="finite-difference step")
+    estimator: str = _spec("forward", choices=ESTIMATORS,
+                           doc="forward: K+1 passes; central: 2K passes")
+    direction: str = _spec("gaussian", choices=DIRECTIONS)
+    perturbation_scope: str = _spec(
+        "full", choices=PERTURBATION_SCOPES,
+        doc="layerwise: each direction perturbs one block, K split by kept coordinates, "
+            "forward resumed from the cached block input")
+    batching: str = _spec("loop", choices=BATCHINGS,
+                          doc="loop over directions, or vmap them (faster on some GPUs)")
     clip_inf_norm: float = _spec(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
     ema_decay: float = _spec(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    algorithm: str = _spec("zo", choices=ALGORITHMS, doc="zo: BP-free; bp: backprop FedAvg")
+    mode: str = _spec("fedsgd", choices=MODES,
+                      doc="fedsgd: one step per round; fedavg: local_steps client steps")
     rounds: int = _spec(200, ge=1)
     clients_per_round: int = _spec(10, ge=1)
-    batch_size: int = _spec(32, ge=1, doc="client mini-batch per ZO step")
+    batch_size: int = _spec(32, ge=1, doc="client mini-batch per step")
+    local_steps: int = _spec(1, ge=1, doc="E, client steps per round (fedavg, bp)")
+    client_lr: float = _spec(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")
+    client_momentum: float = _spec(0.0, ge=0.0, lt=1.0)
+    fedavg_upload: str = _spec("scalars", choices=FEDAVG_UPLOADS,
+                               doc="scalars: server replays the seeds; dense_update: masked delta")
     server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
     server_lr: float = _spec(0.01, gt=0.0)
+    server_momentum: float = _spec(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
     adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
     eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
@@ -140,7 +181,7 @@ class RunConfig:
         """The concrete model: ``auto`` resolves by data set."""
         if self.model.name != "auto":
             return self.model.name
-        return {"digits": "digits_cnn", "mnist": "lenet5"}[self.data.name]
+        return DEFAULT_MODEL[self.data.name]
 
     @property
     def pruning_method(self) -> str:
@@ -203,10 +244,13 @@ def _cross_check(cfg: RunConfig) -> None:
         raise ConfigError(
             f"config error: pruning.clients_per_iteration: got {cfg.pruning.clients_per_iteration}"
             f", must be <= data.num_clients ({cfg.data.num_clients})")
-    expected = {"digits": "digits_cnn", "mnist": "lenet5"}[cfg.data.name]
-    if cfg.model.name not in ("auto", expected):
-        raise ConfigError(f"config error: model.name: got {cfg.model.name!r}, data set "
-                          f"{cfg.data.name!r} needs {expected!r} (or auto)")
+    if IMAGE_SIZE[cfg.data.name] < MIN_IMAGE_SIZE[cfg.model_name]:
+        raise ConfigError(f"config error: model.name: {cfg.model_name} needs images of at least "
+                          f"{MIN_IMAGE_SIZE[cfg.model_name]} px, {cfg.data.name} has "
+                          f"{IMAGE_SIZE[cfg.data.name]}")
+    if cfg.training.algorithm == "bp" and cfg.training.mode != "fedavg":
+        raise ConfigError("config error: training.mode: algorithm bp is BP FedAvg, "
+                          "set training.mode: fedavg")
 
 
 def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:

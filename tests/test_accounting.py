@@ -9,7 +9,7 @@ from fpzo_ray.models import build_model
 
 @pytest.mark.parametrize("dataset, shape", [("digits", (1, 8, 8)), ("mnist", (1, 28, 28))])
 def test_dense_flops_match_torch_flop_counter(dataset, shape):
-    model = build_model(config_from_dict({"data": {"name": dataset}}), 1, 10, init_seed=0)
+    model = build_model(config_from_dict({"data": {"name": dataset}}), shape, 10, init_seed=0)
     layers = layer_flops(model, shape)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -20,15 +20,15 @@ def test_dense_flops_match_torch_flop_counter(dataset, shape):
 
 
 def test_lenet5_flops_by_hand():
-    model = build_model(config_from_dict({"data": {"name": "mnist"}}), 1, 10, init_seed=0)
+    model = build_model(config_from_dict({"data": {"name": "mnist"}}), (1, 28, 28), 10, init_seed=0)
     macs = {l.name: l.multiply_adds for l in layer_flops(model, (1, 28, 28))}
-    assert macs["features.0.weight"] == 6 * 28 * 28 * 25
-    assert macs["features.4.weight"] == 16 * 10 * 10 * 6 * 25
-    assert macs["classifier.0.weight"] == 400 * 120
+    assert macs["stages.0.0.weight"] == 6 * 28 * 28 * 25
+    assert macs["stages.1.0.weight"] == 16 * 10 * 10 * 6 * 25
+    assert macs["stages.2.1.weight"] == 400 * 120
 
 
 def test_sparse_flops_scale_with_layer_density():
-    model = build_model(config_from_dict({}), 1, 10, init_seed=0)
+    model = build_model(config_from_dict({}), (1, 8, 8), 10, init_seed=0)
     layers = layer_flops(model, (1, 8, 8))
     half = forward_flops(layers, {l.name: 0.5 for l in layers})
     bias = sum(l.bias_adds for l in layers)

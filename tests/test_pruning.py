@@ -16,7 +16,7 @@ from fpzo_ray.sim.client import pruning_draw_seeds
 
 def _digits_model():
     cfg = config_from_dict({})
-    model = build_model(cfg, 1, 10, init_seed=0)
+    model = build_model(cfg, (1, 8, 8), 10, init_seed=0)
     flat, layout = bind_flat_buffer(model)
     return model, layout
 

@@ -43,7 +43,7 @@ def test_pruned_weights_stay_exactly_zero(digits, method):
 def test_ntk_sap_prunes_the_largest_layer_hardest(digits):
     server, _ = _server(digits, pruning={"sparsity": 0.8})
     density = server.prune()["layer_density"]
-    assert density["classifier.weight"] < density["features.0.weight"]
+    assert density["stages.2.1.weight"] < density["stages.0.0.weight"]
 
 
 def test_training_reduces_the_loss_and_counts_costs(digits):

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from fpzo_ray.models.layers import make_activation, make_norm
+from fpzo_ray.models.staged import StagedModel, flat_features
 
 
-class DigitsCNN(nn.Module):
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, norm: str = "group",
-                 norm_groups: int = 2, activation: str = "hardswish") -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, padding=1), make_norm(norm, 8, norm_groups),
-            make_activation(activation), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), make_norm(norm, 16, norm_groups),
-            make_activation(activation), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Linear(16 * 2 * 2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+class DigitsCNN(StagedModel):
+    def __init__(self, input_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10,
+                 norm: str = "group", norm_groups: int = 2, activation: str = "hardswish") -> None:
+        features = [
+            nn.Sequential(nn.Conv2d(input_shape[0], 8, 3, padding=1),
+                          make_norm(norm, 8, norm_groups), make_activation(activation),
+                          nn.MaxPool2d(2)),
+            nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), make_norm(norm, 16, norm_groups),
+                          make_activation(activation), nn.MaxPool2d(2)),
+        ]
+        head = nn.Sequential(nn.Flatten(), nn.Linear(flat_features(features, input_shape),
+                                                     num_classes))
+        super().__init__([*features, head])

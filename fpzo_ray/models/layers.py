@@ -1,8 +1,9 @@
 """Normalisation and activation choices that suit zeroth-order training.
 
-BAFFLE's recipe: BatchNorm's running statistics make the loss of a perturbed model depend on
-the batch order, so ZO-friendly models use GroupNorm without affine parameters (nothing extra
-to estimate) or no normalisation, and the smooth Hardswish activation.
+BAFFLE's recipe: GroupNorm without affine parameters (nothing extra to estimate) or no
+normalisation, and the smooth Hardswish activation. ``batch`` is BatchNorm that always uses
+the batch's own statistics (no running buffers): a federated model is then only its
+parameters, and a perturbed forward pass does not change any state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ def make_norm(kind: str, channels: int, groups: int) -> nn.Module:
     if kind == "group":
         g = groups if channels % groups == 0 else 1
         return nn.GroupNorm(g, channels, affine=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, track_running_stats=False)
     raise ValueError(f"model.norm: unknown {kind!r}")
 
 

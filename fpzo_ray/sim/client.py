@@ -59,8 +59,7 @@ class ClientRuntime:
         self.dataset = dataset
         self.partition = partition
         self.device = torch.device(cfg.simulation.device)
-        channels = dataset.input_shape[0]
-        self.model = build_model(cfg, channels, dataset.num_classes).to(self.device)
+        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.mask = Mask.dense(self.layout)

@@ -55,7 +55,7 @@ class FederatedServer:
         self.device = torch.device(cfg.simulation.device)
         self.test_x, self.test_y = dataset.test_set()
         self.input_shape = dataset.input_shape
-        self.model = build_model(cfg, dataset.input_shape[0], dataset.num_classes,
+        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
                                  init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)

@@ -1,0 +1,37 @@
+"""Models as a chain of stages: ``forward(x) = stages[n-1](...stages[0](x))``.
+
+The chain is what lets the layer-wise ZO variant resume a forward pass from the cached input
+of the stage it perturbs (``zo.perturbation_scope: layerwise``), and what the accounting uses
+to name blocks. Every model of the registry is a :class:`StagedModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class StagedModel(nn.Module):
+    def __init__(self, stages: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(0, x)
+
+    def forward_from(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stages ``index, index + 1, ...`` on ``x`` (the input of stage ``index``)."""
+        for stage in self.stages[index:]:
+            x = stage(x)
+        return x
+
+
+def flat_features(stages: Iterable[nn.Module], input_shape: tuple[int, int, int]) -> int:
+    """Per-sample output size of ``stages`` on an input of ``input_shape`` (a dry run)."""
+    with torch.no_grad():
+        x = torch.zeros((1, *input_shape))
+        for stage in stages:
+            x = stage(x)
+    return int(x[0].numel())
