@@ -8,7 +8,8 @@ from fpzo_ray.data import make_partition
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
 from fpzo_ray.seeding import Purpose
-from fpzo_ray.sim.server import FederatedServer, sample_clients
+from fpzo_ray.sim.sampling import sample_clients
+from fpzo_ray.sim.server import FederatedServer
 
 SMALL = {"data": {"num_clients": 20}, "training": {"rounds": 6, "clients_per_round": 5},
          "pruning": {"iterations": 3, "clients_per_iteration": 4}, "zo": {"num_perturbations": 5}}
@@ -74,3 +75,90 @@ def test_a_crashing_client_does_not_end_the_round(digits):
     assert all(rec["client_id"] == victim for rec in failures)
     assert "TypeError" in failures[0]["error"] or "AttributeError" in failures[0]["error"]
     assert all(m["aggregated_clients"] + m["failed_clients"] == 5 for m in metrics)
+
+
+MODES = [
+    {"training": {"algorithm": "zo", "mode": "fedsgd"}},
+    {"training": {"algorithm": "zo", "mode": "fedavg", "local_steps": 3, "client_lr": 0.05}},
+    {"training": {"algorithm": "zo", "mode": "fedavg", "local_steps": 2,
+                  "fedavg_upload": "dense_update"}},
+    {"training": {"algorithm": "bp", "mode": "fedavg", "local_steps": 2, "client_lr": 0.1,
+                  "server_optimizer": "sgd", "server_lr": 1.0}},
+    {"zo": {"estimator": "central", "direction": "rademacher"}},
+    {"zo": {"perturbation_scope": "layerwise"},
+     "training": {"server_optimizer": "sgd_momentum"}},
+    {"zo": {"batching": "vmap"}},
+]
+
+
+@pytest.mark.parametrize("sections", MODES, ids=lambda s: str(s)[:60])
+def test_pruned_weights_stay_zero_under_every_mode(digits, sections):
+    server, runtime = _server(digits, pruning={"method": "random", "sparsity": 0.7}, **sections)
+    server.prune()
+    before = server.global_flat_weights(use_ema=False)
+    metrics = [server.run_round(r) for r in range(4)]
+    after = server.global_flat_weights(use_ema=False)
+    pruned = ~server.mask.kept_flat()
+    assert torch.count_nonzero(after[pruned]) == 0
+    assert torch.count_nonzero(runtime.flat[pruned]) == 0
+    assert not torch.equal(after[~pruned], before[~pruned])
+    assert all(m["aggregated_clients"] == 5 for m in metrics)
+    assert metrics[-1]["cumulative_client_flops"] >= metrics[-1]["cumulative_client_forward_flops"]
+
+
+def test_fedavg_scalar_upload_replays_to_the_same_run_as_dense_updates(digits):
+    common = {"mode": "fedavg", "local_steps": 3, "client_lr": 0.05, "client_momentum": 0.5,
+              "server_optimizer": "sgd", "server_lr": 1.0}
+    runs = {}
+    for upload in ("scalars", "dense_update"):
+        server, _ = _server(digits, training={**common, "fedavg_upload": upload},
+                            pruning={"method": "random", "sparsity": 0.5})
+        server.prune()
+        runs[upload] = [server.run_round(r) for r in range(4)]
+        runs[upload + "_weights"] = server.global_flat_weights(use_ema=False)
+    assert torch.equal(runs["scalars_weights"], runs["dense_update_weights"])
+    assert [m["test_accuracy"] for m in runs["scalars"] if "test_accuracy" in m] == \
+        [m["test_accuracy"] for m in runs["dense_update"] if "test_accuracy" in m]
+    # ... at a fraction of the upload: 3 x 5 scalars + 12 bytes vs d floats + 4 bytes
+    d = server.num_trained
+    assert runs["scalars"][0]["round_upload_bytes"] == 5 * (4 * 3 * 5 + 12)
+    assert runs["dense_update"][0]["round_upload_bytes"] == 5 * (4 * d + 4)
+
+
+def test_bp_fedavg_learns_faster_than_zo(digits):
+    accuracies = {}
+    for name, training in {
+            "bp": {"algorithm": "bp", "mode": "fedavg", "local_steps": 2, "client_lr": 0.1,
+                   "server_optimizer": "sgd", "server_lr": 1.0, "rounds": 15},
+            "zo": {"rounds": 15}}.items():
+        server, _ = _server(digits, training=training)
+        server.prune()
+        accuracies[name] = [server.run_round(r) for r in range(15)][-1]["test_accuracy"]
+    assert accuracies["bp"] > 0.6 and accuracies["bp"] > accuracies["zo"]
+
+
+@pytest.mark.parametrize("method", ["random", "random_layerwise", "magnitude", "snip", "grasp",
+                                    "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central"])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_every_pruning_method_reaches_the_exact_density(digits, method, scope):
+    server, _ = _server(digits, pruning={"method": method, "sparsity": 0.6, "scope": scope,
+                                         "iterations": 2})
+    summary = server.prune()
+    p = server.layout.num_prunable
+    if scope == "global":
+        assert server.mask.num_kept_prunable == round(0.4 * p)
+    else:
+        for name, density in summary["layer_density"].items():
+            assert abs(density - 0.4) < 0.02, name
+    # random_layerwise copies the layer densities of its reference (ntk_sap, federated).
+    federated = method in ("snip", "grasp", "ntk_sap", "ntk_sap_data", "random_layerwise")
+    assert (summary["pruning_upload_bytes"] > 0) == federated
+
+
+def test_centralised_ntk_sap_gives_the_federated_mask(digits):
+    masks = {}
+    for method in ("ntk_sap", "ntk_sap_central"):
+        server, _ = _server(digits, pruning={"method": method, "sparsity": 0.8})
+        server.prune()
+        masks[method] = server.mask.prunable_kept
+    assert torch.equal(masks["ntk_sap"], masks["ntk_sap_central"])

@@ -12,6 +12,7 @@ from fpzo_ray.data.partition import (
     iid_partition,
     label_histograms,
     make_partition,
+    shards_partition,
 )
 from fpzo_ray.data.registry import DATASET_LOADERS, ImageDataset, load_dataset
 
@@ -39,5 +40,5 @@ if TYPE_CHECKING:
 __all__ = [
     "check_partitions",
     "DATASET_LOADERS", "ImageDataset", "PartitionError", "dirichlet_partition",
-    "iid_partition", "label_histograms", "load_dataset", "make_partition",
+    "iid_partition", "label_histograms", "load_dataset", "make_partition", "shards_partition",
 ]

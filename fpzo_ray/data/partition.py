@@ -73,6 +73,31 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float,
     return parts
 
 
+def shards_partition(labels: np.ndarray, num_clients: int, shards_per_client: int,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """The pathological non-IID split of McMahan et al. (2017): a few label-sorted shards each.
+
+    Sample indices are sorted by label (a stable sort of a random permutation, so the order
+    within a class is random), cut into ``num_clients * shards_per_client`` contiguous shards
+    whose sizes differ by at most one, and each client is dealt ``shards_per_client`` random
+    shards. A client therefore sees at most ``shards_per_client`` classes, plus one for each
+    of its shards that straddles a class boundary; with 2 shards per client this is the
+    paper's "each client has examples of only two digits".
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    num_shards = num_clients * shards_per_client
+    if num_shards > n:
+        raise PartitionError(
+            f"config error: data.shards_per_client: {num_clients} clients x {shards_per_client} "
+            f"shards > {n} training samples")
+    shuffled = rng.permutation(n)
+    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    shards = np.array_split(by_label, num_shards)
+    dealt = rng.permutation(num_shards).reshape(num_clients, shards_per_client)
+    return [np.sort(np.concatenate([shards[s] for s in hand])).astype(np.int64) for hand in dealt]
+
+
 def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[np.ndarray]:
     """The partition a configuration asks for, seeded by the run seed."""
     rng = np.random.default_rng(derive_seed(run_seed, Purpose.PARTITION))
@@ -82,6 +107,16 @@ def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[n
                 f"config error: data.min_partition_size: {cfg.num_clients} clients x "
                 f"{cfg.min_partition_size} > {labels.shape[0]} training samples")
         return iid_partition(labels.shape[0], cfg.num_clients, rng)
+    if cfg.partition == "shards":
+        # The smallest client holds shards_per_client shards of the smaller size.
+        num_shards = cfg.num_clients * cfg.shards_per_client
+        smallest = cfg.shards_per_client * (labels.shape[0] // num_shards)
+        if smallest < cfg.min_partition_size:
+            raise PartitionError(
+                f"config error: data.min_partition_size: {labels.shape[0]} training samples cut "
+                f"into {cfg.num_clients} clients x {cfg.shards_per_client} shards leave "
+                f"{smallest} < {cfg.min_partition_size} on the smallest client")
+        return shards_partition(labels, cfg.num_clients, cfg.shards_per_client, rng)
     return dirichlet_partition(labels, cfg.num_clients, cfg.alpha, cfg.min_partition_size, rng)
 
 

@@ -7,6 +7,8 @@ through its object store with zero-copy reads by every worker actor on a node.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -77,28 +79,178 @@ def load_digits_dataset(cfg: DataConfig) -> ImageDataset:
                         mean=float(pixels.mean()), std=float(pixels.std()))
 
 
+def _pooled_scalar_stats(channel_means: tuple[float, ...],
+                         channel_stds: tuple[float, ...]) -> tuple[float, float]:
+    """One ``(mean, std)`` for all channels from published per-channel statistics.
+
+    :class:`ImageDataset` normalises with scalars so that every data set goes through the same
+    code path. The scalar mean is the average of the channel means; the scalar std is the std
+    of all pixels pooled over channels, ``sqrt(mean(std_c**2) + var(mean_c))`` (channels have
+    equally many pixels), so normalised pixels still have unit variance overall.
+    """
+    means = np.asarray(channel_means, dtype=np.float64)
+    stds = np.asarray(channel_stds, dtype=np.float64)
+    return float(means.mean()), float(np.sqrt((stds ** 2).mean() + means.var()))
+
+
+# Per-channel training-set statistics as commonly published for these data sets (pixels scaled
+# to [0, 1]; the values used by the usual torchvision training recipes), pooled to scalars:
+# CIFAR-10 (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616)  -> 0.4734 / 0.2516
+# CIFAR-100 (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762) -> 0.4782 / 0.2682
+# SVHN train (0.4377, 0.4438, 0.4728) / (0.1980, 0.2010, 0.1970) -> 0.4514 / 0.1993
+CIFAR10_MEAN, CIFAR10_STD = _pooled_scalar_stats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_MEAN, CIFAR100_STD = _pooled_scalar_stats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+SVHN_MEAN, SVHN_STD = _pooled_scalar_stats((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+# Single-channel data sets: the published scalar training-set statistics.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+
+
+def _not_found(title: str, root: Path, expected: str) -> FileNotFoundError:
+    """The error every torchvision loader raises for a missing data set.
+
+    It starts with the config field to fix (``data.root:``) so that the CLI can report it as a
+    one-line configuration error.
+    """
+    return FileNotFoundError(
+        f"data.root: {title} not found under {root}; point data.root at a folder holding "
+        f"{expected}, or set data.download=true")
+
+
+def _load_idx_dataset(cfg: DataConfig, name: str, title: str, dataset_cls: type,
+                      mean: float, std: float) -> ImageDataset:
+    """An MNIST-format data set (IDX files under ``<root>/<ClassName>/raw``)."""
+    root = Path(cfg.root).expanduser()
+    try:
+        train = dataset_cls(str(root), train=True, download=cfg.download)
+        test = dataset_cls(str(root), train=False, download=cfg.download)
+    except RuntimeError:
+        raise _not_found(title, root, f"{dataset_cls.__name__}/raw") from None
+    return ImageDataset(
+        name,
+        train.data.numpy()[:, None, :, :], train.targets.numpy().astype(np.uint8),
+        test.data.numpy()[:, None, :, :], test.targets.numpy().astype(np.uint8),
+        num_classes=10, pixel_max=255.0, mean=mean, std=std)
+
+
 def load_mnist_dataset(cfg: DataConfig) -> ImageDataset:
     """MNIST through torchvision from ``cfg.root`` (downloads only if ``cfg.download``)."""
     from torchvision.datasets import MNIST
 
+    return _load_idx_dataset(cfg, "mnist", "MNIST", MNIST, MNIST_MEAN, MNIST_STD)
+
+
+def load_fashion_mnist_dataset(cfg: DataConfig) -> ImageDataset:
+    """Fashion-MNIST through torchvision: MNIST's format under ``<root>/FashionMNIST/raw``."""
+    from torchvision.datasets import FashionMNIST
+
+    return _load_idx_dataset(cfg, "fashion_mnist", "Fashion-MNIST", FashionMNIST,
+                             FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+@functools.cache
+def _existence_checked_datasets() -> dict[str, type]:
+    """torchvision's CIFAR-10, CIFAR-100 and SVHN, accepting any files in the right format.
+
+    With ``download=False`` torchvision md5-checks the files against the official archives, so
+    a correctly formatted file with other contents (a re-encoded copy, a small test fixture)
+    is rejected as "not found or corrupted". These subclasses only check that the expected
+    files exist and keep torchvision's parsing. Nothing is lost for downloaded data: the
+    archive's checksum is still verified when torchvision downloads it, and a download
+    happens only when the files are missing (as torchvision's MNIST already behaves).
+    Built on first use so that importing the registry does not import torchvision (~1 s).
+    """
+    from torchvision.datasets import CIFAR10, CIFAR100, SVHN
+
+    def cifar_files_exist(dataset) -> bool:
+        folder = os.path.join(dataset.root, dataset.base_folder)
+        names = [name for name, _ in dataset.train_list + dataset.test_list]
+        return all(os.path.isfile(os.path.join(folder, name))
+                   for name in names + [dataset.meta["filename"]])
+
+    class ExistenceCheckedCIFAR10(CIFAR10):
+        meta = {**CIFAR10.meta, "md5": None}  # _load_meta md5-checks the label names file too
+        _check_integrity = cifar_files_exist
+
+    class ExistenceCheckedCIFAR100(CIFAR100):
+        meta = {**CIFAR100.meta, "md5": None}
+        _check_integrity = cifar_files_exist
+
+    class ExistenceCheckedSVHN(SVHN):
+        def _check_integrity(self) -> bool:
+            return os.path.isfile(os.path.join(self.root, self.filename))
+
+        def download(self) -> None:
+            # torchvision's SVHN re-downloads over a present file whose md5 differs.
+            if not self._check_integrity():
+                super().download()
+
+    return {"cifar10": ExistenceCheckedCIFAR10, "cifar100": ExistenceCheckedCIFAR100,
+            "svhn": ExistenceCheckedSVHN}
+
+
+def _load_cifar_dataset(cfg: DataConfig, name: str, title: str, num_classes: int,
+                        mean: float, std: float) -> ImageDataset:
+    """CIFAR-10 or CIFAR-100 (python pickle batches) as ``uint8`` NCHW arrays."""
+    dataset_cls = _existence_checked_datasets()[name]
     root = Path(cfg.root).expanduser()
     try:
-        train = MNIST(str(root), train=True, download=cfg.download)
-        test = MNIST(str(root), train=False, download=cfg.download)
-    except RuntimeError as exc:
-        raise FileNotFoundError(
-            f"data.root: MNIST not found under {root}; point data.root at a folder "
-            "holding MNIST/raw, or set data.download=true") from None
-    return ImageDataset(
-        "mnist",
-        train.data.numpy()[:, None, :, :], train.targets.numpy().astype(np.uint8),
-        test.data.numpy()[:, None, :, :], test.targets.numpy().astype(np.uint8),
-        num_classes=10, pixel_max=255.0, mean=0.1307, std=0.3081)
+        train = dataset_cls(str(root), train=True, download=cfg.download)
+        test = dataset_cls(str(root), train=False, download=cfg.download)
+    except RuntimeError:
+        raise _not_found(title, root, dataset_cls.base_folder) from None
+
+    def nchw(split) -> np.ndarray:  # torchvision keeps CIFAR as NHWC for PIL
+        return np.ascontiguousarray(split.data.transpose(0, 3, 1, 2), dtype=np.uint8)
+
+    def labels(split) -> np.ndarray:
+        return np.asarray(split.targets, dtype=np.uint8)
+
+    return ImageDataset(name, nchw(train), labels(train), nchw(test), labels(test),
+                        num_classes=num_classes, pixel_max=255.0, mean=mean, std=std)
+
+
+def load_cifar10_dataset(cfg: DataConfig) -> ImageDataset:
+    """CIFAR-10 from ``<root>/cifar-10-batches-py`` (downloads only if ``cfg.download``)."""
+    return _load_cifar_dataset(cfg, "cifar10", "CIFAR-10", 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def load_cifar100_dataset(cfg: DataConfig) -> ImageDataset:
+    """CIFAR-100 with its 100 fine labels from ``<root>/cifar-100-python``."""
+    return _load_cifar_dataset(cfg, "cifar100", "CIFAR-100", 100, CIFAR100_MEAN, CIFAR100_STD)
+
+
+def load_svhn_dataset(cfg: DataConfig) -> ImageDataset:
+    """SVHN's cropped digits (``train_32x32.mat``, ``test_32x32.mat`` directly in ``cfg.root``).
+
+    The ``extra`` split is not used. torchvision already maps SVHN's label 10 to digit 0 and
+    transposes the ``(H, W, C, N)`` MATLAB arrays to ``(N, C, H, W)``.
+    """
+    svhn_cls = _existence_checked_datasets()["svhn"]
+    root = Path(cfg.root).expanduser()
+    try:
+        train = svhn_cls(str(root), split="train", download=cfg.download)
+        test = svhn_cls(str(root), split="test", download=cfg.download)
+    except RuntimeError:
+        raise _not_found("SVHN", root, "train_32x32.mat and test_32x32.mat") from None
+
+    def images(split) -> np.ndarray:
+        return np.ascontiguousarray(split.data, dtype=np.uint8)
+
+    def labels(split) -> np.ndarray:
+        return np.asarray(split.labels, dtype=np.uint8)
+
+    return ImageDataset("svhn", images(train), labels(train), images(test), labels(test),
+                        num_classes=10, pixel_max=255.0, mean=SVHN_MEAN, std=SVHN_STD)
 
 
 DATASET_LOADERS: dict[str, Callable[[DataConfig], ImageDataset]] = {
     "digits": load_digits_dataset,
     "mnist": load_mnist_dataset,
+    "fashion_mnist": load_fashion_mnist_dataset,
+    "cifar10": load_cifar10_dataset,
+    "cifar100": load_cifar100_dataset,
+    "svhn": load_svhn_dataset,
 }
 
 

@@ -47,12 +47,18 @@ def fresh_parameters(model: nn.Module, layout: ParameterLayout,
 
 def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
                           draw_seeds: Sequence[int], batch_size: int,
-                          input_shape: Sequence[int], epsilon: float) -> torch.Tensor:
+                          input_shape: Sequence[int], epsilon: float,
+                          inputs: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Signed gradient of the NTK-SAP objective w.r.t. the mask, summed over the draws.
 
+    Data-free (``inputs`` None): draw ``r`` uses Gaussian inputs from its seed. Data-dependent
+    (the variant whose federated error drifts under non-IID data): draw ``r`` uses the local
+    batch ``inputs[r]`` instead; the weights are fresh from the seed either way.
     Returns a float32 vector over the prunable coordinates, zero where ``mask`` has pruned.
     The model's own weights are not touched: every draw evaluates it functionally.
     """
+    if inputs is not None and len(inputs) != len(draw_seeds):
+        raise ValueError(f"{len(inputs)} input batches for {len(draw_seeds)} draws")
     device = next(model.parameters()).device
     prunable = layout.prunable_slots
     kept = mask.prunable_kept.to(torch.float32)
@@ -65,10 +71,11 @@ def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
     was_training = model.training
     model.train()
     try:
-        for seed in draw_seeds:
+        for r, seed in enumerate(draw_seeds):
             gen = generator(seed)
             theta = fresh_parameters(model, layout, gen)
-            x = torch.randn((batch_size, *input_shape), generator=gen)
+            x = torch.randn((batch_size, *input_shape), generator=gen) if inputs is None \
+                else inputs[r]
             delta = {s.name: torch.randn(s.shape, generator=gen) for s in prunable}
             theta = {k: v.to(device) for k, v in theta.items()}
             x = x.to(device)

@@ -1,9 +1,10 @@
 """What a virtual client does, in plain PyTorch: the code a worker actor runs for each client.
 
-A :class:`ClientRuntime` holds one model (built once, parameters in a flat buffer), the
-training set and the partition, and serves any number of virtual clients one after another:
-a virtual client is only an id, i.e. a partition and a set of seeds. Nothing here knows Ray,
-so the same runtime serves the Ray workers, the in-process pool and the benchmarks.
+A :class:`ClientRuntime` holds one model (built once, parameters in a flat buffer, initialised
+from the run's model seed like the server's), the training set and the partition, and serves
+any number of virtual clients one after another: a virtual client is only an id, i.e. a
+partition and a set of seeds. Nothing here knows Ray, so the same runtime serves the Ray
+workers, the in-process pool and the benchmarks.
 """
 
 from __future__ import annotations
@@ -12,44 +13,60 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fpzo_ray.accounting import (
+    bp_step_flops,
+    dense_update_upload_bytes,
     forward_flops,
     layer_flops,
     pruning_download_bytes,
     pruning_upload_bytes,
-    zo_download_bytes,
-    zo_upload_bytes,
+    stage_forward_flops,
+    train_download_bytes,
+    update_flops,
+    zo_scalar_upload_bytes,
+    zo_vector_flops,
 )
+from fpzo_ray.bp import bp_client_update
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient
+from fpzo_ray.pruning.saliencies import grasp_contribution, snip_contribution
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.messages import (
     ClientFailure,
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,
-    ZOBroadcast,
-    ZOReply,
+    TrainBroadcast,
+    TrainReply,
 )
-from fpzo_ray.zo import forward_difference, perturbation_seeds
+from fpzo_ray.sim.specs import zo_update_spec
+from fpzo_ray.zo import perturbation_seeds
+from fpzo_ray.zo.client_update import ZOWorkspace, zo_client_update
+from fpzo_ray.zo.layerwise import stage_blocks
 
 
-def minibatch_indices(run_seed: int, round_index: int, client_id: int, partition: np.ndarray,
-                      batch_size: int) -> np.ndarray:
-    """The client's mini-batch of this round: a seeded draw without replacement."""
-    rng = np.random.default_rng(derive_seed(run_seed, Purpose.MINIBATCH, round_index, client_id))
+def minibatch_indices(run_seed: int, purpose: Purpose, index: int, client_id: int, step: int,
+                      partition: np.ndarray, batch_size: int) -> np.ndarray:
+    """A seeded mini-batch of the client's partition, without replacement."""
     if partition.shape[0] <= batch_size:
         return partition
+    rng = np.random.default_rng(derive_seed(run_seed, purpose, index, client_id, step))
     return np.sort(rng.choice(partition, size=batch_size, replace=False))
 
 
 def pruning_draw_seeds(run_seed: int, iteration: int, client_id: int, draws: int) -> list[int]:
     return [derive_seed(run_seed, Purpose.PRUNING_DRAW, iteration, client_id, r)
             for r in range(draws)]
+
+
+def step_seeds(cfg: RunConfig, round_index: int, client_id: int) -> list[list[int]]:
+    """The perturbation seeds of every local step of a client's round."""
+    steps = cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
+    return [perturbation_seeds(cfg.seed, round_index, client_id, s, cfg.zo.num_perturbations)
+            for s in range(steps)]
 
 
 class ClientRuntime:
@@ -59,85 +76,138 @@ class ClientRuntime:
         self.dataset = dataset
         self.partition = partition
         self.device = torch.device(cfg.simulation.device)
-        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(self.device)
+        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
+                                 init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
+        self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
+        self.initial_flat = self.flat.detach().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
+        self.zo_spec = zo_update_spec(cfg)
         self.mask = Mask.dense(self.layout)
         self.mask_version = -1
-        self.kept_index: torch.Tensor | None = None
-        self.sparse_forward_flops = forward_flops(self.layers)
+        self.workspace = self._workspace()
 
     # -- state shared by all clients of a round ------------------------------------------
+    def _workspace(self) -> ZOWorkspace:
+        kept = None if self.mask.is_dense else self.mask.kept_index().to(self.device)
+        blocks = None
+        if self.cfg.zo.perturbation_scope == "layerwise":
+            blocks = stage_blocks(self.layout, kept, len(self.model.stages))
+        return ZOWorkspace(self.model, self.layout, self.flat, kept, blocks)
+
     def set_mask(self, broadcast: MaskBroadcast) -> None:
-        """Install a new mask: pruned coordinates become (and stay) exactly zero."""
+        """Install a new mask: the model is reset to the initial weights under that mask."""
         if broadcast.version == self.mask_version:
             return
         self.mask = Mask(self.layout, broadcast.prunable_kept)
         self.mask_version = broadcast.version
-        index = self.mask.kept_index()
-        self.kept_index = None if self.mask.is_dense else index.to(self.device)
-        self.sparse_forward_flops = forward_flops(self.layers, self.mask.layer_densities())
+        self.workspace = self._workspace()
+        density = self.mask.layer_densities()
+        self.forward_flops = forward_flops(self.layers, density)
+        self.stage_flops = stage_forward_flops(self.layers, len(self.model.stages), density)
         with torch.no_grad():
-            self.flat.zero_()
+            self.flat.copy_(self.initial_flat * self.mask.kept_flat().to(self.device))
 
     def check_mask_version(self, version: int) -> None:
         if version != self.mask_version:
             raise RuntimeError(f"worker holds mask {self.mask_version}, round needs {version}")
 
-    def load_weights(self, weights: torch.Tensor) -> None:
-        with torch.no_grad():
-            if self.kept_index is None:
-                self.flat.copy_(weights)
-            else:
-                self.flat.index_copy_(0, self.kept_index, weights.to(self.device))
-
-    # -- one virtual client --------------------------------------------------------------
-    def zo_step(self, broadcast: ZOBroadcast, client_id: int) -> ZOReply:
-        """Evaluate the client's K loss differences on its mini-batch of this round.
-
-        The weights must already be loaded (:meth:`load_weights`) for this round.
-        """
-        self.check_mask_version(broadcast.mask_version)
-        cfg = self.cfg
+    # -- one virtual client: training ----------------------------------------------------
+    def _batches(self, purpose: Purpose, index: int, client_id: int, count: int,
+                 batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         part = self.partition[client_id]
-        idx = minibatch_indices(cfg.seed, broadcast.round_index, client_id, part,
-                                cfg.training.batch_size)
-        x, y = self.dataset.train_batch(idx)
-        x, y = x.to(self.device), y.to(self.device)
+        out = []
+        for step in range(count):
+            idx = minibatch_indices(self.cfg.seed, purpose, index, client_id, step, part,
+                                    batch_size)
+            x, y = self.dataset.train_batch(idx)
+            out.append((x.to(self.device), y.to(self.device)))
+        return out
 
-        def loss() -> float:
-            return float(F.cross_entropy(self.model(x), y))
+    def train(self, broadcast: TrainBroadcast, client_id: int) -> TrainReply:
+        """The client's work for a round, from the broadcast weights (already loaded)."""
+        cfg = self.cfg
+        t = cfg.training
+        fedavg = t.mode == "fedavg"
+        steps = t.local_steps if fedavg else 1
+        batches = self._batches(Purpose.MINIBATCH, broadcast.round_index, client_id, steps,
+                                t.batch_size)
+        batch = int(batches[0][1].shape[0])
+        d = self.mask.num_trained
+        start = broadcast.weights
+        differences = dense = None
+        if t.algorithm == "bp":
+            result = bp_client_update(self.model, self.layout, self.flat,
+                                      self.workspace.kept_index, batches, t.client_lr,
+                                      t.client_momentum)
+            dense = result.final_weights.cpu() - start
+            base_loss = result.base_loss
+            forward = steps * batch * self.forward_flops
+            flops = steps * bp_step_flops(batch, self.forward_flops, d)
+        else:
+            seeds = step_seeds(cfg, broadcast.round_index, client_id)
+            zo = zo_client_update(self.workspace, batches, seeds, self.zo_spec, fedavg)
+            base_loss = zo.base_loss
+            forward = flops = 0
+            for r in zo.step_results:
+                runs = r.stage_runs or (r.num_forward_passes,) * len(self.stage_flops)
+                forward += batch * sum(n * f for n, f in zip(runs, self.stage_flops))
+                flops += zo_vector_flops(len(r.loss_differences), d,
+                                         cfg.zo.estimator == "central", fedavg)
+                flops += update_flops(d) if fedavg else 0
+            flops += forward
+            if fedavg and t.fedavg_upload == "dense_update":
+                assert zo.final_weights is not None
+                dense = zo.final_weights.cpu() - start
+            else:
+                differences = zo.step_differences
+        upload = (dense_update_upload_bytes(d) if dense is not None
+                  else zo_scalar_upload_bytes(cfg.zo.num_perturbations, steps))
+        return TrainReply(
+            client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
+            batch_size=batch, base_loss=base_loss, step_differences=differences,
+            dense_update=dense, forward_flops=int(forward), flops=int(flops), upload_bytes=upload,
+            download_bytes=train_download_bytes(d, self.mask.wire_bytes()))
 
-        seeds = perturbation_seeds(cfg.seed, broadcast.round_index, client_id, 0,
-                                   cfg.zo.num_perturbations)
-        result = forward_difference(loss, self.flat, self.kept_index, seeds, cfg.zo.sigma)
-        return ZOReply(
-            client_id=client_id, num_samples=int(part.shape[0]), batch_size=int(idx.shape[0]),
-            base_loss=result.base_loss, loss_differences=result.loss_differences,
-            forward_flops=result.num_forward_passes * int(idx.shape[0]) * self.sparse_forward_flops,
-            upload_bytes=zo_upload_bytes(cfg.zo.num_perturbations),
-            download_bytes=zo_download_bytes(self.mask.num_trained, self.mask.wire_bytes()))
-
+    # -- one virtual client: pruning -----------------------------------------------------
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:
-        """The client's data-free NTK-SAP mask gradient, at its kept prunable weights."""
-        self.check_mask_version(broadcast.mask_version)
+        """The client's additive saliency contribution, at its kept prunable weights."""
         p = self.cfg.pruning
         seeds = pruning_draw_seeds(self.cfg.seed, broadcast.iteration, client_id,
                                    p.draws_per_client)
-        signed = ntk_sap_mask_gradient(self.model, self.layout, self.mask, seeds, p.batch_size,
-                                       self.dataset.input_shape, p.epsilon)
+        method = broadcast.method
+        batches = None
+        if method in ("ntk_sap_data", "snip", "grasp"):
+            batches = self._batches(Purpose.PRUNING_DRAW, broadcast.iteration, client_id,
+                                    p.draws_per_client, p.batch_size)
+        if method in ("ntk_sap", "ntk_sap_data"):
+            inputs = None if batches is None else [x for x, _ in batches]
+            signed = ntk_sap_mask_gradient(self.model, self.layout, self.mask, seeds,
+                                           p.batch_size, self.dataset.input_shape, p.epsilon,
+                                           inputs=inputs)
+            # Two forward passes and a backward through both per draw.
+            flops = 6 * p.batch_size * p.draws_per_client * self.forward_flops
+        elif method == "snip":
+            signed = snip_contribution(self.model, self.layout, self.mask, self.initial_flat,
+                                       batches)
+            flops = 3 * p.batch_size * p.draws_per_client * self.forward_flops
+        elif method == "grasp":
+            signed = grasp_contribution(self.model, self.layout, self.mask, self.initial_flat,
+                                        batches)
+            # Gradient (forward + backward), then a Hessian-vector product (about twice that).
+            flops = 9 * p.batch_size * p.draws_per_client * self.forward_flops
+        else:
+            raise ValueError(f"pruning method {method!r} is not computed by clients")
         kept = self.mask.prunable_kept
-        # Two forward passes and a backward through both (counted as 2x forward) per draw.
-        flops = 6 * p.batch_size * p.draws_per_client * self.sparse_forward_flops
         return PruningReply(
-            client_id=client_id, kept_scores=signed[kept].clone(), flops=flops,
+            client_id=client_id, kept_scores=signed[kept].clone(), flops=int(flops),
             upload_bytes=pruning_upload_bytes(self.mask.num_kept_prunable),
             download_bytes=pruning_download_bytes(self.mask.wire_bytes()))
 
 
 def serve_clients(runtime: ClientRuntime, mask: MaskBroadcast | None,
-                  broadcast: ZOBroadcast | PruningBroadcast,
-                  client_ids: Sequence[int]) -> list[ZOReply | PruningReply | ClientFailure]:
+                  broadcast: TrainBroadcast | PruningBroadcast,
+                  client_ids: Sequence[int]) -> list[TrainReply | PruningReply | ClientFailure]:
     """Run a batch of virtual clients on one runtime, one after another.
 
     A client that raises becomes a :class:`ClientFailure` carrying its error message; the
@@ -146,12 +216,12 @@ def serve_clients(runtime: ClientRuntime, mask: MaskBroadcast | None,
     if mask is not None:
         runtime.set_mask(mask)
     runtime.check_mask_version(broadcast.mask_version)
-    if isinstance(broadcast, ZOBroadcast):
-        runtime.load_weights(broadcast.weights)
-        work = runtime.zo_step
+    if isinstance(broadcast, TrainBroadcast):
+        runtime.workspace.load(broadcast.weights)
+        work = runtime.train
     else:
         work = runtime.pruning_scores
-    replies: list[ZOReply | PruningReply | ClientFailure] = []
+    replies: list[TrainReply | PruningReply | ClientFailure] = []
     for client_id in client_ids:
         try:
             replies.append(work(broadcast, client_id))  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Typed records that travel between the server and the client workers.
 
 A *broadcast* is what every participant of a round (or pruning iteration) receives; a *task*
-names one virtual client; a *reply* is what that client uploads, plus the accounting figures
-the simulator attaches (FLOPs, bytes) which a real client would not need to send.
+is a client id; a *reply* is what that client uploads, plus the accounting figures the
+simulator attaches (FLOPs, bytes, peak memory) which a real client would not send.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class MaskBroadcast:
 
 
 @dataclass(frozen=True)
-class ZOBroadcast:
+class TrainBroadcast:
     round_index: int
     mask_version: int
     weights: torch.Tensor  # float32, the d trained coordinates
@@ -31,24 +31,29 @@ class ZOBroadcast:
 class PruningBroadcast:
     iteration: int
     mask_version: int
+    method: str  # which client-side saliency to compute
 
 
 @dataclass(frozen=True)
-class ZOReply:
+class TrainReply:
     client_id: int
     num_samples: int  # size of the client's partition: its aggregation weight
     batch_size: int
     base_loss: float
-    loss_differences: torch.Tensor  # float32, (K,)
-    forward_flops: int
+    # The upload: ZO scalars (one (K,) tensor per local step) or a masked dense update.
+    step_differences: tuple[torch.Tensor, ...] | None
+    dense_update: torch.Tensor | None
+    forward_flops: int  # forward passes only (stage-weighted for the layer-wise variant)
+    flops: int  # everything: forward, backward, vector work, client updates
     upload_bytes: int
     download_bytes: int
+    peak_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
 class PruningReply:
     client_id: int
-    kept_scores: torch.Tensor  # signed mask gradient at the kept prunable coordinates
+    kept_scores: torch.Tensor  # additive saliency contribution at the kept prunable weights
     flops: int
     upload_bytes: int
     download_bytes: int

@@ -16,12 +16,12 @@ from fpzo_ray.sim.messages import (
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,
-    ZOBroadcast,
-    ZOReply,
+    TrainBroadcast,
+    TrainReply,
 )
 
-Reply = ZOReply | PruningReply | ClientFailure
-Broadcast = ZOBroadcast | PruningBroadcast
+Reply = TrainReply | PruningReply | ClientFailure
+Broadcast = TrainBroadcast | PruningBroadcast
 
 
 class ClientPool(Protocol):

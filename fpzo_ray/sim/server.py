@@ -1,14 +1,18 @@
 """The federated server: global state and what happens in a round.
 
 It holds the global weights (only the d trained coordinates), the mask, the server optimizer
-and the run's counters. It drives the two phases of the method:
+and the run's counters, and drives the two phases of the method:
 
-1. federated foresight pruning: each iteration samples clients, sends them the mask and a
-   seed, sums their signed NTK-SAP mask gradients in client-id order and keeps the global
-   top-k (``pruning.schedule``);
-2. BP-free training (FedSGD): each round samples clients, broadcasts the weights, receives K
-   loss differences per client, regenerates the client's directions from the seeds, rebuilds
-   and averages the estimates by sample count and steps the optimizer.
+1. foresight pruning (``sim.pruning_phase``): the global mask;
+2. training rounds: sample clients, broadcast the weights, collect the replies in client-id
+   order and turn them into one server step:
+
+   - ZO FedSGD: rebuild each client's estimate from its K loss differences and the seeds,
+     average by sample count, clip (infinity norm), step the server optimizer;
+   - ZO FedAvg: replay each client's E local steps from its scalars and seeds (or take its
+     uploaded dense update), average the updates by sample count, and step the server
+     optimizer with the negated average as pseudo-gradient (server SGD at lr 1 = FedAvg);
+   - BP FedAvg: the same with the clients' dense updates.
 
 The class is plain Python; ``sim.federation`` runs it as a Ray actor.
 """
@@ -26,26 +30,23 @@ from fpzo_ray.accounting import forward_flops, layer_flops
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
 from fpzo_ray.models import bind_flat_buffer, build_model
-from fpzo_ray.pruning import Mask, prune_iteratively, random_mask
-from fpzo_ray.seeding import Purpose, derive_seed, generator
-from fpzo_ray.sim.messages import (
-    ClientFailure,
-    MaskBroadcast,
-    PruningBroadcast,
-    PruningReply,
-    ZOBroadcast,
-    ZOReply,
-)
+from fpzo_ray.pruning import Mask
+from fpzo_ray.seeding import Purpose, derive_seed
+from fpzo_ray.sim.client import step_seeds
+from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast, TrainBroadcast, TrainReply
 from fpzo_ray.sim.pool import ClientPool
-from fpzo_ray.zo import ServerOptimizer, estimate_from_differences, perturbation_seeds
-from fpzo_ray.zo.server_optimizer import weighted_average
+from fpzo_ray.sim.pruning_phase import PruningPhase
+from fpzo_ray.sim.sampling import sample_clients
+from fpzo_ray.sim.specs import zo_update_spec
+from fpzo_ray.zo import ServerOptimizer, weighted_average
+from fpzo_ray.zo.client_update import rebuild_estimate, replay_local_steps
+from fpzo_ray.zo.layerwise import StageBlocks, stage_blocks
 
 
-def sample_clients(run_seed: int, purpose: Purpose, index: int, num_clients: int,
-                   count: int) -> list[int]:
-    """``count`` distinct client ids for round (or iteration) ``index``, ascending."""
-    rng = np.random.default_rng(derive_seed(run_seed, purpose, index))
-    return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
+def _finite(reply: TrainReply) -> bool:
+    parts = [reply.dense_update] if reply.dense_update is not None else list(
+        reply.step_differences or ())
+    return math.isfinite(reply.base_loss) and all(bool(torch.isfinite(p).all()) for p in parts)
 
 
 class FederatedServer:
@@ -61,28 +62,24 @@ class FederatedServer:
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
+        self.zo_spec = zo_update_spec(cfg)
         self.mask = Mask.dense(self.layout)
         self.mask_version = 0
+        self.blocks: StageBlocks | None = None
         self.optimizer = self._new_optimizer()
         self.client_records: list[dict[str, Any]] = []
-        self.totals = {"cumulative_client_forward_flops": 0, "cumulative_upload_bytes": 0,
+        self.totals = {"cumulative_client_forward_flops": 0, "cumulative_client_flops": 0,
+                       "cumulative_upload_bytes": 0,
                        "cumulative_download_bytes": 0, "cumulative_failed_clients": 0}
         self.pruning_summary: dict[str, Any] = {}
 
-    # -- helpers ---------------------------------------------------------------------------
     def _new_optimizer(self) -> ServerOptimizer:
         t = self.cfg.training
-        weights = self.initial_flat[self.mask.kept_index()]
-        return ServerOptimizer(weights, t.server_optimizer, t.server_lr,
-                               (t.adam_beta1, t.adam_beta2), self.cfg.zo.clip_inf_norm,
-                               self.cfg.zo.ema_decay)
-
-    def _mask_broadcast(self) -> MaskBroadcast:
-        return MaskBroadcast(self.mask_version, self.mask.prunable_kept)
-
-    def _set_mask(self, mask: Mask) -> None:
-        self.mask = mask
-        self.mask_version += 1
+        fedsgd_zo = t.algorithm == "zo" and t.mode == "fedsgd"
+        return ServerOptimizer(self.initial_flat[self.mask.kept_index()], t.server_optimizer,
+                               t.server_lr, (t.adam_beta1, t.adam_beta2),
+                               self.cfg.zo.clip_inf_norm if fedsgd_zo else 0.0,
+                               self.cfg.zo.ema_decay, t.server_momentum)
 
     @property
     def num_trained(self) -> int:
@@ -92,104 +89,88 @@ class FederatedServer:
     def prune(self) -> dict[str, Any]:
         """Build the global mask the configuration asks for; returns a summary of the phase."""
         cfg = self.cfg
-        method = cfg.pruning_method
-        density = 1.0 - cfg.pruning.sparsity
-        cost = {"pruning_client_flops": 0, "pruning_upload_bytes": 0,
-                "pruning_download_bytes": 0, "pruning_failed_clients": 0}
-        if method == "random":
-            self._set_mask(random_mask(self.layout, density,
-                                       generator(derive_seed(cfg.seed, Purpose.RANDOM_MASK))))
-        elif method == "ntk_sap":
-            def saliency_round(iteration: int, mask: Mask) -> torch.Tensor:
-                if mask is not self.mask:
-                    self._set_mask(mask)
-                clients = sample_clients(cfg.seed, Purpose.PRUNING_SAMPLING, iteration,
-                                         cfg.data.num_clients, cfg.pruning.clients_per_iteration)
-                replies = self.pool.run(self._mask_broadcast(),
-                                        PruningBroadcast(iteration, self.mask_version), clients)
-                signed = torch.zeros(self.layout.num_prunable, dtype=torch.float64)
-                kept = mask.prunable_kept
-                for reply in replies:
-                    if isinstance(reply, ClientFailure) or not bool(
-                            torch.isfinite(reply.kept_scores).all()):
-                        cost["pruning_failed_clients"] += 1
-                        continue
-                    assert isinstance(reply, PruningReply)
-                    signed[kept] += reply.kept_scores.double()
-                    cost["pruning_client_flops"] += reply.flops
-                    cost["pruning_upload_bytes"] += reply.upload_bytes
-                    cost["pruning_download_bytes"] += reply.download_bytes
-                return signed.abs()
-
-            final = prune_iteratively(self.mask, density, cfg.pruning.iterations, saliency_round)
-            self._set_mask(final)
+        phase = PruningPhase(cfg, self.model, self.layout, self.initial_flat, self.input_shape,
+                             self.pool, self.mask_version)
+        self.mask = phase.build(cfg.pruning_method, 1.0 - cfg.pruning.sparsity)
+        self.mask_version = phase.version + 1
+        if cfg.zo.perturbation_scope == "layerwise":
+            self.blocks = stage_blocks(self.layout, self.mask.kept_index(),
+                                       len(self.model.stages))
         self.optimizer = self._new_optimizer()
-        self.totals["cumulative_upload_bytes"] += cost["pruning_upload_bytes"]
-        self.totals["cumulative_download_bytes"] += cost["pruning_download_bytes"]
+        self.totals["cumulative_upload_bytes"] += phase.cost["pruning_upload_bytes"]
+        self.totals["cumulative_download_bytes"] += phase.cost["pruning_download_bytes"]
         self.pruning_summary = {
-            "pruning_method": method, "kept_fraction": self.mask.density,
-            "num_trained": self.num_trained, "num_prunable": self.layout.num_prunable,
-            "sparse_forward_flops_per_sample": self.sparse_forward_flops,
+            "pruning_method": cfg.pruning_method, **phase.summary(self.mask),
+            "sparse_forward_flops_per_sample": forward_flops(self.layers,
+                                                             self.mask.layer_densities()),
             "dense_forward_flops_per_sample": forward_flops(self.layers),
-            "mask_bytes": self.mask.wire_bytes(),
-            "layer_density": self.mask.layer_densities(), **cost,
         }
         return self.pruning_summary
 
-    @property
-    def sparse_forward_flops(self) -> int:
-        return forward_flops(self.layers, self.mask.layer_densities())
+    # -- phase 2: training -----------------------------------------------------------------
+    def _client_update(self, reply: TrainReply, round_index: int,
+                       start: torch.Tensor) -> torch.Tensor:
+        """A client's contribution in the server's coordinates: estimate (FedSGD) or update."""
+        if reply.dense_update is not None:
+            return reply.dense_update
+        assert reply.step_differences is not None
+        seeds = step_seeds(self.cfg, round_index, reply.client_id)
+        if self.cfg.training.mode == "fedsgd":
+            return rebuild_estimate(reply.step_differences[0], seeds[0], self.zo_spec,
+                                    self.num_trained, self.blocks)
+        final = replay_local_steps(start, reply.step_differences, seeds, self.zo_spec,
+                                   self.blocks)
+        return final - start
 
-    # -- phase 2: BP-free training ---------------------------------------------------------
     def run_round(self, round_index: int) -> dict[str, Any]:
-        """One FedSGD round; returns the round's metrics (evaluation included when due)."""
+        """One training round; returns the round's metrics (evaluation included when due)."""
         cfg = self.cfg
         clients = sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, round_index,
                                  cfg.data.num_clients, cfg.training.clients_per_round)
-        broadcast = ZOBroadcast(round_index, self.mask_version,
-                                self.optimizer.weights.detach().clone())
-        replies = self.pool.run(self._mask_broadcast(), broadcast, clients)
-
-        estimates, weights, losses = [], [], []
-        flops = up = down = 0
-        failed = 0
+        start = self.optimizer.weights.detach().clone()
+        replies = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
+                                TrainBroadcast(round_index, self.mask_version, start), clients)
+        contributions, weights, losses = [], [], []
+        forward = flops = up = down = failed = 0
         for reply in replies:
-            record: dict[str, Any] = {"round": round_index, "client_id": reply.client_id}
+            record: dict[str, Any] = {"round": round_index + 1, "client_id": reply.client_id}
             if isinstance(reply, ClientFailure):
                 failed += 1
                 self.client_records.append({**record, "status": "error", "error": reply.error})
                 continue
-            assert isinstance(reply, ZOReply)
             record.update(num_samples=reply.num_samples, batch_size=reply.batch_size,
                           base_loss=reply.base_loss, forward_flops=reply.forward_flops,
-                          upload_bytes=reply.upload_bytes, download_bytes=reply.download_bytes)
-            flops += reply.forward_flops
+                          flops=reply.flops,
+                          upload_bytes=reply.upload_bytes, download_bytes=reply.download_bytes,
+                          peak_memory_bytes=reply.peak_memory_bytes)
+            forward += reply.forward_flops
+            flops += reply.flops
             up += reply.upload_bytes
             down += reply.download_bytes
-            if not (math.isfinite(reply.base_loss)
-                    and bool(torch.isfinite(reply.loss_differences).all())):
+            if not _finite(reply):
                 failed += 1
                 self.client_records.append({**record, "status": "rejected_non_finite"})
                 continue
             self.client_records.append({**record, "status": "ok"})
-            seeds = perturbation_seeds(cfg.seed, round_index, reply.client_id, 0,
-                                       cfg.zo.num_perturbations)
-            estimates.append(estimate_from_differences(reply.loss_differences, seeds,
-                                                       cfg.zo.sigma, self.num_trained))
+            contributions.append(self._client_update(reply, round_index, start))
             weights.append(float(reply.num_samples))
             losses.append(reply.base_loss)
-        if estimates:
-            self.optimizer.step(weighted_average(estimates, weights))
+        if contributions:
+            average = weighted_average(contributions, weights)
+            fedsgd_zo = cfg.training.algorithm == "zo" and cfg.training.mode == "fedsgd"
+            self.optimizer.step(average if fedsgd_zo else -average)
 
-        self.totals["cumulative_client_forward_flops"] += flops
+        self.totals["cumulative_client_forward_flops"] += forward
+        self.totals["cumulative_client_flops"] += flops
         self.totals["cumulative_upload_bytes"] += up
         self.totals["cumulative_download_bytes"] += down
         self.totals["cumulative_failed_clients"] += failed
         metrics: dict[str, Any] = {
             "round": round_index + 1,
             "train_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
-            "participants": len(clients), "aggregated_clients": len(estimates),
-            "failed_clients": failed, "round_client_forward_flops": flops,
+            "participants": len(clients), "aggregated_clients": len(contributions),
+            "failed_clients": failed, "round_client_forward_flops": forward,
+            "round_client_flops": flops,
             "round_upload_bytes": up, "round_download_bytes": down, **self.totals,
         }
         last = round_index + 1 == cfg.training.rounds

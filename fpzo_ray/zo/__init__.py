@@ -1,8 +1,17 @@
-"""Zeroth-order (BP-free) training: seeded perturbations, estimators, the server's update."""
+"""Zeroth-order (BP-free) training: seeded perturbations, estimators, local steps and the
+server's update. Plain PyTorch: nothing here knows Ray."""
 
-from fpzo_ray.zo.estimator import ForwardDifferences, estimate_from_differences, forward_difference
+from fpzo_ray.zo.estimator import (
+    EstimatorSpec,
+    ZOResult,
+    estimate_from_differences,
+    forward_difference,
+    loss_differences,
+)
+from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
 from fpzo_ray.zo.perturbation import direction, perturbation_seeds
 from fpzo_ray.zo.server_optimizer import ServerOptimizer, weighted_average
 
-__all__ = ["ForwardDifferences", "estimate_from_differences", "forward_difference",
-           "direction", "perturbation_seeds", "ServerOptimizer", "weighted_average"]
+__all__ = ["EstimatorSpec", "ZOResult", "estimate_from_differences", "forward_difference",
+           "loss_differences", "client_sgd_step", "clip_inf_norm_", "direction",
+           "perturbation_seeds", "ServerOptimizer", "weighted_average"]

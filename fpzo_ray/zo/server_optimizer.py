@@ -23,17 +23,20 @@ def weighted_average(estimates: Sequence[torch.Tensor], weights: Sequence[float]
 
 
 class ServerOptimizer:
-    """Adam or SGD over the kept coordinates, with infinity-norm clipping and a weight EMA."""
+    """Adam, SGD or SGD with momentum over the kept coordinates, with infinity-norm clipping
+    of the incoming (pseudo-)gradient and an exponential moving average of the weights."""
 
     def __init__(self, weights: torch.Tensor, kind: str, lr: float,
                  betas: tuple[float, float] = (0.9, 0.99), clip_inf_norm: float = 0.0,
-                 ema_decay: float = 0.0) -> None:
+                 ema_decay: float = 0.0, momentum: float = 0.9) -> None:
         self.weights = torch.nn.Parameter(weights.detach().clone(), requires_grad=False)
         if kind == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam([self.weights], lr=lr,
                                                                       betas=betas)
         elif kind == "sgd":
             self.optimizer = torch.optim.SGD([self.weights], lr=lr)
+        elif kind == "sgd_momentum":
+            self.optimizer = torch.optim.SGD([self.weights], lr=lr, momentum=momentum)
         else:
             raise ValueError(f"training.server_optimizer: unknown {kind!r}")
         self.clip_inf_norm = clip_inf_norm

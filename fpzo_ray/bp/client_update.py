@@ -1,0 +1,69 @@
+"""A BP FedAvg client: E local SGD steps with backpropagation, under the mask.
+
+The model's parameters are views of the flat buffer; only the trained coordinates are
+updated (their gradient is read from the flat layout), so pruned weights stay exactly zero.
+The client step is :func:`fpzo_ray.zo.local.client_sgd_step`, the same arithmetic as the ZO
+clients', so the two baselines differ only in how the gradient is obtained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.zo.local import client_sgd_step
+
+
+@dataclass(frozen=True)
+class BPClientResult:
+    final_weights: torch.Tensor  # trained coordinates after the local steps
+    base_loss: float  # mean loss over the steps (each at the step's starting weights)
+
+
+def flat_gradient(model: nn.Module, layout: ParameterLayout) -> torch.Tensor:
+    """The gradients of all parameters in flat-buffer order (zeros where autograd gave none)."""
+    params = dict(model.named_parameters())
+    parts = []
+    for slot in layout.slots:
+        grad = params[slot.name].grad
+        parts.append(torch.zeros(slot.numel, device=params[slot.name].device) if grad is None
+                     else grad.reshape(-1))
+    return torch.cat(parts)
+
+
+def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tensor,
+                     kept_index: torch.Tensor | None,
+                     batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float,
+                     momentum: float) -> BPClientResult:
+    """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards."""
+    start = (flat if kept_index is None else flat[kept_index]).detach().clone()
+    weights = start.clone()
+    buffer: torch.Tensor | None = None
+    losses = []
+    try:
+        for x, y in batches:
+            model.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(float(loss.detach()))
+            grad = flat_gradient(model, layout)
+            grad = grad if kept_index is None else grad[kept_index]
+            buffer = client_sgd_step(weights, grad, buffer, lr, momentum)
+            with torch.no_grad():
+                if kept_index is None:
+                    flat.copy_(weights)
+                else:
+                    flat.index_copy_(0, kept_index, weights)
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            if kept_index is None:
+                flat.copy_(start)
+            else:
+                flat.index_copy_(0, kept_index, start)
+    return BPClientResult(weights, sum(losses) / len(losses))

@@ -1,0 +1,140 @@
+"""A client's whole ZO contribution to a round, and the server's reconstruction of it.
+
+FedSGD (E = 1, no client step): the client uploads the K loss differences at the broadcast
+weights; the server rebuilds the estimate. FedAvg (E local steps): the client estimates, clips
+and takes a client SGD step E times and uploads the E x K differences; the server replays the
+same steps from the same seeds (:func:`replay_local_steps`) and obtains the client's final
+weights bit for bit, or the client uploads its masked dense update instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.models.staged import StagedModel
+from fpzo_ray.zo.batched import vmap_differences
+from fpzo_ray.zo.estimator import (
+    EstimatorSpec,
+    ZOResult,
+    estimate_from_differences,
+    loss_differences,
+)
+from fpzo_ray.zo.layerwise import (
+    StageBlocks,
+    layerwise_differences,
+    layerwise_estimate_from_differences,
+)
+from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
+
+
+@dataclass(frozen=True)
+class ZOUpdateSpec:
+    """Everything about a client's ZO work that client and server must agree on."""
+
+    estimator: EstimatorSpec
+    perturbation_scope: str = "full"  # full | layerwise
+    batching: str = "loop"  # loop | vmap
+    local_steps: int = 1
+    client_lr: float = 0.01
+    client_momentum: float = 0.0
+    clip_inf_norm: float = 0.0
+
+
+@dataclass
+class ZOWorkspace:
+    """The client's model and its trained coordinates (built once per mask, reused)."""
+
+    model: StagedModel
+    layout: ParameterLayout
+    flat: torch.Tensor
+    kept_index: torch.Tensor | None  # None: every coordinate is trained
+    blocks: StageBlocks | None  # for the layer-wise variant
+
+    def trained_weights(self) -> torch.Tensor:
+        return (self.flat if self.kept_index is None else self.flat[self.kept_index]).clone()
+
+    def load(self, weights: torch.Tensor) -> None:
+        with torch.no_grad():
+            if self.kept_index is None:
+                self.flat.copy_(weights)
+            else:
+                self.flat.index_copy_(0, self.kept_index, weights.to(self.flat.device))
+
+
+def _differences(ws: ZOWorkspace, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int],
+                 spec: ZOUpdateSpec, with_estimate: bool) -> ZOResult:
+    if spec.perturbation_scope == "layerwise":
+        assert ws.blocks is not None
+        return layerwise_differences(ws.model, lambda out: float(F.cross_entropy(out, y)), x,
+                                     ws.flat, ws.blocks, seeds, spec.estimator, with_estimate)
+    if spec.batching == "vmap":
+        return vmap_differences(ws.model, ws.layout, ws.flat, ws.kept_index, x, y, seeds,
+                                spec.estimator, with_estimate=with_estimate)
+    return loss_differences(lambda: float(F.cross_entropy(ws.model(x), y)), ws.flat,
+                            ws.kept_index, seeds, spec.estimator, with_estimate)
+
+
+@dataclass(frozen=True)
+class ZOClientResult:
+    step_differences: tuple[torch.Tensor, ...]  # (K,) per local step: the upload
+    step_results: tuple[ZOResult, ...]  # per step, for accounting (passes, stage runs)
+    base_loss: float  # mean over steps of the loss at the step's starting weights
+    final_weights: torch.Tensor | None  # after the local steps (None in FedSGD)
+
+
+def zo_client_update(ws: ZOWorkspace, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                     step_seeds: Sequence[Sequence[int]], spec: ZOUpdateSpec,
+                     local_steps: bool) -> ZOClientResult:
+    """Run a client's ZO work from the weights currently loaded in ``ws``.
+
+    ``batches`` and ``step_seeds`` have one entry per local step. With ``local_steps`` the
+    client moves: estimate, clip, client SGD step, E times (FedAvg); without, it evaluates its
+    differences once at the loaded weights (FedSGD). The workspace's weights are restored.
+    """
+    start = ws.trained_weights()
+    weights = start.clone()
+    momentum: torch.Tensor | None = None
+    results = []
+    try:
+        for (x, y), seeds in zip(batches, step_seeds):
+            result = _differences(ws, x, y, seeds, spec, with_estimate=local_steps)
+            results.append(result)
+            if local_steps:
+                assert result.estimate is not None
+                gradient = clip_inf_norm_(result.estimate.to(weights.device), spec.clip_inf_norm)
+                momentum = client_sgd_step(weights, gradient, momentum, spec.client_lr,
+                                           spec.client_momentum)
+                ws.load(weights)
+    finally:
+        ws.load(start)
+    return ZOClientResult(
+        tuple(r.loss_differences for r in results), tuple(results),
+        sum(r.base_loss for r in results) / len(results), weights if local_steps else None)
+
+
+def rebuild_estimate(differences: torch.Tensor, seeds: Sequence[int], spec: ZOUpdateSpec,
+                     dim: int, blocks: StageBlocks | None) -> torch.Tensor:
+    """Server side: one step's estimate from its differences and seeds."""
+    if spec.perturbation_scope == "layerwise":
+        assert blocks is not None
+        return layerwise_estimate_from_differences(differences, seeds, spec.estimator, blocks)
+    return estimate_from_differences(differences, seeds, spec.estimator, dim)
+
+
+def replay_local_steps(start: torch.Tensor, step_differences: Sequence[torch.Tensor],
+                       step_seeds: Sequence[Sequence[int]], spec: ZOUpdateSpec,
+                       blocks: StageBlocks | None) -> torch.Tensor:
+    """Server side: the client's final weights, replayed from its scalars and seeds."""
+    weights = start.clone()
+    momentum: torch.Tensor | None = None
+    for differences, seeds in zip(step_differences, step_seeds):
+        gradient = clip_inf_norm_(rebuild_estimate(differences, seeds, spec, weights.numel(),
+                                                   blocks), spec.clip_inf_norm)
+        momentum = client_sgd_step(weights, gradient, momentum, spec.client_lr,
+                                   spec.client_momentum)
+    return weights

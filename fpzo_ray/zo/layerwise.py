@@ -1,0 +1,153 @@
+"""Layer-wise ZO with a cached prefix (``zo.perturbation_scope: layerwise``), a named variant.
+
+Each direction perturbs the trained coordinates of *one* stage of the model (a block of a
+``StagedModel``): block b is drawn with probability p_b = d_b / d (d_b its trained
+coordinates) from the direction's own seed, and z is Gaussian (or Rademacher) on that block
+only. The estimate scales each direction by 1 / p_b:
+
+    g = (1/K) sum_k [dL_k * scale / p_{b_k}] z_k   (z_k zero outside block b_k)
+
+which is unbiased, E[g] = grad L restricted to the trained coordinates, and has the same
+leading variance term d ||grad L||^2 / K as perturbing everything at once.
+
+Why: a perturbation of block b leaves stages 0..b-1 unchanged, so their output at the base
+weights can be reused. The step walks the stages in order, keeping only the current stage
+input (memory stays at one activation, unlike caching every stage), runs the directions of
+stage b from there, then advances the input by one stage. A pass for block b costs only the
+suffix b..n-1; with most trained coordinates in the last stages (ResNets) that is a fraction
+of a full forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.models.staged import StagedModel
+from fpzo_ray.seeding import generator
+from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
+
+
+@dataclass(frozen=True)
+class StageBlocks:
+    """The trained coordinates grouped by the stage that owns them."""
+
+    positions: tuple[torch.Tensor, ...]  # per stage: indices into the trained vector
+    flat_index: tuple[torch.Tensor, ...]  # per stage: indices into the flat buffer
+    cumulative: torch.Tensor  # float64 cumulative probabilities p_b = d_b / d
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.positions)
+
+    def probability(self, stage: int) -> float:
+        previous = float(self.cumulative[stage - 1]) if stage > 0 else 0.0
+        return float(self.cumulative[stage]) - previous
+
+
+def stage_blocks(layout: ParameterLayout, kept_index: torch.Tensor | None,
+                 num_stages: int) -> StageBlocks:
+    """Group the trained coordinates by stage (parameter names start with ``stages.<i>.``)."""
+    stage_of_flat = torch.empty(layout.total, dtype=torch.int64)
+    for slot in layout.slots:
+        parts = slot.name.split(".")
+        if parts[0] != "stages":
+            raise ValueError(f"layerwise ZO needs a StagedModel; {slot.name} is outside stages")
+        stage_of_flat[slot.offset:slot.offset + slot.numel] = int(parts[1])
+    trained = torch.arange(layout.total) if kept_index is None else kept_index.cpu()
+    stage_of_trained = stage_of_flat[trained]
+    positions = tuple(torch.nonzero(stage_of_trained == s).squeeze(1) for s in range(num_stages))
+    sizes = torch.tensor([p.numel() for p in positions], dtype=torch.float64)
+    return StageBlocks(positions, tuple(trained[p] for p in positions),
+                       torch.cumsum(sizes / sizes.sum(), 0))
+
+
+def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, torch.Tensor]:
+    """The stage and the direction on it, both drawn from the direction's seed."""
+    gen = generator(seed)
+    u = torch.rand(1, generator=gen, dtype=torch.float64)
+    stage = min(int(torch.searchsorted(blocks.cumulative, u, right=True)), blocks.num_stages - 1)
+    while blocks.positions[stage].numel() == 0:  # guards p_b = 0 blocks against rounding
+        stage -= 1
+    z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32)
+    if kind == "gaussian":
+        z.normal_(generator=gen)
+    else:
+        z.normal_(generator=gen).sign_()
+        z.add_(z == 0)
+    return stage, z
+
+
+def _directions(seeds: Sequence[int], blocks: StageBlocks,
+                kind: str) -> list[tuple[int, int, torch.Tensor]]:
+    """(stage, k, z) for every direction, in processing order: by stage, then by k."""
+    drawn = [(*_block_direction(seed, blocks, kind), k) for k, seed in enumerate(seeds)]
+    return sorted(((stage, k, z) for stage, z, k in drawn), key=lambda t: (t[0], t[1]))
+
+
+def layerwise_differences(model: StagedModel, loss_of_output: Callable[[torch.Tensor], float],
+                          x: torch.Tensor, flat: torch.Tensor, blocks: StageBlocks,
+                          seeds: Sequence[int], spec: EstimatorSpec,
+                          with_estimate: bool = False) -> ZOResult:
+    """The layer-wise step on one mini-batch ``x``; ``flat`` is restored exactly."""
+    directions = _directions(seeds, blocks, spec.direction)
+    plus = torch.empty(len(seeds), dtype=torch.float64)
+    minus = torch.empty(len(seeds), dtype=torch.float64)
+    runs = [0] * blocks.num_stages
+    central = spec.estimator == "central"
+    with torch.no_grad():
+        activation = x
+        cursor = 0
+        for stage in range(blocks.num_stages):
+            mine = []
+            while cursor < len(directions) and directions[cursor][0] == stage:
+                mine.append(directions[cursor])
+                cursor += 1
+            if mine:
+                index = blocks.flat_index[stage].to(flat.device)
+                base = flat[index].clone()
+                try:
+                    for _, k, z in mine:
+                        for sign, store in ((1.0, plus), (-1.0, minus))[: 2 if central else 1]:
+                            flat.index_copy_(0, index, base + sign * spec.sigma * z.to(base.device))
+                            store[k] = loss_of_output(model.forward_from(stage, activation))
+                            for later in range(stage, blocks.num_stages):
+                                runs[later] += 1
+                finally:
+                    flat.index_copy_(0, index, base)
+            activation = model.stages[stage](activation)
+            runs[stage] += 1
+        base_loss = loss_of_output(activation)
+    if central:
+        differences = (plus - minus).float()
+        base_loss = float((plus + minus).mean() / 2)
+    else:
+        differences = (plus - base_loss).float()
+    estimate = None
+    if with_estimate:
+        estimate = _combine(differences, directions, blocks, spec, len(seeds))
+    equivalent = max(runs)  # the first stage runs once per full pass
+    return ZOResult(base_loss, differences, estimate, equivalent, tuple(runs))
+
+
+def _combine(differences: torch.Tensor, directions: list[tuple[int, int, torch.Tensor]],
+             blocks: StageBlocks, spec: EstimatorSpec, count: int) -> torch.Tensor:
+    dim = sum(p.numel() for p in blocks.positions)
+    estimate = torch.zeros(dim, dtype=torch.float32)
+    for stage, k, z in directions:
+        part = torch.zeros(z.numel(), dtype=torch.float32)
+        accumulate(part, float(differences[k]), spec.scale / blocks.probability(stage), z)
+        estimate.index_add_(0, blocks.positions[stage], part)
+    return estimate.div_(count)
+
+
+def layerwise_estimate_from_differences(differences: torch.Tensor, seeds: Sequence[int],
+                                        spec: EstimatorSpec, blocks: StageBlocks) -> torch.Tensor:
+    """Server side: rebuild the layer-wise estimate from the differences and the seeds."""
+    if differences.numel() != len(seeds):
+        raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
+    return _combine(differences, _directions(seeds, blocks, spec.direction), blocks, spec,
+                    len(seeds))
