@@ -124,6 +124,9 @@ class ZOConfig:
             "forward resumed from the cached block input")
     batching: str = _spec("loop", choices=BATCHINGS,
                           doc="loop over directions, or vmap them (faster on some GPUs)")
+    microbatch_size: int = _spec(
+        0, ge=0, doc="stream each forward pass through chunks of this many samples (less "
+                     "activation memory, same loss); 0 = the whole batch at once")
     clip_inf_norm: float = _spec(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
     ema_decay: float = _spec(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
 
@@ -248,6 +251,13 @@ def _cross_check(cfg: RunConfig) -> None:
         raise ConfigError(f"config error: model.name: {cfg.model_name} needs images of at least "
                           f"{MIN_IMAGE_SIZE[cfg.model_name]} px, {cfg.data.name} has "
                           f"{IMAGE_SIZE[cfg.data.name]}")
+    if cfg.zo.microbatch_size > 0 and cfg.model.norm == "batch":
+        raise ConfigError("config error: zo.microbatch_size: needs per-sample normalisation "
+                          "(model.norm group or none); batch statistics change with the chunk")
+    if cfg.zo.microbatch_size > 0 and (cfg.zo.perturbation_scope, cfg.zo.batching) != (
+            "full", "loop"):
+        raise ConfigError("config error: zo.microbatch_size: only with zo.perturbation_scope "
+                          "full and zo.batching loop")
     if cfg.training.algorithm == "bp" and cfg.training.mode != "fedavg":
         raise ConfigError("config error: training.mode: algorithm bp is BP FedAvg, "
                           "set training.mode: fedavg")

@@ -60,3 +60,11 @@ def test_cli_exits_2_before_any_work(entry, args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("config error: ")
     assert args[1].split("=")[0] in lines[0]
     assert not (tmp_path / "r").exists()  # nothing was started or written
+
+
+def test_microbatching_needs_per_sample_norm_and_the_plain_loop():
+    config_from_dict({"zo": {"microbatch_size": 8}})
+    for raw in ({"zo": {"microbatch_size": 8}, "model": {"norm": "batch"}},
+                {"zo": {"microbatch_size": 8, "perturbation_scope": "layerwise"}}):
+        with pytest.raises(ConfigError, match="zo.microbatch_size"):
+            config_from_dict(raw)

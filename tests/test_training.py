@@ -162,3 +162,26 @@ def test_centralised_ntk_sap_gives_the_federated_mask(digits):
         server.prune()
         masks[method] = server.mask.prunable_kept
     assert torch.equal(masks["ntk_sap"], masks["ntk_sap_central"])
+
+
+def test_clients_report_measured_peak_memory_bp_above_zo_above_microbatched(digits):
+    peaks = {}
+    for name, sections in {
+            "bp": {"training": {"algorithm": "bp", "mode": "fedavg"}},
+            "zo": {},
+            "zo_micro": {"zo": {"microbatch_size": 4}}}.items():
+        server, _ = _server(digits, **sections)
+        server.prune()
+        metrics = server.run_round(0)
+        peaks[name] = metrics["max_client_peak_memory_bytes"]
+        assert all(r["peak_memory_bytes"] > 0 for r in server.records())
+    assert peaks["bp"] > peaks["zo"] > peaks["zo_micro"] > 0
+
+
+def test_microbatched_loss_equals_the_whole_batch_loss(digits):
+    from fpzo_ray.zo.client_update import batch_loss
+
+    server, runtime = _server(digits)
+    x, y = digits.train_batch(torch.arange(32).numpy())
+    whole = batch_loss(runtime.model, x, y, 0)
+    assert abs(batch_loss(runtime.model, x, y, 5) - whole) < 1e-6

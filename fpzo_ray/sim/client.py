@@ -9,6 +9,7 @@ workers, the in-process pool and the benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from fpzo_ray.accounting import (
     zo_scalar_upload_bytes,
     zo_vector_flops,
 )
+from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.bp import bp_client_update
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
@@ -86,6 +88,7 @@ class ClientRuntime:
         self.mask = Mask.dense(self.layout)
         self.mask_version = -1
         self.workspace = self._workspace()
+        self.peak_memory: dict[int, int] = {}  # batch size -> measured peak of a client step
 
     # -- state shared by all clients of a round ------------------------------------------
     def _workspace(self) -> ZOWorkspace:
@@ -102,6 +105,7 @@ class ClientRuntime:
         self.mask = Mask(self.layout, broadcast.prunable_kept)
         self.mask_version = broadcast.version
         self.workspace = self._workspace()
+        self.peak_memory.clear()
         density = self.mask.layer_densities()
         self.forward_flops = forward_flops(self.layers, density)
         self.stage_flops = stage_forward_flops(self.layers, len(self.model.stages), density)
@@ -125,16 +129,54 @@ class ClientRuntime:
         return out
 
     def train(self, broadcast: TrainBroadcast, client_id: int) -> TrainReply:
-        """The client's work for a round, from the broadcast weights (already loaded)."""
+        """The client's work for a round, from the broadcast weights (already loaded).
+
+        The first client step of each batch size after a mask change runs under a
+        :class:`MemoryMeter`; its measured peak (a function of shapes only) is every client's
+        figure for that batch size.
+        """
+        cfg = self.cfg
+        steps = cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
+        batches = self._batches(Purpose.MINIBATCH, broadcast.round_index, client_id, steps,
+                                cfg.training.batch_size)
+        batch = int(batches[0][1].shape[0])
+        d = self.mask.num_trained
+        meter = None if batch in self.peak_memory else self._meter(batches)
+        with meter if meter is not None else contextlib.nullcontext():
+            differences, dense, base_loss, forward, flops = self._local_work(
+                broadcast, client_id, batches, batch, d, broadcast.weights)
+        if meter is not None:
+            self.peak_memory[batch] = meter.peak_bytes
+        upload = (dense_update_upload_bytes(d) if dense is not None
+                  else zo_scalar_upload_bytes(cfg.zo.num_perturbations, steps))
+        return TrainReply(
+            client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
+            batch_size=batch, base_loss=base_loss, step_differences=differences,
+            dense_update=dense, forward_flops=int(forward), flops=int(flops), upload_bytes=upload,
+            download_bytes=train_download_bytes(d, self.mask.wire_bytes()),
+            peak_memory_bytes=self.peak_memory[batch])
+
+    def _meter(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> MemoryMeter:
+        meter = MemoryMeter()
+        meter.track(self.flat, "parameters")
+        if self.workspace.kept_index is not None:
+            meter.track(self.workspace.kept_index, "masks")
+        for x, y in batches:
+            meter.track(x, "inputs")
+            meter.track(y, "inputs")
+        return meter
+
+    def _local_work(self, broadcast: TrainBroadcast, client_id: int,
+                    batches: list[tuple[torch.Tensor, torch.Tensor]], batch: int, d: int,
+                    start: torch.Tensor) -> tuple:
+        """The client's local training.
+
+        Returns (ZO differences per step, dense update, mean loss, forward FLOPs, all FLOPs).
+        """
         cfg = self.cfg
         t = cfg.training
         fedavg = t.mode == "fedavg"
         steps = t.local_steps if fedavg else 1
-        batches = self._batches(Purpose.MINIBATCH, broadcast.round_index, client_id, steps,
-                                t.batch_size)
-        batch = int(batches[0][1].shape[0])
-        d = self.mask.num_trained
-        start = broadcast.weights
         differences = dense = None
         if t.algorithm == "bp":
             result = bp_client_update(self.model, self.layout, self.flat,
@@ -161,13 +203,7 @@ class ClientRuntime:
                 dense = zo.final_weights.cpu() - start
             else:
                 differences = zo.step_differences
-        upload = (dense_update_upload_bytes(d) if dense is not None
-                  else zo_scalar_upload_bytes(cfg.zo.num_perturbations, steps))
-        return TrainReply(
-            client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
-            batch_size=batch, base_loss=base_loss, step_differences=differences,
-            dense_update=dense, forward_flops=int(forward), flops=int(flops), upload_bytes=upload,
-            download_bytes=train_download_bytes(d, self.mask.wire_bytes()))
+        return differences, dense, base_loss, forward, flops
 
     # -- one virtual client: pruning -----------------------------------------------------
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:

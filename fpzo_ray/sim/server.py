@@ -130,7 +130,7 @@ class FederatedServer:
         start = self.optimizer.weights.detach().clone()
         replies = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
                                 TrainBroadcast(round_index, self.mask_version, start), clients)
-        contributions, weights, losses = [], [], []
+        contributions, weights, losses, peaks = [], [], [], []
         forward = flops = up = down = failed = 0
         for reply in replies:
             record: dict[str, Any] = {"round": round_index + 1, "client_id": reply.client_id}
@@ -145,6 +145,7 @@ class FederatedServer:
                           peak_memory_bytes=reply.peak_memory_bytes)
             forward += reply.forward_flops
             flops += reply.flops
+            peaks.append(reply.peak_memory_bytes or 0)
             up += reply.upload_bytes
             down += reply.download_bytes
             if not _finite(reply):
@@ -171,7 +172,8 @@ class FederatedServer:
             "participants": len(clients), "aggregated_clients": len(contributions),
             "failed_clients": failed, "round_client_forward_flops": forward,
             "round_client_flops": flops,
-            "round_upload_bytes": up, "round_download_bytes": down, **self.totals,
+            "round_upload_bytes": up, "round_download_bytes": down,
+            "max_client_peak_memory_bytes": max(peaks, default=0), **self.totals,
         }
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:

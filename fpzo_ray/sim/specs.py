@@ -19,4 +19,5 @@ def zo_update_spec(cfg: RunConfig) -> ZOUpdateSpec:
         perturbation_scope=cfg.zo.perturbation_scope, batching=cfg.zo.batching,
         local_steps=cfg.training.local_steps if fedavg else 1,
         client_lr=cfg.training.client_lr, client_momentum=cfg.training.client_momentum,
-        clip_inf_norm=cfg.zo.clip_inf_norm if fedavg else 0.0)
+        clip_inf_norm=cfg.zo.clip_inf_norm if fedavg else 0.0,
+        microbatch_size=cfg.zo.microbatch_size)

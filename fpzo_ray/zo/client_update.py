@@ -43,6 +43,7 @@ class ZOUpdateSpec:
     client_lr: float = 0.01
     client_momentum: float = 0.0
     clip_inf_norm: float = 0.0
+    microbatch_size: int = 0  # 0: the whole batch in one forward pass
 
 
 @dataclass
@@ -75,8 +76,24 @@ def _differences(ws: ZOWorkspace, x: torch.Tensor, y: torch.Tensor, seeds: Seque
     if spec.batching == "vmap":
         return vmap_differences(ws.model, ws.layout, ws.flat, ws.kept_index, x, y, seeds,
                                 spec.estimator, with_estimate=with_estimate)
-    return loss_differences(lambda: float(F.cross_entropy(ws.model(x), y)), ws.flat,
+    return loss_differences(lambda: batch_loss(ws.model, x, y, spec.microbatch_size), ws.flat,
                             ws.kept_index, seeds, spec.estimator, with_estimate)
+
+
+def batch_loss(model: StagedModel, x: torch.Tensor, y: torch.Tensor, microbatch_size: int) -> float:
+    """Mean cross-entropy of the batch, streamed through chunks of ``microbatch_size`` samples.
+
+    A ZO step needs only the scalar loss, so the batch need not pass through the network at
+    once: chunking bounds the live activations by those of one chunk. With per-sample
+    normalisation the loss is the same (up to summation order).
+    """
+    if microbatch_size <= 0 or microbatch_size >= y.shape[0]:
+        return float(F.cross_entropy(model(x), y))
+    total = 0.0
+    for start in range(0, y.shape[0], microbatch_size):
+        chunk = slice(start, start + microbatch_size)
+        total += float(F.cross_entropy(model(x[chunk]), y[chunk], reduction="sum"))
+    return total / y.shape[0]
 
 
 @dataclass(frozen=True)

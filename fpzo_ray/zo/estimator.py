@@ -64,11 +64,20 @@ def accumulate(estimate: torch.Tensor, difference: float, scale: float,
     estimate.add_(z, alpha=difference * scale)
 
 
-def _write(flat: torch.Tensor, kept_index: torch.Tensor | None, values: torch.Tensor) -> None:
+def _restore(flat: torch.Tensor, kept_index: torch.Tensor | None, base: torch.Tensor) -> None:
     if kept_index is None:
-        flat.copy_(values)
+        flat.copy_(base)
     else:
-        flat.index_copy_(0, kept_index, values)
+        flat.index_copy_(0, kept_index, base)
+
+
+def _shift(flat: torch.Tensor, kept_index: torch.Tensor | None, z: torch.Tensor,
+           step: float) -> None:
+    """``w += step * z`` on the trained coordinates, in place (no weight-sized temporary)."""
+    if kept_index is None:
+        flat.add_(z, alpha=step)
+    else:
+        flat.index_add_(0, kept_index, z, alpha=step)
 
 
 def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tensor | None,
@@ -77,13 +86,14 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
     """Evaluate the loss at the seeded perturbations of the trained coordinates.
 
     ``flat`` is the model's flat parameter buffer; ``kept_index`` the trained coordinates
-    (``None`` = all of them, the dense model). ``flat`` is restored exactly before returning.
+    (``None`` = all of them, the dense model). Besides the forward passes, the step holds two
+    weight-sized buffers (a copy of the trained weights and one direction), three with the
+    client's own estimate. ``flat`` is restored exactly before returning.
     """
     base = flat.detach().clone() if kept_index is None else flat[kept_index].clone()
     dim = base.numel()
     z = torch.empty(dim, dtype=torch.float32)
     z_device = z if base.device.type == "cpu" else torch.empty_like(base)
-    shifted = torch.empty_like(base)
     estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
     differences = torch.empty(len(seeds), dtype=torch.float32)
     central = spec.estimator == "central"
@@ -95,13 +105,13 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
                 direction(seed, dim, out=z, kind=spec.direction)
                 if z_device is not z:
                     z_device.copy_(z)
-                torch.add(base, z_device, alpha=spec.sigma, out=shifted)
-                _write(flat, kept_index, shifted)
+                _shift(flat, kept_index, z_device, spec.sigma)
                 plus = float(loss_fn())
+                _restore(flat, kept_index, base)
                 if central:
-                    torch.add(base, z_device, alpha=-spec.sigma, out=shifted)
-                    _write(flat, kept_index, shifted)
+                    _shift(flat, kept_index, z_device, -spec.sigma)
                     minus = float(loss_fn())
+                    _restore(flat, kept_index, base)
                     loss_sum += plus + minus
                     differences[k] = plus - minus
                 else:
@@ -109,7 +119,7 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
                 if estimate is not None:
                     accumulate(estimate, float(differences[k]), spec.scale, z)
         finally:
-            _write(flat, kept_index, base)
+            _restore(flat, kept_index, base)
     if central:
         base_loss = loss_sum / (2 * len(seeds))
     if estimate is not None:

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m fpzo_ray.bench NAME`` (see ``__main__``)."""

@@ -1,0 +1,44 @@
+"""``python -m fpzo_ray.bench NAME``: benchmarks that print ratios measured side by side in one
+run, and end with one JSON line of their headline figures.
+
+Names: zo-step, memory, fidelity, prune-error (``--help`` after a name for its options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+BENCHMARKS: dict[str, str] = {
+    "zo-step": "fpzo_ray.bench.zo_step",
+    "memory": "fpzo_ray.bench.memory",
+    "fidelity": "fpzo_ray.bench.fidelity",
+    "prune-error": "fpzo_ray.bench.prune_error",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    parser = argparse.ArgumentParser(prog=f"python -m fpzo_ray.bench {argv[0]}",
+                                     description=module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    run: Callable[[argparse.Namespace], dict] = module.run
+    result = run(args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
