@@ -32,6 +32,7 @@ PARTITIONS = ("iid", "dirichlet", "shards")
 PRUNING_METHODS = ("dense", "random", "random_layerwise", "magnitude", "snip", "grasp",
                    "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central")
 PRUNING_SCOPES = ("global", "layer")
+INIT_SCALINGS = ("fan_in", "none")
 REFERENCE_METHODS = tuple(m for m in PRUNING_METHODS if m not in ("dense", "random_layerwise"))
 ALGORITHMS = ("zo", "bp")
 MODES = ("fedsgd", "fedavg")
@@ -104,6 +105,10 @@ class PruningConfig:
     scope: str = _spec("global", choices=PRUNING_SCOPES, doc="top-k over all layers or per layer")
     reference_method: str = _spec("ntk_sap", choices=REFERENCE_METHODS,
                                   doc="random_layerwise copies this mask's per-layer densities")
+    init_scaling: str = _spec(
+        "fan_in", choices=INIT_SCALINGS,
+        doc="fan_in: kept weights of a layer start multiplied by 1/sqrt(its density), so the "
+            "layer's output variance at initialisation matches the dense layer's")
     iterations: int = _spec(10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)")
     clients_per_iteration: int = _spec(10, ge=1)
     draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")

@@ -85,3 +85,15 @@ def test_mask_wire_bytes_takes_the_smaller_encoding():
     assert sparse.wire_bytes() == 4 * sparse.num_kept_prunable < (p + 7) // 8
     half = random_mask(layout, 0.5, torch.Generator().manual_seed(0))
     assert half.wire_bytes() == (p + 7) // 8
+
+
+def test_fan_in_rescaling_restores_each_layers_output_scale():
+    model, layout = _digits_model()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    mask = random_mask(layout, 0.25, torch.Generator().manual_seed(0))
+    scaled = mask.fan_in_rescaled(flat)
+    density = mask.layer_densities()
+    for slot in layout.slots:
+        ratio = scaled[slot.offset:slot.offset + slot.numel] / flat[slot.offset:slot.offset + slot.numel]
+        expected = density[slot.name] ** -0.5 if slot.prunable else 1.0
+        torch.testing.assert_close(ratio, torch.full_like(ratio, expected))

@@ -76,7 +76,10 @@ class FederatedServer:
     def _new_optimizer(self) -> ServerOptimizer:
         t = self.cfg.training
         fedsgd_zo = t.algorithm == "zo" and t.mode == "fedsgd"
-        return ServerOptimizer(self.initial_flat[self.mask.kept_index()], t.server_optimizer,
+        start = self.initial_flat
+        if self.cfg.pruning.init_scaling == "fan_in":
+            start = self.mask.fan_in_rescaled(start)
+        return ServerOptimizer(start[self.mask.kept_index()], t.server_optimizer,
                                t.server_lr, (t.adam_beta1, t.adam_beta2),
                                self.cfg.zo.clip_inf_norm if fedsgd_zo else 0.0,
                                self.cfg.zo.ema_decay, t.server_momentum)
