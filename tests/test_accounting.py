@@ -7,9 +7,12 @@ from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import build_model
 
 
-@pytest.mark.parametrize("dataset, shape", [("digits", (1, 8, 8)), ("mnist", (1, 28, 28))])
-def test_dense_flops_match_torch_flop_counter(dataset, shape):
-    model = build_model(config_from_dict({"data": {"name": dataset}}), shape, 10, init_seed=0)
+@pytest.mark.parametrize("dataset, shape, name", [
+    ("digits", (1, 8, 8), "auto"), ("mnist", (1, 28, 28), "auto"),
+    ("cifar10", (3, 32, 32), "resnet20"), ("cifar10", (3, 32, 32), "resnet18")])
+def test_dense_flops_match_torch_flop_counter(dataset, shape, name):
+    model = build_model(config_from_dict({"data": {"name": dataset}, "model": {"name": name}}),
+                        shape, 10, init_seed=0)
     layers = layer_flops(model, shape)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
