@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ SERVER_OPTIMIZERS = ("adam", "sgd", "sgd_momentum")
 NORMS = ("group", "none", "batch")
 ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
+WORKER_FAILURE_POLICIES = ("retry", "drop")
+PLACEMENTS = ("pack", "spread")
+MEMORY_FIGURES = ("device", "measured")
 
 
 class _Loader(yaml.SafeLoader):
@@ -155,15 +159,38 @@ class TrainingConfig:
     adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
     eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
+    target_accuracy: float = _spec(0.0, ge=0.0, le=1.0,
+                                   doc="report the (simulated) time to reach it; 0 = none")
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    num_workers: int = _spec(2, ge=1, doc="long-lived client worker actors per run")
+    num_workers: int = _spec(2, ge=0, doc="client worker actors per run; 0 = as many as the "
+                                          "cluster's CPUs allow")
     worker_cpus: float = _spec(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
     worker_gpus: float = _spec(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
+    worker_memory_mb: float = _spec(0.0, ge=0.0, doc="Ray memory resource of each worker "
+                                                     "(schedules only); 0 = none")
     server_cpus: float = _spec(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
     device: str = _spec("cpu", choices=DEVICES)
+    placement: str = _spec("pack", choices=PLACEMENTS,
+                           doc="pack a run's actors on few nodes, or spread them")
+    on_worker_failure: str = _spec("retry", choices=WORKER_FAILURE_POLICIES,
+                                   doc="clients of a dead worker: rerun elsewhere, or drop")
+    checkpoint_every: int = _spec(0, ge=0, doc="rounds between checkpoints (sweeps); 0 = off")
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    enabled: bool = _spec(False, doc="give clients device profiles: budgets, clock, dropouts")
+    profiles_file: str = _spec("", doc="YAML of profiles; empty = the shipped devices.yaml")
+    population: dict[str, float] | None = _spec(
+        None, doc="profile -> fraction of clients; empty = the profiles file's mix")
+    memory_figure: str = _spec("device", choices=MEMORY_FIGURES,
+                               doc="peak held against budgets: device = model stored sparsely, "
+                                   "measured = the simulator's dense buffers")
+    round_deadline_s: float = _spec(0.0, ge=0.0, doc="simulated seconds after which "
+                                                     "stragglers are dropped; 0 = none")
 
 
 @dataclass(frozen=True)
@@ -182,6 +209,7 @@ class RunConfig:
     zo: ZOConfig = field(default_factory=ZOConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
@@ -211,6 +239,15 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config error: {path}: got {value!r}, must be a string")
+    elif typing.get_origin(tp) in (types.UnionType, typing.Union):  # a mapping of numbers, or None
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and v >= 0 for k, v in value.items()):
+            raise ConfigError(f"config error: {path}: got {value!r}, must map names to "
+                              "numbers >= 0")
+        return {k: float(v) for k, v in value.items()}
     choices = rule.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config error: {path}: got {value!r}, allowed: {', '.join(choices)}")
@@ -362,7 +399,7 @@ def describe() -> str:
 
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "ModelConfig", "PruningConfig", "ZOConfig",
-    "TrainingConfig", "SimulationConfig", "TrackingConfig", "config_from_dict",
+    "TrainingConfig", "SimulationConfig", "DevicesConfig", "TrackingConfig", "config_from_dict",
     "config_to_dict", "flatten", "merge", "parse_overrides", "read_yaml", "set_dotted",
     "describe",
 ]

@@ -23,7 +23,7 @@ from fpzo_ray.config import (
     parse_overrides,
     read_yaml,
 )
-from fpzo_ray.data import check_partitions
+from fpzo_ray.preflight import preflight
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         raw = read_yaml(args.config) if args.config else {}
         cfg = config_from_dict(merge(raw, parse_overrides(args.set)))
-        check_partitions([cfg])
+        preflight([cfg])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_ray()
     started = time.time()
 
-    def report(metrics: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+        """Log a round (server checkpoints are a sweep feature; a single run ignores them)."""
         if SETUP_KEY in metrics:
             tracker.log_params(run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]

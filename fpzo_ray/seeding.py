@@ -27,6 +27,8 @@ class Purpose(enum.IntEnum):
     RANDOM_MASK = 6
     MODEL_INIT = 7
     PRUNING_SAMPLING = 8
+    DEVICE = 9
+    AVAILABILITY = 10
 
 
 def _splitmix64(x: int) -> int:

@@ -1,124 +1,39 @@
 """``python -m fpzo_ray.sweep [SWEEP.yaml]``: a Ray Tune grid of federated runs.
 
-A sweep file holds a ``name``, a ``base`` configuration (overrides of the defaults in
-``config.py``), a ``grid`` of dotted keys to lists of values, and ``max_concurrent_trials``.
-Every trial configuration is validated before Ray starts. Each trial is one whole federated
-run (``sim.federation``) inside a placement group holding its server and worker actors; the
-driver mirrors every trial into MLflow and ends by printing (and saving as CSV) a table of the
-trials. Locally it starts Ray itself; under ``ray job submit`` it joins the job's cluster.
+A sweep file (``sweep_spec``) holds a ``name``, a ``base`` configuration, a ``grid`` of dotted
+keys to lists of values, and ``max_concurrent_trials``. Every trial configuration is validated
+before Ray starts. Each trial is one whole federated run (``trial``) inside a placement group
+holding its driver, server and worker actors; the driver mirrors every trial into MLflow and
+ends by printing (and saving as CSV) a table of the trials. Locally it starts Ray itself;
+under ``ray job submit`` it joins the job's cluster.
+
+``--resume FOLDER`` continues an interrupted sweep (its Tune experiment folder, printed at
+the start): finished trials are kept, unfinished ones restart from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fpzo_ray.config import (
-    ConfigError,
-    RunConfig,
-    config_from_dict,
-    config_to_dict,
-    merge,
-    parse_overrides,
-    read_yaml,
-    set_dotted,
+from fpzo_ray.config import ConfigError, config_from_dict, merge, set_dotted
+from fpzo_ray.preflight import preflight
+from fpzo_ray.sweep_spec import (
+    DEFAULT_SWEEP,
+    SweepSpec,
+    find_sweep_file,
+    get_dotted,
+    load_saved_spec,
+    load_sweep,
+    save_spec,
+    short_name,
 )
-from fpzo_ray.data import check_partitions
 
-DEFAULT_SWEEP = "sweeps/quick.yaml"
-_SWEEP_KEYS = ("name", "description", "base", "grid", "max_concurrent_trials")
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    name: str
-    base: dict[str, Any]
-    grid: dict[str, list[Any]]
-    max_concurrent_trials: int
-
-    def trial_overrides(self) -> list[dict[str, Any]]:
-        """One ``{dotted key: value}`` per grid point, in grid order."""
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
-
-    def trial_config(self, point: dict[str, Any]) -> dict[str, Any]:
-        tree = merge(self.base, {})
-        for key, value in point.items():
-            set_dotted(tree, key, value)
-        return tree
-
-    def validated_configs(self) -> list[RunConfig]:
-        """Every trial's configuration, validated: the first bad one raises ConfigError."""
-        return [config_from_dict(self.trial_config(p)) for p in self.trial_overrides()]
-
-
-def find_sweep_file(path: str) -> Path:
-    """``path`` as given, else relative to the project root (so the default works anywhere)."""
-    given = Path(path)
-    if given.is_file() or given.is_absolute():
-        return given
-    beside_package = Path(__file__).resolve().parent.parent / path
-    return beside_package if beside_package.is_file() else given
-
-
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
-    raw = read_yaml(path)
-    unknown = sorted(set(raw) - set(_SWEEP_KEYS))
-    if unknown:
-        raise ConfigError(f"config error: {unknown[0]}: unknown sweep key, "
-                          f"allowed: {', '.join(_SWEEP_KEYS)}")
-    grid = raw.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise ConfigError("config error: grid: must map dotted keys to lists of values")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"config error: grid.{key}: got {values!r}, must be a non-empty list")
-    concurrent = raw.get("max_concurrent_trials", 2)
-    if isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1:
-        raise ConfigError(f"config error: max_concurrent_trials: got {concurrent!r}, "
-                          "must be an integer >= 1")
-    # An override of a grid key pins that axis to the one value given.
-    overrides = list(overrides)
-    pinned = {item.split("=", 1)[0].strip() for item in overrides} & set(grid)
-    base = merge(raw.get("base") or {}, parse_overrides(overrides))
-    grid = {k: v for k, v in grid.items() if k not in pinned}
-    spec = SweepSpec(str(raw.get("name", Path(path).stem)), base, grid, concurrent)
-    spec.validated_configs()
-    return spec
-
-
-def _get_dotted(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _short(key: str) -> str:
-    return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity",
-            "data.alpha": "alpha"}.get(key, key.split(".")[-1])
-
-
-def federated_trial(config: dict[str, Any]) -> None:
-    """The Tune trainable: one federated run, each round reported through ``tune.report``."""
-    import pandas as pd
-    import yaml
-    from ray import tune
-
-    from fpzo_ray.sim.federation import run_federated
-
-    cfg = config_from_dict(config["run"])
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    records = run_federated(cfg, tune.report)
-    pd.DataFrame(records).to_csv(trial_dir / "clients.csv", index=False)
+__all__ = ["SweepSpec", "find_sweep_file", "load_sweep", "run_sweep", "main"]
 
 
 def trial_table(result_grid: Any, spec: SweepSpec) -> "Any":
@@ -132,7 +47,7 @@ def trial_table(result_grid: Any, spec: SweepSpec) -> "Any":
         run = result.config["run"] if result.config else {}
         row: dict[str, Any] = {"trial": Path(result.path).name if result.path else ""}
         for key in spec.grid:
-            row[_short(key)] = _get_dotted(run, key)
+            row[short_name(key)] = get_dotted(run, key)
         metrics = result.metrics or {}
         history = result.metrics_dataframe
         best = (history["test_accuracy"].max()
@@ -198,48 +113,77 @@ def init_ray() -> None:
         ray.init(include_dashboard=False)
 
 
-def run_sweep(spec: SweepSpec, results_dir: Path) -> "Any":
-    """Run the whole grid; returns the trial table (also saved as CSV in ``results_dir``)."""
+def _pin_workers(spec: SweepSpec) -> SweepSpec:
+    """Resolve ``simulation.num_workers: 0`` (auto) once, in the driver, for every trial."""
+    from fpzo_ray.sim.federation import resolve_num_workers
+
+    configs = spec.validated_configs()
+    if all(c.simulation.num_workers > 0 for c in configs):
+        return spec
+    count = min(resolve_num_workers(c, concurrent_runs=spec.max_concurrent_trials)
+                for c in configs)
+    base = merge(spec.base, {"simulation": {"num_workers": count}})
+    grid = {k: v for k, v in spec.grid.items() if k != "simulation.num_workers"}
+    return SweepSpec(spec.name, base, grid, spec.max_concurrent_trials)
+
+
+def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) -> Any:
+    """Run (or resume) the whole grid; returns the trial table, also saved as CSV."""
     from ray import tune
 
     from fpzo_ray.sim.federation import bundles
-    from fpzo_ray.tracking import MLflowTracker, MLflowTrialCallback, resolve_tracking_uri
+    from fpzo_ray.tracking import (
+        MLflowTracker,
+        MLflowTrialCallback,
+        resolve_tracking_uri,
+        ui_command,
+    )
+    from fpzo_ray.trial import federated_trial
 
-    configs = spec.validated_configs()
     results_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = resolve_tracking_uri(results_dir)
-    tracker = MLflowTracker(tracking_uri, configs[0].tracking.experiment, results_dir)
     init_ray()
+    if resume is None:
+        spec = _pin_workers(spec)
+    configs = spec.validated_configs()
+    storage = (results_dir / "ray_results").resolve()
+    experiment = resume.name if resume else f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    save_spec(spec, storage / experiment)
 
-    param_space = {"run": merge(spec.base, {})}
-    for key, values in spec.grid.items():
-        set_dotted(param_space["run"], key, tune.grid_search(values))
-    # Every trial reserves what its own configuration asks for; a grid over
-    # simulation.* fields would change that per trial, which Tune's single
-    # resource request cannot express, so the largest request is used.
+    # Every trial reserves what its own configuration asks for; a grid over simulation.*
+    # fields would change that per trial, which Tune's single resource request cannot
+    # express, so the largest request is used.
     largest = max(configs, key=lambda c: sum(b["CPU"] for b in bundles(c)))
-    trainable = tune.with_resources(federated_trial,
-                                    tune.PlacementGroupFactory(bundles(largest)))
-
-    def trial_name(trial: Any) -> str:
-        parts = [f"{_short(key)}={_get_dotted(trial.config['run'], key)}" for key in spec.grid]
-        return (",".join(parts) or spec.name) + f"_{trial.trial_id[-5:]}"
-
-    experiment = f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    strategy = "SPREAD" if largest.simulation.placement == "spread" else "PACK"
+    trainable = tune.with_resources(
+        federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy))
     started = time.time()
     print(f"Sweep {spec.name!r}: {len(configs)} trials, at most {spec.max_concurrent_trials} at "
-          f"a time; MLflow store {tracking_uri}", flush=True)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
-                                    trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(
-            name=experiment, storage_path=str((results_dir / "ray_results").resolve()),
-            callbacks=[MLflowTrialCallback(tracker, spec.name), _progress_printer(started)],
-            verbose=0),
-    )
+          f"a time; Tune experiment {storage / experiment}; MLflow store {tracking_uri}",
+          flush=True)
+    if resume is not None:
+        # The run config, callbacks included, is restored from the experiment folder; the
+        # MLflow callback finds each trial's run again by its trial-id tag.
+        tuner = tune.Tuner.restore(str(storage / experiment), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tracker = MLflowTracker(tracking_uri, configs[0].tracking.experiment, results_dir)
+
+        def trial_name(trial: Any) -> str:
+            parts = [f"{short_name(k)}={get_dotted(trial.config['run'], k)}" for k in spec.grid]
+            return (",".join(parts) or spec.name) + f"_{trial.trial_id[-5:]}"
+
+        param_space = {"run": merge(spec.base, {})}
+        for key, values in spec.grid.items():
+            set_dotted(param_space["run"], key, tune.grid_search(values))
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
+                                        trial_name_creator=trial_name,
+                                        trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=experiment, storage_path=str(storage), verbose=0,
+                callbacks=[MLflowTrialCallback(tracker, spec.name), _progress_printer(started)]))
     grid = tuner.fit()
     table = trial_table(grid, spec)
     csv_path = results_dir / f"{experiment}_trials.csv"
@@ -248,7 +192,6 @@ def run_sweep(spec: SweepSpec, results_dir: Path) -> "Any":
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nTrial table: {csv_path}")
     print(f"MLflow store: {tracking_uri} (experiment {configs[0].tracking.experiment!r})")
-    from fpzo_ray.tracking import ui_command
     print(f"Open the MLflow UI:  {ui_command(tracking_uri)}")
     return table
 
@@ -262,18 +205,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "training.rounds=50")
     parser.add_argument("--results-dir", default=None,
                         help="where the MLflow store, Tune results and trial table go")
+    parser.add_argument("--resume", metavar="FOLDER", default=None,
+                        help="continue an interrupted sweep: its Tune experiment folder")
     args = parser.parse_args(argv)
     from fpzo_ray.tracking import default_results_dir
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    resume = Path(args.resume).resolve() if args.resume else None
     try:
-        spec = load_sweep(find_sweep_file(args.sweep), args.set)
-        check_partitions(spec.validated_configs())
+        if resume is not None:
+            spec = load_saved_spec(resume)
+            results_dir = resume.parent.parent  # <results>/ray_results/<experiment>
+        else:
+            spec = load_sweep(find_sweep_file(args.sweep), args.set)
+        preflight(spec.validated_configs())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    table = run_sweep(spec, results_dir)
+    table = run_sweep(spec, results_dir, resume)
     return 1 if (table["status"] != "OK").any() else 0
 
 

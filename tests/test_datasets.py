@@ -16,7 +16,8 @@ import pytest
 
 from conftest import SHARED_MNIST
 from fpzo_ray.config import ConfigError, DataConfig, RunConfig
-from fpzo_ray.data import check_partitions, load_dataset
+from fpzo_ray.data import load_dataset
+from fpzo_ray.preflight import preflight
 
 N_TRAIN, N_TEST = 20, 10
 
@@ -229,7 +230,7 @@ def test_missing_data_set_names_data_root(tmp_path, name):
 def test_missing_data_set_is_a_one_line_config_error(tmp_path):
     cfg = RunConfig(data=DataConfig(name="cifar10", root=str(tmp_path)))
     with pytest.raises(ConfigError, match=r"^config error: data\.root: CIFAR-10 not found"):
-        check_partitions([cfg])
+        preflight([cfg])
 
 
 def test_incomplete_cifar_folder_is_missing(tmp_path):

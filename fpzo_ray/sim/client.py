@@ -28,7 +28,7 @@ from fpzo_ray.accounting import (
     zo_scalar_upload_bytes,
     zo_vector_flops,
 )
-from fpzo_ray.accounting.memory import MemoryMeter
+from fpzo_ray.accounting.memory import MemoryMeter, sparse_peak_bytes
 from fpzo_ray.bp import bp_client_update
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
@@ -88,7 +88,8 @@ class ClientRuntime:
         self.mask = Mask.dense(self.layout)
         self.mask_version = -1
         self.workspace = self._workspace()
-        self.peak_memory: dict[int, int] = {}  # batch size -> measured peak of a client step
+        # batch size -> (measured peak, peak with the model stored sparsely) of a client step
+        self.peak_memory: dict[int, tuple[int, int]] = {}
 
     # -- state shared by all clients of a round ------------------------------------------
     def _workspace(self) -> ZOWorkspace:
@@ -128,12 +129,14 @@ class ClientRuntime:
             out.append((x.to(self.device), y.to(self.device)))
         return out
 
-    def train(self, broadcast: TrainBroadcast, client_id: int) -> TrainReply:
+    def train(self, broadcast: TrainBroadcast, client_id: int) -> TrainReply | ClientFailure:
         """The client's work for a round, from the broadcast weights (already loaded).
 
         The first client step of each batch size after a mask change runs under a
         :class:`MemoryMeter`; its measured peak (a function of shapes only) is every client's
-        figure for that batch size.
+        figure for that batch size. A client whose peak exceeds its device's budget fails
+        like a device running out of memory: before computing when the peak is known, after
+        the measured step otherwise; either way it delivers nothing.
         """
         cfg = self.cfg
         steps = cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
@@ -141,20 +144,42 @@ class ClientRuntime:
                                 cfg.training.batch_size)
         batch = int(batches[0][1].shape[0])
         d = self.mask.num_trained
+        download = train_download_bytes(d, self.mask.wire_bytes())
+        budget = (broadcast.memory_budgets or {}).get(client_id)
+        if batch in self.peak_memory and budget is not None:
+            failure = self._out_of_memory(client_id, batch, budget, broadcast, download)
+            if failure is not None:
+                return failure
         meter = None if batch in self.peak_memory else self._meter(batches)
         with meter if meter is not None else contextlib.nullcontext():
             differences, dense, base_loss, forward, flops = self._local_work(
                 broadcast, client_id, batches, batch, d, broadcast.weights)
         if meter is not None:
-            self.peak_memory[batch] = meter.peak_bytes
+            stored = 4 * d + self.mask.wire_bytes()  # values + bitmap / index list
+            self.peak_memory[batch] = (meter.peak_bytes,
+                                       sparse_peak_bytes(meter.peak_breakdown, stored))
+            if budget is not None:
+                failure = self._out_of_memory(client_id, batch, budget, broadcast, download)
+                if failure is not None:
+                    return failure
         upload = (dense_update_upload_bytes(d) if dense is not None
                   else zo_scalar_upload_bytes(cfg.zo.num_perturbations, steps))
+        measured, device = self.peak_memory[batch]
         return TrainReply(
             client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
             batch_size=batch, base_loss=base_loss, step_differences=differences,
             dense_update=dense, forward_flops=int(forward), flops=int(flops), upload_bytes=upload,
-            download_bytes=train_download_bytes(d, self.mask.wire_bytes()),
-            peak_memory_bytes=self.peak_memory[batch])
+            download_bytes=download, peak_memory_bytes=measured, device_memory_bytes=device)
+
+    def _out_of_memory(self, client_id: int, batch: int, budget: float,
+                       broadcast: TrainBroadcast, download: int) -> ClientFailure | None:
+        measured, device = self.peak_memory[batch]
+        peak = measured if broadcast.memory_figure == "measured" else device
+        if peak <= budget:
+            return None
+        return ClientFailure(client_id, f"out of memory: peak {peak} B > budget {budget:.0f} B",
+                             kind="oom", peak_memory_bytes=peak, budget_bytes=budget,
+                             download_bytes=download)
 
     def _meter(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> MemoryMeter:
         meter = MemoryMeter()

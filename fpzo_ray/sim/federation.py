@@ -1,4 +1,4 @@
-"""A federated run on Ray: start the actors, prune, run the rounds, report, clean up.
+"""A federated run on Ray: start the actors, prune, run the rounds, report, checkpoint.
 
 One run = one server actor + a fixed pool of client worker actors. The data set and the
 partition are put in the object store once and shared by every actor. Inside a Tune trial
@@ -8,17 +8,23 @@ reserves exactly the resources its trials use.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
 import torch
+from ray.util import get_current_placement_group
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import load_dataset, make_partition
-from fpzo_ray.sim.pool import RayWorkerPool
+from fpzo_ray.sim.devices import client_devices
+from fpzo_ray.sim.ray_pool import RayWorkerPool
 from fpzo_ray.sim.server import FederatedServer
 from fpzo_ray.sim.worker import ClientWorker, threads_for
+
+DRIVER_CPUS = 0.1
 
 
 class _ServerProcess(FederatedServer):
@@ -34,22 +40,52 @@ ServerActor = ray.remote(_ServerProcess)
 WorkerActor = ray.remote(ClientWorker)
 
 
-def bundles(cfg: RunConfig, driver_cpus: float = 0.1) -> list[dict[str, float]]:
+def resolve_num_workers(cfg: RunConfig, cpus: float | None = None,
+                        concurrent_runs: int = 1) -> int:
+    """``simulation.num_workers``, or (when 0) as many workers as the CPUs allow.
+
+    ``cpus`` defaults to the connected cluster's total; the share of one of
+    ``concurrent_runs`` runs, less its driver and server, is divided by ``worker_cpus``.
+    Never more than the clients of a round, never fewer than one.
+    """
+    sim = cfg.simulation
+    if sim.num_workers > 0:
+        return sim.num_workers
+    total = cpus if cpus is not None else float(ray.cluster_resources().get("CPU", 1))
+    room = total / concurrent_runs - DRIVER_CPUS - sim.server_cpus
+    return max(1, min(cfg.training.clients_per_round, math.floor(room / sim.worker_cpus + 1e-9)))
+
+
+def bundles(cfg: RunConfig, num_workers: int | None = None) -> list[dict[str, float]]:
     """Placement-group bundles of one run: its driver, its server, its workers."""
     sim = cfg.simulation
     worker: dict[str, float] = {"CPU": sim.worker_cpus}
     if sim.worker_gpus > 0:
         worker["GPU"] = sim.worker_gpus
-    return [{"CPU": driver_cpus}, {"CPU": sim.server_cpus}] + [dict(worker)] * sim.num_workers
+    if sim.worker_memory_mb > 0:
+        worker["memory"] = sim.worker_memory_mb * 2**20
+    count = num_workers if num_workers is not None else resolve_num_workers(cfg)
+    return [{"CPU": DRIVER_CPUS}, {"CPU": sim.server_cpus}] + [dict(worker)] * count
+
+
+def _spawn_worker(cfg: RunConfig, dataset_ref: Any, partition_ref: Any) -> Any:
+    """A new worker actor (also used by the pool to replace a dead one)."""
+    sim = cfg.simulation
+    options: dict[str, Any] = {"num_cpus": sim.worker_cpus, "num_gpus": sim.worker_gpus}
+    if sim.worker_memory_mb > 0:
+        options["memory"] = sim.worker_memory_mb * 2**20
+    if sim.placement == "spread" and get_current_placement_group() is None:
+        options["scheduling_strategy"] = "SPREAD"
+    return WorkerActor.options(**options).remote(cfg, dataset_ref, partition_ref)
 
 
 @dataclass
 class Federation:
     server: Any  # actor handle of FederatedServer
-    workers: list
+    pool: RayWorkerPool
 
     def shutdown(self) -> None:
-        for actor in [self.server, *self.workers]:
+        for actor in [self.server, *self.pool.workers]:
             ray.kill(actor, no_restart=True)
 
 
@@ -57,28 +93,44 @@ def start_federation(cfg: RunConfig) -> Federation:
     dataset = load_dataset(cfg.data)
     partition = make_partition(cfg.data, dataset.train_labels, cfg.seed)
     dataset_ref, partition_ref = ray.put(dataset), ray.put(partition)
-    sim = cfg.simulation
-    workers = [WorkerActor.options(num_cpus=sim.worker_cpus, num_gpus=sim.worker_gpus)
-               .remote(cfg, dataset_ref, partition_ref) for _ in range(sim.num_workers)]
-    server = ServerActor.options(num_cpus=sim.server_cpus, num_gpus=0).remote(
-        cfg, dataset_ref, RayWorkerPool(workers))
-    return Federation(server, workers)
+    pool = RayWorkerPool(functools.partial(_spawn_worker, cfg, dataset_ref, partition_ref),
+                         resolve_num_workers(cfg), cfg.simulation.on_worker_failure)
+    server = ServerActor.options(num_cpus=cfg.simulation.server_cpus, num_gpus=0).remote(
+        cfg, dataset_ref, pool, client_devices(cfg))
+    return Federation(server, pool)
 
 
-def run_federated(cfg: RunConfig, report: Callable[[dict[str, Any]], None]) -> list[dict]:
-    """Prune, then train for ``cfg.training.rounds``; ``report`` gets each round's metrics.
+#: Receives each round's metrics, and the server state when a checkpoint is due (else None).
+Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
-    The first report also carries the pruning summary under ``"setup"``. Returns the
-    per-client records (one per participant and round).
+
+def run_federated(cfg: RunConfig, report: Callable[..., None],
+                  resume_state: dict[str, Any] | None = None) -> list[dict]:
+    """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records.
+
+    ``report(metrics)`` gets each round's metrics; the first round's also carry the pruning
+    summary under ``"setup"``. With ``simulation.checkpoint_every`` > 0 the call is
+    ``report(metrics, state)``, ``state`` the server's state every that many rounds (else
+    None); ``resume_state`` continues a run from such a state, round for round identical.
     """
     federation = start_federation(cfg)
+    every = cfg.simulation.checkpoint_every
     try:
-        setup = ray.get(federation.server.prune.remote())
-        for r in range(cfg.training.rounds):
-            metrics = ray.get(federation.server.run_round.remote(r))
-            if r == 0:
+        server = federation.server
+        if resume_state is not None:
+            ray.get(server.load_state_dict.remote(resume_state))
+            setup, first = resume_state["pruning_summary"], resume_state["rounds_done"]
+        else:
+            setup, first = ray.get(server.prune.remote()), 0
+        for r in range(first, cfg.training.rounds):
+            metrics = ray.get(server.run_round.remote(r))
+            if r == first:
                 metrics = {**metrics, "setup": setup}
-            report(metrics)
-        return ray.get(federation.server.records.remote())
+            if every:
+                due = (r + 1) % every == 0 and r + 1 < cfg.training.rounds
+                report(metrics, ray.get(server.state_dict.remote()) if due else None)
+            else:
+                report(metrics)
+        return ray.get(server.records.remote())
     finally:
         federation.shutdown()

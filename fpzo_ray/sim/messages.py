@@ -25,6 +25,9 @@ class TrainBroadcast:
     round_index: int
     mask_version: int
     weights: torch.Tensor  # float32, the d trained coordinates
+    # Each participant's device memory budget (bytes), when device profiles are on.
+    memory_budgets: dict[int, float] | None = None
+    memory_figure: str = "device"  # which peak the budget is held against: device | measured
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class TrainReply:
     flops: int  # everything: forward, backward, vector work, client updates
     upload_bytes: int
     download_bytes: int
-    peak_memory_bytes: int | None = None
+    peak_memory_bytes: int | None = None  # measured: the simulator's dense buffers
+    device_memory_bytes: int | None = None  # the same peak with the model stored sparsely
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,16 @@ class PruningReply:
 
 @dataclass(frozen=True)
 class ClientFailure:
-    """A client that raised: the run goes on without it, and the error is recorded."""
+    """A client that did not deliver: the run goes on without it, and why is recorded.
+
+    ``kind``: ``error`` (it raised), ``oom`` (its training peak exceeds its device's memory
+    budget, like a real device running out of memory), ``worker_lost`` (its worker died and
+    the pool's policy is to drop).
+    """
 
     client_id: int
     error: str
+    kind: str = "error"
+    peak_memory_bytes: int | None = None
+    budget_bytes: float | None = None
+    download_bytes: int = 0

@@ -20,6 +20,7 @@ The class is plain Python; ``sim.federation`` runs it as a Ray actor.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,9 +34,11 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.client import step_seeds
-from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast, TrainBroadcast, TrainReply
+from fpzo_ray.sim.devices import ClientDevices, reachable
+from fpzo_ray.sim.messages import MaskBroadcast, TrainBroadcast, TrainReply
 from fpzo_ray.sim.pool import ClientPool
 from fpzo_ray.sim.pruning_phase import PruningPhase
+from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.sim.sampling import sample_clients
 from fpzo_ray.sim.specs import zo_update_spec
 from fpzo_ray.zo import ServerOptimizer, weighted_average
@@ -50,7 +53,8 @@ def _finite(reply: TrainReply) -> bool:
 
 
 class FederatedServer:
-    def __init__(self, cfg: RunConfig, dataset: ImageDataset, pool: ClientPool) -> None:
+    def __init__(self, cfg: RunConfig, dataset: ImageDataset, pool: ClientPool,
+                 devices: ClientDevices | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
         self.device = torch.device(cfg.simulation.device)
@@ -67,11 +71,12 @@ class FederatedServer:
         self.mask_version = 0
         self.blocks: StageBlocks | None = None
         self.optimizer = self._new_optimizer()
+        self.devices = devices
         self.client_records: list[dict[str, Any]] = []
-        self.totals = {"cumulative_client_forward_flops": 0, "cumulative_client_flops": 0,
-                       "cumulative_upload_bytes": 0,
-                       "cumulative_download_bytes": 0, "cumulative_failed_clients": 0}
+        self.totals: dict[str, Any] = {}
+        self.reached: dict[str, Any] = {}  # time / rounds to the target accuracy, once reached
         self.pruning_summary: dict[str, Any] = {}
+        self.rounds_done = 0
 
     def _new_optimizer(self) -> ServerOptimizer:
         t = self.cfg.training
@@ -100,8 +105,8 @@ class FederatedServer:
             self.blocks = stage_blocks(self.layout, self.mask.kept_index(),
                                        len(self.model.stages))
         self.optimizer = self._new_optimizer()
-        self.totals["cumulative_upload_bytes"] += phase.cost["pruning_upload_bytes"]
-        self.totals["cumulative_download_bytes"] += phase.cost["pruning_download_bytes"]
+        self.totals["cumulative_upload_bytes"] = phase.cost["pruning_upload_bytes"]
+        self.totals["cumulative_download_bytes"] = phase.cost["pruning_download_bytes"]
         self.pruning_summary = {
             "pruning_method": cfg.pruning_method, **phase.summary(self.mask),
             "sparse_forward_flops_per_sample": forward_flops(self.layers,
@@ -128,60 +133,97 @@ class FederatedServer:
     def run_round(self, round_index: int) -> dict[str, Any]:
         """One training round; returns the round's metrics (evaluation included when due)."""
         cfg = self.cfg
-        clients = sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, round_index,
+        started = time.perf_counter()
+        sampled = sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, round_index,
                                  cfg.data.num_clients, cfg.training.clients_per_round)
+        present = sampled
+        budgets = None
+        if self.devices is not None:
+            answers = reachable(self.devices.catalog, self.devices.device_of, cfg.seed,
+                                round_index, sampled)
+            present = [c for c, ok in zip(sampled, answers) if ok]
+            budgets = {c: self.devices.profile(c).memory_bytes for c in present}
         start = self.optimizer.weights.detach().clone()
+        broadcast = TrainBroadcast(round_index, self.mask_version, start, budgets,
+                                   cfg.devices.memory_figure)
         replies = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
-                                TrainBroadcast(round_index, self.mask_version, start), clients)
-        contributions, weights, losses, peaks = [], [], [], []
-        forward = flops = up = down = failed = 0
+                                broadcast, present) if present else []
+        pooled = time.perf_counter()
+
+        tally = RoundTally(round_index + 1, self.devices, cfg.devices.round_deadline_s)
+        for client in sorted(set(sampled) - set(present)):
+            tally.unavailable(client)
+        contributions, weights = [], []
         for reply in replies:
-            record: dict[str, Any] = {"round": round_index + 1, "client_id": reply.client_id}
-            if isinstance(reply, ClientFailure):
-                failed += 1
-                self.client_records.append({**record, "status": "error", "error": reply.error})
-                continue
-            record.update(num_samples=reply.num_samples, batch_size=reply.batch_size,
-                          base_loss=reply.base_loss, forward_flops=reply.forward_flops,
-                          flops=reply.flops,
-                          upload_bytes=reply.upload_bytes, download_bytes=reply.download_bytes,
-                          peak_memory_bytes=reply.peak_memory_bytes)
-            forward += reply.forward_flops
-            flops += reply.flops
-            peaks.append(reply.peak_memory_bytes or 0)
-            up += reply.upload_bytes
-            down += reply.download_bytes
-            if not _finite(reply):
-                failed += 1
-                self.client_records.append({**record, "status": "rejected_non_finite"})
-                continue
-            self.client_records.append({**record, "status": "ok"})
-            contributions.append(self._client_update(reply, round_index, start))
-            weights.append(float(reply.num_samples))
-            losses.append(reply.base_loss)
+            if tally.accept(reply, _finite(reply) if isinstance(reply, TrainReply) else False):
+                assert isinstance(reply, TrainReply)
+                contributions.append(self._client_update(reply, round_index, start))
+                weights.append(float(reply.num_samples))
+        self.client_records.extend(tally.records)
         if contributions:
             average = weighted_average(contributions, weights)
             fedsgd_zo = cfg.training.algorithm == "zo" and cfg.training.mode == "fedsgd"
             self.optimizer.step(average if fedsgd_zo else -average)
+        aggregated = time.perf_counter()
+        self.rounds_done = round_index + 1
 
-        self.totals["cumulative_client_forward_flops"] += forward
-        self.totals["cumulative_client_flops"] += flops
-        self.totals["cumulative_upload_bytes"] += up
-        self.totals["cumulative_download_bytes"] += down
-        self.totals["cumulative_failed_clients"] += failed
-        metrics: dict[str, Any] = {
-            "round": round_index + 1,
-            "train_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
-            "participants": len(clients), "aggregated_clients": len(contributions),
-            "failed_clients": failed, "round_client_forward_flops": forward,
-            "round_client_flops": flops,
-            "round_upload_bytes": up, "round_download_bytes": down,
-            "max_client_peak_memory_bytes": max(peaks, default=0), **self.totals,
-        }
+        for key, value in tally.totals().items():
+            self.totals[key] = self.totals.get(key, 0) + value
+        metrics: dict[str, Any] = {"round": round_index + 1, "participants": len(sampled),
+                                   "aggregated_clients": len(contributions),
+                                   **tally.round_metrics(), **self.totals}
+        failures = getattr(self.pool, "failures", None)
+        if failures is not None:
+            metrics["cumulative_worker_failures"] = failures.worker_failures
+            metrics["cumulative_retried_clients"] = failures.retried_clients
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:
             metrics.update(self.evaluate())
+            target = cfg.training.target_accuracy
+            if target > 0 and "time_to_target_s" not in self.reached and \
+                    metrics["test_accuracy"] >= target:
+                self.reached["time_to_target_s"] = self.totals.get("simulated_time_s", 0.0)
+                self.reached["rounds_to_target"] = round_index + 1
+        metrics.update(self.reached)
+        metrics.update(self._timing(started, pooled, aggregated))
         return metrics
+
+    def _timing(self, started: float, pooled: float, aggregated: float) -> dict[str, float]:
+        """This round's wall time, split: client compute, waiting, Ray, aggregation, evaluation."""
+        now = time.perf_counter()
+        timing = getattr(self.pool, "timing", None)
+        split = {"time_round_s": now - started, "time_aggregation_s": aggregated - pooled,
+                 "time_evaluation_s": now - aggregated}
+        if timing is not None:
+            split.update(time_client_compute_s=timing.compute_max_s,
+                         time_waiting_s=timing.waiting_s,
+                         time_ray_transfer_s=timing.transfer_s + timing.dispatch_s)
+        else:
+            split["time_client_compute_s"] = pooled - started
+        return split
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (seeds make the rest stateless)."""
+        return {"rounds_done": self.rounds_done, "mask": self.mask.prunable_kept.clone(),
+                "mask_version": self.mask_version, "optimizer": self.optimizer.state_dict(),
+                "totals": dict(self.totals), "reached": dict(self.reached),
+                "client_records": list(self.client_records),
+                "pruning_summary": dict(self.pruning_summary)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mask = Mask(self.layout, state["mask"])
+        self.mask_version = state["mask_version"]
+        if self.cfg.zo.perturbation_scope == "layerwise":
+            self.blocks = stage_blocks(self.layout, self.mask.kept_index(),
+                                       len(self.model.stages))
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.totals = dict(state["totals"])
+        self.reached = dict(state["reached"])
+        self.client_records = list(state["client_records"])
+        self.pruning_summary = dict(state["pruning_summary"])
+        self.rounds_done = state["rounds_done"]
 
     # -- evaluation ------------------------------------------------------------------------
     def global_flat_weights(self, use_ema: bool = True) -> torch.Tensor:
@@ -213,8 +255,10 @@ def run_in_process(cfg: RunConfig, dataset: ImageDataset,
                    partition: Sequence[np.ndarray]) -> list[dict[str, Any]]:
     """A whole run in this process, no Ray: the reference the Ray engine must agree with."""
     from fpzo_ray.sim.client import ClientRuntime
+    from fpzo_ray.sim.devices import client_devices
     from fpzo_ray.sim.pool import InProcessPool
 
-    server = FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)))
+    server = FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)),
+                             client_devices(cfg))
     server.prune()
     return [server.run_round(r) for r in range(cfg.training.rounds)]

@@ -8,6 +8,7 @@ oversubscribe the cores they emulate.
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import numpy as np
@@ -31,5 +32,26 @@ class ClientWorker:
         self.runtime = ClientRuntime(cfg, dataset, partition)
 
     def run(self, mask: MaskBroadcast | None, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> list[Reply]:
-        return serve_clients(self.runtime, mask, broadcast, client_ids)
+            client_ids: Sequence[int]) -> tuple[list[Reply], float]:
+        """The clients' replies, and the seconds this worker spent computing them."""
+        started = time.perf_counter()
+        replies = serve_clients(self.runtime, mask, broadcast, client_ids)
+        return replies, time.perf_counter() - started
+
+    def node_id(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def memory_report(self) -> dict[str, int]:
+        """Resident set size and bytes of live torch tensors: idle workers must not grow."""
+        import gc
+
+        import psutil
+
+        live = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in gc.get_objects()
+                if isinstance(t, torch.Tensor)}
+        return {"rss_bytes": psutil.Process().memory_info().rss,
+                "tensor_bytes": int(sum(live.values()))}

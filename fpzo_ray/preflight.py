@@ -1,0 +1,34 @@
+"""Checks that need files or data, run before any work starts.
+
+The configuration validates itself field by field; what it cannot see without loading a
+data set or a profiles file (a partition that cannot be built, a missing data set, a bad
+device profile) is checked here, so that such an error, too, stops before Ray starts, with
+one line naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from fpzo_ray.config import ConfigError, RunConfig
+from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.sim.devices import load_catalog
+
+
+def preflight(configs: Sequence[RunConfig]) -> None:
+    """Raise :class:`ConfigError` for the first configuration that cannot run."""
+    datasets: dict = {}
+    seen = set()
+    for cfg in configs:
+        if cfg.devices.enabled:
+            load_catalog(cfg.devices.profiles_file or None, cfg.devices.population)
+        key = (cfg.data, cfg.seed)
+        if key in seen:
+            continue
+        seen.add(key)
+        if cfg.data not in datasets:
+            try:
+                datasets[cfg.data] = load_dataset(cfg.data)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config error: {exc}") from None
+        make_partition(cfg.data, datasets[cfg.data].train_labels, cfg.seed)

@@ -1,0 +1,122 @@
+"""Virtual clients multiplexed onto long-lived Ray worker actors, surviving worker loss.
+
+Each round the sorted client ids are cut into one contiguous chunk per live worker: one remote
+call per worker. The round's broadcast is put in the object store once and every worker reads
+it from there; the mask is sent only to workers that do not hold its version yet.
+
+A worker that dies mid-round (``ray.kill``, SIGKILL, node loss) raises an actor error for its
+chunk. Its clients are then either run again on another worker (``retry``: the results are
+the same, every client's work being a function of its seeds) or reported as failed (``drop``);
+a chunk that has killed ``MAX_RETRIES`` workers is dropped (a client whose work kills the
+process must not take the pool down one worker after another). The dead worker is replaced by
+a fresh actor, and the events are counted. Replies are returned in client-id order, never
+arrival order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+
+from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast
+from fpzo_ray.sim.pool import Broadcast, Reply
+
+MAX_RETRIES = 2
+
+
+@dataclass
+class RoundTiming:
+    """Where a round's wall time went, as seen from the pool (seconds)."""
+
+    dispatch_s: float = 0.0  # putting the broadcast, submitting the calls
+    gather_s: float = 0.0  # from submission to the last reply
+    compute_max_s: float = 0.0  # the busiest worker's own compute time
+    compute_mean_s: float = 0.0
+
+    @property
+    def waiting_s(self) -> float:
+        """Time the less busy workers idled while the busiest one finished."""
+        return self.compute_max_s - self.compute_mean_s
+
+    @property
+    def transfer_s(self) -> float:
+        """Gather time not explained by compute: Ray scheduling, serialisation, transfer."""
+        return max(0.0, self.gather_s - self.compute_max_s)
+
+
+@dataclass
+class FailureCounts:
+    worker_failures: int = 0
+    retried_clients: int = 0
+    lost_clients: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+class RayWorkerPool:
+    def __init__(self, make_worker: Callable[[], Any], size: int,
+                 on_worker_failure: str = "retry") -> None:
+        if on_worker_failure not in ("retry", "drop"):
+            raise ValueError(f"simulation.on_worker_failure: unknown {on_worker_failure!r}")
+        self.make_worker = make_worker
+        self.workers = [make_worker() for _ in range(size)]
+        self.mask_version = [-1] * size
+        self.on_worker_failure = on_worker_failure
+        self.timing = RoundTiming()
+        self.failures = FailureCounts()
+
+    def _submit(self, index: int, mask: MaskBroadcast, broadcast_ref: Any,
+                chunk: list[int]) -> Any:
+        stale = self.mask_version[index] != mask.version
+        self.mask_version[index] = mask.version
+        return self.workers[index].run.remote(mask if stale else None, broadcast_ref, chunk)
+
+    def _replace(self, index: int, error: Exception) -> None:
+        self.failures.worker_failures += 1
+        self.failures.messages.append(f"worker {index} lost: {type(error).__name__}")
+        try:
+            ray.kill(self.workers[index], no_restart=True)
+        except Exception:  # noqa: BLE001 - it is already gone
+            pass
+        self.workers[index] = self.make_worker()
+        self.mask_version[index] = -1
+
+    def run(self, mask: MaskBroadcast, broadcast: Broadcast,
+            client_ids: Sequence[int]) -> list[Reply]:
+        started = time.perf_counter()
+        ids = np.asarray(sorted(client_ids), dtype=np.int64)
+        chunks = [list(map(int, c)) for c in np.array_split(ids, len(self.workers))]
+        broadcast_ref = ray.put(broadcast)
+        pending = {self._submit(i, mask, broadcast_ref, chunk): (i, chunk, 0)
+                   for i, chunk in enumerate(chunks) if chunk}
+        submitted = time.perf_counter()
+        replies: list[Reply] = []
+        compute: list[float] = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, chunk, attempt = pending.pop(ready[0])
+            try:
+                batch, seconds = ray.get(ready[0])
+            except RayActorError as error:
+                self._replace(index, error)
+                if self.on_worker_failure == "retry" and attempt < MAX_RETRIES:
+                    self.failures.retried_clients += len(chunk)
+                    target = (index + 1) % len(self.workers)  # a live one, if there is another
+                    pending[self._submit(target, mask, broadcast_ref, chunk)] = (
+                        target, chunk, attempt + 1)
+                else:
+                    self.failures.lost_clients += len(chunk)
+                    replies.extend(ClientFailure(c, f"worker lost: {type(error).__name__}",
+                                                 kind="worker_lost")
+                                   for c in chunk)
+                continue
+            replies.extend(batch)
+            compute.append(seconds)
+        done = time.perf_counter()
+        self.timing = RoundTiming(submitted - started, done - submitted, max(compute, default=0.0),
+                                  float(np.mean(compute)) if compute else 0.0)
+        return sorted(replies, key=lambda r: r.client_id)
