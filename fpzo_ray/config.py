@@ -49,6 +49,7 @@ DEVICES = ("cpu", "cuda")
 WORKER_FAILURE_POLICIES = ("retry", "drop")
 PLACEMENTS = ("pack", "spread")
 MEMORY_FIGURES = ("device", "measured")
+ESTIMATE_PLACES = ("workers", "server")
 
 
 class _Loader(yaml.SafeLoader):
@@ -178,6 +179,12 @@ class SimulationConfig:
     on_worker_failure: str = _spec("retry", choices=WORKER_FAILURE_POLICIES,
                                    doc="clients of a dead worker: rerun elsewhere, or drop")
     checkpoint_every: int = _spec(0, ge=0, doc="rounds between checkpoints (sweeps); 0 = off")
+    estimate_on: str = _spec(
+        "workers", choices=ESTIMATE_PLACES,
+        doc="where the simulator rebuilds a ZO client's estimate (FedSGD) or replays its local "
+            "steps (FedAvg): on the worker that ran it, from the very directions it drew, or "
+            "on the server from the uploaded scalars and seeds; bit-identical either way, the "
+            "workers are faster; bytes are counted as the protocol sends them")
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_device_seconds_by_hand():
 
 
 def _reply(client, flops, up=1_000_000, down=1_000_000):
-    return TrainReply(client, 10, 10, 1.0, None, None, flops, flops, up, down, 100, 100)
+    return TrainReply(client, 10, 10, 1.0, None, None, None, flops, flops, up, down, 100, 100)
 
 
 def test_virtual_clock_on_a_hand_checked_round(tmp_path):

@@ -1,6 +1,7 @@
 """The Ray engine against the in-process reference: same numbers, whatever the worker count."""
 
 import pytest
+import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
@@ -108,3 +109,62 @@ def _core(metrics):
     """The run's figures, without the engine's own bookkeeping of worker losses."""
     return {k: v for k, v in _strip(metrics).items()
             if "worker" not in k and "retried" not in k}
+
+
+@pytest.mark.parametrize("sections", [
+    {"training": {"mode": "fedavg", "local_steps": 2, "client_lr": 0.05}},
+    {"zo": {"perturbation_scope": "layerwise"}},
+    {},
+])
+def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sections):
+    from fpzo_ray.sim.client import ClientRuntime
+    from fpzo_ray.sim.pool import InProcessPool
+    from fpzo_ray.sim.server import FederatedServer
+
+    runs = {}
+    for place in ("workers", "server"):
+        raw = {**RAW, "simulation": {**RAW["simulation"], "estimate_on": place}}
+        for key, value in sections.items():
+            raw[key] = {**RAW.get(key, {}), **value}
+        cfg = config_from_dict(raw)
+        parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
+        server = FederatedServer(cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)))
+        server.prune()
+        runs[place] = ([_strip(server.run_round(r)) for r in range(4)],
+                       server.global_flat_weights())
+    assert runs["workers"][0] == runs["server"][0]
+    assert torch.equal(runs["workers"][1], runs["server"][1])
+
+
+def test_auto_pool_size_follows_the_cpus():
+    from fpzo_ray.sim.federation import bundles, resolve_num_workers
+
+    cfg = config_from_dict({"simulation": {"num_workers": 0, "worker_cpus": 0.4,
+                                           "server_cpus": 0.1}})
+    assert resolve_num_workers(cfg, cpus=2) == 4  # (2 - 0.1 driver - 0.1 server) / 0.4
+    assert resolve_num_workers(cfg, cpus=2, concurrent_runs=2) == 2
+    assert resolve_num_workers(cfg, cpus=64) == cfg.training.clients_per_round
+    assert resolve_num_workers(cfg, cpus=0.1) == 1
+    assert len(bundles(cfg, num_workers=3)) == 5  # driver, server, 3 workers
+
+
+def test_idle_workers_do_not_grow(ray_session):
+    import ray
+
+    from fpzo_ray.sim.federation import start_federation
+
+    cfg = config_from_dict({**RAW, "training": {**RAW["training"], "rounds": 40}})
+    federation = start_federation(cfg)
+    try:
+        ray.get(federation.server.prune.remote())
+        reports = []
+        for r in range(40):
+            ray.get(federation.server.run_round.remote(r))
+            if r in (9, 39):
+                reports.append(ray.get([w.memory_report.remote() for w in
+                                        federation.pool.workers]))
+    finally:
+        federation.shutdown()
+    for early, late in zip(*reports):
+        assert late["tensor_bytes"] == early["tensor_bytes"]  # nothing accumulates
+        assert late["rss_bytes"] < early["rss_bytes"] * 1.1

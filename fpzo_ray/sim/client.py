@@ -10,6 +10,7 @@ workers, the in-process pool and the benchmarks.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -46,7 +47,7 @@ from fpzo_ray.sim.messages import (
 )
 from fpzo_ray.sim.specs import zo_update_spec
 from fpzo_ray.zo import perturbation_seeds
-from fpzo_ray.zo.client_update import ZOWorkspace, zo_client_update
+from fpzo_ray.zo.client_update import ZOWorkspace, rebuild_estimate, zo_client_update
 from fpzo_ray.zo.layerwise import stage_blocks
 
 
@@ -69,6 +70,18 @@ def step_seeds(cfg: RunConfig, round_index: int, client_id: int) -> list[list[in
     steps = cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
     return [perturbation_seeds(cfg.seed, round_index, client_id, s, cfg.zo.num_perturbations)
             for s in range(steps)]
+
+
+@dataclass(frozen=True)
+class LocalWork:
+    """What a client's local training produced (see :class:`TrainReply`)."""
+
+    step_differences: tuple[torch.Tensor, ...] | None  # the scalar upload
+    dense_update: torch.Tensor | None  # the dense upload
+    update: torch.Tensor | None  # final - start weights, when the client moved (FedAvg, BP)
+    base_loss: float
+    forward_flops: int
+    flops: int
 
 
 class ClientRuntime:
@@ -152,8 +165,7 @@ class ClientRuntime:
                 return failure
         meter = None if batch in self.peak_memory else self._meter(batches)
         with meter if meter is not None else contextlib.nullcontext():
-            differences, dense, base_loss, forward, flops = self._local_work(
-                broadcast, client_id, batches, batch, d, broadcast.weights)
+            work = self._local_work(broadcast, client_id, batches, batch, d)
         if meter is not None:
             stored = 4 * d + self.mask.wire_bytes()  # values + bitmap / index list
             self.peak_memory[batch] = (meter.peak_bytes,
@@ -162,13 +174,17 @@ class ClientRuntime:
                 failure = self._out_of_memory(client_id, batch, budget, broadcast, download)
                 if failure is not None:
                     return failure
-        upload = (dense_update_upload_bytes(d) if dense is not None
+        contribution = None
+        if cfg.simulation.estimate_on == "workers" and cfg.training.algorithm == "zo":
+            contribution = self._contribution(work, broadcast.round_index, client_id)
+        upload = (dense_update_upload_bytes(d) if work.dense_update is not None
                   else zo_scalar_upload_bytes(cfg.zo.num_perturbations, steps))
         measured, device = self.peak_memory[batch]
         return TrainReply(
             client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
-            batch_size=batch, base_loss=base_loss, step_differences=differences,
-            dense_update=dense, forward_flops=int(forward), flops=int(flops), upload_bytes=upload,
+            batch_size=batch, base_loss=work.base_loss, step_differences=work.step_differences,
+            dense_update=work.dense_update, contribution=contribution,
+            forward_flops=int(work.forward_flops), flops=int(work.flops), upload_bytes=upload,
             download_bytes=download, peak_memory_bytes=measured, device_memory_bytes=device)
 
     def _out_of_memory(self, client_id: int, batch: int, budget: float,
@@ -192,43 +208,47 @@ class ClientRuntime:
         return meter
 
     def _local_work(self, broadcast: TrainBroadcast, client_id: int,
-                    batches: list[tuple[torch.Tensor, torch.Tensor]], batch: int, d: int,
-                    start: torch.Tensor) -> tuple:
-        """The client's local training.
-
-        Returns (ZO differences per step, dense update, mean loss, forward FLOPs, all FLOPs).
-        """
+                    batches: list[tuple[torch.Tensor, torch.Tensor]], batch: int,
+                    d: int) -> LocalWork:
+        """The client's local training: BP FedAvg, or ZO (FedSGD or FedAvg)."""
         cfg = self.cfg
         t = cfg.training
         fedavg = t.mode == "fedavg"
         steps = t.local_steps if fedavg else 1
-        differences = dense = None
+        start = broadcast.weights
         if t.algorithm == "bp":
             result = bp_client_update(self.model, self.layout, self.flat,
                                       self.workspace.kept_index, batches, t.client_lr,
                                       t.client_momentum)
-            dense = result.final_weights.cpu() - start
-            base_loss = result.base_loss
-            forward = steps * batch * self.forward_flops
-            flops = steps * bp_step_flops(batch, self.forward_flops, d)
-        else:
-            seeds = step_seeds(cfg, broadcast.round_index, client_id)
-            zo = zo_client_update(self.workspace, batches, seeds, self.zo_spec, fedavg)
-            base_loss = zo.base_loss
-            forward = flops = 0
-            for r in zo.step_results:
-                runs = r.stage_runs or (r.num_forward_passes,) * len(self.stage_flops)
-                forward += batch * sum(n * f for n, f in zip(runs, self.stage_flops))
-                flops += zo_vector_flops(len(r.loss_differences), d,
-                                         cfg.zo.estimator == "central", fedavg)
-                flops += update_flops(d) if fedavg else 0
-            flops += forward
-            if fedavg and t.fedavg_upload == "dense_update":
-                assert zo.final_weights is not None
-                dense = zo.final_weights.cpu() - start
-            else:
-                differences = zo.step_differences
-        return differences, dense, base_loss, forward, flops
+            update = result.final_weights.cpu() - start
+            return LocalWork(None, update, update, result.base_loss,
+                             steps * batch * self.forward_flops,
+                             steps * bp_step_flops(batch, self.forward_flops, d))
+        zo = zo_client_update(self.workspace, batches,
+                              step_seeds(cfg, broadcast.round_index, client_id), self.zo_spec,
+                              fedavg)
+        forward = flops = 0
+        for r in zo.step_results:
+            runs = r.stage_runs or (r.num_forward_passes,) * len(self.stage_flops)
+            forward += batch * sum(n * f for n, f in zip(runs, self.stage_flops))
+            flops += zo_vector_flops(len(r.loss_differences), d, cfg.zo.estimator == "central",
+                                     fedavg)
+            flops += update_flops(d) if fedavg else 0
+        update = None if zo.final_weights is None else zo.final_weights.cpu() - start
+        dense = update if fedavg and t.fedavg_upload == "dense_update" else None
+        return LocalWork(None if dense is not None else zo.step_differences, dense, update,
+                         zo.base_loss, forward, flops + forward)
+
+    def _contribution(self, work: LocalWork, round_index: int, client_id: int) -> torch.Tensor:
+        """The server's view of the client (``simulation.estimate_on: workers``): the update,
+        or the FedSGD estimate rebuilt from the differences and seeds with the server's own
+        function, here, outside the metered step (a real client does not build it)."""
+        if work.update is not None:
+            return work.update
+        assert work.step_differences is not None
+        seeds = step_seeds(self.cfg, round_index, client_id)[0]
+        return rebuild_estimate(work.step_differences[0], seeds, self.zo_spec,
+                                self.mask.num_trained, self.workspace.blocks)
 
     # -- one virtual client: pruning -----------------------------------------------------
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:

@@ -46,6 +46,10 @@ class TrainReply:
     # The upload: ZO scalars (one (K,) tensor per local step) or a masked dense update.
     step_differences: tuple[torch.Tensor, ...] | None
     dense_update: torch.Tensor | None
+    # The client's estimate (FedSGD) or update (FedAvg) as computed where it ran, when
+    # ``simulation.estimate_on`` is workers: what the server would rebuild from the upload,
+    # bit for bit. Simulation shortcut only: not counted as bytes on the wire.
+    contribution: torch.Tensor | None
     forward_flops: int  # forward passes only (stage-weighted for the layer-wise variant)
     flops: int  # everything: forward, backward, vector work, client updates
     upload_bytes: int

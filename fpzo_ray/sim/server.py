@@ -118,7 +118,13 @@ class FederatedServer:
     # -- phase 2: training -----------------------------------------------------------------
     def _client_update(self, reply: TrainReply, round_index: int,
                        start: torch.Tensor) -> torch.Tensor:
-        """A client's contribution in the server's coordinates: estimate (FedSGD) or update."""
+        """A client's contribution in the server's coordinates: estimate (FedSGD) or update.
+
+        Rebuilt here from the upload and the seeds, unless the worker already did (the same
+        numbers: see ``simulation.estimate_on``).
+        """
+        if reply.contribution is not None:
+            return reply.contribution
         if reply.dense_update is not None:
             return reply.dense_update
         assert reply.step_differences is not None
