@@ -15,17 +15,16 @@ def workload_data(root: str) -> dict:
 
 
 def ray_footprint_bytes() -> int:
-    """Proportional set size (shared pages split fairly) of this process and every Ray
-    process of the machine: raylet, GCS, agents, actors, and the object store they map."""
+    """Proportional set size (shared pages split fairly) of this driver and every process it
+    started: a local Ray session's GCS, raylet, agents and actors (and the object store they
+    map). Other Ray sessions on the machine are not counted."""
     import psutil
 
-    total = 0
     me = psutil.Process()
-    for proc in psutil.process_iter(["cmdline", "pid"]):
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
         try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if proc.info["pid"] == me.pid or "ray" in cmd.lower():
-                total += proc.memory_full_info().pss
+            total += proc.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
