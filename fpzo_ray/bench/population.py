@@ -74,7 +74,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
                                 "batch_size": 32, "eval_every": args.participation_rounds}
     pruning: dict[str, Any] = {"method": "ntk_sap", "sparsity": 0.9, "iterations": 5}
     if algorithm == "bp":
-        training.update(algorithm="bp", mode="fedavg", local_steps=1, client_lr=0.05,
+        training.update(algorithm="bp", mode="fedavg", local_steps=5, client_lr=0.05,
                         server_optimizer="sgd", server_lr=1.0)
         pruning = {"method": "dense"}
     cfg = config_from_dict({
