@@ -150,3 +150,45 @@ def test_unavailable_devices_are_not_dispatched(digits, tmp_path):
     assert all(m["aggregated_clients"] + m["unavailable_clients"] == 10 for m in metrics)
     assert metrics[-1]["simulated_time_s"] == pytest.approx(
         sum(m["simulated_round_s"] for m in metrics))
+
+
+def test_time_to_target_is_the_simulated_time_when_first_reached(digits, tmp_path):
+    cfg = config_from_dict({
+        "data": {"num_clients": 20}, "training": {"rounds": 30, "clients_per_round": 5,
+                                                  "eval_every": 5, "target_accuracy": 0.3},
+        "devices": {"enabled": True, "profiles_file": _profiles(tmp_path, a=1e5)}})
+    parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
+    server = FederatedServer(cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)),
+                             client_devices(cfg))
+    server.prune()
+    metrics = [server.run_round(r) for r in range(30)]
+    first = next(m for m in metrics if m.get("test_accuracy", 0) >= 0.3)
+    assert first["rounds_to_target"] == first["round"]
+    assert first["time_to_target_s"] == first["simulated_time_s"]
+    assert metrics[-1]["time_to_target_s"] == first["time_to_target_s"]  # it stays put
+
+
+def test_non_finite_uploads_are_rejected_and_recorded(digits, monkeypatch):
+    import torch
+
+    cfg = config_from_dict({"data": {"num_clients": 20},
+                            "training": {"rounds": 3, "clients_per_round": 10}})
+    parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
+    runtime = ClientRuntime(cfg, digits, parts)
+    server = FederatedServer(cfg, digits, InProcessPool(runtime))
+    server.prune()
+    honest = runtime._local_work
+
+    def poisoned(broadcast, client_id, *args):
+        work = honest(broadcast, client_id, *args)
+        if client_id % 2:  # odd clients upload NaN
+            bad = tuple(torch.full_like(d, float("nan")) for d in work.step_differences)
+            work = type(work)(bad, None, None, work.base_loss, work.forward_flops, work.flops)
+        return work
+
+    monkeypatch.setattr(runtime, "_local_work", poisoned)
+    metrics = [server.run_round(r) for r in range(3)]
+    rejected = [r for r in server.records() if r["status"] == "rejected_non_finite"]
+    assert rejected and all(r["client_id"] % 2 for r in rejected)
+    assert sum(m["failed_clients"] for m in metrics) == len(rejected)
+    assert torch.isfinite(server.global_flat_weights()).all()

@@ -97,3 +97,47 @@ def test_fan_in_rescaling_restores_each_layers_output_scale():
         ratio = scaled[slot.offset:slot.offset + slot.numel] / flat[slot.offset:slot.offset + slot.numel]
         expected = density[slot.name] ** -0.5 if slot.prunable else 1.0
         torch.testing.assert_close(ratio, torch.full_like(ratio, expected))
+
+
+def test_ntk_sap_mask_gradient_matches_finite_differences_of_its_objective():
+    """The saliency is the derivative of E||f(x; th*m) - f(x; (th + eps*d)*m)||^2 in m_j."""
+    from torch import nn
+
+    from fpzo_ray.models.flat import layout_of
+    from fpzo_ray.pruning.ntk_sap import fresh_parameters
+    from fpzo_ray.seeding import generator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+    layout = layout_of(model)
+    mask = random_mask(layout, 0.7, torch.Generator().manual_seed(1))
+    seed, eps = 123, 0.05
+    got = ntk_sap_mask_gradient(model.float(), layout, mask, [seed], 5, (4,), eps).double()
+    model.double()
+
+    def objective(m: torch.Tensor) -> float:
+        gen = generator(seed)  # the same draws as the saliency: weights, inputs, perturbation
+        theta = {k: v.double() for k, v in fresh_parameters(model, layout, gen).items()}
+        x = torch.randn((5, 4), generator=gen).double()
+        delta = {s.name: torch.randn(s.shape, generator=gen).double()
+                 for s in layout.prunable_slots}
+        clean, perturbed, start = {}, {}, 0
+        for slot in layout.slots:
+            if slot.prunable:
+                part = m[start:start + slot.numel].view(slot.shape)
+                start += slot.numel
+                clean[slot.name] = theta[slot.name] * part
+                perturbed[slot.name] = (theta[slot.name] + eps * delta[slot.name]) * part
+            else:
+                clean[slot.name] = perturbed[slot.name] = theta[slot.name]
+        f = torch.func.functional_call
+        return float((f(model, clean, (x,)) - f(model, perturbed, (x,))).pow(2).sum())
+
+    m0 = mask.prunable_kept.double()
+    h = 1e-6
+    for j in torch.nonzero(mask.prunable_kept).flatten()[:6].tolist():
+        up, down = m0.clone(), m0.clone()
+        up[j] += h
+        down[j] -= h
+        numeric = (objective(up) - objective(down)) / (2 * h)
+        assert abs(float(got[j]) - numeric) <= 1e-4 * max(1.0, abs(numeric)), j
