@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_MNIST
+
 from fpzo_ray.config import ConfigError, DataConfig, RunConfig
 from fpzo_ray.data import load_dataset
 from fpzo_ray.preflight import preflight

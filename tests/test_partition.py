@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from fpzo_ray.config import DataConfig
-from fpzo_ray.data import PartitionError, label_histograms, make_partition, shards_partition
+from fpzo_ray.data import (
+    PartitionError,
+    label_histograms,
+    make_partition,
+    shards_partition,
+)
 
 
 def _check_exact_cover(parts, n):

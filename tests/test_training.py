@@ -5,9 +5,9 @@ import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import make_partition
+from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
-from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.sampling import sample_clients
 from fpzo_ray.sim.server import FederatedServer
 

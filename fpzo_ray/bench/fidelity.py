@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from fpzo_ray.bench.common import SHARED
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import config_from_dict
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 METHODS = ("ntk_sap", "dense_zo", "random_layerwise", "bp_fedavg")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fpzo_ray.bench.common import SHARED
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
@@ -36,8 +37,6 @@ from fpzo_ray.sim.pool import InProcessPool
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.sampling import sample_clients
 
-SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.5, 1.0, 10.0,
@@ -45,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--draws", type=int, default=4, help="draws per client and iteration")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data-root", default=str(SHARED_MNIST),
+    parser.add_argument("--data-root", default=str(SHARED),
                         help="folder with MNIST/raw; digits is used when it is absent")
 
 

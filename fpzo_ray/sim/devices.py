@@ -125,11 +125,6 @@ class ClientDevices:
     def profile(self, client_id: int) -> DeviceProfile:
         return self.catalog.profiles[int(self.device_of[client_id])]
 
-    def counts(self) -> dict[str, int]:
-        """How many clients of each profile the population holds."""
-        return {p.name: int((self.device_of == i).sum())
-                for i, p in enumerate(self.catalog.profiles)}
-
 
 def client_devices(cfg: "RunConfig") -> ClientDevices | None:
     """The run's client devices, or None when device profiles are off."""

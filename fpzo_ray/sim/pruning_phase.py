@@ -28,7 +28,12 @@ from fpzo_ray.pruning.saliencies import keep_scores, magnitude_scores, synflow_s
 from fpzo_ray.pruning.scopes import random_layerwise_mask
 from fpzo_ray.seeding import Purpose, derive_seed, generator
 from fpzo_ray.sim.client import pruning_draw_seeds
-from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast, PruningBroadcast, PruningReply
+from fpzo_ray.sim.messages import (
+    ClientFailure,
+    MaskBroadcast,
+    PruningBroadcast,
+    PruningReply,
+)
 from fpzo_ray.sim.pool import ClientPool
 from fpzo_ray.sim.sampling import sample_clients
 

@@ -16,7 +16,7 @@ arrival order.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -53,8 +53,6 @@ class RoundTiming:
 class FailureCounts:
     worker_failures: int = 0
     retried_clients: int = 0
-    lost_clients: int = 0
-    messages: list[str] = field(default_factory=list)
 
 
 class RayWorkerPool:
@@ -75,9 +73,8 @@ class RayWorkerPool:
         self.mask_version[index] = mask.version
         return self.workers[index].run.remote(mask if stale else None, broadcast_ref, chunk)
 
-    def _replace(self, index: int, error: Exception) -> None:
+    def _replace(self, index: int) -> None:
         self.failures.worker_failures += 1
-        self.failures.messages.append(f"worker {index} lost: {type(error).__name__}")
         try:
             ray.kill(self.workers[index], no_restart=True)
         except Exception:  # noqa: BLE001 - it is already gone
@@ -102,14 +99,13 @@ class RayWorkerPool:
             try:
                 batch, seconds = ray.get(ready[0])
             except RayActorError as error:
-                self._replace(index, error)
+                self._replace(index)
                 if self.on_worker_failure == "retry" and attempt < MAX_RETRIES:
                     self.failures.retried_clients += len(chunk)
                     target = (index + 1) % len(self.workers)  # a live one, if there is another
                     pending[self._submit(target, mask, broadcast_ref, chunk)] = (
                         target, chunk, attempt + 1)
                 else:
-                    self.failures.lost_clients += len(chunk)
                     replies.extend(ClientFailure(c, f"worker lost: {type(error).__name__}",
                                                  kind="worker_lost")
                                    for c in chunk)
