@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
 from fpzo_ray.zo.local import client_sgd_step
 
 
@@ -41,7 +41,7 @@ def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tens
                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float,
                      momentum: float) -> BPClientResult:
     """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards."""
-    start = (flat if kept_index is None else flat[kept_index]).detach().clone()
+    start = read_trained(flat, kept_index)
     weights = start.clone()
     buffer: torch.Tensor | None = None
     losses = []
@@ -54,16 +54,8 @@ def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tens
             grad = flat_gradient(model, layout)
             grad = grad if kept_index is None else grad[kept_index]
             buffer = client_sgd_step(weights, grad, buffer, lr, momentum)
-            with torch.no_grad():
-                if kept_index is None:
-                    flat.copy_(weights)
-                else:
-                    flat.index_copy_(0, kept_index, weights)
+            write_trained(flat, kept_index, weights)
     finally:
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            if kept_index is None:
-                flat.copy_(start)
-            else:
-                flat.index_copy_(0, kept_index, start)
+        write_trained(flat, kept_index, start)
     return BPClientResult(weights, sum(losses) / len(losses))

@@ -79,3 +79,18 @@ def bind_flat_buffer(model: nn.Module) -> tuple[torch.Tensor, ParameterLayout]:
             view.copy_(params[slot.name])
             params[slot.name].data = view
     return flat, layout
+
+
+def read_trained(flat: torch.Tensor, kept_index: torch.Tensor | None) -> torch.Tensor:
+    """A copy of the trained coordinates (all of them when ``kept_index`` is None)."""
+    return (flat if kept_index is None else flat[kept_index]).detach().clone()
+
+
+def write_trained(flat: torch.Tensor, kept_index: torch.Tensor | None,
+                  values: torch.Tensor) -> None:
+    """Write ``values`` into the trained coordinates, in place (pruned ones untouched)."""
+    with torch.no_grad():
+        if kept_index is None:
+            flat.copy_(values)
+        else:
+            flat.index_copy_(0, kept_index, values.to(flat.device))

@@ -23,7 +23,13 @@ import torch
 from fpzo_ray.config import RunConfig
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
-from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively, random_mask
+from fpzo_ray.pruning import (
+    Mask,
+    kept_count,
+    ntk_sap_mask_gradient,
+    prune_iteratively,
+    random_mask,
+)
 from fpzo_ray.pruning.saliencies import keep_scores, magnitude_scores, synflow_scores
 from fpzo_ray.pruning.scopes import random_layerwise_mask
 from fpzo_ray.seeding import Purpose, derive_seed, generator
@@ -126,8 +132,6 @@ class PruningPhase:
 
 def _uniform_layers(layout: ParameterLayout, density: float) -> Mask:
     """A stand-in reference with the same density in every layer (for random, layer scope)."""
-    from fpzo_ray.pruning.masks import kept_count
-
     kept = torch.zeros(layout.num_prunable, dtype=torch.bool)
     start = 0
     for slot in layout.prunable_slots:

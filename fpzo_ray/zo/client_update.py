@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
 from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.estimator import (
@@ -57,14 +57,10 @@ class ZOWorkspace:
     blocks: StageBlocks | None  # for the layer-wise variant
 
     def trained_weights(self) -> torch.Tensor:
-        return (self.flat if self.kept_index is None else self.flat[self.kept_index]).clone()
+        return read_trained(self.flat, self.kept_index)
 
     def load(self, weights: torch.Tensor) -> None:
-        with torch.no_grad():
-            if self.kept_index is None:
-                self.flat.copy_(weights)
-            else:
-                self.flat.index_copy_(0, self.kept_index, weights.to(self.flat.device))
+        write_trained(self.flat, self.kept_index, weights)
 
 
 def _differences(ws: ZOWorkspace, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int],

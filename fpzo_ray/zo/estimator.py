@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from fpzo_ray.models.flat import read_trained, write_trained
 from fpzo_ray.zo.perturbation import direction
 
 #: Evaluates the loss of the model as it currently is (on a fixed mini-batch).
@@ -64,13 +65,6 @@ def accumulate(estimate: torch.Tensor, difference: float, scale: float,
     estimate.add_(z, alpha=difference * scale)
 
 
-def _restore(flat: torch.Tensor, kept_index: torch.Tensor | None, base: torch.Tensor) -> None:
-    if kept_index is None:
-        flat.copy_(base)
-    else:
-        flat.index_copy_(0, kept_index, base)
-
-
 def _shift(flat: torch.Tensor, kept_index: torch.Tensor | None, z: torch.Tensor,
            step: float) -> None:
     """``w += step * z`` on the trained coordinates, in place (no weight-sized temporary)."""
@@ -90,7 +84,7 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
     weight-sized buffers (a copy of the trained weights and one direction), three with the
     client's own estimate. ``flat`` is restored exactly before returning.
     """
-    base = flat.detach().clone() if kept_index is None else flat[kept_index].clone()
+    base = read_trained(flat, kept_index)
     dim = base.numel()
     z = torch.empty(dim, dtype=torch.float32)
     z_device = z if base.device.type == "cpu" else torch.empty_like(base)
@@ -107,11 +101,11 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
                     z_device.copy_(z)
                 _shift(flat, kept_index, z_device, spec.sigma)
                 plus = float(loss_fn())
-                _restore(flat, kept_index, base)
+                write_trained(flat, kept_index, base)
                 if central:
                     _shift(flat, kept_index, z_device, -spec.sigma)
                     minus = float(loss_fn())
-                    _restore(flat, kept_index, base)
+                    write_trained(flat, kept_index, base)
                     loss_sum += plus + minus
                     differences[k] = plus - minus
                 else:
@@ -119,7 +113,7 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
                 if estimate is not None:
                     accumulate(estimate, float(differences[k]), spec.scale, z)
         finally:
-            _restore(flat, kept_index, base)
+            write_trained(flat, kept_index, base)
     if central:
         base_loss = loss_sum / (2 * len(seeds))
     if estimate is not None:

@@ -29,6 +29,7 @@ from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
+from fpzo_ray.zo.perturbation import fill_direction
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,7 @@ def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, to
     while blocks.positions[stage].numel() == 0:  # guards p_b = 0 blocks against rounding
         stage -= 1
     z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32)
-    if kind == "gaussian":
-        z.normal_(generator=gen)
-    else:
-        z.normal_(generator=gen).sign_()
-        z.add_(z == 0)
-    return stage, z
+    return stage, fill_direction(z, gen, kind)
 
 
 def _directions(seeds: Sequence[int], blocks: StageBlocks,

@@ -30,7 +30,11 @@ def direction(seed: int, dim: int, out: torch.Tensor | None = None,
     """A direction of length ``dim`` drawn on the CPU from ``seed``."""
     if out is None:
         out = torch.empty(dim, dtype=torch.float32)
-    gen = generator(seed)
+    return fill_direction(out, generator(seed), kind)
+
+
+def fill_direction(out: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
+    """Fill ``out`` with the next direction of ``gen``'s stream."""
     if kind == "gaussian":
         return out.normal_(generator=gen)
     if kind == "rademacher":
