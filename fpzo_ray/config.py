@@ -34,6 +34,7 @@ PRUNING_METHODS = ("dense", "random", "random_layerwise", "magnitude", "snip", "
                    "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central")
 PRUNING_SCOPES = ("global", "layer")
 INIT_SCALINGS = ("fan_in", "none")
+DRAW_INITS = ("model", "kaiming_normal")
 REFERENCE_METHODS = tuple(m for m in PRUNING_METHODS if m not in ("dense", "random_layerwise"))
 ALGORITHMS = ("zo", "bp")
 MODES = ("fedsgd", "fedavg")
@@ -90,6 +91,10 @@ class DataConfig:
     shards_per_client: int = _spec(2, ge=1, doc="classes-per-client shards (partition=shards)")
     num_clients: int = _spec(50, ge=1, doc="size of the virtual client population")
     min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
+    validation_fraction: float = _spec(
+        0.1, ge=0.0, le=0.5,
+        doc="seeded, stratified slice of the training pool held out before partitioning; "
+            "val_accuracy/val_loss are what searches and schedulers select on; 0 = none")
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,10 @@ class PruningConfig:
     draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")
     batch_size: int = _spec(16, ge=1, doc="inputs per draw (Gaussian, or local data)")
     epsilon: float = _spec(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
+    draw_init: str = _spec(
+        "model", choices=DRAW_INITS,
+        doc="initialisation of NTK-SAP's fresh weight draws: model = the model's own "
+            "initialiser (the one it is trained from), kaiming_normal = He normal, zero biases")
 
 
 @dataclass(frozen=True)
@@ -312,6 +321,25 @@ def _cross_check(cfg: RunConfig) -> None:
                           "set training.mode: fedavg")
 
 
+def field_type(dotted: str) -> type:
+    """The type of the configuration field ``dotted`` (``training.server_lr`` -> float).
+
+    Raises :class:`ConfigError` naming the key when it is not a field (or is a section).
+    """
+    cls: Any = RunConfig
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            allowed = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"config error: {dotted}: unknown key, allowed at "
+                              f"{'.'.join(parts[:depth]) or 'the top level'}: {allowed}")
+        cls = hints[part]
+    if dataclasses.is_dataclass(cls):
+        raise ConfigError(f"config error: {dotted}: is a section, not a field")
+    return cls
+
+
 def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:
     """Build and validate a :class:`RunConfig` from nested dicts; raises :class:`ConfigError`."""
     cfg = _build(RunConfig, raw or {}, "")
@@ -407,6 +435,6 @@ def describe() -> str:
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "ModelConfig", "PruningConfig", "ZOConfig",
     "TrainingConfig", "SimulationConfig", "DevicesConfig", "TrackingConfig", "config_from_dict",
-    "config_to_dict", "flatten", "merge", "parse_overrides", "read_yaml", "set_dotted",
+    "config_to_dict", "field_type", "flatten", "merge", "parse_overrides", "read_yaml", "set_dotted",
     "describe",
 ]

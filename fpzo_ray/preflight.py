@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from fpzo_ray.config import ConfigError, RunConfig
-from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.data import federated_data, load_dataset
 from fpzo_ray.sim.devices import load_catalog
 
 
@@ -31,4 +31,4 @@ def preflight(configs: Sequence[RunConfig]) -> None:
                 datasets[cfg.data] = load_dataset(cfg.data)
             except FileNotFoundError as exc:
                 raise ConfigError(f"config error: {exc}") from None
-        make_partition(cfg.data, datasets[cfg.data].train_labels, cfg.seed)
+        federated_data(cfg, datasets[cfg.data])

@@ -29,6 +29,7 @@ class Purpose(enum.IntEnum):
     PRUNING_SAMPLING = 8
     DEVICE = 9
     AVAILABILITY = 10
+    VALIDATION_SPLIT = 11
 
 
 def _splitmix64(x: int) -> int:

@@ -1,17 +1,37 @@
-"""Sweep definitions: a YAML file of ``name``, ``base``, ``grid`` and ``max_concurrent_trials``.
+"""Sweep files: a grid of cells, optionally a search per cell, optionally a study.
 
-``base`` overrides the defaults of ``config.py`` for every trial; ``grid`` maps dotted keys to
-lists of values, the trials being their cross product. Every trial configuration is validated
-when the file is loaded. The resolved spec is saved beside the Tune experiment so that an
-interrupted sweep can be resumed exactly as it was started.
+A sweep file holds:
+
+- ``name``, ``description``, ``max_concurrent_trials``;
+- ``base``: overrides of the defaults of ``config.py`` shared by every trial;
+- ``grid``: the axes whose cross product are the *cells*. An axis is either a config field
+  with a list of values (``data.alpha: [0.1, 1.0]``) or a *named* axis: a mapping of names to
+  bundles of overrides (``method: {dense_zo: {pruning: {method: dense}}, ...}``). A named
+  value may carry its own ``search`` space, which replaces ``search.space`` for its cells
+  (BP FedAvg tunes its client learning rate, ZO its server learning rate);
+- ``search`` (optional): per cell, which values to try (``space``, see
+  ``study.search_space``), ``num_samples``, the selection ``metric`` (``val_accuracy`` or
+  ``val_loss``: never a test metric) and ``mode``, ``scope`` (``last`` evaluation or ``best``
+  one), ``rounds`` (of the search trials; default the full run), ``seed`` (of the draws) and
+  an optional early-stopping ``scheduler`` (``{type: asha, grace_period, reduction_factor}``,
+  over rounds, per cell);
+- ``study`` (optional): ``seeds`` N, re-runs of each cell's chosen configuration for the full
+  rounds on N seeds the search never saw (data partition, validation split, model
+  initialisation, perturbations all re-drawn), ``flops_budgets`` and ``target_accuracy`` for
+  the summary.
+
+The phases: ``grid`` (no search, no study: one trial per cell), ``search`` (the candidates
+of every cell), ``repeat`` (the study's fresh seeds). Every trial configuration is validated
+when the file is loaded, and so are the ends of every search range, so that a bad value
+stops before any work with one line naming its place in the file.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -19,38 +39,467 @@ from fpzo_ray.config import (
     ConfigError,
     RunConfig,
     config_from_dict,
+    field_type,
     merge,
     parse_overrides,
     read_yaml,
     set_dotted,
 )
+from fpzo_ray.study.search_space import SearchSpace, parse_space
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
-SPEC_FILE = "fpzo_sweep.yaml"  # the resolved spec, saved in the Tune experiment folder
-_SWEEP_KEYS = ("name", "description", "base", "grid", "max_concurrent_trials")
+SPEC_FILE = "fpzo_sweep.yaml"  # the resolved spec, saved in the sweep's experiment folder
+SWEEP_KEYS = ("name", "description", "max_concurrent_trials", "base", "grid", "search", "study")
+SEARCH_KEYS = ("space", "num_samples", "metric", "mode", "scope", "rounds", "seed", "scheduler")
+SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor")
+STUDY_KEYS = ("seeds", "flops_budgets", "target_accuracy")
+#: Metrics a search may select and stop on, and the direction each is optimised in.
+SELECTION_METRICS = {"val_accuracy": "max", "val_loss": "min"}
+SCOPES = ("last", "best")
+
+
+def _located(where: str, exc: ConfigError) -> ConfigError:
+    """``exc`` about field ``f``, re-addressed as ``where.f`` (its place in the sweep file)."""
+    return ConfigError(f"config error: {where}.{str(exc).removeprefix('config error: ')}")
+
+
+def _int(where: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"config error: {where}: got {value!r}, must be an integer >= {low}")
+    return value
+
+
+def _mapping(where: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config error: {where}: got {value!r}, must be a mapping")
+    unknown = sorted(set(value) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(f"config error: {where}.{unknown[0]}: unknown key, allowed: "
+                          f"{', '.join(allowed)}")
+    return dict(value)
+
+
+def short_name(key: str) -> str:
+    return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity",
+            "data.alpha": "alpha"}.get(key, key.split(".")[-1])
+
+
+def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+# -- the parts of a sweep ------------------------------------------------------------------
+@dataclass(frozen=True)
+class AxisValue:
+    label: str
+    value: Any  # the field's value (field axes) or the label (named axes)
+    overrides: dict[str, Any]  # nested, like ``base``
+    space: SearchSpace | None = None  # named values only: replaces ``search.space``
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # a config field (``data.alpha``) or a name (``method``)
+    named: bool
+    values: tuple[AxisValue, ...]
+    column: str  # its name in tables and cell labels
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str  # e.g. ``method=ntk_sap_90,partition=dirichlet_0.1``
+    coordinates: dict[str, Any]  # column -> value
+    overrides: dict[str, Any]
+    space: SearchSpace | None
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    grace_period: int
+    reduction_factor: float
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    space: SearchSpace | None
+    num_samples: int
+    metric: str
+    mode: str
+    scope: str
+    rounds: int | None
+    seed: int
+    scheduler: SchedulerSettings | None
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    seeds: int
+    flops_budgets: tuple[float, ...]
+    target_accuracy: float
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial: a whole federated run, and where it belongs in the sweep."""
+
+    cell: str
+    coordinates: dict[str, Any]
+    phase: str  # grid | search | repeat
+    sample: int  # index of the candidate within its cell's search
+    seed: int
+    hyperparameters: dict[str, Any]  # the searched fields and the values tried
+    run: dict[str, Any]  # the run configuration (nested overrides of the defaults)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
+    description: str
+    raw: dict[str, Any]  # the file with ``--set`` applied: what ``--resume`` re-reads
     base: dict[str, Any]
-    grid: dict[str, list[Any]]
+    axes: tuple[Axis, ...]
+    search: SearchSettings | None
+    study: StudySettings | None
     max_concurrent_trials: int
 
-    def trial_overrides(self) -> list[dict[str, Any]]:
-        """One ``{dotted key: value}`` per grid point, in grid order."""
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+    @property
+    def kind(self) -> str:
+        return "study" if self.study else "search" if self.search else "grid"
 
-    def trial_config(self, point: dict[str, Any]) -> dict[str, Any]:
-        tree = merge(self.base, {})
-        for key, value in point.items():
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases in order: ``grid``; ``search``; ``search, repeat``; or ``repeat``."""
+        first = ("search",) if self.search else () if self.study else ("grid",)
+        return first + (("repeat",) if self.study else ())
+
+    def cells(self) -> list[Cell]:
+        cells = []
+        for combo in itertools.product(*(axis.values for axis in self.axes)):
+            overrides: dict[str, Any] = {}
+            space = self.search.space if self.search else None
+            for value in combo:
+                overrides = merge(overrides, value.overrides)
+                space = value.space or space
+            label = ",".join(f"{axis.column}={value.label}"
+                             for axis, value in zip(self.axes, combo)) or self.name
+            coordinates = {axis.column: value.value for axis, value in zip(self.axes, combo)}
+            cells.append(Cell(label, coordinates, overrides, space))
+        return cells
+
+    def run_config(self, cell: Cell, hyperparameters: Mapping[str, Any],
+                   seed: int | None = None, rounds: int | None = None) -> dict[str, Any]:
+        """The run configuration of a trial of ``cell`` (nested overrides of the defaults)."""
+        tree = merge(self.base, cell.overrides)
+        for key, value in hyperparameters.items():
             set_dotted(tree, key, value)
+        if seed is not None:
+            tree["seed"] = seed
+        if rounds is not None:
+            set_dotted(tree, "training.rounds", rounds)
         return tree
 
+    def search_seed(self, cell: Cell) -> int:
+        return config_from_dict(self.run_config(cell, {})).seed
+
+    def repeat_seeds(self, cell: Cell) -> list[int]:
+        """The study's fresh seeds: after the search seed, never equal to it."""
+        assert self.study is not None
+        first = self.search_seed(cell) + 1
+        return list(range(first, first + self.study.seeds))
+
+    def first_phase_plans(self) -> list[TrialPlan]:
+        """The trials of the grid or search phase (none for a study without a search)."""
+        if self.phases[0] == "repeat":
+            return []
+        phase = self.phases[0]
+        plans = []
+        for cell in self.cells():
+            candidates: list[dict[str, Any]] = [{}]
+            if self.search is not None and cell.space is not None:
+                candidates = cell.space.assignments(self.search.num_samples, self.search.seed)
+            rounds = self.search.rounds if self.search else None
+            for sample, assignment in enumerate(candidates):
+                run = self.run_config(cell, assignment, rounds=rounds)
+                plans.append(TrialPlan(cell.label, cell.coordinates, phase, sample,
+                                       config_from_dict(run).seed, assignment, run))
+        return plans
+
+    def repeat_plans(self, chosen: Mapping[str, tuple[int, Mapping[str, Any]]]) -> list[TrialPlan]:
+        """The study's repeats: ``chosen`` maps a cell label to the (sample, hyperparameters)
+        its search picked (a study without a search repeats every cell as it is)."""
+        plans = []
+        for cell in self.cells():
+            if self.search is not None and cell.label not in chosen:
+                continue  # every candidate of the cell failed: nothing to repeat
+            sample, hyperparameters = chosen.get(cell.label, (0, {}))
+            for seed in self.repeat_seeds(cell):
+                plans.append(TrialPlan(cell.label, cell.coordinates, "repeat", sample, seed,
+                                       dict(hyperparameters),
+                                       self.run_config(cell, hyperparameters, seed=seed)))
+        return plans
+
     def validated_configs(self) -> list[RunConfig]:
-        """Every trial's configuration, validated: the first bad one raises ConfigError."""
-        return [config_from_dict(self.trial_config(p)) for p in self.trial_overrides()]
+        """Every first-phase trial's configuration (and one repeat per cell), validated, and
+        the ends of every search range; the first bad one raises ConfigError."""
+        configs = [config_from_dict(p.run) for p in self.first_phase_plans()]
+        for cell in self.cells():
+            if self.study is not None:
+                configs.append(config_from_dict(self.run_config(cell, {},
+                                                                self.repeat_seeds(cell)[-1])))
+            for dim in cell.space.dimensions if cell.space else ():
+                for corner in dim.corners():
+                    try:
+                        config_from_dict(self.run_config(cell, {dim.key: corner}))
+                    except ConfigError as exc:
+                        raise _located(cell.space.where, exc) from None
+        if not configs:
+            configs = [config_from_dict(self.run_config(c, {})) for c in self.cells()]
+        self._check_against_configs(configs)
+        return configs
+
+    def _check_against_configs(self, configs: list[RunConfig]) -> None:
+        search = self.search
+        if search is None:
+            return
+        if search.metric.startswith("val_"):
+            for cfg in configs:
+                if cfg.data.validation_fraction <= 0:
+                    raise ConfigError(
+                        f"config error: data.validation_fraction: search.metric "
+                        f"{search.metric} needs a validation split, got 0")
+        rounds = min(cfg.training.rounds for cfg in configs)
+        if search.scheduler is not None and search.scheduler.grace_period > rounds:
+            raise ConfigError(f"config error: search.scheduler.grace_period: got "
+                              f"{search.scheduler.grace_period}, must be <= the rounds of a "
+                              f"search trial ({rounds})")
+
+    def search_space_description(self) -> dict[str, Any]:
+        """What was searched, per cell: for the record (MLflow, the summary)."""
+        out: dict[str, Any] = {"kind": self.kind, "phases": list(self.phases)}
+        if self.search is not None:
+            s = self.search
+            out["search"] = {"num_samples": s.num_samples, "metric": s.metric, "mode": s.mode,
+                             "scope": s.scope, "rounds": s.rounds, "seed": s.seed,
+                             "scheduler": asdict(s.scheduler) if s.scheduler else None}
+            out["cells"] = {c.label: c.space.describe() if c.space else {}
+                            for c in self.cells()}
+        if self.study is not None:
+            out["study"] = asdict(self.study)
+            out["repeat_seeds"] = {c.label: self.repeat_seeds(c) for c in self.cells()}
+        return out
+
+
+# -- reading a sweep file ------------------------------------------------------------------
+def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items: ``search.*``/``study.*``/top-level sweep keys change the sweep file;
+    anything else is a config value for every trial, which pins a grid axis or search
+    dimension over that field and wins over every named value."""
+    raw = merge(raw, {})
+    config_items = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.split(".")[0] in SWEEP_KEYS and key.split(".")[0] not in ("base", "grid"):
+            for dotted, value in _flatten_once(parse_overrides([item])):
+                set_dotted(raw, dotted, value)
+        else:
+            config_items.append(item)
+    pinned = parse_overrides(config_items)
+    pinned_keys = {k for k, _ in _flatten_once(pinned)}
+    raw["base"] = merge(raw.get("base") or {}, pinned)
+    grid = raw.get("grid")
+    if isinstance(grid, Mapping):
+        kept: dict[str, Any] = {}
+        for name, entry in grid.items():
+            if name in pinned_keys:
+                continue
+            if isinstance(entry, Mapping):
+                entry = {label: _without(body, pinned_keys) for label, body in entry.items()}
+            kept[name] = entry
+        raw["grid"] = kept
+    search = raw.get("search")
+    if isinstance(search, Mapping) and isinstance(search.get("space"), Mapping):
+        raw["search"] = {**search, "space": {k: v for k, v in search["space"].items()
+                                             if k not in pinned_keys}}
+    return raw
+
+
+def _flatten_once(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.extend(_flatten_once(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _without(body: Any, keys: set[str]) -> Any:
+    """A named value's overrides without the pinned fields (and its space without them)."""
+    if not isinstance(body, Mapping):
+        return body
+    out = merge(body, {})
+    for key in keys:
+        *sections, leaf = key.split(".")
+        node: Any = out
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    if isinstance(out.get("search"), Mapping):
+        out["search"] = {k: v for k, v in out["search"].items() if k not in keys}
+    return out
+
+
+def _parse_axis(name: Any, entry: Any, base: dict[str, Any]) -> Axis:
+    where = f"grid.{name}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"config error: grid: axis {name!r} must be a config field or a name")
+    if isinstance(entry, list):
+        try:
+            field_type(name)
+        except ConfigError as exc:
+            raise ConfigError(f"config error: {where}: "
+                              f"{str(exc).split(': ', 2)[-1]}") from None
+        if not entry:
+            raise ConfigError(f"config error: {where}: got [], must be a non-empty list")
+        values = []
+        for value in entry:
+            overrides: dict[str, Any] = {}
+            set_dotted(overrides, name, value)
+            values.append(AxisValue(str(value), value, overrides))
+        return Axis(name, False, tuple(values), short_name(name))
+    if isinstance(entry, Mapping):
+        if not entry:
+            raise ConfigError(f"config error: {where}: got {{}}, must name at least one value")
+        if "." in name:
+            raise ConfigError(f"config error: {where}: a named axis (a mapping of names to "
+                              "overrides) needs a plain name, a config field a list of values")
+        values = []
+        for label, body in entry.items():
+            place = f"{where}.{label}"
+            if body is not None and not isinstance(body, Mapping):
+                raise ConfigError(f"config error: {place}: got {body!r}, must be a mapping of "
+                                  "overrides, like base")
+            body = dict(body or {})
+            space = None
+            if "search" in body:
+                space = parse_space(f"{place}.search", body.pop("search"))
+            try:
+                config_from_dict(merge(base, body))
+            except ConfigError as exc:
+                raise _located(place, exc) from None
+            values.append(AxisValue(str(label), str(label), body, space))
+        return Axis(name, True, tuple(values), name)
+    raise ConfigError(f"config error: {where}: got {entry!r}, must be a list of values (a "
+                      "config field) or a mapping of names to overrides (a named axis)")
+
+
+def _parse_search(raw: Any) -> SearchSettings:
+    section = _mapping("search", raw, SEARCH_KEYS)
+    space = parse_space("search.space", section["space"]) if "space" in section else None
+    metric = section.get("metric", "val_accuracy")
+    if metric not in SELECTION_METRICS:
+        why = (": selection must never read test metrics" if str(metric).startswith("test")
+               else "")
+        raise ConfigError(f"config error: search.metric: got {metric!r}{why}; allowed: "
+                          f"{', '.join(SELECTION_METRICS)}")
+    mode = section.get("mode", SELECTION_METRICS[metric])
+    if mode not in ("max", "min"):
+        raise ConfigError(f"config error: search.mode: got {mode!r}, allowed: max, min")
+    if mode != SELECTION_METRICS[metric]:
+        raise ConfigError(f"config error: search.mode: got {mode!r}, {metric} is "
+                          f"{'maximised' if SELECTION_METRICS[metric] == 'max' else 'minimised'}")
+    scope = section.get("scope", "last")
+    if scope not in SCOPES:
+        raise ConfigError(f"config error: search.scope: got {scope!r}, allowed: "
+                          f"{', '.join(SCOPES)}")
+    rounds = section.get("rounds")
+    if rounds is not None:
+        rounds = _int("search.rounds", rounds, 1)
+    scheduler = None
+    if section.get("scheduler") is not None:
+        s = _mapping("search.scheduler", section["scheduler"], SCHEDULER_KEYS)
+        if s.get("type", "asha") != "asha":
+            raise ConfigError(f"config error: search.scheduler.type: got {s['type']!r}, "
+                              "allowed: asha")
+        factor = s.get("reduction_factor", 3)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+            raise ConfigError(f"config error: search.scheduler.reduction_factor: got "
+                              f"{factor!r}, must be a number > 1")
+        scheduler = SchedulerSettings(_int("search.scheduler.grace_period",
+                                           s.get("grace_period", 1), 1), float(factor))
+    return SearchSettings(space, _int("search.num_samples", section.get("num_samples", 1), 1),
+                          metric, mode, scope, rounds, _int("search.seed", section.get("seed", 0),
+                                                            0), scheduler)
+
+
+def _parse_study(raw: Any) -> StudySettings:
+    section = _mapping("study", raw, STUDY_KEYS)
+    if "seeds" not in section:
+        raise ConfigError("config error: study.seeds: missing, the number of fresh seeds each "
+                          "cell's chosen configuration is repeated on")
+    seeds = _int("study.seeds", section["seeds"], 2)
+    budgets = section.get("flops_budgets") or []
+    if not isinstance(budgets, list) or not all(
+            not isinstance(b, bool) and isinstance(b, (int, float)) and b > 0 for b in budgets):
+        raise ConfigError(f"config error: study.flops_budgets: got {budgets!r}, must be a list "
+                          "of client-FLOPs budgets > 0")
+    target = section.get("target_accuracy", 0.0)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1:
+        raise ConfigError(f"config error: study.target_accuracy: got {target!r}, must be in "
+                          "[0, 1]")
+    return StudySettings(seeds, tuple(float(b) for b in budgets), float(target))
+
+
+def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpec:
+    """A sweep from the mapping of a sweep file (``--set`` already applied)."""
+    raw = _mapping("sweep", raw, SWEEP_KEYS)
+    base = raw.get("base") or {}
+    if not isinstance(base, Mapping):
+        raise ConfigError(f"config error: base: got {base!r}, must be a mapping")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise ConfigError("config error: grid: must map config fields to lists of values, or "
+                          "names to mappings of named overrides")
+    axes = tuple(_parse_axis(name, entry, dict(base)) for name, entry in grid.items())
+    columns = [a.column for a in axes]
+    axes = tuple(Axis(a.key, a.named, a.values, a.key if columns.count(a.column) > 1
+                      else a.column) for a in axes)
+    search = _parse_search(raw["search"]) if raw.get("search") is not None else None
+    study = _parse_study(raw["study"]) if raw.get("study") is not None else None
+    spaced = [f"grid.{a.key}.{v.label}.search" for a in axes for v in a.values if v.space]
+    if spaced and search is None:
+        raise ConfigError(f"config error: {spaced[0]}: a per-value search space needs a "
+                          "search section")
+    for a in axes:
+        for b in axes:
+            if a is not b and any(v.space for v in a.values) and any(v.space for v in b.values):
+                raise ConfigError(f"config error: grid.{b.key}: only one axis may carry "
+                                  "search spaces (they replace search.space for a cell)")
+    if study is not None:
+        if "seed" in grid:
+            raise ConfigError("config error: grid.seed: a study draws its own seeds (the "
+                              "search seed from base.seed, then fresh repeat seeds)")
+        spaces = [search.space] if search and search.space else []
+        spaces += [v.space for a in axes for v in a.values if v.space]
+        if any("seed" in s.keys for s in spaces):
+            raise ConfigError("config error: search.space.seed: a study draws its own seeds")
+    concurrent = _int("max_concurrent_trials", raw.get("max_concurrent_trials", 2), 1)
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"config error: name: got {name!r}, must be letters, digits, _ or -")
+    spec = SweepSpec(name, str(raw.get("description", "")), dict(raw), dict(base), axes,
+                     search, study, concurrent)
+    spec.validated_configs()
+    return spec
 
 
 def find_sweep_file(path: str) -> Path:
@@ -63,52 +512,17 @@ def find_sweep_file(path: str) -> Path:
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
-    raw = read_yaml(path)
-    unknown = sorted(set(raw) - set(_SWEEP_KEYS))
-    if unknown:
-        raise ConfigError(f"config error: {unknown[0]}: unknown sweep key, "
-                          f"allowed: {', '.join(_SWEEP_KEYS)}")
-    grid = raw.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise ConfigError("config error: grid: must map dotted keys to lists of values")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"config error: grid.{key}: got {values!r}, must be a non-empty list")
-    concurrent = raw.get("max_concurrent_trials", 2)
-    if isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1:
-        raise ConfigError(f"config error: max_concurrent_trials: got {concurrent!r}, "
-                          "must be an integer >= 1")
-    # An override of a grid key pins that axis to the one value given.
-    overrides = list(overrides)
-    pinned = {item.split("=", 1)[0].strip() for item in overrides} & set(grid)
-    base = merge(raw.get("base") or {}, parse_overrides(overrides))
-    grid = {k: v for k, v in grid.items() if k not in pinned}
-    spec = SweepSpec(str(raw.get("name", Path(path).stem)), base, grid, concurrent)
-    spec.validated_configs()
-    return spec
-
-
-def get_dotted(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def short_name(key: str) -> str:
-    return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity",
-            "data.alpha": "alpha"}.get(key, key.split(".")[-1])
+    raw = _apply_overrides(read_yaml(path), overrides)
+    return parse_sweep(raw, Path(path).stem)
 
 
 def save_spec(spec: SweepSpec, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(yaml.safe_dump(
-        {"name": spec.name, "base": spec.base, "grid": spec.grid,
-         "max_concurrent_trials": spec.max_concurrent_trials}, sort_keys=False))
+    (folder / SPEC_FILE).write_text(yaml.safe_dump(spec.raw, sort_keys=False))
 
 
 def load_saved_spec(folder: Path) -> SweepSpec:
-    """The spec a sweep in ``folder`` (a Tune experiment folder) was started with."""
+    """The spec a sweep in ``folder`` (its experiment folder) was started with."""
     if not (folder / SPEC_FILE).is_file():
         raise ConfigError(f"config error: --resume: {folder} is not a sweep's experiment folder "
                           f"(no {SPEC_FILE})")

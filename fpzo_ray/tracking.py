@@ -6,6 +6,11 @@ driver, inside :class:`MLflowTrialCallback`: a single writer to the store (SQLit
 like concurrent writers), and the driver sees every trial's start, results, end and errors,
 so no run is ever left RUNNING.
 
+A sweep is one *parent* run (the sweep file, the resolved search space, the trial tables and
+the per-cell summary) and one *child* run per trial (MLflow's nested runs: the
+``mlflow.parentRunId`` tag), tagged with its ``cell``, ``phase`` (grid / search / repeat),
+``sample`` and ``seed`` and with one tag per grid axis, so the UI groups and compares them.
+
 Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<results>/mlflow.db`` with
 artifacts under ``<results>/mlartifacts``.
 """
@@ -21,7 +26,7 @@ from typing import Any, Mapping
 
 from ray.tune import Callback
 
-from fpzo_ray.config import flatten
+from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
 RUN_ARTIFACTS = ("clients.csv", "config.yaml")
@@ -72,8 +77,11 @@ class MLflowTracker:
                                                                artifact_location=location)
 
     def start_run(self, run_name: str, params: Mapping[str, Any],
-                  tags: Mapping[str, str] | None = None) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
+                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id is not None:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -102,6 +110,13 @@ class MLflowTracker:
 
     def log_artifact(self, run_id: str, path: str | Path) -> None:
         self.client.log_artifact(run_id, str(path))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value)[:5000])
 
     def end_run(self, run_id: str, failed: bool = False, error: str | None = None) -> None:
         if error:
@@ -133,20 +148,38 @@ def error_summary(trace: str) -> str:
     return lines[-1] if lines else "trial failed"
 
 
-class MLflowTrialCallback(Callback):
-    """Mirrors every Tune trial into one MLflow run (created in the driver process)."""
+def child_tags(plan: Mapping[str, Any], sweep_name: str) -> dict[str, str]:
+    """Tags of a trial's run: where it sits in the sweep (``sweep_spec.TrialPlan``)."""
+    tags = {"sweep": sweep_name, "cell": plan["cell"], "phase": plan["phase"],
+            "sample": str(plan["sample"]), "seed": str(plan["seed"])}
+    tags.update({f"axis.{k}": str(v) for k, v in plan.get("coordinates", {}).items()})
+    return tags
 
-    def __init__(self, tracker: MLflowTracker, sweep_name: str) -> None:
+
+class MLflowTrialCallback(Callback):
+    """Mirrors every Tune trial into one MLflow child run of the sweep's parent run.
+
+    A trial's config is ``{"trial": TrialPlan.as_dict()}``; its run records the resolved
+    configuration (every field, defaults included) as parameters.
+    """
+
+    def __init__(self, tracker: MLflowTracker, sweep_name: str, parent_run_id: str) -> None:
         self.tracker = tracker
         self.sweep_name = sweep_name
+        self.parent_run_id = parent_run_id
         self.run_ids: dict[str, str] = {}
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
             existing = self.tracker.find_run("tune_trial_id", trial.trial_id)
-            self.run_ids[trial.trial_id] = existing or self.tracker.start_run(
-                str(trial), trial.config.get("run", trial.config),
-                tags={"tune_trial_id": trial.trial_id, "sweep": self.sweep_name})
+            if existing is None:
+                plan = trial.config["trial"]
+                existing = self.tracker.start_run(
+                    str(trial), config_to_dict(config_from_dict(plan["run"])),
+                    tags={"tune_trial_id": trial.trial_id,
+                          **child_tags(plan, self.sweep_name)},
+                    parent_run_id=self.parent_run_id)
+            self.run_ids[trial.trial_id] = existing
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -168,6 +201,10 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
+        planned = config_from_dict(trial.config["trial"]["run"]).training.rounds
+        done = int((trial.last_result or {}).get("round", 0))
+        if done < planned:  # a scheduler stopped it
+            self.tracker.set_tags(run_id, {"stopped_early": f"after round {done} of {planned}"})
         self._log_trial_artifacts(run_id, trial)
         self.tracker.end_run(run_id)
 

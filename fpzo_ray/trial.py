@@ -1,10 +1,12 @@
 """The Tune trainable: one federated run per trial, checkpointed through Tune.
 
-Every round's metrics go to ``tune.report``; every ``simulation.checkpoint_every`` rounds the
-report also carries a Tune checkpoint holding the server's whole state (weights, mask,
-optimizer, EMA, counters, client records; every random draw is a function of the seed and
-the round, so there is no generator state to save). A trial restarted from a checkpoint (a
-resumed sweep) continues from that round and produces the same metrics as if uninterrupted.
+A trial's config is ``{"trial": TrialPlan.as_dict()}`` (``sweep_spec``): the run
+configuration and where the trial belongs in its sweep. Every round's metrics go to
+``tune.report``; every ``simulation.checkpoint_every`` rounds the report also carries a Tune
+checkpoint holding the server's whole state (weights, mask, optimizer, EMA, counters, client
+records; every random draw is a function of the seed and the round, so there is no generator
+state to save). A trial restarted from a checkpoint (a resumed sweep) continues from that
+round and produces the same metrics as if uninterrupted.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> Non
 
 
 def federated_trial(config: dict[str, Any]) -> None:
-    cfg = config_from_dict(config["run"])
+    cfg = config_from_dict(config["trial"]["run"])
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

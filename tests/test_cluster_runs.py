@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.data import federated_data
 from fpzo_ray.sim.server import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,7 @@ def _figures(metrics):
 
 def _reference(raw):
     cfg = config_from_dict(raw)
-    ds = load_dataset(cfg.data)
-    return run_in_process(cfg, ds, make_partition(cfg.data, ds.train_labels, cfg.seed))
+    return run_in_process(cfg, *federated_data(cfg))
 
 
 def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
@@ -74,7 +73,7 @@ def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
 
 
 def _latest_checkpoints(results: Path) -> list[Path]:
-    return sorted(results.glob("ray_results/*/*/checkpoint_*"))
+    return sorted(results.glob("ray_results/*/grid/*/checkpoint_*"))
 
 
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
@@ -97,7 +96,7 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     driver.wait()
     assert _latest_checkpoints(results), "no checkpoint was written before the kill"
     experiment = next(results.glob("ray_results/resumable_*"))
-    trial = next(p for p in experiment.iterdir() if p.is_dir())
+    trial = next(p for p in (experiment / "grid").iterdir() if p.is_dir())
     import torch
 
     state = torch.load(_latest_checkpoints(results)[-1] / "server_state.pt", weights_only=False)
@@ -120,4 +119,6 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
         assert {k: got.get(k) for k in _figures(metrics)} == _figures(metrics)
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("resume_test").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # parent, trial
+    (trial_run,) = [r for r in runs if r.data.tags.get("phase") == "grid"]
+    assert trial_run.data.tags["mlflow.parentRunId"] in {r.info.run_id for r in runs}

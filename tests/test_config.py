@@ -43,7 +43,7 @@ def test_quick_sweep_is_a_valid_grid_with_dense_baseline():
     spec = load_sweep(find_sweep_file("sweeps/quick.yaml"))
     configs = spec.validated_configs()
     assert len(configs) >= 8
-    assert {len(v) >= 2 for v in spec.grid.values()} == {True}
+    assert {len(axis.values) >= 2 for axis in spec.axes} == {True}
     assert any(c.pruning_method == "dense" for c in configs)
     assert any(c.pruning_method == "ntk_sap" for c in configs)
 

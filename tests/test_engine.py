@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.data import federated_data, make_partition
 from fpzo_ray.sim.federation import run_federated
 from fpzo_ray.sim.server import run_in_process
 
@@ -25,8 +25,7 @@ def _ray_run(num_workers: int):
 @pytest.fixture(scope="module")
 def reference():
     cfg = config_from_dict(RAW)
-    ds = load_dataset(cfg.data)
-    return run_in_process(cfg, ds, make_partition(cfg.data, ds.train_labels, cfg.seed))
+    return run_in_process(cfg, *federated_data(cfg))
 
 
 def _strip(metrics):
@@ -95,8 +94,7 @@ def test_a_worker_killed_mid_round_does_not_end_the_run(ray_session, reference, 
     assert metrics[-1]["cumulative_worker_failures"] >= 1
     if policy == "retry":
         # Every client's work is a function of its seeds: the run is the same as without loss.
-        ds = load_dataset(cfg.data)
-        expected = run_in_process(cfg, ds, make_partition(cfg.data, ds.train_labels, cfg.seed))
+        expected = run_in_process(cfg, *federated_data(cfg))
         assert [_core(m) for m in metrics] == [_core(m) for m in expected]
         assert metrics[-1]["cumulative_retried_clients"] >= 1
     else:

@@ -29,17 +29,18 @@ def _write(tmp_path: Path, spec: dict) -> Path:
 def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tmp_path / "results"
-    table = run_sweep(load_sweep(_write(tmp_path, TINY)), results)
+    outcome = run_sweep(load_sweep(_write(tmp_path, TINY)), results)
+    table = outcome.trials
     assert list(table["status"]) == ["OK", "OK"]
     assert sorted(table["sparsity"]) == [0.0, 0.5]
-    csv = list(results.glob("tiny_*_trials.csv"))
-    assert len(csv) == 1 and len(pd.read_csv(csv[0])) == 2
+    assert len(pd.read_csv(outcome.experiment_dir / "trials.csv")) == 2
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny_e2e")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.phase = 'grid'")
     assert len(runs) == 2
     for run in runs:
+        assert run.data.tags["mlflow.parentRunId"] == outcome.parent_run_id
         assert run.info.status == "FINISHED"
         for key in ("test_accuracy", "test_loss", "cumulative_client_forward_flops",
                     "cumulative_upload_bytes"):
@@ -62,9 +63,10 @@ def test_failing_trial_ends_failed_with_its_error(ray_session, tmp_path, monkeyp
                                              "num_clients": 12},
                     "tracking": {"experiment": "broken_e2e"}}
     results = tmp_path / "results"
-    table = run_sweep(load_sweep(_write(tmp_path, spec)), results)
+    table = run_sweep(load_sweep(_write(tmp_path, spec)), results).trials
     assert list(table["status"]) == ["ERROR"]
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("broken_e2e").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("broken_e2e").experiment_id],
+                              "tags.phase = 'grid'")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "MNIST not found" in runs[0].data.tags["error"]

@@ -103,7 +103,8 @@ def _centralised(cfg: RunConfig, runtime: ClientRuntime,
                 pooled, size=p.batch_size, replace=False)))[0] for s in
                 [seed + batch_offset for seed in seeds]]
         signed = ntk_sap_mask_gradient(runtime.model, runtime.layout, mask, seeds, p.batch_size,
-                                       runtime.dataset.input_shape, p.epsilon, inputs=inputs)
+                                       runtime.dataset.input_shape, p.epsilon, inputs=inputs,
+                                       draw_init=p.draw_init)
         return keep_scores("ntk_sap", signed)
 
     mask = prune_iteratively(Mask.dense(runtime.layout), 1 - p.sparsity, p.iterations,

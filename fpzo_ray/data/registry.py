@@ -21,10 +21,11 @@ from fpzo_ray.config import DataConfig
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A train/test split of images with integer labels.
+    """A train/test split of images with integer labels, and optionally a validation split.
 
     ``train_images`` has shape ``(N, C, H, W)`` and dtype ``uint8``; a pixel ``p`` becomes
-    ``(p / pixel_max - mean) / std`` when a batch is built.
+    ``(p / pixel_max - mean) / std`` when a batch is built. The validation split (empty as
+    loaded) is carved out of the training pool by ``data.validation.hold_out_validation``.
     """
 
     name: str
@@ -36,6 +37,8 @@ class ImageDataset:
     pixel_max: float
     mean: float
     std: float
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -58,6 +61,18 @@ class ImageDataset:
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.from_numpy(self.test_labels.astype(np.int64))
         return self.normalise(self.test_images), labels
+
+    @property
+    def num_validation(self) -> int:
+        return 0 if self.val_labels is None else int(self.val_labels.shape[0])
+
+    def validation_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Normalised validation images and labels, or None when nothing was held out."""
+        if self.num_validation == 0:
+            return None
+        assert self.val_images is not None and self.val_labels is not None
+        labels = torch.from_numpy(self.val_labels.astype(np.int64))
+        return self.normalise(self.val_images), labels
 
 
 def load_digits_dataset(cfg: DataConfig) -> ImageDataset:

@@ -7,6 +7,13 @@ measures how much weight j contributes to the NTK's size. Data-free: x ~ N(0, I)
 input's shape and a fresh random initialisation theta for every draw ("new input, new
 weight"), both drawn from the draw's seed. Normalisation layers use the batch's statistics.
 
+Which initialisation the fresh weights come from matters: the saliency of a weight depends on
+the scale of the layers around it. By default (``pruning.draw_init: model``) every draw is a
+new sample of the model's own initialiser, the one the pruned model is then trained from
+(PyTorch's defaults for every shipped model: uniform in +-1/sqrt(fan_in) for weights and
+biases), as in NTK-SAP's reference code, which scores and trains under the same
+initialisation. ``kaiming_normal`` (He normal weights, zero biases) is kept as an option.
+
 A client returns the *signed* mask gradient summed over its draws; the server sums these over
 clients and only then takes the absolute value, so the federated score equals the score of
 one centralised computation over the union of the draws.
@@ -14,6 +21,7 @@ one centralised computation over the union of the draws.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -27,9 +35,27 @@ from fpzo_ray.seeding import generator
 _NORM_MODULES = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
 
 
-def fresh_parameters(model: nn.Module, layout: ParameterLayout,
-                     gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """A new initialisation: Kaiming-normal prunable weights, zero biases, unit norm scales."""
+def fresh_parameters(model: nn.Module, layout: ParameterLayout, gen: torch.Generator,
+                     scheme: str = "model") -> dict[str, torch.Tensor]:
+    """A new initialisation of ``model``'s parameters (CPU tensors), drawn from ``gen``.
+
+    ``model``: a fresh sample of the model's own initialiser: every module's
+    ``reset_parameters`` run on a scratch copy, seeded from ``gen`` (the model is untouched).
+    ``kaiming_normal``: He-normal prunable weights, zero biases, unit normalisation scales.
+    """
+    if scheme == "model":
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        scratch = copy.deepcopy(model).cpu().float()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                for module in scratch.modules():
+                    if module is not scratch and hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+        named = dict(scratch.named_parameters())
+        return {slot.name: named[slot.name].detach().clone() for slot in layout.slots}
+    if scheme != "kaiming_normal":
+        raise ValueError(f"pruning.draw_init: unknown {scheme!r}")
     norm_scales = {f"{name}.weight" for name, module in model.named_modules()
                    if isinstance(module, _NORM_MODULES)}
     params = {}
@@ -48,12 +74,14 @@ def fresh_parameters(model: nn.Module, layout: ParameterLayout,
 def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
                           draw_seeds: Sequence[int], batch_size: int,
                           input_shape: Sequence[int], epsilon: float,
-                          inputs: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                          inputs: Sequence[torch.Tensor] | None = None,
+                          draw_init: str = "model") -> torch.Tensor:
     """Signed gradient of the NTK-SAP objective w.r.t. the mask, summed over the draws.
 
     Data-free (``inputs`` None): draw ``r`` uses Gaussian inputs from its seed. Data-dependent
     (the variant whose federated error drifts under non-IID data): draw ``r`` uses the local
-    batch ``inputs[r]`` instead; the weights are fresh from the seed either way.
+    batch ``inputs[r]`` instead; the weights are fresh from the seed either way, drawn from
+    the ``draw_init`` scheme (see :func:`fresh_parameters`).
     Returns a float32 vector over the prunable coordinates, zero where ``mask`` has pruned.
     The model's own weights are not touched: every draw evaluates it functionally.
     """
@@ -73,7 +101,7 @@ def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
     try:
         for r, seed in enumerate(draw_seeds):
             gen = generator(seed)
-            theta = fresh_parameters(model, layout, gen)
+            theta = fresh_parameters(model, layout, gen, draw_init)
             x = torch.randn((batch_size, *input_shape), generator=gen) if inputs is None \
                 else inputs[r]
             delta = {s.name: torch.randn(s.shape, generator=gen) for s in prunable}

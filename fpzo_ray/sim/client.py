@@ -265,7 +265,7 @@ class ClientRuntime:
             inputs = None if batches is None else [x for x, _ in batches]
             signed = ntk_sap_mask_gradient(self.model, self.layout, self.mask, seeds,
                                            p.batch_size, self.dataset.input_shape, p.epsilon,
-                                           inputs=inputs)
+                                           inputs=inputs, draw_init=p.draw_init)
             # Two forward passes and a backward through both per draw.
             flops = 6 * p.batch_size * p.draws_per_client * self.forward_flops
         elif method == "snip":

@@ -18,7 +18,7 @@ import torch
 from ray.util import get_current_placement_group
 
 from fpzo_ray.config import RunConfig
-from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.data import federated_data
 from fpzo_ray.sim.devices import client_devices
 from fpzo_ray.sim.ray_pool import RayWorkerPool
 from fpzo_ray.sim.server import FederatedServer
@@ -90,8 +90,7 @@ class Federation:
 
 
 def start_federation(cfg: RunConfig) -> Federation:
-    dataset = load_dataset(cfg.data)
-    partition = make_partition(cfg.data, dataset.train_labels, cfg.seed)
+    dataset, partition = federated_data(cfg)
     dataset_ref, partition_ref = ray.put(dataset), ray.put(partition)
     pool = RayWorkerPool(functools.partial(_spawn_worker, cfg, dataset_ref, partition_ref),
                          resolve_num_workers(cfg), cfg.simulation.on_worker_failure)

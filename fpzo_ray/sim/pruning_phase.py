@@ -97,7 +97,7 @@ class PruningPhase:
             seeds = [s for c in self._participants(iteration)
                      for s in pruning_draw_seeds(self.cfg.seed, iteration, c, p.draws_per_client)]
             signed = ntk_sap_mask_gradient(self.model, self.layout, mask, seeds, p.batch_size,
-                                           self.input_shape, p.epsilon)
+                                           self.input_shape, p.epsilon, draw_init=p.draw_init)
             return keep_scores("ntk_sap", signed)
         return saliency_round
 

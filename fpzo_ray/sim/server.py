@@ -59,6 +59,7 @@ class FederatedServer:
         self.pool = pool
         self.device = torch.device(cfg.simulation.device)
         self.test_x, self.test_y = dataset.test_set()
+        self.validation = dataset.validation_set()
         self.input_shape = dataset.input_shape
         self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
                                  init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
@@ -240,18 +241,34 @@ class FederatedServer:
         return full
 
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
+        """The global model on the validation split (when there is one) and the test split.
+
+        Validation metrics are what selection and early stopping read; test metrics are
+        only reported.
+        """
         self.flat.copy_(self.global_flat_weights().to(self.device))
+        metrics = {}
+        if self.validation is not None:
+            accuracy, loss = self._accuracy_and_loss(*self.validation)
+            metrics.update(val_accuracy=accuracy, val_loss=loss)
+        accuracy, loss = self._accuracy_and_loss(self.test_x, self.test_y)
+        metrics.update(test_accuracy=accuracy, test_loss=loss)
+        return metrics
+
+    @torch.no_grad()
+    def _accuracy_and_loss(self, images: torch.Tensor, labels: torch.Tensor,
+                           batch_size: int = 1024) -> tuple[float, float]:
         self.model.eval()
         correct, loss_sum = 0, 0.0
-        for start in range(0, self.test_y.shape[0], batch_size):
-            x = self.test_x[start:start + batch_size].to(self.device)
-            y = self.test_y[start:start + batch_size].to(self.device)
+        for start in range(0, labels.shape[0], batch_size):
+            x = images[start:start + batch_size].to(self.device)
+            y = labels[start:start + batch_size].to(self.device)
             logits = self.model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
-        n = int(self.test_y.shape[0])
-        return {"test_accuracy": correct / n, "test_loss": loss_sum / n}
+        n = int(labels.shape[0])
+        return correct / n, loss_sum / n
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.client_records)
@@ -259,7 +276,10 @@ class FederatedServer:
 
 def run_in_process(cfg: RunConfig, dataset: ImageDataset,
                    partition: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-    """A whole run in this process, no Ray: the reference the Ray engine must agree with."""
+    """A whole run in this process, no Ray: the reference the Ray engine must agree with.
+
+    ``dataset, partition``: ``data.federated_data(cfg)``, as the Ray engine builds them.
+    """
     from fpzo_ray.sim.client import ClientRuntime
     from fpzo_ray.sim.devices import client_devices
     from fpzo_ray.sim.pool import InProcessPool

@@ -1,0 +1,43 @@
+"""The validation split: what hyperparameter searches, schedulers and "best round" read.
+
+Test metrics are reported, never optimised: anything that selects a configuration or stops a
+trial early looks at a validation split instead. It is a stratified slice of the training
+pool (every class loses the same fraction, rounded per class), drawn from the run seed and
+held out *before* the pool is partitioned across clients, so no client ever trains on it and
+it is the same whatever the partition, the number of clients or the worker count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.seeding import Purpose, derive_seed
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)``: sorted index arrays, ``round(fraction * n_c)`` of each class held out."""
+    labels = np.asarray(labels)
+    held = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = int(round(fraction * members.shape[0]))
+        held.append(rng.permutation(members)[:take])
+    held_out = np.sort(np.concatenate(held)).astype(np.int64)
+    kept = np.setdiff1d(np.arange(labels.shape[0]), held_out).astype(np.int64)
+    return kept, held_out
+
+
+def hold_out_validation(dataset: ImageDataset, fraction: float, run_seed: int) -> ImageDataset:
+    """The data set with a validation split taken out of its training images (a copy)."""
+    if fraction <= 0:
+        return dataset
+    rng = np.random.default_rng(derive_seed(run_seed, Purpose.VALIDATION_SPLIT))
+    kept, held_out = stratified_holdout(dataset.train_labels, fraction, rng)
+    return dataclasses.replace(
+        dataset,
+        train_images=dataset.train_images[kept], train_labels=dataset.train_labels[kept],
+        val_images=dataset.train_images[held_out], val_labels=dataset.train_labels[held_out])

@@ -1,0 +1,159 @@
+"""Search spaces: which values a hyperparameter search tries for each configuration field.
+
+A space maps dotted configuration fields to one of four Tune domains, written in a sweep file
+as ``{kind: [arguments]}``:
+
+- ``loguniform: [low, high]`` (``0 < low < high``) and ``uniform: [low, high]`` draw a
+  number; on an integer field they draw an integer in ``[low, high]`` (both included);
+- ``choice: [a, b, ...]`` draws one of the options;
+- ``grid: [a, b, ...]`` tries every option: grid dimensions are crossed, and every grid point
+  is tried ``num_samples`` times, each with fresh draws of the random dimensions (Tune's
+  semantics for ``num_samples`` with ``grid_search``).
+
+Draws come from Tune's own domains with a seeded generator: a space, a sample count and a
+seed give the same candidates every time, and two cells with the same space are offered the
+same candidates (equal tuning effort, common random numbers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from fpzo_ray.config import ConfigError, field_type
+
+DOMAIN_KINDS = ("loguniform", "uniform", "choice", "grid")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched field: ``key`` (dotted), ``kind`` (a domain) and its arguments."""
+
+    key: str
+    kind: str
+    values: tuple[Any, ...]
+    integer: bool = False
+
+    @property
+    def is_grid(self) -> bool:
+        return self.kind == "grid"
+
+    def corners(self) -> tuple[Any, ...]:
+        """The values that bound what the dimension can produce (checked up front)."""
+        return self.values
+
+    def tune_domain(self) -> Any:
+        """The Tune domain this dimension samples from (random kinds only)."""
+        from ray import tune
+
+        low, high = (self.values + (None, None))[:2]
+        if self.kind == "loguniform":
+            return tune.lograndint(low, high + 1) if self.integer else tune.loguniform(low, high)
+        if self.kind == "uniform":
+            return tune.randint(low, high + 1) if self.integer else tune.uniform(low, high)
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        raise ValueError(f"{self.kind} is not a random domain")
+
+    def describe(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.values)}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    dimensions: tuple[Dimension, ...]
+    where: str = "search.space"  # its place in the sweep file, for error messages
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(d.key for d in self.dimensions)
+
+    def without(self, keys: set[str]) -> "SearchSpace":
+        """The space with the given fields removed (pinned by ``--set``)."""
+        return SearchSpace(tuple(d for d in self.dimensions if d.key not in keys), self.where)
+
+    def assignments(self, num_samples: int, seed: int) -> list[dict[str, Any]]:
+        """Every candidate: ``num_samples`` x the grid points, each with fresh random draws."""
+        grid = [d for d in self.dimensions if d.is_grid]
+        random = [d for d in self.dimensions if not d.is_grid]
+        domains = {d.key: d.tune_domain() for d in random}
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(num_samples):
+            for point in itertools.product(*(d.values for d in grid)):
+                assignment = {d.key: v for d, v in zip(grid, point)}
+                for d in random:
+                    assignment[d.key] = _plain(domains[d.key].sample(random_state=rng))
+                out.append({d.key: assignment[d.key] for d in self.dimensions})
+        return out
+
+    def describe(self) -> dict[str, dict[str, list[Any]]]:
+        return {d.key: d.describe() for d in self.dimensions}
+
+
+def _plain(value: Any) -> Any:
+    """A Python scalar (Tune returns numpy ones); floats kept to 6 significant digits so that
+    the values read well in MLflow and the table."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        value = float(f"{value:.6g}")
+    return value
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"config error: {where}: got {value!r}, must be a finite number")
+    return value
+
+
+def parse_dimension(where: str, key: str, raw: Any) -> Dimension:
+    """One ``key: {kind: arguments}`` entry; ``where`` names it in error messages."""
+    try:
+        tp = field_type(key)
+    except ConfigError as exc:
+        detail = str(exc).split(": ", 2)[-1]
+        raise ConfigError(f"config error: {where}: {detail}") from None
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise ConfigError(f"config error: {where}: got {raw!r}, must be one of "
+                          f"{{{' | '.join(f'{k}: [...]' for k in DOMAIN_KINDS)}}}")
+    kind, args = next(iter(raw.items()))
+    if kind not in DOMAIN_KINDS:
+        raise ConfigError(f"config error: {where}: unknown domain {kind!r}, allowed: "
+                          f"{', '.join(DOMAIN_KINDS)}")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be a non-empty list")
+    if kind in ("choice", "grid"):
+        return Dimension(key, kind, tuple(args))
+    if tp not in (int, float):
+        raise ConfigError(f"config error: {where}.{kind}: {key} is not numeric, use choice "
+                          "or grid")
+    if len(args) != 2:
+        raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be [low, high]")
+    low, high = (_number(f"{where}.{kind}", v) for v in args)
+    if not low < high:
+        raise ConfigError(f"config error: {where}.{kind}: got {args!r}, low must be < high")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"config error: {where}.{kind}: got {args!r}, low must be > 0")
+    integer = tp is int
+    if integer and not all(isinstance(v, int) for v in (low, high)):
+        raise ConfigError(f"config error: {where}.{kind}: {key} is an integer field, "
+                          f"got {args!r}")
+    return Dimension(key, kind, (low, high), integer)
+
+
+def parse_space(where: str, raw: Any) -> SearchSpace:
+    """A ``{dotted field: {kind: arguments}}`` mapping; ``where`` is its place in the file."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"config error: {where}: got {raw!r}, must map config fields to "
+                          "domains, e.g. {training.server_lr: {loguniform: [0.001, 0.1]}}")
+    dims = []
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config error: {where}: key {key!r} must be a dotted field")
+        dims.append(parse_dimension(f"{where}.{key}", key, value))
+    return SearchSpace(tuple(dims), where)
