@@ -246,6 +246,32 @@ def summary_table(spec: SweepSpec, selections: dict[str, Selection],
     return pd.DataFrame(rows)
 
 
+def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's headline columns, formatted for a terminal."""
+
+    def pm(row: pd.Series, prefix: str) -> str:
+        mean, ci = row.get(f"{prefix}_mean"), row.get(f"{prefix}_ci95")
+        if mean is None or not math.isfinite(mean):
+            return "-"
+        return f"{mean:.4f}" + (f" +- {ci:.4f}" if ci is not None and math.isfinite(ci) else "")
+
+    view = pd.DataFrame(index=summary.index)
+    skip = {"cell", "seeds", "candidates", "reached_target"}
+    for column in summary.columns:
+        if column in skip or column.endswith(("_mean", "_std", "_ci95")) \
+                or column.startswith(("peak_", "selected_")):
+            continue
+        view[short_name(column.removeprefix("chosen."))] = summary[column].map(
+            lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    view["seeds"] = summary["seeds"]
+    view["test accuracy (95% CI)"] = [pm(row, "test_accuracy") for _, row in summary.iterrows()]
+    view["client GFLOPs"] = (summary["client_flops_mean"] / 1e9).map(lambda v: f"{v:.4g}")
+    view["upload KiB"] = (summary["upload_bytes_mean"] / 1024).map(lambda v: f"{v:.4g}")
+    view["peak client MB"] = (summary["peak_client_memory_bytes"] / 1e6).map(
+        lambda v: f"{v:.3g}")
+    return view
+
+
 def _selections(spec: SweepSpec, figures: list[TrialFigures],
                 experiment_dir: Path) -> dict[str, Selection]:
     """Each cell's choice: decided once, when the search phase ends, and kept in
@@ -316,8 +342,8 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) ->
     print(f"\nSweep {spec.name!r}: {len(trials)} trials in {time.time() - started:.0f} s")
     print(trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if spec.kind != "grid":
-        print(f"\nSummary per cell ({spec.kind}):")
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"\nSummary per cell ({spec.kind}; every column in summary.csv):")
+        print(summary_view(summary).to_string(index=False))
     print(f"\nTables: {experiment_dir / 'trials.csv'}, {experiment_dir / 'summary.csv'}")
     print(f"MLflow store: {tracking_uri} (experiment {mlflow_experiment!r}, parent run {parent})")
     print(f"Open the MLflow UI:  {ui_command(tracking_uri)}")

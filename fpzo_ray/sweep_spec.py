@@ -249,19 +249,19 @@ class SweepSpec:
     def validated_configs(self) -> list[RunConfig]:
         """Every first-phase trial's configuration (and one repeat per cell), validated, and
         the ends of every search range; the first bad one raises ConfigError."""
-        configs = [config_from_dict(p.run) for p in self.first_phase_plans()]
+        configs = []
         for cell in self.cells():
-            if self.study is not None:
-                configs.append(config_from_dict(self.run_config(cell, {},
-                                                                self.repeat_seeds(cell)[-1])))
             for dim in cell.space.dimensions if cell.space else ():
                 for corner in dim.corners():
                     try:
                         config_from_dict(self.run_config(cell, {dim.key: corner}))
                     except ConfigError as exc:
                         raise _located(cell.space.where, exc) from None
-        if not configs:
-            configs = [config_from_dict(self.run_config(c, {})) for c in self.cells()]
+            configs.append(config_from_dict(self.run_config(cell, {})))
+            if self.study is not None:
+                configs.append(config_from_dict(self.run_config(cell, {},
+                                                                self.repeat_seeds(cell)[-1])))
+        configs += [config_from_dict(p.run) for p in self.first_phase_plans()]
         self._check_against_configs(configs)
         return configs
 
@@ -325,9 +325,11 @@ def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             kept[name] = entry
         raw["grid"] = kept
     search = raw.get("search")
-    if isinstance(search, Mapping) and isinstance(search.get("space"), Mapping):
-        raw["search"] = {**search, "space": {k: v for k, v in search["space"].items()
-                                             if k not in pinned_keys}}
+    if isinstance(search, Mapping) and isinstance(search.get("space"), Mapping) and pinned_keys:
+        space = {k: v for k, v in search["space"].items() if k not in pinned_keys}
+        raw["search"] = {k: v for k, v in search.items() if k != "space"}
+        if space:
+            raw["search"]["space"] = space
     return raw
 
 
@@ -355,6 +357,8 @@ def _without(body: Any, keys: set[str]) -> Any:
             node.pop(leaf, None)
     if isinstance(out.get("search"), Mapping):
         out["search"] = {k: v for k, v in out["search"].items() if k not in keys}
+        if not out["search"]:
+            del out["search"]
     return out
 
 

@@ -26,7 +26,9 @@ class PerCellASHA(FIFOScheduler):
     def __init__(self, metric: str, mode: str, grace_period: int,
                  reduction_factor: float) -> None:
         super().__init__()
-        self._metric = metric
+        # Not ``self._metric``: Tune would then insist that every result carries it, and the
+        # metric is only reported at evaluation rounds.
+        self.selection_metric = metric
         self.mode = mode
         self.grace_period = grace_period
         self.reduction_factor = reduction_factor
@@ -38,7 +40,7 @@ class PerCellASHA(FIFOScheduler):
         if cell not in self.by_cell:
             rounds = config_from_dict(plan["run"]).training.rounds
             self.by_cell[cell] = AsyncHyperBandScheduler(
-                time_attr="round", metric=self._metric, mode=self.mode, max_t=rounds,
+                time_attr="round", metric=self.selection_metric, mode=self.mode, max_t=rounds,
                 grace_period=self.grace_period, reduction_factor=self.reduction_factor)
         return self.by_cell[cell]
 

@@ -72,18 +72,18 @@ class SearchSpace:
     def keys(self) -> tuple[str, ...]:
         return tuple(d.key for d in self.dimensions)
 
-    def without(self, keys: set[str]) -> "SearchSpace":
-        """The space with the given fields removed (pinned by ``--set``)."""
-        return SearchSpace(tuple(d for d in self.dimensions if d.key not in keys), self.where)
-
     def assignments(self, num_samples: int, seed: int) -> list[dict[str, Any]]:
-        """Every candidate: ``num_samples`` x the grid points, each with fresh random draws."""
+        """Every candidate: ``num_samples`` x the grid points, each with fresh random draws.
+
+        A space of grid dimensions only is tried once: a run is a function of its
+        configuration, so another pass would repeat the very same runs.
+        """
         grid = [d for d in self.dimensions if d.is_grid]
         random = [d for d in self.dimensions if not d.is_grid]
         domains = {d.key: d.tune_domain() for d in random}
         rng = np.random.default_rng(seed)
         out = []
-        for _ in range(num_samples):
+        for _ in range(num_samples if random else 1):
             for point in itertools.product(*(d.values for d in grid)):
                 assignment = {d.key: v for d, v in zip(grid, point)}
                 for d in random:

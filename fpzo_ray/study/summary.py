@@ -153,12 +153,20 @@ def select(trials: Iterable[TrialFigures], metric: str, mode: str,
 
 
 def default_budgets(trials_by_cell: dict[str, list[TrialFigures]]) -> list[float]:
-    """Budgets at fixed fractions of the cheapest cell's mean client FLOPs."""
-    means = [t_interval([t.client_flops for t in ts]).mean for ts in trials_by_cell.values()]
-    means = [m for m in means if math.isfinite(m) and m > 0]
-    if not means:
+    """Budgets at fixed fractions of the smallest client-FLOPs total any repeat reached, so
+    that every repeat of every cell can be read at every budget."""
+    totals = [t.client_flops for ts in trials_by_cell.values() for t in ts
+              if t.status == "OK" and math.isfinite(t.client_flops) and t.client_flops > 0]
+    if not totals:
         return []
-    return [float(f"{f * min(means):.3g}") for f in DEFAULT_BUDGET_FRACTIONS]
+    return [_three_digits_down(f * min(totals)) for f in DEFAULT_BUDGET_FRACTIONS]
+
+
+def _three_digits_down(x: float) -> float:
+    """``x`` rounded down to three significant digits (a budget that reads well and that
+    every trial it was derived from still reaches)."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - 2)
+    return float(f"{math.floor(x / unit) * unit:.3g}")
 
 
 def accuracy_at_budget(trial: TrialFigures, budget: float) -> float:

@@ -1,0 +1,144 @@
+"""Searches and studies on Ray, end to end: ASHA per cell, selection on validation metrics,
+fresh repeat seeds, nested MLflow runs, and a killed study resumed to the same summary."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fpzo_ray.sweep import load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"data": {"num_clients": 12, "partition": "dirichlet", "alpha": 0.5},
+        "pruning": {"iterations": 2, "clients_per_iteration": 3},
+        "zo": {"num_perturbations": 4},
+        "training": {"rounds": 10, "clients_per_round": 4, "eval_every": 2},
+        "simulation": {"num_workers": 1, "worker_cpus": 0.3, "server_cpus": 0.1}}
+
+
+def _write(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _runs(results: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], max_results=1000)
+
+
+def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
+        ray_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Two useful learning rates first, then two that cannot learn in 10 rounds: by the time
+    # the weak ones reach the rung at round 4, the strong ones have set its cutoff.
+    spec = {"name": "asha", "max_concurrent_trials": 2,
+            "base": {**BASE, "tracking": {"experiment": "asha_e2e"}},
+            "grid": {"pruning.sparsity": [0.0]},
+            "search": {"space": {"training.server_lr": {"grid": [0.05, 0.02, 1e-7, 2e-7]}},
+                       "scheduler": {"type": "asha", "grace_period": 4,
+                                     "reduction_factor": 2}}}
+    results = tmp_path / "results"
+    outcome = run_sweep(load_sweep(_write(tmp_path, spec)), results)
+    by_lr = {f.hyperparameters["training.server_lr"]: f for f in outcome.figures}
+    assert by_lr[0.05].status == by_lr[0.02].status == "OK"
+    stopped = [f for f in outcome.figures if f.status == "STOPPED"]
+    assert stopped and all(f.hyperparameters["training.server_lr"] < 1e-6 for f in stopped)
+    for weak in stopped:
+        at = weak.rounds
+        strong = by_lr[0.05].evaluations.set_index("round")["val_accuracy"]
+        assert weak.final("val_accuracy") < strong[at]
+    # The choice: the best final validation accuracy among the trials that ran every round.
+    complete = [f for f in outcome.figures if f.status == "OK"]
+    best = max(complete, key=lambda f: (f.final("val_accuracy"), -f.sample))
+    (choice,) = outcome.selections.values()
+    assert choice.sample == best.sample and choice.value == best.final("val_accuracy")
+    assert list(outcome.summary["chosen.training.server_lr"]) == [
+        best.hyperparameters["training.server_lr"]]
+
+    client, runs = _runs(results, "asha_e2e")
+    children = [r for r in runs if r.data.tags.get("phase") == "search"]
+    assert len(children) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {outcome.parent_run_id}
+    assert sum("stopped_early" in r.data.tags for r in children) == len(stopped)
+
+
+STUDY = {"name": "study", "max_concurrent_trials": 2,
+         "base": {**BASE, "training": {**BASE["training"], "rounds": 6},
+                  "tracking": {"experiment": "study_e2e"}},
+         "grid": {"method": {"dense": {"pruning": {"method": "dense"}},
+                             "ntk_sap_50": {"pruning": {"method": "ntk_sap",
+                                                        "sparsity": 0.5}}}},
+         "search": {"space": {"training.server_lr": {"grid": [0.003, 0.03]}}},
+         "study": {"seeds": 2, "target_accuracy": 0.15}}
+
+
+def _env():
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+
+
+def _comparable(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.drop(columns=[c for c in summary.columns if c.startswith("wall_s")])
+
+
+def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(ray_session, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = _write(tmp_path, STUDY)
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "fpzo_ray.sweep", str(path), "--results-dir", str(killed)]
+    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    # Kill the driver and its Ray once the search is decided and a repeat has reported.
+    deadline = time.time() + 300
+    while not list(killed.glob("ray_results/*/repeat/*/result.json")):
+        assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "the repeat phase never started"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    experiment = next(killed.glob("ray_results/study_*"))
+    assert (experiment / "selection.json").is_file() and not (experiment / "summary.csv").exists()
+    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
+                              str(experiment)], env=_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    straight = run_sweep(load_sweep(path), tmp_path / "straight")
+    after_resume = pd.read_csv(experiment / "summary.csv")
+    pd.testing.assert_frame_equal(_comparable(after_resume),
+                                  _comparable(pd.read_csv(straight.experiment_dir /
+                                                          "summary.csv")))
+    summary = straight.summary
+    assert list(summary["seeds"]) == ["2/2", "2/2"]
+    assert summary["test_accuracy_ci95"].map(math.isfinite).all()
+    # Repeat seeds are fresh: the search ran on seed 0 only, the repeats on 1 and 2.
+    trials = straight.trials
+    assert set(trials.loc[trials["phase"] == "search", "seed"]) == {0}
+    assert set(trials.loc[trials["phase"] == "repeat", "seed"]) == {1, 2}
+
+    # MLflow after the resume: one parent, every trial once, all nested under it.
+    client, runs = _runs(killed, "study_e2e")
+    parents = [r for r in runs if "fpzo_experiment" in r.data.tags]
+    children = [r for r in runs if "phase" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4 + 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parent = parents[0].info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
+    assert {(r.data.tags["phase"], r.data.tags["seed"]) for r in children} == {
+        ("search", "0"), ("repeat", "1"), ("repeat", "2")}
+    assert {r.data.tags["cell"] for r in children} == {"method=dense", "method=ntk_sap_50"}
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"sweep.yaml", "search_space.json", "selection.json", "summary.csv",
+            "summary.json", "trials.csv"} <= artifacts
+    repeat_run = next(r for r in children if r.data.tags["phase"] == "repeat")
+    assert repeat_run.data.params["seed"] == repeat_run.data.tags["seed"]
+    assert "training.algorithm" in repeat_run.data.params  # the resolved configuration
