@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fpzo_ray.config import config_from_dict
@@ -141,3 +142,40 @@ def test_ntk_sap_mask_gradient_matches_finite_differences_of_its_objective():
         down[j] -= h
         numeric = (objective(up) - objective(down)) / (2 * h)
         assert abs(float(got[j]) - numeric) <= 1e-4 * max(1.0, abs(numeric)), j
+
+
+def test_ntk_sap_draws_fresh_samples_of_the_initialisation_the_model_is_trained_from():
+    """Default (``pruning.draw_init: model``): every draw is a new sample of the model's own
+    initialiser (PyTorch's defaults: weights and biases uniform in +-1/sqrt(fan_in)); the
+    option ``kaiming_normal`` draws He-normal weights (std sqrt(2/fan_in)) and zero biases."""
+    import math
+
+    from fpzo_ray.models.flat import layout_of
+    from fpzo_ray.pruning.ntk_sap import fresh_parameters
+    from fpzo_ray.seeding import generator
+
+    cfg = config_from_dict({"data": {"name": "mnist"}})
+    assert cfg.pruning.draw_init == "model"
+    model = build_model(cfg, (1, 28, 28), 10, init_seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layout = layout_of(model)
+    drawn = fresh_parameters(model, layout, generator(42))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    again = fresh_parameters(model, layout, generator(42))
+    other = fresh_parameters(model, layout, generator(43))
+    kaiming = fresh_parameters(model, layout, generator(42), "kaiming_normal")
+    for slot in layout.prunable_slots:
+        fan_in = math.prod(slot.shape[1:])
+        bound = 1 / math.sqrt(fan_in)
+        w = drawn[slot.name]
+        assert torch.equal(w, again[slot.name]) and not torch.equal(w, other[slot.name])
+        assert float(w.abs().max()) <= bound
+        if w.numel() >= 1000:  # uniform(-b, b) has std b / sqrt(3)
+            assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.1)
+            assert float(kaiming[slot.name].std()) == pytest.approx(math.sqrt(2 / fan_in),
+                                                                    rel=0.1)
+        # The same family as the trained model's own initial weights.
+        assert float(before[slot.name].abs().max()) <= bound
+        bias = slot.name.replace(".weight", ".bias")
+        assert float(drawn[bias].abs().max()) <= bound and bool(drawn[bias].ne(0).any())
+        assert not bool(kaiming[bias].ne(0).any())
