@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+def data_root() -> Path:
+    """Where benches look for real data sets (``--data-root`` overrides it): the folder in
+    ``FPZO_DATA_ROOT``, else a ``shared/data`` folder beside the checkout when there is one
+    (the project's development machines keep real MNIST there), else ``./data``."""
+    if os.environ.get("FPZO_DATA_ROOT"):
+        return Path(os.environ["FPZO_DATA_ROOT"])
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside if beside.is_dir() else Path("data")
 
 
 def workload_data(root: str) -> dict:

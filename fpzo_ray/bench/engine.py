@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fpzo_ray.bench.common import SHARED, workload_data
+from fpzo_ray.bench.common import data_root, workload_data
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
@@ -36,7 +36,7 @@ from fpzo_ray.sim.sampling import sample_clients
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", default=str(SHARED))
+    parser.add_argument("--data-root", default=str(data_root()))
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
 

@@ -1,105 +1,126 @@
-"""fidelity: does federated NTK-SAP pruning keep ZO accuracy while cutting FLOPs? (real MNIST)
+"""fidelity: the paper's comparison as a fair study (``sweeps/paper_fidelity.yaml``, real MNIST).
 
-LeNet-5 on MNIST (``--data-root`` holding MNIST/raw), 100 clients, Dirichlet alpha 0.1 and
-1.0, 10 clients a round, the same rounds and K for every run. Methods:
+Runs the study (or, with ``--resume``, finishes or re-reads one) through the sweep engine:
+every cell's learning rate searched on the validation split, the choice repeated on fresh
+seeds. Printed per cell: the chosen rate, the final test accuracy (mean and 95 % Student-t
+interval over the seeds), accuracy at the smallest cell's client-FLOPs budget, client FLOPs
+(everything, pruning included) and their ratio to dense ZO, upload bytes, peak client memory.
 
-- ``ntk_sap`` at 80 % and 90 % sparsity: federated data-free NTK-SAP + ZO FedSGD (the paper's);
-- ``dense_zo``: ZO FedSGD on the dense model (vanilla BAFFLE);
-- ``random_layerwise`` at 80 % / 90 %: random masks with the NTK-SAP mask's per-layer densities;
-- ``bp_fedavg``: BP FedAvg on the dense model (E local SGD steps): the accuracy ceiling.
+The claim, per partition: NTK-SAP 90 % minus dense ZO in test accuracy, paired by seed, at
+equal rounds (both after the same rounds) and at equal client FLOPs (both read at the budget
+the cheaper one spent, interpolated between evaluations); and the ablation of
+``pruning.init_scaling``: ``ntk_sap_90_fan_in`` minus ``ntk_sap_90``.
 
-Every run goes through the Ray engine (server and worker actors), two at a time. Printed:
-final and best test accuracy, cumulative client FLOPs (everything: forward passes, backward
-passes, ZO vector work) and the ratios to dense ZO. Key ``runs``.
+Last line, JSON: ``cells`` (``{method, sparsity, partition, alpha, lr, mean, ci95, flops}``),
+``claim`` and ``ablation_init_scaling`` (per partition: ``equal_rounds`` and ``equal_flops``,
+each ``{mean, ci95, n}``), ``wall_s``, ``experiment_dir``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fpzo_ray.bench.common import SHARED
+from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import config_from_dict
+from fpzo_ray.study.summary import TrialFigures, compare_cells, json_ready
 
-METHODS = ("ntk_sap", "dense_zo", "random_layerwise", "bp_fedavg")
+STUDY_FILE = "sweeps/paper_fidelity.yaml"
+HEADLINE, BASELINE, ABLATION = "ntk_sap_90", "dense_zo", "ntk_sap_90_fan_in"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", default=str(SHARED))
-    parser.add_argument("--rounds", type=int, default=400)
-    parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0])
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding MNIST/raw (default: FPZO_DATA_ROOT, else the "
+                             "shared data folder beside the checkout)")
+    parser.add_argument("--study", default=STUDY_FILE, help="the study file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the study (e.g. training.rounds=20 for a "
+                             "smoke run, study.seeds=2)")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--resume", metavar="FOLDER", default=None,
+                        help="finish (or just re-read) a study started before: its folder")
 
 
-def run_config(args: argparse.Namespace, method: str, alpha: float, sparsity: float) -> dict:
-    training: dict[str, Any] = {"rounds": args.rounds, "clients_per_round": 10, "batch_size": 32,
-                                "server_lr": 0.01, "eval_every": max(1, args.rounds // 20)}
-    pruning: dict[str, Any] = {"method": "dense", "sparsity": 0.0, "iterations": 10,
-                               "clients_per_iteration": 10, "draws_per_client": 1,
-                               "batch_size": 16}
-    if method in ("ntk_sap", "random_layerwise"):
-        pruning.update(method=method, sparsity=sparsity, reference_method="ntk_sap")
-    if method == "bp_fedavg":
-        training.update(algorithm="bp", mode="fedavg", local_steps=5, client_lr=0.05,
-                        server_optimizer="sgd", server_lr=1.0)
-    return {"data": {"name": "mnist", "root": args.data_root, "partition": "dirichlet",
-                     "alpha": alpha, "num_clients": 100},
-            "pruning": pruning, "training": training,
-            "zo": {"num_perturbations": args.k, "sigma": 1e-3, "clip_inf_norm": 0.3},
-            "simulation": {"num_workers": 1, "worker_cpus": 0.85, "server_cpus": 0.1}}
-
-
-def _one(args: argparse.Namespace, method: str, alpha: float, sparsity: float) -> dict:
-    from fpzo_ray.sim.federation import run_federated
-
-    cfg = config_from_dict(run_config(args, method, alpha, sparsity))
-    reports: list[dict] = []
-    started = time.time()
-    run_federated(cfg, reports.append)
-    accuracies = [r["test_accuracy"] for r in reports if "test_accuracy" in r]
-    last = reports[-1]
-    row = {"method": method, "alpha": alpha, "sparsity": sparsity if cfg.pruning.sparsity else 0.0,
-           "accuracy": accuracies[-1], "best_accuracy": max(accuracies),
-           "flops": last["cumulative_client_flops"],
-           "forward_flops": last["cumulative_client_forward_flops"],
-           "upload_bytes": last["cumulative_upload_bytes"],
-           "peak_memory_bytes": max(r["max_client_peak_memory_bytes"] for r in reports),
-           "kept_fraction": reports[0]["setup"]["kept_fraction"], "wall_s": time.time() - started}
-    print(f"  done {method} alpha={alpha} sparsity={row['sparsity']}: accuracy "
-          f"{row['accuracy']:.4f} in {row['wall_s']:.0f} s", flush=True)
-    return row
+def _chosen_lr(row: dict[str, Any]) -> float | None:
+    for key in ("chosen.training.server_lr", "chosen.training.client_lr"):
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value)
+    return None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"fidelity needs real MNIST under {args.data_root}/MNIST/raw")
-    from fpzo_ray.sweep import init_ray
+    from fpzo_ray.preflight import preflight
+    from fpzo_ray.sweep import run_sweep
+    from fpzo_ray.sweep_spec import find_sweep_file, load_saved_spec, load_sweep
 
-    init_ray()
-    jobs = []
-    for alpha in args.alphas:
-        for method in args.methods:
-            sparsities = args.sparsities if method in ("ntk_sap", "random_layerwise") else [0.0]
-            jobs.extend((method, alpha, s) for s in sparsities)
-    with ThreadPoolExecutor(args.concurrent) as pool:
-        rows = list(pool.map(lambda job: _one(args, *job), jobs))
+    started = time.time()
+    if args.resume:
+        folder = Path(args.resume).resolve()
+        spec, results_dir = load_saved_spec(folder), folder.parent.parent
+    else:
+        root = args.data_root or str(data_root())
+        spec = load_sweep(find_sweep_file(args.study), [f"data.root={root}", *args.set])
+        results_dir, folder = Path(args.results_dir), None
+    preflight(spec.validated_configs())
+    outcome = run_sweep(spec, results_dir, folder)
+
+    repeats: dict[str, list[TrialFigures]] = {}
+    for f in outcome.figures:
+        if f.phase == "repeat":
+            repeats.setdefault(f.cell, []).append(f)
+    cells, rows, claim, ablation = [], [], {}, {}
+    by_coordinates = {}
+    for cell, row in zip(spec.cells(), outcome.summary.to_dict(orient="records")):
+        cfg = config_from_dict(spec.run_config(cell, {}))
+        method, partition = cell.coordinates["method"], cell.coordinates["partition"]
+        by_coordinates[(method, partition)] = cell.label
+        entry = {"method": method, "sparsity": cfg.pruning.sparsity,
+                 "partition": cfg.data.partition,
+                 "alpha": cfg.data.alpha if cfg.data.partition == "dirichlet" else None,
+                 "lr": _chosen_lr(row), "mean": row["test_accuracy_mean"],
+                 "ci95": row["test_accuracy_ci95"], "flops": row["client_flops_mean"]}
+        cells.append(entry)
+        rows.append({**entry, "cell_partition": partition, "seeds": row["seeds"],
+                     "upload_MB": row["upload_bytes_mean"] / 1e6,
+                     "peak_client_MB": row["peak_client_memory_bytes"] / 1e6})
+    dense_flops = {r["cell_partition"]: r["flops"] for r in rows if r["method"] == BASELINE}
     for row in rows:
-        dense = next((r for r in rows if r["method"] == "dense_zo" and r["alpha"] == row["alpha"]),
-                     None)
-        if dense:
-            row["flops_vs_dense_zo"] = row["flops"] / dense["flops"]
-            row["accuracy_minus_dense_zo"] = row["accuracy"] - dense["accuracy"]
-        row["gflops"] = row["flops"] / 1e9
-        row["peak_memory_MB"] = row["peak_memory_bytes"] / 1e6
-    print(f"\nMNIST, LeNet-5, 100 clients (10 a round), {args.rounds} rounds, K = {args.k}")
-    print(table(rows, ["method", "alpha", "sparsity", "kept_fraction", "accuracy",
-                       "best_accuracy", "accuracy_minus_dense_zo", "gflops", "flops_vs_dense_zo",
-                       "peak_memory_MB", "wall_s"]))
-    return {"runs": rows}
+        if row["cell_partition"] in dense_flops:
+            row["flops_vs_dense_zo"] = row["flops"] / dense_flops[row["cell_partition"]]
+    partitions = list(dict.fromkeys(c.coordinates["partition"] for c in spec.cells()))
+    for partition in partitions:
+        pair = (by_coordinates.get((HEADLINE, partition)), by_coordinates.get((BASELINE,
+                                                                              partition)))
+        if all(pair):
+            claim[partition] = compare_cells(repeats.get(pair[0], []), repeats.get(pair[1], []))
+        pair = (by_coordinates.get((ABLATION, partition)), by_coordinates.get((HEADLINE,
+                                                                              partition)))
+        if all(pair):
+            ablation[partition] = compare_cells(repeats.get(pair[0], []),
+                                                repeats.get(pair[1], []))
+
+    for row in rows:
+        row["test_accuracy"] = (f"{row['mean']:.4f} +- {row['ci95']:.4f}"
+                                if math.isfinite(row["ci95"]) else f"{row['mean']:.4f}")
+        row["GFLOPs"] = row["flops"] / 1e9
+    print(f"\n{spec.name}: final test accuracy, mean +- 95 % CI over fresh seeds "
+          f"({outcome.experiment_dir})")
+    print(table(rows, ["method", "cell_partition", "lr", "seeds", "test_accuracy", "GFLOPs",
+                       "flops_vs_dense_zo", "upload_MB", "peak_client_MB"]))
+    for title, comparison in ((f"{HEADLINE} - {BASELINE}", claim),
+                              (f"ablation {ABLATION} - {HEADLINE}", ablation)):
+        print(f"\n{title} (paired by seed; mean +- 95 % CI):")
+        for partition, result in comparison.items():
+            r, f = result["equal_rounds"], result["equal_flops"]
+            print(f"  {partition:15s} equal rounds {r['mean']:+.4f} +- {r['ci95']:.4f} (n={r['n']})"
+                  f"   equal client FLOPs ({f['flops_budget'] / 1e9:.4g} GFLOPs) "
+                  f"{f['mean']:+.4f} +- {f['ci95']:.4f} (n={f['n']})")
+    return json_ready({"cells": cells, "claim": claim, "ablation_init_scaling": ablation,
+                       "wall_s": time.time() - started,
+                       "experiment_dir": str(outcome.experiment_dir)})

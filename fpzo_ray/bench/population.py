@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from fpzo_ray.bench.common import SHARED, ray_footprint_bytes, workload_data
+from fpzo_ray.bench.common import data_root, ray_footprint_bytes, workload_data
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 
@@ -29,7 +29,7 @@ GIB = 2**30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", default=str(SHARED))
+    parser.add_argument("--data-root", default=str(data_root()))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--participation-rounds", type=int, default=10)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fpzo_ray.bench.common import SHARED
+from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--draws", type=int, default=4, help="draws per client and iteration")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data-root", default=str(SHARED),
+    parser.add_argument("--data-root", default=str(data_root()),
                         help="folder with MNIST/raw; digits is used when it is absent")
 
 
