@@ -161,6 +161,10 @@ class TrainingConfig:
     local_steps: int = _spec(1, ge=1, doc="E, client steps per round (fedavg, bp)")
     client_lr: float = _spec(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")
     client_momentum: float = _spec(0.0, ge=0.0, lt=1.0)
+    bp_microbatch_size: int = _spec(
+        0, ge=0, doc="BP clients: forward and backward in chunks of this many samples, "
+                     "gradients accumulated (same update, the activations of one chunk); "
+                     "0 = the whole batch at once")
     fedavg_upload: str = _spec("scalars", choices=FEDAVG_UPLOADS,
                                doc="scalars: server replays the seeds; dense_update: masked delta")
     server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
@@ -316,6 +320,10 @@ def _cross_check(cfg: RunConfig) -> None:
             "full", "loop"):
         raise ConfigError("config error: zo.microbatch_size: only with zo.perturbation_scope "
                           "full and zo.batching loop")
+    if cfg.training.bp_microbatch_size > 0 and cfg.model.norm == "batch":
+        raise ConfigError("config error: training.bp_microbatch_size: needs per-sample "
+                          "normalisation (model.norm group or none); batch statistics change "
+                          "with the chunk")
     if cfg.training.algorithm == "bp" and cfg.training.mode != "fedavg":
         raise ConfigError("config error: training.mode: algorithm bp is BP FedAvg, "
                           "set training.mode: fedavg")

@@ -68,3 +68,5 @@ def test_microbatching_needs_per_sample_norm_and_the_plain_loop():
                 {"zo": {"microbatch_size": 8, "perturbation_scope": "layerwise"}}):
         with pytest.raises(ConfigError, match="zo.microbatch_size"):
             config_from_dict(raw)
+    with pytest.raises(ConfigError, match="training.bp_microbatch_size"):
+        config_from_dict({"training": {"bp_microbatch_size": 8}, "model": {"norm": "batch"}})

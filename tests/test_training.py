@@ -168,6 +168,8 @@ def test_clients_report_measured_peak_memory_bp_above_zo_above_microbatched(digi
     peaks = {}
     for name, sections in {
             "bp": {"training": {"algorithm": "bp", "mode": "fedavg"}},
+            "bp_micro": {"training": {"algorithm": "bp", "mode": "fedavg",
+                                      "bp_microbatch_size": 4}},
             "zo": {},
             "zo_micro": {"zo": {"microbatch_size": 4}}}.items():
         server, _ = _server(digits, **sections)
@@ -176,6 +178,21 @@ def test_clients_report_measured_peak_memory_bp_above_zo_above_microbatched(digi
         peaks[name] = metrics["max_client_peak_memory_bytes"]
         assert all(r["peak_memory_bytes"] > 0 for r in server.records())
     assert peaks["bp"] > peaks["zo"] > peaks["zo_micro"] > 0
+    assert peaks["bp"] > peaks["bp_micro"] > peaks["zo_micro"]
+
+
+def test_bp_gradient_accumulation_gives_the_whole_batch_update(digits):
+    """``training.bp_microbatch_size``: chunks through forward and backward, the same step."""
+    updates = {}
+    for chunk in (0, 5):
+        server, _ = _server(digits, training={"algorithm": "bp", "mode": "fedavg",
+                                              "local_steps": 2, "bp_microbatch_size": chunk})
+        server.prune()
+        start = server.optimizer.weights.detach().clone()
+        server.run_round(0)
+        updates[chunk] = server.optimizer.weights.detach() - start
+    torch.testing.assert_close(updates[5], updates[0], rtol=1e-4, atol=1e-6)
+    assert updates[0].abs().sum() > 0
 
 
 def test_microbatched_loss_equals_the_whole_batch_loss(digits):

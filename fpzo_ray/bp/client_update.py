@@ -9,7 +9,7 @@ clients', so the two baselines differ only in how the gradient is obtained.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,37 @@ def flat_gradient(model: nn.Module, layout: ParameterLayout) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def microbatches(x: torch.Tensor, y: torch.Tensor,
+                 size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batch in chunks of ``size`` samples (the whole batch when ``size`` <= 0)."""
+    if size <= 0 or size >= y.shape[0]:
+        yield x, y
+        return
+    for start in range(0, y.shape[0], size):
+        yield x[start:start + size], y[start:start + size]
+
+
+def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        microbatch_size: int = 0) -> float:
+    """Backpropagate the batch's mean cross-entropy into the parameters' ``.grad``.
+
+    With ``microbatch_size`` > 0 the batch goes through forward and backward in chunks and
+    the gradients accumulate (gradient accumulation): the same gradient up to summation
+    order, with the activations of one chunk alive instead of the whole batch's: the BP
+    counterpart of ``zo.microbatch_size``. Returns the batch's mean loss.
+    """
+    total = 0.0
+    for xc, yc in microbatches(x, y, microbatch_size):
+        loss = F.cross_entropy(model(xc), yc, reduction="sum") / y.shape[0]
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
 def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tensor,
                      kept_index: torch.Tensor | None,
                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float,
-                     momentum: float) -> BPClientResult:
+                     momentum: float, microbatch_size: int = 0) -> BPClientResult:
     """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards."""
     start = read_trained(flat, kept_index)
     weights = start.clone()
@@ -48,9 +75,7 @@ def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tens
     try:
         for x, y in batches:
             model.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            losses.append(float(loss.detach()))
+            losses.append(accumulate_gradient(model, x, y, microbatch_size))
             grad = flat_gradient(model, layout)
             grad = grad if kept_index is None else grad[kept_index]
             buffer = client_sgd_step(weights, grad, buffer, lr, momentum)

@@ -219,7 +219,7 @@ class ClientRuntime:
         if t.algorithm == "bp":
             result = bp_client_update(self.model, self.layout, self.flat,
                                       self.workspace.kept_index, batches, t.client_lr,
-                                      t.client_momentum)
+                                      t.client_momentum, t.bp_microbatch_size)
             update = result.final_weights.cpu() - start
             return LocalWork(None, update, update, result.base_loss,
                              steps * batch * self.forward_flops,
