@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from fpzo_ray.config import ConfigError, config_from_dict
+from fpzo_ray.config import ConfigError, config_from_dict, merge
 from fpzo_ray.preflight import preflight
 from fpzo_ray.study.summary import (
     Selection,
@@ -48,6 +48,7 @@ from fpzo_ray.study.summary import (
 )
 from fpzo_ray.sweep_spec import (
     DEFAULT_SWEEP,
+    SELECTION_METRICS,
     SweepSpec,
     TrialPlan,
     find_sweep_file,
@@ -128,7 +129,6 @@ def _progress_printer(started: float) -> Any:
 
 def _pin_workers(plans: list[TrialPlan], concurrent: int) -> list[TrialPlan]:
     """Resolve ``simulation.num_workers: 0`` (auto) once, in the driver, for every trial."""
-    from fpzo_ray.config import merge
     from fpzo_ray.sim.federation import resolve_num_workers
 
     configs = [config_from_dict(p.run) for p in plans]
@@ -163,12 +163,11 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
+        search = spec.search if phase == "search" else None
         scheduler = None
-        if phase == "search" and spec.search is not None and spec.search.scheduler is not None:
-            s = spec.search
-            assert s.scheduler is not None
-            scheduler = PerCellASHA(s.metric, s.mode, s.scheduler.grace_period,
-                                    s.scheduler.reduction_factor)
+        if search is not None and search.scheduler is not None:
+            scheduler = PerCellASHA(search.metric, search.mode, search.scheduler.grace_period,
+                                    search.scheduler.reduction_factor)
         tuner = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search([p.as_dict() for p in plans])},
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
@@ -179,8 +178,8 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
     return tuner.fit()
 
 
-def _figures(result_grid: Any) -> list[TrialFigures]:
-    """Each trial's figures, in the phase's plan order."""
+def _figures(result_grid: Any, spec: SweepSpec) -> list[TrialFigures]:
+    """Each trial's figures, in cell order, then by sample and seed."""
     from fpzo_ray.tracking import error_summary
 
     out = []
@@ -189,27 +188,32 @@ def _figures(result_grid: Any) -> list[TrialFigures]:
         planned = config_from_dict(plan["run"]).training.rounds
         error = error_summary(str(result.error)) if result.error else ""
         out.append(trial_figures(plan, planned, result.metrics_dataframe, error))
-    order = {(f.phase, f.cell, f.sample, f.seed): i for i, f in enumerate(out)}
-    return sorted(out, key=lambda f: order[(f.phase, f.cell, f.sample, f.seed)])
+    position = {cell.label: i for i, cell in enumerate(spec.cells())}
+    return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
 
 def trial_table(figures: list[TrialFigures], spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: its cell, phase, seed, hyperparameters, status and final figures."""
+    """One row per trial: its cell, phase, seed, hyperparameters, status and final figures.
+
+    ``test_accuracy_at_best_val`` is the test accuracy of the round whose validation score
+    was best: the "best round" read the only honest way.
+    """
     cells = {c.label: c for c in spec.cells()}
     metric = spec.search.metric if spec.search else "val_accuracy"
+    mode = SELECTION_METRICS[metric]
     rows = []
     for f in figures:
         row: dict[str, Any] = dict(cells[f.cell].coordinates) if f.cell in cells else {}
         row.update(phase=f.phase, sample=f.sample, seed=f.seed)
         row.update({short_name(k): v for k, v in f.hyperparameters.items()})
-        best_val = f.score(metric, "max" if metric == "val_accuracy" else "min", "best")
         at_best = math.nan
-        if metric in f.evaluations and f.evaluations[metric].notna().any():
-            at = f.evaluations[metric].idxmax() if metric == "val_accuracy" \
-                else f.evaluations[metric].idxmin()
-            at_best = float(f.evaluations.loc[at, "test_accuracy"])
+        scores = f.evaluations[metric].dropna() if metric in f.evaluations else pd.Series(dtype=float)
+        if len(scores):
+            best = scores.idxmax() if mode == "max" else scores.idxmin()
+            at_best = float(f.evaluations.loc[best, "test_accuracy"])
         row.update(status=f.status, rounds=f.rounds, val_accuracy=f.final("val_accuracy"),
-                   test_accuracy=f.final("test_accuracy"), **{f"best_{metric}": best_val},
+                   test_accuracy=f.final("test_accuracy"),
+                   **{f"best_{metric}": f.score(metric, mode, "best")},
                    test_accuracy_at_best_val=at_best, kept_fraction=f.kept_fraction,
                    client_gflops=f.client_flops / 1e9, upload_kib=f.upload_bytes / 1024,
                    wall_s=f.wall_s)
@@ -329,7 +333,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) ->
             print(f"Phase {phase!r}: {len(plans)} trials", flush=True)
             callbacks = [MLflowTrialCallback(tracker, spec.name, parent),
                          _progress_printer(started)]
-            figures += _figures(_run_phase(phase, plans, spec, experiment_dir, callbacks))
+            figures += _figures(_run_phase(phase, plans, spec, experiment_dir, callbacks), spec)
             if phase == "search":
                 selections = _selections(spec, figures, experiment_dir)
         trials = trial_table(figures, spec)

@@ -40,6 +40,7 @@ from fpzo_ray.config import (
     RunConfig,
     config_from_dict,
     field_type,
+    flatten,
     merge,
     parse_overrides,
     read_yaml,
@@ -307,12 +308,12 @@ def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key.split(".")[0] in SWEEP_KEYS and key.split(".")[0] not in ("base", "grid"):
-            for dotted, value in _flatten_once(parse_overrides([item])):
+            for dotted, value in flatten(parse_overrides([item])).items():
                 set_dotted(raw, dotted, value)
         else:
             config_items.append(item)
     pinned = parse_overrides(config_items)
-    pinned_keys = {k for k, _ in _flatten_once(pinned)}
+    pinned_keys = set(flatten(pinned))
     raw["base"] = merge(raw.get("base") or {}, pinned)
     grid = raw.get("grid")
     if isinstance(grid, Mapping):
@@ -331,16 +332,6 @@ def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if space:
             raw["search"]["space"] = space
     return raw
-
-
-def _flatten_once(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.extend(_flatten_once(value, f"{prefix}{key}."))
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def _without(body: Any, keys: set[str]) -> Any:

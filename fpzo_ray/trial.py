@@ -11,6 +11,7 @@ round and produces the same metrics as if uninterrupted.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> Non
 
 
 def federated_trial(config: dict[str, Any]) -> None:
+    # One line per checkpoint in the driver's terminal says nothing the sweep does not.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = config_from_dict(config["trial"]["run"])
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,10 @@ def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     order, with the activations of one chunk alive instead of the whole batch's: the BP
     counterpart of ``zo.microbatch_size``. Returns the batch's mean loss.
     """
+    if microbatch_size <= 0 or microbatch_size >= y.shape[0]:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return float(loss.detach())
     total = 0.0
     for xc, yc in microbatches(x, y, microbatch_size):
         loss = F.cross_entropy(model(xc), yc, reduction="sum") / y.shape[0]
