@@ -93,8 +93,9 @@ class DataConfig:
     min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
     validation_fraction: float = _spec(
         0.1, ge=0.0, le=0.5,
-        doc="seeded, stratified slice of the training pool held out before partitioning; "
-            "val_accuracy/val_loss are what searches and schedulers select on; 0 = none")
+        doc="seeded, stratified slice of the training pool held out before "
+            "partitioning; val_accuracy/val_loss are what searches and schedulers select "
+            "on; 0 = none")
 
 
 @dataclass(frozen=True)
@@ -443,6 +444,7 @@ def describe() -> str:
 __all__ = [
     "ConfigError", "RunConfig", "DataConfig", "ModelConfig", "PruningConfig", "ZOConfig",
     "TrainingConfig", "SimulationConfig", "DevicesConfig", "TrackingConfig", "config_from_dict",
-    "config_to_dict", "field_type", "flatten", "merge", "parse_overrides", "read_yaml", "set_dotted",
+    "config_to_dict", "field_type", "flatten", "merge", "parse_overrides", "read_yaml",
+    "set_dotted",
     "describe",
 ]

@@ -78,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f" {setup['num_trained']} trained coordinates")
         tracker.log_metrics(run_id, round_metrics(metrics), int(metrics["round"]))
         if "test_accuracy" in metrics:
-            print(f"round {metrics['round']:4d}  test accuracy {metrics['test_accuracy']:.4f}  "
-                  f"test loss {metrics['test_loss']:.4f}  "
+            val = (f"val accuracy {metrics['val_accuracy']:.4f}  "
+                   if "val_accuracy" in metrics else "")
+            print(f"round {metrics['round']:4d}  {val}test accuracy "
+                  f"{metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
                   f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}  "
                   f"({time.time() - started:.0f} s)")
 

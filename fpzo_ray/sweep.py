@@ -207,7 +207,8 @@ def trial_table(figures: list[TrialFigures], spec: SweepSpec) -> pd.DataFrame:
         row.update(phase=f.phase, sample=f.sample, seed=f.seed)
         row.update({short_name(k): v for k, v in f.hyperparameters.items()})
         at_best = math.nan
-        scores = f.evaluations[metric].dropna() if metric in f.evaluations else pd.Series(dtype=float)
+        scores = (f.evaluations[metric].dropna() if metric in f.evaluations
+                  else pd.Series(dtype=float))
         if len(scores):
             best = scores.idxmax() if mode == "max" else scores.idxmin()
             at_best = float(f.evaluations.loc[best, "test_accuracy"])

@@ -19,7 +19,7 @@ from fpzo_ray.seeding import Purpose, derive_seed
 
 def stratified_holdout(labels: np.ndarray, fraction: float,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``(kept, held_out)``: sorted index arrays, ``round(fraction * n_c)`` of each class held out."""
+    """``(kept, held_out)`` sorted index arrays: ``round(fraction * n_c)`` of each class out."""
     labels = np.asarray(labels)
     held = []
     for c in np.unique(labels):
