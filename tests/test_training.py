@@ -202,3 +202,15 @@ def test_microbatched_loss_equals_the_whole_batch_loss(digits):
     x, y = digits.train_batch(torch.arange(32).numpy())
     whole = batch_loss(runtime.model, x, y, 0)
     assert abs(batch_loss(runtime.model, x, y, 5) - whole) < 1e-6
+
+
+@pytest.mark.parametrize("scaling", ["none", "fan_in"])
+def test_kept_weights_start_as_initialised_or_fan_in_rescaled(digits, scaling):
+    server, _ = _server(digits, pruning={"method": "random", "sparsity": 0.7,
+                                         "init_scaling": scaling})
+    server.prune()
+    kept = server.mask.kept_index()
+    start = server.initial_flat
+    expected = start if scaling == "none" else server.mask.fan_in_rescaled(start)
+    assert torch.equal(server.optimizer.weights.detach(), expected[kept])
+    assert scaling == "none" or not torch.equal(expected[kept], start[kept])
