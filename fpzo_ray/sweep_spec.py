@@ -253,7 +253,7 @@ class SweepSpec:
         configs = []
         for cell in self.cells():
             for dim in cell.space.dimensions if cell.space else ():
-                for corner in dim.corners():
+                for corner in dim.values:
                     try:
                         config_from_dict(self.run_config(cell, {dim.key: corner}))
                     except ConfigError as exc:

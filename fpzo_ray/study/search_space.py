@@ -35,28 +35,24 @@ class Dimension:
 
     key: str
     kind: str
-    values: tuple[Any, ...]
+    values: tuple[Any, ...]  # (low, high) of a range, or the options (both ends checked)
     integer: bool = False
 
     @property
     def is_grid(self) -> bool:
         return self.kind == "grid"
 
-    def corners(self) -> tuple[Any, ...]:
-        """The values that bound what the dimension can produce (checked up front)."""
-        return self.values
-
     def tune_domain(self) -> Any:
         """The Tune domain this dimension samples from (random kinds only)."""
         from ray import tune
 
-        low, high = (self.values + (None, None))[:2]
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        low, high = self.values
         if self.kind == "loguniform":
             return tune.lograndint(low, high + 1) if self.integer else tune.loguniform(low, high)
         if self.kind == "uniform":
             return tune.randint(low, high + 1) if self.integer else tune.uniform(low, high)
-        if self.kind == "choice":
-            return tune.choice(list(self.values))
         raise ValueError(f"{self.kind} is not a random domain")
 
     def describe(self) -> dict[str, list[Any]]:

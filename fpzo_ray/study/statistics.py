@@ -19,24 +19,16 @@ import numpy as np
 @dataclass(frozen=True)
 class Estimate:
     """Mean of ``n`` finite values, their sample standard deviation and the half-width of
-    the two-sided confidence interval (NaN when ``n`` < 2)."""
+    the two-sided 95 % confidence interval (NaN when ``n`` < 2)."""
 
     mean: float
     std: float
     ci95: float
     n: int
 
-    @property
-    def low(self) -> float:
-        return self.mean - self.ci95
 
-    @property
-    def high(self) -> float:
-        return self.mean + self.ci95
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Estimate:
-    """Mean and Student-t interval of the finite ``values`` (NaNs are left out)."""
+def t_interval(values: Sequence[float]) -> Estimate:
+    """Mean and 95 % Student-t interval of the finite ``values`` (NaNs are left out)."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
@@ -47,16 +39,15 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     if n < 2:
         return Estimate(mean, math.nan, math.nan, n)
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     return Estimate(mean, std, half, n)
 
 
-def paired_difference(a: dict[int, float], b: dict[int, float],
-                      confidence: float = 0.95) -> Estimate:
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> Estimate:
     """Mean and interval of ``a[s] - b[s]`` over the seeds ``s`` both have a value for."""
     seeds = sorted(s for s in set(a) & set(b)
                    if math.isfinite(a[s]) and math.isfinite(b[s]))
-    return t_interval([a[s] - b[s] for s in seeds], confidence)
+    return t_interval([a[s] - b[s] for s in seeds])
 
 
 def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: float) -> float:
