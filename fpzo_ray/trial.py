@@ -12,27 +12,39 @@ round and produces the same metrics as if uninterrupted.
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 import yaml
 from ray import tune
 
 from fpzo_ray.config import config_from_dict, config_to_dict
+from fpzo_ray.sim.checkpoint import STATE_FILE, newest_readable, save_server_state
 from fpzo_ray.sim.federation import run_federated
-
-STATE_FILE = "server_state.pt"
 
 
 def _restored_state() -> dict[str, Any] | None:
+    """The newest readable checkpoint of this trial (older ones when the newest is corrupt);
+    None for a fresh trial, or when none can be read (it then starts over, saying so)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    newest = Path(checkpoint.path)
+    if not newest.is_dir():  # storage elsewhere: fetch the newest only
+        with checkpoint.as_directory() as local:
+            return newest_readable([Path(local)], _warn)
+    older = sorted((f for f in newest.parent.glob("checkpoint_*") if f != newest), reverse=True)
+    state = newest_readable([newest, *older], _warn)
+    if state is None:
+        _warn(f"warning: no readable checkpoint under {newest.parent}; the trial starts over")
+    return state
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
@@ -40,7 +52,7 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> Non
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, Path(folder) / STATE_FILE)
+        save_server_state(state, Path(folder) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 

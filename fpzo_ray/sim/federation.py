@@ -103,14 +103,14 @@ def start_federation(cfg: RunConfig) -> Federation:
 Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 
-def run_federated(cfg: RunConfig, report: Callable[..., None],
+def run_federated(cfg: RunConfig, report: Callable[[dict, dict | None], None],
                   resume_state: dict[str, Any] | None = None) -> list[dict]:
     """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records.
 
-    ``report(metrics)`` gets each round's metrics; the first round's also carry the pruning
-    summary under ``"setup"``. With ``simulation.checkpoint_every`` > 0 the call is
-    ``report(metrics, state)``, ``state`` the server's state every that many rounds (else
-    None); ``resume_state`` continues a run from such a state, round for round identical.
+    ``report(metrics, state)`` gets each round's metrics (the first round's also carry the
+    pruning summary under ``"setup"``) and, every ``simulation.checkpoint_every`` rounds, the
+    server's state (else None), in one call so that a checkpoint and its round are recorded
+    together; ``resume_state`` continues a run from such a state, round for round identical.
     """
     federation = start_federation(cfg)
     every = cfg.simulation.checkpoint_every
@@ -125,11 +125,8 @@ def run_federated(cfg: RunConfig, report: Callable[..., None],
             metrics = ray.get(server.run_round.remote(r))
             if r == first:
                 metrics = {**metrics, "setup": setup}
-            if every:
-                due = (r + 1) % every == 0 and r + 1 < cfg.training.rounds
-                report(metrics, ray.get(server.state_dict.remote()) if due else None)
-            else:
-                report(metrics)
+            due = every > 0 and (r + 1) % every == 0 and r + 1 < cfg.training.rounds
+            report(metrics, ray.get(server.state_dict.remote()) if due else None)
         return ray.get(server.records.remote())
     finally:
         federation.shutdown()
