@@ -11,6 +11,7 @@ before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -63,8 +64,55 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+#: Limits on what a configuration or sweep file may be: far above any real one, low enough
+#: that a hostile file is refused before it costs memory or a stack overflow.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+#: Integers are 64-bit everywhere they go (seeds, counts, torch, numpy).
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line error messages (a hostile value
+    may be a 400-digit integer or a huge mapping)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and mappings (iteratively: a deep value must not overflow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse YAML; anything unreadable is a one-line :class:`ConfigError` about ``where``."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config error: {where}: not valid YAML ({first})") from None
+    except RecursionError:
+        raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels "
+                          "deep") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer too long to convert
+        raise ConfigError(f"config error: {where}: cannot be read "
+                          f"({str(exc).splitlines()[0][:80]})") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 class ConfigError(ValueError):
@@ -194,7 +242,9 @@ class SimulationConfig:
                            doc="pack a run's actors on few nodes, or spread them")
     on_worker_failure: str = _spec("retry", choices=WORKER_FAILURE_POLICIES,
                                    doc="clients of a dead worker: rerun elsewhere, or drop")
-    checkpoint_every: int = _spec(0, ge=0, doc="rounds between checkpoints (sweeps); 0 = off")
+    checkpoint_every: int = _spec(
+        10, ge=0, doc="rounds between checkpoints of the server state (sweeps and runs "
+                      "resume from the last one); 0 = off")
     estimate_on: str = _spec(
         "workers", choices=ESTIMATE_PLACES,
         doc="where the simulator rebuilds a ZO client's estimate (FedSGD) or replays its local "
@@ -254,26 +304,35 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
             raise ConfigError(f"config error: {path}: got {value!r}, must be true or false")
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config error: {path}: got {value!r}, must be an integer")
+            raise ConfigError(f"config error: {path}: got {show(value)}, must be an integer")
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError(f"config error: {path}: got {show(value)}, must fit in 64 bits")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config error: {path}: got {value!r}, must be a number")
+            raise ConfigError(f"config error: {path}: got {show(value)}, must be a number")
+        if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError(f"config error: {path}: got {show(value)}, must be a finite "
+                              "number")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"config error: {path}: got {value!r}, must be a finite number")
     elif tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config error: {path}: got {value!r}, must be a string")
+            raise ConfigError(f"config error: {path}: got {show(value)}, must be a string")
     elif typing.get_origin(tp) in (types.UnionType, typing.Union):  # a mapping of numbers, or None
         if value is None:
             return None
         if not isinstance(value, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                and v >= 0 for k, v in value.items()):
-            raise ConfigError(f"config error: {path}: got {value!r}, must map names to "
-                              "numbers >= 0")
+                and INT_RANGE[0] <= v <= INT_RANGE[1] and math.isfinite(v) and v >= 0
+                for k, v in value.items()):
+            raise ConfigError(f"config error: {path}: got {show(value)}, must map names to "
+                              "finite numbers >= 0")
         return {k: float(v) for k, v in value.items()}
     choices = rule.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config error: {path}: got {value!r}, allowed: {', '.join(choices)}")
+        raise ConfigError(f"config error: {path}: got {show(value)}, allowed: "
+                          f"{', '.join(choices)}")
     for key, op, words in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
                            ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
         bound = rule.get(key)
@@ -393,7 +452,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"config error: {item}: overrides look like section.key=value")
         dotted, text = item.split("=", 1)
-        set_dotted(tree, dotted.strip(), load_yaml_text(text))
+        set_dotted(tree, dotted.strip(), load_yaml_text(text, f"--set {dotted.strip()}"))
     return tree
 
 
@@ -408,18 +467,27 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or malformed file is a :class:`ConfigError`."""
+def read_yaml(path: str | Path, field: str | None = None) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable, oversized, binary, malformed or too deeply
+    nested file is a one-line :class:`ConfigError` naming the file (and the ``field`` that
+    pointed at it, when one did)."""
     path = Path(path)
+    where = f"{field}: {path}" if field else str(path)
     if not path.is_file():
-        raise ConfigError(f"config error: {path}: no such file")
+        raise ConfigError(f"config error: {where}: no such file")
     try:
-        raw = load_yaml_text(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"config error: {path}: not valid YAML ({first})") from None
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"config error: {where}: larger than {MAX_FILE_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config error: {where}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(f"config error: {where}: cannot be read ({exc.strerror})") from None
+    raw = load_yaml_text(text, where)
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config error: {path}: must hold a mapping at the top level")
+        raise ConfigError(f"config error: {where}: must hold a mapping at the top level")
     return raw
 
 

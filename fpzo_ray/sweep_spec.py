@@ -2,7 +2,9 @@
 
 A sweep file holds:
 
-- ``name``, ``description``, ``max_concurrent_trials``;
+- ``name``, ``description``, ``max_concurrent_trials``, ``max_trials`` (default
+  10,000: a larger sweep is refused unless this is raised; the count is taken from the
+  axes' lengths before anything is expanded);
 - ``base``: overrides of the defaults of ``config.py`` shared by every trial;
 - ``grid``: the axes whose cross product are the *cells*. An axis is either a config field
   with a list of values (``data.alpha: [0.1, 1.0]``) or a *named* axis: a mapping of names to
@@ -23,12 +25,16 @@ A sweep file holds:
 The phases: ``grid`` (no search, no study: one trial per cell), ``search`` (the candidates
 of every cell), ``repeat`` (the study's fresh seeds). Every trial configuration is validated
 when the file is loaded, and so are the ends of every search range, so that a bad value
-stops before any work with one line naming its place in the file.
+stops before any work with one line naming its place in the file. Above
+``FULL_VALIDATION_LIMIT`` first-phase trials, validation is linear in the axes instead (every
+axis value against the base, then the first and last cell): it never scales with their
+product.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -50,13 +56,18 @@ from fpzo_ray.study.search_space import SearchSpace, parse_space
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
 SPEC_FILE = "fpzo_sweep.yaml"  # the resolved spec, saved in the sweep's experiment folder
-SWEEP_KEYS = ("name", "description", "max_concurrent_trials", "base", "grid", "search", "study")
+SWEEP_KEYS = ("name", "description", "max_concurrent_trials", "max_trials", "base", "grid",
+              "search", "study")
 SEARCH_KEYS = ("space", "num_samples", "metric", "mode", "scope", "rounds", "seed", "scheduler")
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor")
 STUDY_KEYS = ("seeds", "flops_budgets", "target_accuracy")
 #: Metrics a search may select and stop on, and the direction each is optimised in.
 SELECTION_METRICS = {"val_accuracy": "max", "val_loss": "min"}
 SCOPES = ("last", "best")
+#: Sweeps larger than this are refused unless the file raises ``max_trials``.
+DEFAULT_MAX_TRIALS = 10_000
+#: Up to this many first-phase trials every one is validated; above, the axes one by one.
+FULL_VALIDATION_LIMIT = 2_000
 
 
 def _located(where: str, exc: ConfigError) -> ConfigError:
@@ -170,6 +181,19 @@ class SweepSpec:
     search: SearchSettings | None
     study: StudySettings | None
     max_concurrent_trials: int
+    max_trials: int = DEFAULT_MAX_TRIALS
+
+    @property
+    def cell_count(self) -> int:
+        return math.prod(len(axis.values) for axis in self.axes)
+
+    @property
+    def trial_count(self) -> int:
+        """How many trials the sweep runs at most (search candidates plus repeats), counted
+        from the axes' lengths, without expanding them."""
+        first = 0 if self.phases[0] == "repeat" else self.cell_count * (
+            self.search.num_samples if self.search else 1)
+        return first + (self.cell_count * self.study.seeds if self.study else 0)
 
     @property
     def kind(self) -> str:
@@ -249,7 +273,10 @@ class SweepSpec:
 
     def validated_configs(self) -> list[RunConfig]:
         """Every first-phase trial's configuration (and one repeat per cell), validated, and
-        the ends of every search range; the first bad one raises ConfigError."""
+        the ends of every search range; the first bad one raises ConfigError. Above
+        ``FULL_VALIDATION_LIMIT`` trials, see :meth:`_validated_by_axis`."""
+        if self.trial_count > FULL_VALIDATION_LIMIT:
+            return self._validated_by_axis()
         configs = []
         for cell in self.cells():
             for dim in cell.space.dimensions if cell.space else ():
@@ -263,6 +290,33 @@ class SweepSpec:
                 configs.append(config_from_dict(self.run_config(cell, {},
                                                                 self.repeat_seeds(cell)[-1])))
         configs += [config_from_dict(p.run) for p in self.first_phase_plans()]
+        self._check_against_configs(configs)
+        return configs
+
+    def _validated_by_axis(self) -> list[RunConfig]:
+        """Linear validation for very large sweeps: each axis value on the base, the ends of
+        the search ranges on the base, and the first and last cell. A bad combination of
+        values that are each valid then fails as its trial (an ERROR row), not before."""
+        empty = Cell(self.name, {}, {}, self.search.space if self.search else None)
+        configs = []
+        for axis in self.axes:
+            if not axis.named:  # named values were checked on the base as they were parsed
+                configs += [config_from_dict(merge(self.base, v.overrides)) for v in axis.values]
+        spaces = [empty.space] + [v.space for a in self.axes for v in a.values]
+        for space in filter(None, spaces):
+            for dim in space.dimensions:
+                for corner in dim.values:
+                    try:
+                        configs.append(config_from_dict(self.run_config(empty,
+                                                                        {dim.key: corner})))
+                    except ConfigError as exc:
+                        raise _located(space.where, exc) from None
+        corners = [tuple(a.values[0] for a in self.axes), tuple(a.values[-1] for a in self.axes)]
+        for combo in corners:
+            overrides: dict[str, Any] = {}
+            for value in combo:
+                overrides = merge(overrides, value.overrides)
+            configs.append(config_from_dict(merge(self.base, overrides)))
         self._check_against_configs(configs)
         return configs
 
@@ -488,11 +542,17 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
         if any("seed" in s.keys for s in spaces):
             raise ConfigError("config error: search.space.seed: a study draws its own seeds")
     concurrent = _int("max_concurrent_trials", raw.get("max_concurrent_trials", 2), 1)
+    max_trials = _int("max_trials", raw.get("max_trials", DEFAULT_MAX_TRIALS), 1)
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"config error: name: got {name!r}, must be letters, digits, _ or -")
     spec = SweepSpec(name, str(raw.get("description", "")), dict(raw), dict(base), axes,
-                     search, study, concurrent)
+                     search, study, concurrent, max_trials)
+    if spec.trial_count > max_trials:
+        sizes = " x ".join(str(len(a.values)) for a in axes) or "1"
+        raise ConfigError(f"config error: max_trials: the sweep has {spec.trial_count} trials "
+                          f"({sizes} cells), above max_trials {max_trials}; set max_trials "
+                          "in the sweep file (or --set max_trials=N) to run it anyway")
     spec.validated_configs()
     return spec
 
@@ -507,7 +567,11 @@ def find_sweep_file(path: str) -> Path:
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
-    raw = _apply_overrides(read_yaml(path), overrides)
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"config error: {path}: the sweep file is empty; it needs at least "
+                          "a grid, a base or a search (see sweeps/quick.yaml)")
+    raw = _apply_overrides(raw, overrides)
     return parse_sweep(raw, Path(path).stem)
 
 

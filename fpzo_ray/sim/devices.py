@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from fpzo_ray.config import ConfigError, read_yaml
+from fpzo_ray.config import ConfigError, read_yaml, show
 from fpzo_ray.seeding import Purpose, derive_seed
 
 if TYPE_CHECKING:
@@ -62,10 +62,16 @@ def load_catalog(path: str | Path | None = None,
                  population: Mapping[str, float] | None = None) -> DeviceCatalog:
     """Profiles from ``path`` (default: the shipped file), and the population mix to use."""
     source = Path(path) if path else SHIPPED_PROFILES
-    raw = read_yaml(source)
+    raw = read_yaml(source, "devices.profiles_file" if path else None)
     where = "devices.profiles_file" if path else "devices"
     profiles = []
-    for name, fields in (raw.get("profiles") or {}).items():
+    listed = raw.get("profiles") or {}
+    mix = population if population is not None else raw.get("population") or {}
+    for key, value in (("profiles", listed), ("population", mix)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config error: {where}: {key}: got {show(value)}, must be a "
+                              "mapping")
+    for name, fields in listed.items():
         if not isinstance(fields, Mapping) or set(fields) != set(_FIELDS):
             raise ConfigError(f"config error: {where}: profile {name!r} needs exactly "
                               f"{', '.join(_FIELDS)}")
@@ -73,22 +79,24 @@ def load_catalog(path: str | Path | None = None,
         for key, (low, high) in _FIELDS.items():
             value = fields[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    low < value <= high if key != "availability" else low <= value <= high):
-                raise ConfigError(f"config error: {where}: {name}.{key}: got {value!r}, must be "
-                                  f"a number in {'(0, inf)' if high == math.inf else '[0, 1]'}")
+                    low < value <= high if key != "availability" else low <= value <= high
+            ) or not math.isfinite(value):
+                raise ConfigError(f"config error: {where}: {name}.{key}: got {show(value)}, "
+                                  f"must be a number in {'(0, inf)' if high == math.inf else '[0, 1]'}")
             values[key] = float(value)
         profiles.append(DeviceProfile(str(name), **values))
     if not profiles:
         raise ConfigError(f"config error: {where}: {source} defines no profiles")
-    mix = dict(population if population is not None else raw.get("population") or {})
+    mix = dict(mix)
     names = {p.name for p in profiles}
     for name, share in mix.items():
         if name not in names:
             raise ConfigError(f"config error: devices.population: unknown profile {name!r}, "
                               f"allowed: {', '.join(sorted(names))}")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or share < 0:
-            raise ConfigError(f"config error: devices.population.{name}: got {share!r}, "
-                              "must be a number >= 0")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or share < 0 \
+                or not math.isfinite(share):
+            raise ConfigError(f"config error: devices.population.{name}: got {show(share)}, "
+                              "must be a finite number >= 0")
     total = sum(mix.values())
     if total <= 0:
         raise ConfigError("config error: devices.population: the fractions must sum to > 0")

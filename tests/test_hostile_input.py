@@ -1,0 +1,222 @@
+"""Hostile and mistaken input, through the real command lines: every case stops before any
+work with exit 2 and one stderr line naming the field or file, no traceback, no Ray session
+started and no MLflow store written."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fpzo_ray.config import MAX_DEPTH, MAX_FILE_BYTES, ConfigError
+from fpzo_ray.sim.checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    load_server_state,
+    newest_readable,
+    save_server_state,
+)
+from fpzo_ray.sweep_spec import FULL_VALIDATION_LIMIT, load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+HUGE = "9" * 400  # an integer no field can hold
+TINY_BASE = {"training": {"rounds": 2, "clients_per_round": 4}, "data": {"num_clients": 12}}
+
+
+def _sweep(grid: dict, base: dict = TINY_BASE, **extra) -> str:
+    return yaml.safe_dump({"name": "hostile", "base": base, "grid": grid, **extra})
+
+
+def _nested(depth: int) -> str:
+    return "a: " + "[" * depth + "]" * depth
+
+
+# (command, arguments, {file name: content}, what the one line must name). In arguments,
+# {tmp} is the test's folder; files are written there first.
+CASES = {
+    "400-digit int via --set (sweep)": (
+        "sweep", ["--set", f"training.rounds={HUGE}"], {}, "training.rounds"),
+    "400-digit seed via --set (sweep)": ("sweep", ["--set", f"seed={HUGE}"], {}, "seed"),
+    "400-digit seed via --set (run)": ("run", ["--set", f"seed={HUGE}"], {}, "seed"),
+    "400-digit int in a run config file": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": f"training: {{rounds: {HUGE}}}"},
+        "training.rounds"),
+    "400-digit int in a sweep file": (
+        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]},
+                                                      {"training": {"rounds": int(HUGE)}})},
+        "training.rounds"),
+    "5000-digit int in a YAML file": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": f"seed: {'7' * 5000}"}, "c.yaml"),
+    "negative 400-digit float field": (
+        "run", ["--set", f"zo.sigma=-{HUGE}"], {}, "zo.sigma"),
+    "binary file as run config": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": b"\x89PNG\r\n\x1a\n\xff\xfe\x00"},
+        "c.yaml"),
+    "binary file as sweep": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": b"\xff\xfe\x00\x01"},
+                             "s.yaml"),
+    "YAML nested 100,000 deep (run)": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": _nested(100_000)}, "c.yaml"),
+    "YAML nested 100,000 deep (sweep)": ("sweep", ["{tmp}/s.yaml"],
+                                         {"s.yaml": _nested(100_000)}, "s.yaml"),
+    "YAML nested just past the limit": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": _nested(MAX_DEPTH + 1)}, "c.yaml"),
+    "deep value via --set": ("run", ["--set", f"zo.sigma={'[' * 5000}"], {}, "zo.sigma"),
+    "config file over the size limit": (
+        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": "#" * (MAX_FILE_BYTES + 1)}, "c.yaml"),
+    "config file holding a list": ("run", ["--config", "{tmp}/c.yaml"], {"c.yaml": "- 1\n"},
+                                   "c.yaml"),
+    "missing config file": ("run", ["--config", "{tmp}/absent.yaml"], {}, "absent.yaml"),
+    "results dir under a file (sweep)": (
+        "sweep", ["--results-dir", "{tmp}/f/r"], {"f": "a file"}, "--results-dir"),
+    "results dir under a file (run)": (
+        "run", ["--results-dir", "{tmp}/f/r"], {"f": "a file"}, "--results-dir"),
+    "results dir that cannot be created": (
+        "sweep", ["--results-dir", "/proc/fpzo_results"], {}, "--results-dir"),
+    "sigma infinite": ("sweep", ["--set", "zo.sigma=.inf"], {}, "zo.sigma"),
+    "sigma NaN": ("run", ["--set", "zo.sigma=.nan"], {}, "zo.sigma"),
+    "learning rate infinite in a grid": (
+        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"training.server_lr": [0.1, float("inf")]})},
+        "training.server_lr"),
+    "a grid of 10^6 trials": (
+        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": list(range(1000)),
+                                                      "data.num_clients": list(range(8, 1008))})},
+        "max_trials"),
+    "a grid of 10^9 trials": (
+        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({
+            "seed": list(range(1000)), "data.num_clients": list(range(8, 1008)),
+            "zo.num_perturbations": list(range(1, 1001))})}, "max_trials"),
+    "a search of 10^5 samples": (
+        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]}, search={
+            "num_samples": 100_000, "space": {"training.server_lr": {"loguniform": [1e-3, 1]}}})},
+        "max_trials"),
+    "worker needs more CPUs than any node (sweep)": (
+        "sweep", ["--set", "simulation.worker_cpus=1000"], {}, "simulation.worker_cpus"),
+    "worker needs more CPUs than any node (run)": (
+        "run", ["--set", "simulation.worker_cpus=1000"], {}, "simulation.worker_cpus"),
+    "worker needs more GPUs than any node": (
+        "run", ["--set", "simulation.worker_gpus=64", "--set", "simulation.device=cuda"], {},
+        "simulation."),
+    "server needs more CPUs than any node": (
+        "sweep", ["--set", "simulation.server_cpus=512"], {}, "simulation.server_cpus"),
+    "empty sweep file": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": "# nothing here\n"}, "s.yaml"),
+    "missing sweep file": ("sweep", ["{tmp}/absent.yaml"], {}, "absent.yaml"),
+    "missing device profiles file": (
+        "run", ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
+        {}, "devices.profiles_file"),
+    "binary device profiles file": (
+        "sweep", ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
+        {"p.yaml": b"\xff\x00\xfe"}, "devices.profiles_file"),
+    "unknown field": ("run", ["--set", "zo.sigmaa=0.001"], {}, "zo.sigmaa"),
+    "zero perturbations": ("sweep", ["--set", "zo.num_perturbations=0"], {},
+                           "zo.num_perturbations"),
+    "sparsity above 1": ("run", ["--set", "pruning.sparsity=1.5"], {}, "pruning.sparsity"),
+    "malformed YAML via --set": ("run", ["--set", "training.rounds=[1, 2"], {},
+                                 "training.rounds"),
+    "resume a folder that is no sweep": ("sweep", ["--resume", "{tmp}"], {}, "--resume"),
+    "resume a folder that is no run": ("run", ["--resume", "{tmp}"], {}, "--resume"),
+    "unknown sweep key": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]}, bogus=1)},
+                          "bogus"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
+    command, arguments, files, named = CASES[case]
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    if "--results-dir" not in arguments:
+        arguments += ["--results-dir", str(tmp_path / "results")]
+    ray_tmp = tmp_path / "ray"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    out = subprocess.run([sys.executable, "-m", f"fpzo_ray.{command}", *arguments], env=env,
+                         capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("config error: "), out.stderr[-2000:]
+    assert named in lines[0], lines[0]
+    assert len(lines[0]) < 400  # a hostile value is shown cut short, not echoed whole
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not ray_tmp.exists()  # no Ray session was started
+    assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "results").exists()
+
+
+def test_validation_of_a_huge_sweep_is_linear_in_its_axes(tmp_path):
+    """Allowed explicitly, a 10^6-trial grid is validated axis value by axis value (2,000
+    configurations, not 10^6), and a bad value is still named."""
+    grid = {"seed": list(range(1000)), "data.num_clients": list(range(16, 1016))}
+    path = tmp_path / "s.yaml"
+    path.write_text(_sweep(grid, max_trials=10**6))
+    spec = load_sweep(path)
+    assert spec.trial_count == 10**6 > FULL_VALIDATION_LIMIT
+    assert len(spec.validated_configs()) == 1000 + 1000 + 2
+    grid["data.num_clients"][500] = -1
+    path.write_text(_sweep(grid, max_trials=10**6))
+    with pytest.raises(ConfigError, match="data.num_clients"):
+        load_sweep(path)
+
+
+class _WritesAFile:
+    """Unpickling this would write a file: what a crafted checkpoint does."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.target)!r}, 'w').write('pwned')",))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    target = tmp_path / "pwned"
+    crafted = tmp_path / "checkpoint_000002" / STATE_FILE
+    crafted.parent.mkdir()
+    torch.save({"rounds_done": 20, "payload": _WritesAFile(target)}, crafted)
+    with pytest.raises(CheckpointError) as err:
+        load_server_state(crafted)
+    assert str(crafted) in str(err.value) and "\n" not in str(err.value)
+    assert not target.exists()
+    with open(crafted, "rb") as f:  # it really is armed: plain pickle would run it
+        assert f.read(2) == b"PK"  # a torch zip archive
+    pickle.loads(pickle.dumps(_WritesAFile(target)))
+    assert target.exists()
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    older, newer = tmp_path / "checkpoint_000001", tmp_path / "checkpoint_000002"
+    save_server_state({"rounds_done": 10, "weights": torch.ones(3)}, older / STATE_FILE)
+    save_server_state({"rounds_done": 20, "weights": torch.ones(3)}, newer / STATE_FILE)
+    (newer / STATE_FILE).write_bytes((newer / STATE_FILE).read_bytes()[:100])  # truncated
+    warnings: list[str] = []
+    state = newest_readable([newer, older], warnings.append)
+    assert state["rounds_done"] == 10
+    assert len(warnings) == 1 and str(newer / STATE_FILE) in warnings[0]
+    assert newest_readable([newer], warnings.append) is None
+
+
+def test_an_error_after_the_start_is_one_line_with_its_cause_and_the_way_back(tmp_path):
+    import sqlite3
+
+    from fpzo_ray.failure import ERROR_LOG, stopped_on_error
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as inner:
+            raise RuntimeError("(raised as a result of autoflush)\nmany lines") from inner
+    except RuntimeError as exc:
+        stopped = stopped_on_error(exc, tmp_path, "python -m fpzo_ray.run --resume X")
+    first, saved, resume = str(stopped).splitlines()
+    assert first == "error: OperationalError: database or disk is full"
+    assert str(tmp_path / ERROR_LOG) in saved and resume.strip().endswith("--resume X")
+    assert "many lines" in (tmp_path / ERROR_LOG).read_text()  # the whole traceback is kept
