@@ -2,20 +2,28 @@
 
 The same engine as a sweep trial (server and worker actors on Ray), without Tune: handy to
 try a configuration. Metrics go to MLflow (one run) and a line per evaluation is printed.
+
+Every run has a folder, ``<results>/runs/<name>_<time>/``: the resolved configuration, the
+newest two checkpoints of the server state (every ``simulation.checkpoint_every`` rounds),
+and at the end ``clients.csv``. A run that is interrupted (Ctrl-C, SIGTERM) ends its MLflow
+run KILLED and prints how to go on; ``--resume FOLDER`` continues it from its newest readable
+checkpoint, in the same MLflow run, without logging any round twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from fpzo_ray.config import (
     ConfigError,
+    RunConfig,
     config_from_dict,
     config_to_dict,
     describe,
@@ -23,7 +31,37 @@ from fpzo_ray.config import (
     parse_overrides,
     read_yaml,
 )
-from fpzo_ray.preflight import preflight
+
+CONFIG_FILE = "config.yaml"
+RUN_ID_FILE = "mlflow_run_id"
+KEEP_CHECKPOINTS = 2
+
+
+class RunFolder:
+    """Where a run keeps what it needs to be resumed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint folders, newest first."""
+        return sorted(self.path.glob("checkpoint_*"), reverse=True)
+
+    def save(self, state: dict[str, Any]) -> None:
+        from fpzo_ray.sim.checkpoint import STATE_FILE, save_server_state
+
+        save_server_state(state, self.path / f"checkpoint_{state['rounds_done']:06d}" / STATE_FILE)
+        for old in self.checkpoints()[KEEP_CHECKPOINTS:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def config(self) -> RunConfig:
+        if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
+            raise ConfigError(f"config error: --resume: {self.path} is not a run folder (no "
+                              f"{CONFIG_FILE} and {RUN_ID_FILE})")
+        return config_from_dict(read_yaml(self.path / CONFIG_FILE))
+
+    def resume_command(self) -> str:
+        return f"{sys.executable} -m fpzo_ray.run --resume {self.path}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,22 +73,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one value, e.g. pruning.sparsity=0.8")
     parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--resume", metavar="FOLDER", default=None,
+                        help="continue an interrupted run: its run folder")
     args = parser.parse_args(argv)
-    from fpzo_ray.tracking import default_results_dir
+    from fpzo_ray.resources import check_resources
+    from fpzo_ray.tracking import default_results_dir, prepare_results_dir
 
-    results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        raw = read_yaml(args.config) if args.config else {}
-        cfg = config_from_dict(merge(raw, parse_overrides(args.set)))
+        if args.resume:
+            folder = RunFolder(Path(args.resume).resolve())
+            cfg = folder.config()
+            results_dir = folder.path.parent.parent  # <results>/runs/<run>
+        else:
+            raw = read_yaml(args.config) if args.config else {}
+            cfg = config_from_dict(merge(raw, parse_overrides(args.set)))
+            results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
+            folder = None
+        from fpzo_ray.preflight import preflight  # torch: imported once the files are valid
+
         preflight([cfg])
+        check_resources([cfg])
+        prepare_results_dir(results_dir)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from fpzo_ray.sweep import stop_like_ctrl_c_on_sigterm
 
+    stop_like_ctrl_c_on_sigterm()  # until Ray starts (init_ray installs it again after)
+    return _run(cfg, results_dir, folder)
+
+
+def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     import pandas as pd
     import yaml
 
+    from fpzo_ray.failure import root_cause, stopped_on_error
+    from fpzo_ray.sim.checkpoint import newest_readable
     from fpzo_ray.sim.federation import run_federated
     from fpzo_ray.sweep import init_ray
     from fpzo_ray.tracking import (
@@ -61,22 +120,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui_command,
     )
 
-    results_dir.mkdir(parents=True, exist_ok=True)
     tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment,
                             results_dir)
-    run_name = f"run_{cfg.pruning_method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
-    run_id = tracker.start_run(run_name, config_to_dict(cfg))
+    state, logged = None, 0
+    if folder is None:
+        run_name = f"run_{cfg.pruning_method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
+        folder = RunFolder((results_dir / "runs" / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}")
+                           .resolve())
+        folder.path.mkdir(parents=True, exist_ok=True)
+        (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg),
+                                                              sort_keys=False))
+        run_id = tracker.start_run(run_name, config_to_dict(cfg))
+        (folder.path / RUN_ID_FILE).write_text(run_id)
+    else:
+        run_id = (folder.path / RUN_ID_FILE).read_text().strip()
+        logged = tracker.reopen(run_id)
+        state = newest_readable(folder.checkpoints(), lambda m: print(m, file=sys.stderr))
+        print(f"Resuming after round {state['rounds_done'] if state else 0} "
+              f"(MLflow has rounds 1-{logged})", flush=True)
+    print(f"Run folder: {folder.path}", flush=True)
     init_ray()
     started = time.time()
+    last_round = 0
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
-        """Log a round (server checkpoints are a sweep feature; a single run ignores them)."""
+        """Log a round (once, even when a resumed run reports it again), then keep its
+        checkpoint: a round whose logging failed is never behind the newest checkpoint."""
+        nonlocal last_round
+        last_round = int(metrics["round"])
+        if last_round > logged:
+            _log_round(metrics)
+        if state is not None:
+            folder.save(state)
+
+    def _log_round(metrics: dict[str, Any]) -> None:
         if SETUP_KEY in metrics:
             tracker.log_params(run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]
             print(f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
                   f" {setup['num_trained']} trained coordinates")
-        tracker.log_metrics(run_id, round_metrics(metrics), int(metrics["round"]))
+        tracker.log_metrics(run_id, round_metrics(metrics), last_round)
         if "test_accuracy" in metrics:
             val = (f"val accuracy {metrics['val_accuracy']:.4f}  "
                    if "val_accuracy" in metrics else "")
@@ -86,15 +169,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({time.time() - started:.0f} s)")
 
     try:
-        records = run_federated(cfg, report)
-    except BaseException as exc:
-        tracker.end_run(run_id, failed=True, error=f"{type(exc).__name__}: {exc}")
-        raise
-    with tempfile.TemporaryDirectory() as tmp:
-        pd.DataFrame(records).to_csv(Path(tmp) / "clients.csv", index=False)
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        tracker.log_artifact(run_id, Path(tmp) / "clients.csv")
-        tracker.log_artifact(run_id, Path(tmp) / "config.yaml")
+        records = run_federated(cfg, report, resume_state=state)
+        pd.DataFrame(records).to_csv(folder.path / "clients.csv", index=False)
+        tracker.log_artifact(run_id, folder.path / "clients.csv")
+        tracker.log_artifact(run_id, folder.path / CONFIG_FILE)
+    except KeyboardInterrupt:
+        tracker.end_run_if_possible(run_id, "KILLED", f"interrupted after round {last_round}")
+        print(f"\nInterrupted after round {last_round}. Resume with:\n  "
+              f"{folder.resume_command()}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        tracker.end_run_if_possible(run_id, "FAILED", root_cause(exc))
+        print(stopped_on_error(exc, folder.path, folder.resume_command()), file=sys.stderr)
+        return 1
     tracker.end_run(run_id)
     print(f"MLflow run {run_id} in {tracker.tracking_uri}\nOpen the MLflow UI:  "
           f"{ui_command(tracker.tracking_uri)}")

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,7 +37,6 @@ from typing import Any, Sequence
 import pandas as pd
 
 from fpzo_ray.config import ConfigError, config_from_dict, merge
-from fpzo_ray.preflight import preflight
 from fpzo_ray.study.summary import (
     Selection,
     TrialFigures,
@@ -60,16 +60,26 @@ from fpzo_ray.sweep_spec import (
 
 __all__ = ["SweepOutcome", "find_sweep_file", "load_sweep", "run_sweep", "main"]
 SELECTION_FILE = "selection.json"
+STOPPED_MARKER = "stopped_early"  # in a trial's folder: the scheduler stopped it
 
 
 @dataclass(frozen=True)
 class SweepOutcome:
     experiment_dir: Path
     parent_run_id: str
-    trials: pd.DataFrame  # one row per trial, every phase
-    summary: pd.DataFrame  # one row per cell
+    trials: pd.DataFrame  # one row per trial, every phase run so far
+    summary: pd.DataFrame  # one row per cell (empty when interrupted)
     selections: dict[str, Selection]
     figures: list[TrialFigures]
+    interrupted: bool = False  # some trial did not run every round: resume with --resume
+
+    @property
+    def resume_command(self) -> str:
+        return _resume_command(self.experiment_dir)
+
+
+def _resume_command(experiment_dir: Path) -> str:
+    return f"{sys.executable} -m fpzo_ray.sweep --resume {experiment_dir}"
 
 
 def init_ray() -> None:
@@ -82,6 +92,17 @@ def init_ray() -> None:
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
         ray.init(include_dashboard=False)
+    stop_like_ctrl_c_on_sigterm()
+
+
+def stop_like_ctrl_c_on_sigterm() -> None:
+    """SIGTERM (``ray job stop``, a batch scheduler, ``kill``) stops the way Ctrl-C does:
+    Tune checkpoints its experiment, runs end KILLED, the resume command is printed. Installed
+    after ``ray.init``, whose own handler would otherwise end the process on the spot."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 # -- one phase: a Tune experiment ----------------------------------------------------------
@@ -119,6 +140,8 @@ def _progress_printer(started: float) -> Any:
                               **info: Any) -> None:
             rounds = config_from_dict(trial.config["trial"]["run"]).training.rounds
             done = int((trial.last_result or {}).get("round", 0))
+            if done < rounds and trial.local_path:  # the scheduler stopped it
+                (Path(trial.local_path) / STOPPED_MARKER).write_text(str(done))
             self._say(trial, "finished" if done >= rounds else f"stopped early at round {done}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -174,20 +197,48 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
                                         scheduler=scheduler, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=phase, storage_path=str(experiment_dir), verbose=0,
-                                      callbacks=callbacks))
+                                      callbacks=callbacks,
+                                      # two, so that a corrupt newest one has a fallback
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     return tuner.fit()
 
 
-def _figures(result_grid: Any, spec: SweepSpec) -> list[TrialFigures]:
-    """Each trial's figures, in cell order, then by sample and seed."""
+def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str:
+    """What became of a trial: OK (it reported every round), STOPPED (by the scheduler),
+    ERROR, INTERRUPTED (it reported some rounds, then the sweep stopped) or NOT_STARTED."""
+    folder = Path(result.path) if result.path else None
+    if result.error:
+        return "ERROR"
+    reported = history is not None and not history.empty and "round" in history
+    done = int(history["round"].max()) if reported else 0
+    if done >= planned:
+        return "OK"
+    if folder is not None and (folder / STOPPED_MARKER).is_file():
+        return "STOPPED"
+    return "INTERRUPTED" if done > 0 else "NOT_STARTED"
+
+
+def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[TrialFigures]:
+    """Each planned trial's figures, in cell order, then by sample and seed; a plan Tune
+    never created (the phase was interrupted first) is NOT_STARTED."""
     from fpzo_ray.tracking import error_summary
 
-    out = []
+    def key(plan: dict[str, Any]) -> tuple:
+        return plan["cell"], plan["phase"], plan["sample"], plan["seed"]
+
+    out, seen = [], set()
     for result in result_grid:
         plan = result.config["trial"]
+        seen.add(key(plan))
         planned = config_from_dict(plan["run"]).training.rounds
+        history = result.metrics_dataframe
         error = error_summary(str(result.error)) if result.error else ""
-        out.append(trial_figures(plan, planned, result.metrics_dataframe, error))
+        out.append(trial_figures(plan, planned, history, error,
+                                 status=_trial_state(result, history, planned)))
+    for plan in (p.as_dict() for p in plans):
+        if key(plan) not in seen:
+            rounds = config_from_dict(plan["run"]).training.rounds
+            out.append(trial_figures(plan, rounds, None, status="NOT_STARTED"))
     position = {cell.label: i for i, cell in enumerate(spec.cells())}
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
@@ -296,8 +347,15 @@ def _selections(spec: SweepSpec, figures: list[TrialFigures],
 
 
 # -- the whole sweep -----------------------------------------------------------------------
-def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) -> SweepOutcome:
-    """Run (or resume) every phase of the sweep; returns the trial and summary tables."""
+def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
+              give_up_after_s: float = 1800.0) -> SweepOutcome:
+    """Run (or resume) every phase of the sweep; returns the trial and summary tables.
+
+    ``give_up_after_s``: how long to wait while no trial can start for want of free
+    resources before stopping (resumable) with :class:`ResourceWaitTimeout`; 0 = forever.
+    """
+    from fpzo_ray.failure import root_cause, stopped_on_error
+    from fpzo_ray.resources import ResourceWaitTimeout, resource_watch
     from fpzo_ray.tracking import (
         MLflowTracker,
         MLflowTrialCallback,
@@ -315,15 +373,23 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) ->
         save_spec(spec, experiment_dir)
     mlflow_experiment = config_from_dict(spec.run_config(spec.cells()[0], {})).tracking.experiment
     tracker = MLflowTracker(tracking_uri, mlflow_experiment, results_dir)
-    parent = tracker.find_run("fpzo_experiment", experiment) or _start_parent(
-        tracker, spec, experiment)
+    parent = tracker.find_run("fpzo_experiment", experiment)
+    if parent is not None:
+        tracker.reopen(parent)
+    else:
+        parent = _start_parent(tracker, spec, experiment)
+    _hide_tunes_own_resume_hint()
+    # With checkpoints every few rounds Tune snapshots its experiment state every two of them
+    # (so that it never points at a deleted one) and warns each time: bench checkpoint
+    # measures what it costs; the warning says nothing a user can act on.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
     print(f"Sweep {spec.name!r} ({spec.kind}: {' then '.join(spec.phases)}), "
-          f"{len(spec.cells())} cells, at most {spec.max_concurrent_trials} trials at a time; "
+          f"{spec.cell_count} cells, at most {spec.max_concurrent_trials} trials at a time; "
           f"experiment folder {experiment_dir}; MLflow store {tracking_uri}", flush=True)
+    figures: list[TrialFigures] = []
+    selections: dict[str, Selection] = {}
     try:
-        figures: list[TrialFigures] = []
-        selections: dict[str, Selection] = {}
         for phase in spec.phases:
             if phase == "repeat":
                 plans = spec.repeat_plans({c: (s.sample, s.hyperparameters)
@@ -333,16 +399,25 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) ->
             plans = _pin_workers(plans, spec.max_concurrent_trials)
             print(f"Phase {phase!r}: {len(plans)} trials", flush=True)
             callbacks = [MLflowTrialCallback(tracker, spec.name, parent),
-                         _progress_printer(started)]
-            figures += _figures(_run_phase(phase, plans, spec, experiment_dir, callbacks), spec)
+                         _progress_printer(started), resource_watch(give_up_after_s)]
+            results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
+            figures += _figures(results, plans, spec)
+            if any(f.status in UNFINISHED for f in figures):
+                return _interrupted(tracker, parent, spec, experiment_dir, figures, selections)
             if phase == "search":
                 selections = _selections(spec, figures, experiment_dir)
         trials = trial_table(figures, spec)
         summary = summary_table(spec, selections, figures)
-    except BaseException as exc:
-        tracker.end_run(parent, failed=True, error=f"{type(exc).__name__}: {exc}")
+        _record(tracker, parent, experiment_dir, trials, summary)
+    except (KeyboardInterrupt, ResourceWaitTimeout) as exc:  # resumable stops
+        tracker.end_open_runs("KILLED", str(exc) or "interrupted")
+        if isinstance(exc, ResourceWaitTimeout):
+            raise ResourceWaitTimeout(f"{exc}\nResume with:\n  "
+                                      f"{_resume_command(experiment_dir)}") from None
         raise
-    _record(tracker, parent, experiment_dir, trials, summary)
+    except Exception as exc:
+        tracker.end_open_runs("FAILED", root_cause(exc))
+        raise stopped_on_error(exc, experiment_dir, _resume_command(experiment_dir)) from exc
     tracker.end_run(parent)
     print(f"\nSweep {spec.name!r}: {len(trials)} trials in {time.time() - started:.0f} s")
     print(trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -355,13 +430,81 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None) ->
     return SweepOutcome(experiment_dir, parent, trials, summary, selections, figures)
 
 
+UNFINISHED = ("INTERRUPTED", "NOT_STARTED")
+
+
+def _interrupted(tracker: Any, parent: str, spec: SweepSpec, experiment_dir: Path,
+                 figures: list[TrialFigures], selections: dict[str, Selection]) -> SweepOutcome:
+    """A phase ended with trials that did not run every round: never a success. Every trial
+    is listed with its true state, open runs end KILLED, and the way to go on is printed."""
+    trials = trial_table(figures, spec)
+    tracker.end_open_runs("KILLED", "the sweep was interrupted; continue it with --resume")
+    outcome = SweepOutcome(experiment_dir, parent, trials, pd.DataFrame(), selections,
+                           figures, interrupted=True)
+    states = {s: sum(f.status == s for f in figures) for s in
+              ("OK", "STOPPED", "ERROR", "INTERRUPTED", "NOT_STARTED")}
+    print(f"\nSweep {spec.name!r} INTERRUPTED: " + ", ".join(
+        f"{n} {s.lower().replace('_', ' ')}" for s, n in states.items() if n), flush=True)
+    print(trials[[c for c in trials.columns if c not in ("kept_fraction", "upload_kib")]]
+          .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nNothing is lost: finished trials are kept, interrupted ones continue from their "
+          f"last checkpoint. Resume with:\n  {outcome.resume_command}", flush=True)
+    return outcome
+
+
+def _hide_tunes_own_resume_hint() -> None:
+    """Tune ends an interrupted experiment with "Resume experiment with: Tuner.restore(...)";
+    a sweep is resumed with ``--resume``, which the sweep prints itself."""
+    import logging
+
+    class Hint(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            return "Tuner.restore(" not in text and "Trials did not complete" not in text
+
+    logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, Hint) for f in logger.filters):
+        logger.addFilter(Hint())
+
+
+def parent_params(spec: SweepSpec) -> dict[str, Any]:
+    """The parent run's parameters: the sweep's settings (``sweep.*``) and the resolved
+    configuration its trials share, every field with defaults included; a field that differs
+    between trials (a grid axis, a searched field, a study's seed) reads ``varies: ...``."""
+    from fpzo_ray.config import config_to_dict, flatten
+
+    def resolved(overrides: dict[str, Any]) -> dict[str, Any]:
+        return flatten(config_to_dict(config_from_dict(merge(spec.base, overrides))))
+
+    params = resolved(next(iter(spec.cells())).overrides)
+    varied: dict[str, list[str]] = {}
+    for axis in spec.axes:  # each value on the base: linear in the axes, like validation
+        seen = [resolved(value.overrides) for value in axis.values]
+        for key in seen[0]:
+            values = list(dict.fromkeys(str(s[key]) for s in seen))
+            if len(values) > 1:
+                varied.setdefault(key, []).extend(values)
+    spaces = [spec.search.space if spec.search else None]
+    spaces += [v.space for a in spec.axes for v in a.values]
+    for space in filter(None, spaces):
+        for key in space.keys:
+            varied.setdefault(key, []).append("searched")
+    if spec.study is not None:
+        varied.setdefault("seed", []).append("a study's repeat seeds")
+    for key, values in varied.items():
+        params[key] = "varies: " + ", ".join(dict.fromkeys(values))
+    params.update({f"sweep.{k}": v for k, v in {
+        "name": spec.name, "kind": spec.kind, "phases": ",".join(spec.phases),
+        "cells": spec.cell_count, "trials": spec.trial_count,
+        "max_concurrent_trials": spec.max_concurrent_trials}.items()})
+    return params
+
+
 def _start_parent(tracker: Any, spec: SweepSpec, experiment: str) -> str:
     import yaml
 
     parent = tracker.start_run(
-        experiment, {"sweep": {"name": spec.name, "kind": spec.kind,
-                               "phases": ",".join(spec.phases), "cells": len(spec.cells()),
-                               "max_concurrent_trials": spec.max_concurrent_trials}},
+        experiment, parent_params(spec),
         tags={"fpzo_experiment": experiment, "sweep": spec.name, "kind": spec.kind})
     tracker.log_text(parent, yaml.safe_dump(spec.raw, sort_keys=False), "sweep.yaml")
     tracker.log_text(parent, json.dumps(json_ready(spec.search_space_description()), indent=2),
@@ -393,8 +536,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the MLflow store, Tune results and tables go")
     parser.add_argument("--resume", metavar="FOLDER", default=None,
                         help="continue an interrupted sweep: its experiment folder")
+    parser.add_argument("--give-up-after", type=float, default=1800.0, metavar="SECONDS",
+                        help="stop (resumable) when no trial could start for this long for "
+                             "want of free resources; 0 = wait forever (default 1800)")
     args = parser.parse_args(argv)
-    from fpzo_ray.tracking import default_results_dir
+    from fpzo_ray.failure import StoppedOnError
+    from fpzo_ray.resources import ResourceWaitTimeout, check_resources
+    from fpzo_ray.tracking import default_results_dir, prepare_results_dir
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -405,11 +553,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             results_dir = resume.parent.parent  # <results>/ray_results/<experiment>
         else:
             spec = load_sweep(find_sweep_file(args.sweep), args.set)
-        preflight(spec.validated_configs())
+        configs = spec.validated_configs()
+        from fpzo_ray.preflight import preflight  # torch: imported once the files are valid
+
+        preflight(configs)
+        check_resources(configs, spec.max_concurrent_trials)
+        prepare_results_dir(results_dir)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    outcome = run_sweep(spec, results_dir, resume)
+    stop_like_ctrl_c_on_sigterm()  # until Ray starts (init_ray installs it again after)
+    try:
+        outcome = run_sweep(spec, results_dir, resume, args.give_up_after)
+    except ResourceWaitTimeout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StoppedOnError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Resume with:\n  {sys.executable} -m fpzo_ray.sweep --resume "
+              f"{results_dir.resolve() / 'ray_results'}/<the experiment folder printed above>",
+              file=sys.stderr)
+        return 130
+    if outcome.interrupted:
+        return 130
     return 1 if (outcome.trials["status"] == "ERROR").any() else 0
 
 

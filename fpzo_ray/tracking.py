@@ -17,16 +17,18 @@ artifacts under ``<results>/mlartifacts``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from ray.tune import Callback
 
-from fpzo_ray.config import config_from_dict, config_to_dict, flatten
+from fpzo_ray.config import ConfigError, config_from_dict, config_to_dict, flatten
 
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
 RUN_ARTIFACTS = ("clients.csv", "config.yaml")
@@ -55,12 +57,70 @@ def resolve_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
 
 
+def prepare_results_dir(path: Path) -> Path:
+    """Create ``path`` and check that it can be written, before any work: a missing parent
+    that cannot be created, a file in the way, a read-only disk, no permission are one-line
+    :class:`ConfigError` s naming ``--results-dir``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".fpzo_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"config error: --results-dir: {path}: cannot be written "
+                          f"({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
 def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on ``tracking_uri``."""
-    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   # then open http://127.0.0.1:5000"
+    """The command that opens the MLflow UI on ``tracking_uri``, runnable as printed (this
+    interpreter's mlflow, whether or not its virtual environment is active)."""
+    return (f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri} --port 5000"
+            "   # then open http://127.0.0.1:5000")
+
+
+def driver_identity() -> str:
+    """``host:pid:start time`` of this process, tagged on every run it opens, so that a later
+    process can tell whether a run's writer is still alive."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.0f}"
+
+
+def _writer_is_gone(identity: str) -> bool:
+    """True when the process ``identity`` names ran on this host and is no longer there
+    (another host's processes cannot be checked from here)."""
+    import socket
+
+    import psutil
+
+    try:
+        host, pid, started = identity.rsplit(":", 2)
+        if host != socket.gethostname():
+            return False
+        return f"{psutil.Process(int(pid)).create_time():.0f}" != started
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):
+        return False
+
+
+def _cannot_close(what: str, exc: Exception) -> None:
+    from fpzo_ray.failure import root_cause
+
+    print(f"warning: could not close {what} in MLflow ({root_cause(exc)}); the next sweep or "
+          "run on this experiment marks it KILLED", file=sys.stderr)
 
 
 class MLflowTracker:
+    """Writes runs by id. Every run it opens is tagged with this process's identity
+    (``fpzo_driver``): runs whose process died without closing them (SIGKILL, a lost node,
+    ``ray job stop`` past its grace period) are marked KILLED by the next tracker that opens
+    the same experiment."""
+
     def __init__(self, tracking_uri: str, experiment: str, results_dir: str | Path) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -75,10 +135,56 @@ class MLflowTracker:
                 location = (Path(results_dir).resolve() / "mlartifacts").as_uri()
             self.experiment_id = self.client.create_experiment(experiment,
                                                                artifact_location=location)
+        # MLflow logs a store error's whole traceback before raising it; the entry points
+        # report it in one line and save the traceback (``failure``).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        self.identity = driver_identity()
+        self.close_orphans()
+
+    def close_orphans(self) -> int:
+        """Mark KILLED the RUNNING runs whose writing process is gone; returns how many."""
+        closed = 0
+        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                           max_results=10000):
+            writer = run.data.tags.get("fpzo_driver", "")
+            if writer and _writer_is_gone(writer):
+                self.client.set_tag(run.info.run_id, "killed",
+                                    f"its process ({writer}) ended without closing it")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed += 1
+        return closed
+
+    def reopen(self, run_id: str) -> int:
+        """Continue a run (a resumed trial or sweep): RUNNING again, written by this process.
+        Returns the last round it logged, so that resumed rounds are not logged twice."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "fpzo_driver", self.identity)
+        history = self.client.get_metric_history(run_id, "participants")
+        return max((m.step for m in history), default=0)
+
+    def end_open_runs(self, status: str, message: str) -> None:
+        """End every run this process still has open (a sweep that stops abnormally)."""
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id], f"attributes.status = 'RUNNING' and "
+                f"tags.fpzo_driver = '{self.identity}'", max_results=10000)
+        except Exception as exc:  # the store itself may be what failed
+            _cannot_close("this process's runs", exc)
+            return
+        for run in runs:
+            self.end_run_if_possible(run.info.run_id, status, message)
+
+    def end_run_if_possible(self, run_id: str, status: str, message: str) -> None:
+        """End a run on the way out of a failure, which may be the store's own (a full disk):
+        then say so; the run's process being gone, the next start marks it KILLED."""
+        try:
+            self.end_run(run_id, status, message)
+        except Exception as exc:
+            _cannot_close(f"run {run_id}", exc)
 
     def start_run(self, run_name: str, params: Mapping[str, Any],
                   tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
-        tags = dict(tags or {})
+        tags = {**(tags or {}), "fpzo_driver": self.identity}
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
@@ -118,10 +224,12 @@ class MLflowTracker:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, str(value)[:5000])
 
-    def end_run(self, run_id: str, failed: bool = False, error: str | None = None) -> None:
+    def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        """``status``: FINISHED, FAILED (an error, named by ``error``) or KILLED (interrupted)."""
         if error:
-            self.client.set_tag(run_id, "error", error[:5000])
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+            self.client.set_tag(run_id, "error" if status == "FAILED" else "killed",
+                                error[:5000])
+        self.client.set_terminated(run_id, status)
 
 
 def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -160,7 +268,9 @@ class MLflowTrialCallback(Callback):
     """Mirrors every Tune trial into one MLflow child run of the sweep's parent run.
 
     A trial's config is ``{"trial": TrialPlan.as_dict()}``; its run records the resolved
-    configuration (every field, defaults included) as parameters.
+    configuration (every field, defaults included) as parameters. A resumed trial continues
+    its run without logging again the rounds it had logged; a trial the sweep leaves
+    unfinished (interrupted) ends KILLED.
     """
 
     def __init__(self, tracker: MLflowTracker, sweep_name: str, parent_run_id: str) -> None:
@@ -168,6 +278,8 @@ class MLflowTrialCallback(Callback):
         self.sweep_name = sweep_name
         self.parent_run_id = parent_run_id
         self.run_ids: dict[str, str] = {}
+        self.logged: dict[str, int] = {}  # run id -> last round logged
+        self.closed: set[str] = set()
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
@@ -179,6 +291,9 @@ class MLflowTrialCallback(Callback):
                     tags={"tune_trial_id": trial.trial_id,
                           **child_tags(plan, self.sweep_name)},
                     parent_run_id=self.parent_run_id)
+                self.logged[existing] = 0
+            else:
+                self.logged[existing] = self.tracker.reopen(existing)
             self.run_ids[trial.trial_id] = existing
         return self.run_ids[trial.trial_id]
 
@@ -188,10 +303,13 @@ class MLflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         run_id = self._run_id(trial)
+        step = int(result.get("round", result.get("training_iteration", 0)))
+        if step <= self.logged.get(run_id, 0):
+            return  # logged before an interruption: the same numbers again
         if SETUP_KEY in result:
             self.tracker.log_params(run_id, {SETUP_KEY: result[SETUP_KEY]})
-        step = int(result.get("round", result.get("training_iteration", 0)))
         self.tracker.log_metrics(run_id, round_metrics(result), step)
+        self.logged[run_id] = step
 
     def _log_trial_artifacts(self, run_id: str, trial: Any) -> None:
         folder = Path(trial.local_path) if trial.local_path else None
@@ -207,9 +325,18 @@ class MLflowTrialCallback(Callback):
             self.tracker.set_tags(run_id, {"stopped_early": f"after round {done} of {planned}"})
         self._log_trial_artifacts(run_id, trial)
         self.tracker.end_run(run_id)
+        self.closed.add(run_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
         message = error_summary(trial_error_text(trial))
         self._log_trial_artifacts(run_id, trial)
-        self.tracker.end_run(run_id, failed=True, error=message)
+        self.tracker.end_run(run_id, "FAILED", message)
+        self.closed.add(run_id)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Runs still open when the experiment ends belong to interrupted trials."""
+        for run_id in set(self.run_ids.values()) - self.closed:
+            self.tracker.end_run(run_id, "KILLED",
+                                 f"interrupted after round {self.logged.get(run_id, 0)}")
+            self.closed.add(run_id)

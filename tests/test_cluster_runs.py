@@ -9,12 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fpzo_ray.config import config_from_dict
+from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.data import federated_data
+from fpzo_ray.sim.checkpoint import STATE_FILE, load_server_state
 from fpzo_ray.sim.server import run_in_process
+from fpzo_ray.tracking import MLflowTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = {"data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
@@ -72,6 +75,30 @@ def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     assert [_figures(m) for m in result["metrics"]] == [_figures(m) for m in _reference(RAW)]
 
 
+def _all_runs(client, experiment: str):
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], run_view_type=3, max_results=100)
+
+
+def _assert_logged_once(client, run_id: str, expected: list[dict]) -> None:
+    """Every evaluated round of the uninterrupted reference is in the run exactly once, with
+    the reference's value."""
+    for key in ("test_accuracy", "cumulative_client_forward_flops"):
+        history = client.get_metric_history(run_id, key)
+        steps = [m.step for m in history]
+        assert len(steps) == len(set(steps)), f"{key} logged twice at some round: {steps}"
+        want = {m["round"]: m[key] for m in expected if key in m}
+        assert {m.step: m.value for m in history} == pytest.approx(want), key
+
+
+def _wait_for(condition, driver, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
 def _latest_checkpoints(results: Path) -> list[Path]:
     return sorted(results.glob("ray_results/*/grid/*/checkpoint_*"))
 
@@ -97,10 +124,13 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert _latest_checkpoints(results), "no checkpoint was written before the kill"
     experiment = next(results.glob("ray_results/resumable_*"))
     trial = next(p for p in (experiment / "grid").iterdir() if p.is_dir())
-    import torch
-
-    state = torch.load(_latest_checkpoints(results)[-1] / "server_state.pt", weights_only=False)
+    state = load_server_state(_latest_checkpoints(results)[-1] / STATE_FILE)
     assert 0 < state["rounds_done"] < 120  # it really was interrupted mid-run
+    # Its runs were left RUNNING by a process that is gone: the next start marks them KILLED.
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    assert {r.info.status for r in _all_runs(client, "resume_test")} == {"RUNNING"}
+    MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "resume_test", results)
+    assert {r.info.status for r in _all_runs(client, "resume_test")} == {"KILLED"}
 
     resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
                               str(experiment)], env=_env(), capture_output=True, text=True,
@@ -117,8 +147,100 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     for metrics in expected:
         got = reported[metrics["round"]]
         assert {k: got.get(k) for k in _figures(metrics)} == _figures(metrics)
-    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("resume_test").experiment_id])
+    runs = _all_runs(client, "resume_test")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # parent, trial
     (trial_run,) = [r for r in runs if r.data.tags.get("phase") == "grid"]
     assert trial_run.data.tags["mlflow.parentRunId"] in {r.info.run_id for r in runs}
+    _assert_logged_once(client, trial_run.info.run_id, expected)
+
+
+def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
+    """SIGINT to the driver mid-sweep: exit 130, every trial listed with its true state, runs
+    KILLED, the --resume command printed. Then, with the interrupted trial's newest checkpoint
+    corrupted, --resume falls back to the previous one and ends with the uninterrupted result,
+    every metric point logged once, and runs whose parameters are the resolved config."""
+    base = {**RAW, "training": {"rounds": 60, "clients_per_round": 7, "eval_every": 10},
+            "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
+                           "checkpoint_every": 10},
+            "tracking": {"experiment": "sigint_test"}}
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "sigint", "max_concurrent_trials": 1,
+                                     "base": base, "grid": {"zo.num_perturbations": [6, 3]}}))
+    results = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "fpzo_ray.sweep", str(sweep),
+                               "--results-dir", str(results)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        # the third checkpoint (round 30) of the first trial: well into it, not at its end
+        _wait_for(lambda: any(p.name >= "checkpoint_000002"
+                              for p in _latest_checkpoints(results)), driver)
+        driver.send_signal(signal.SIGINT)
+        output = driver.communicate(timeout=180)[0].decode()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    experiment = next(results.glob("ray_results/sigint_*"))
+    assert driver.returncode == 130, output[-3000:]
+    assert "INTERRUPTED" in output and "not started" in output
+    assert f"-m fpzo_ray.sweep --resume {experiment}" in output
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    assert {r.info.status for r in _all_runs(client, "sigint_test")} == {"KILLED"}
+
+    (interrupted,) = {p.parent for p in _latest_checkpoints(results)}
+    newest = sorted(interrupted.glob("checkpoint_*"))[-1] / STATE_FILE
+    newest.write_bytes(b"not a checkpoint")
+    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
+                              str(experiment)], env=_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"warning: checkpoint {newest} cannot be read" in resumed.stdout + resumed.stderr
+
+    runs = _all_runs(client, "sigint_test")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        if run.data.tags.get("phase") != "grid":
+            continue
+        K = int(run.data.params["zo.num_perturbations"])
+        raw = {**base, "zo": {"num_perturbations": K}}
+        resolved = {k: str(v) for k, v in flatten(config_to_dict(config_from_dict(raw))).items()}
+        logged = {k: v for k, v in run.data.params.items() if not k.startswith("setup.")}
+        assert logged == resolved
+        reference = _reference({**raw, "simulation": {**base["simulation"],
+                                                      "checkpoint_every": 0}})
+        _assert_logged_once(client, run.info.run_id, reference)
+
+
+def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
+    """``python -m fpzo_ray.run`` killed with SIGKILL: its MLflow run is KILLED at the next
+    start, and ``--resume`` continues it in the same run to the uninterrupted result."""
+    raw = {**RAW, "training": {"rounds": 60, "clients_per_round": 7, "eval_every": 10},
+           "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
+                          "checkpoint_every": 10},
+           "tracking": {"experiment": "run_resume_test"}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "fpzo_ray.run", "--config", str(config),
+                               "--results-dir", str(results)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        _wait_for(lambda: any(results.glob("runs/*/checkpoint_000020")), driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    (folder,) = results.glob("runs/*")
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "run_resume_test", results)
+    (run,) = _all_runs(client, "run_resume_test")
+    assert run.info.status == "KILLED" and "ended without closing it" in run.data.tags["killed"]
+
+    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.run", "--resume", str(folder)],
+                             env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "Resuming after round" in resumed.stdout
+    (run,) = _all_runs(client, "run_resume_test")
+    assert run.info.status == "FINISHED"
+    expected = _reference({**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}})
+    _assert_logged_once(client, run.info.run_id, expected)

@@ -6,6 +6,7 @@ import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
+from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.sweep import load_sweep, run_sweep
 
 TINY = {
@@ -54,6 +55,19 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
         assert flops == sorted(flops) and flops[0] > 0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"clients.csv", "config.yaml"} <= artifacts
+        # its parameters are its resolved configuration, every field, defaults included
+        resolved = config_from_dict(yaml.safe_load(
+            (Path(client.download_artifacts(run.info.run_id, "config.yaml"))).read_text()))
+        assert {k: v for k, v in run.data.params.items() if not k.startswith("setup.")} == {
+            k: str(v) for k, v in flatten(config_to_dict(resolved)).items()}
+    # The parent's: the configuration the trials share, resolved (single-valued axes
+    # included), the swept field marked as varying.
+    parent = client.get_run(outcome.parent_run_id).data.params
+    assert parent["pruning.sparsity"] == "varies: 0.0, 0.5"
+    assert parent["sweep.trials"] == "2"
+    for key, value in flatten(config_to_dict(resolved)).items():
+        if key != "pruning.sparsity":
+            assert parent[key] == str(value), key
 
 
 def test_failing_trial_ends_failed_with_its_error(ray_session, tmp_path, monkeypatch):

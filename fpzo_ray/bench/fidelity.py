@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results_dir, folder = Path(args.results_dir), None
     preflight(spec.validated_configs())
     outcome = run_sweep(spec, results_dir, folder)
+    if outcome.interrupted:
+        raise SystemExit(f"the study was interrupted; finish it with: python -m fpzo_ray.bench "
+                         f"fidelity --resume {outcome.experiment_dir}")
 
     repeats: dict[str, list[TrialFigures]] = {}
     for f in outcome.figures:

@@ -39,7 +39,7 @@ class TrialFigures:
     seed: int
     hyperparameters: dict[str, Any]
     planned_rounds: int
-    status: str  # OK, STOPPED (early, by the scheduler), ERROR
+    status: str  # OK, STOPPED (early, by the scheduler), ERROR, INTERRUPTED, NOT_STARTED
     error: str = ""
     rounds: int = 0
     # One entry per evaluation: round, client FLOPs so far, and the metrics evaluated.
@@ -77,12 +77,16 @@ def _last(history: pd.DataFrame, column: str) -> float:
 
 
 def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFrame | None,
-                  error: str = "") -> TrialFigures:
+                  error: str = "", status: str | None = None) -> TrialFigures:
     """Figures of one trial from its plan (``sweep_spec.TrialPlan`` as a dict) and the
-    per-round results it reported (one row per round; nested keys joined by ``/``)."""
+    per-round results it reported (one row per round; nested keys joined by ``/``).
+
+    ``status`` as the sweep knows it (OK, STOPPED, ERROR, INTERRUPTED, NOT_STARTED); without
+    it: ERROR with an error, else OK when every planned round ran, else STOPPED.
+    """
     figures = TrialFigures(plan["cell"], plan["phase"], int(plan["sample"]), int(plan["seed"]),
-                           dict(plan.get("hyperparameters") or {}), planned_rounds, "ERROR",
-                           error)
+                           dict(plan.get("hyperparameters") or {}), planned_rounds,
+                           status or "ERROR", error)
     if history is None or history.empty or "round" not in history:
         return figures
     history = history.sort_values("round").drop_duplicates("round", keep="last")
@@ -106,7 +110,7 @@ def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFra
             setattr(figures, attr, float(history[column].max()))
     figures.kept_fraction = _last(history, "setup/kept_fraction")
     figures.wall_s = _last(history, "time_total_s")
-    if not error:
+    if status is None and not error:
         figures.status = "OK" if figures.rounds >= planned_rounds else "STOPPED"
     return figures
 
@@ -141,7 +145,8 @@ def select(trials: Iterable[TrialFigures], metric: str, mode: str,
     chosen = {}
     sign = 1.0 if mode == "max" else -1.0
     for cell, group in by_cell.items():
-        scored = [(t, t.score(metric, mode, scope)) for t in group if t.status != "ERROR"]
+        scored = [(t, t.score(metric, mode, scope)) for t in group
+                  if t.status in ("OK", "STOPPED")]
         scored = [(t, v) for t, v in scored if math.isfinite(v)]
         complete = [(t, v) for t, v in scored if t.status == "OK"]
         pool = complete or scored
