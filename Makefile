@@ -6,7 +6,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # `ray start` turns token authentication on; the job CLI must use it too.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: run test install ray-up job ray-down clean
+.PHONY: run test install ray-up ray-join job ray-down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,17 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-## a local one-node Ray cluster, the default sweep submitted to it as a Ray job, and stop
+## a local one-node Ray cluster, the default sweep submitted to it as a Ray job, and stop.
+## Ray 2.60 authenticates with a token: made here once (~/.ray/auth_token, readable by you
+## only); a worker node joins with the same file (or RAY_AUTH_TOKEN) and `make ray-join`.
+## `ray job stop` waits RAY_JOB_STOP_WAIT_TIME_S (Ray's default 3 s) before SIGKILL: 30 s
+## lets a sweep stop its trials and close its MLflow runs.
 ray-up: $(VENV)/.installed
-	. $(VENV)/bin/activate && ray start --head
+	. $(VENV)/bin/activate && ray get-auth-token --generate > /dev/null && \
+	  { [ ! -f ~/.ray/auth_token ] || chmod 600 ~/.ray/auth_token; } && \
+	  RAY_JOB_STOP_WAIT_TIME_S=30 ray start --head
+ray-join: $(VENV)/.installed
+	. $(VENV)/bin/activate && ray start --address=$(HEAD):6379
 job: $(VENV)/.installed
 	. $(VENV)/bin/activate && ray job submit --working-dir . -- python -m fpzo_ray.sweep
 ray-down:

@@ -21,6 +21,13 @@ def test_cluster_launcher_configs_pass_rays_own_schema(name):
     if "gpu" in name:
         assert any(t.get("resources", {}).get("GPU") for t in
                    config["available_node_types"].values())
+    # Ray 2.60's token authentication: the token reaches every node, every node uses it.
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        if "ray start" in command:
+            assert "RAY_AUTH_MODE=token" in command
+    # `ray job stop` gives the sweep time to close its runs (Ray's default is 3 s).
+    assert "RAY_JOB_STOP_WAIT_TIME_S=30" in " ".join(config["head_start_ray_commands"])
 
 
 def test_a_broken_cluster_config_is_rejected():
@@ -40,8 +47,10 @@ def test_kuberay_rayjob_manifest_has_what_kuberay_requires():
     assert spec["entrypoint"].startswith("python -m fpzo_ray.sweep")
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["authOptions"] == {"mode": "token"}  # KubeRay >= 1.5.1 makes the Secret
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] and head["resources"]["limits"]["cpu"]
+    assert {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": "30"} in head["env"]
     for group in cluster["workerGroupSpecs"]:
         assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= \
             group["maxReplicas"]
