@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -132,12 +131,15 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
                                                               sort_keys=False))
         run_id = tracker.start_run(run_name, config_to_dict(cfg))
         (folder.path / RUN_ID_FILE).write_text(run_id)
+    elif (folder.path / "clients.csv").is_file():
+        print(f"The run in {folder.path} finished every round: nothing to resume.")
+        return 0
     else:
         run_id = (folder.path / RUN_ID_FILE).read_text().strip()
         logged = tracker.reopen(run_id)
         state = newest_readable(folder.checkpoints(), lambda m: print(m, file=sys.stderr))
         print(f"Resuming after round {state['rounds_done'] if state else 0} "
-              f"(MLflow has rounds 1-{logged})", flush=True)
+              f"(MLflow has the rounds up to {logged})", flush=True)
     print(f"Run folder: {folder.path}", flush=True)
     init_ray()
     started = time.time()

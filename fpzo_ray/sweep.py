@@ -414,6 +414,8 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
         if isinstance(exc, ResourceWaitTimeout):
             raise ResourceWaitTimeout(f"{exc}\nResume with:\n  "
                                       f"{_resume_command(experiment_dir)}") from None
+        print(f"\nInterrupted. Resume with:\n  {_resume_command(experiment_dir)}",
+              file=sys.stderr)
         raise
     except Exception as exc:
         tracker.end_open_runs("FAILED", root_cause(exc))
@@ -571,10 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoppedOnError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Resume with:\n  {sys.executable} -m fpzo_ray.sweep --resume "
-              f"{results_dir.resolve() / 'ray_results'}/<the experiment folder printed above>",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # outside Tune's own handling (which returns an outcome)
         return 130
     if outcome.interrupted:
         return 130
