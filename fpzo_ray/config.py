@@ -108,8 +108,9 @@ def load_yaml_text(text: str, where: str) -> Any:
         raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels "
                           "deep") from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer too long to convert
-        raise ConfigError(f"config error: {where}: cannot be read "
-                          f"({str(exc).splitlines()[0][:80]})") from None
+        why = ("an integer of more than 4300 digits" if "integer string conversion" in str(exc)
+               else str(exc).splitlines()[0][:80])
+        raise ConfigError(f"config error: {where}: cannot be read ({why})") from None
     if _depth(value) > MAX_DEPTH:
         raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels deep")
     return value

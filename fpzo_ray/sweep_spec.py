@@ -549,10 +549,16 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
     spec = SweepSpec(name, str(raw.get("description", "")), dict(raw), dict(base), axes,
                      search, study, concurrent, max_trials)
     if spec.trial_count > max_trials:
-        sizes = " x ".join(str(len(a.values)) for a in axes) or "1"
+        sizes = " x ".join(str(len(a.values)) for a in axes)
+        parts = f"{spec.cell_count} cell{'s' if spec.cell_count > 1 else ''}" + (
+            f" ({sizes})" if len(axes) > 1 else "")
+        if search is not None and spec.phases[0] == "search":
+            parts += f" x {search.num_samples} search samples"
+        if study is not None:
+            parts += f", then {study.seeds} repeats each"
         raise ConfigError(f"config error: max_trials: the sweep has {spec.trial_count} trials "
-                          f"({sizes} cells), above max_trials {max_trials}; set max_trials "
-                          "in the sweep file (or --set max_trials=N) to run it anyway")
+                          f"({parts}), above max_trials {max_trials}; set max_trials in the "
+                          "sweep file (or --set max_trials=N) to run it anyway")
     spec.validated_configs()
     return spec
 
