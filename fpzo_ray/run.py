@@ -5,7 +5,7 @@ try a configuration. Metrics go to MLflow (one run) and a line per evaluation is
 
 Every run has a folder, ``<results>/runs/<name>_<time>/``: the resolved configuration, the
 newest two checkpoints of the server state (every ``simulation.checkpoint_every`` rounds),
-and at the end ``clients.csv``. A run that is interrupted (Ctrl-C, SIGTERM) ends its MLflow
+and at the end ``clients.csv`` and ``model.pt`` (the final model, ``models.load_pruned``). A run that is interrupted (Ctrl-C, SIGTERM) ends its MLflow
 run KILLED and prints how to go on; ``--resume FOLDER`` continues it from its newest readable
 checkpoint, in the same MLflow run, without logging any round twice.
 """
@@ -108,6 +108,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     import yaml
 
     from fpzo_ray.failure import root_cause, stopped_on_error
+    from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
     from fpzo_ray.sim.checkpoint import newest_readable
     from fpzo_ray.sim.federation import run_federated
     from fpzo_ray.sweep import init_ray
@@ -171,10 +172,11 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
                   f"({time.time() - started:.0f} s)")
 
     try:
-        records = run_federated(cfg, report, resume_state=state)
-        pd.DataFrame(records).to_csv(folder.path / "clients.csv", index=False)
-        tracker.log_artifact(run_id, folder.path / "clients.csv")
-        tracker.log_artifact(run_id, folder.path / CONFIG_FILE)
+        result = run_federated(cfg, report, resume_state=state)
+        save_pruned(result.model, folder.path / MODEL_FILE)
+        pd.DataFrame(result.records).to_csv(folder.path / "clients.csv", index=False)
+        for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):
+            tracker.log_artifact(run_id, folder.path / name)
     except KeyboardInterrupt:
         tracker.end_run_if_possible(run_id, "KILLED", f"interrupted after round {last_round}")
         print(f"\nInterrupted after round {last_round}. Resume with:\n  "

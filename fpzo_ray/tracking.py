@@ -31,7 +31,7 @@ from ray.tune import Callback
 from fpzo_ray.config import ConfigError, config_from_dict, config_to_dict, flatten
 
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
-RUN_ARTIFACTS = ("clients.csv", "config.yaml")
+RUN_ARTIFACTS = ("clients.csv", "config.yaml", "model.pt")
 #: Key of the one-off setup figures (pruning summary) in the first reported result.
 SETUP_KEY = "setup"
 #: Reported result keys that are bookkeeping, not metrics.

@@ -22,6 +22,7 @@ import yaml
 from ray import tune
 
 from fpzo_ray.config import config_from_dict, config_to_dict
+from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
 from fpzo_ray.sim.checkpoint import STATE_FILE, newest_readable, save_server_state
 from fpzo_ray.sim.federation import run_federated
 
@@ -63,5 +64,6 @@ def federated_trial(config: dict[str, Any]) -> None:
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    records = run_federated(cfg, _report, resume_state=_restored_state())
-    pd.DataFrame(records).to_csv(trial_dir / "clients.csv", index=False)
+    result = run_federated(cfg, _report, resume_state=_restored_state())
+    save_pruned(result.model, trial_dir / MODEL_FILE)
+    pd.DataFrame(result.records).to_csv(trial_dir / "clients.csv", index=False)

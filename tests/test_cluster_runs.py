@@ -242,5 +242,7 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     assert "Resuming after round" in resumed.stdout
     (run,) = _all_runs(client, "run_resume_test")
     assert run.info.status == "FINISHED"
+    assert {"clients.csv", "config.yaml", "model.pt"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)}
     expected = _reference({**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}})
     _assert_logged_once(client, run.info.run_id, expected)

@@ -18,7 +18,8 @@ RAW = {"data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
 def _ray_run(num_workers: int):
     raw = {**RAW, "simulation": {**RAW["simulation"], "num_workers": num_workers}}
     reports = []
-    records = run_federated(config_from_dict(raw), lambda metrics, _state: reports.append(metrics))
+    records = run_federated(config_from_dict(raw),
+                            lambda metrics, _state: reports.append(metrics)).records
     return reports, records
 
 

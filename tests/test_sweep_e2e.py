@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -54,12 +55,13 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
                                                              "cumulative_client_forward_flops")]
         assert flops == sorted(flops) and flops[0] > 0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"clients.csv", "config.yaml"} <= artifacts
+        assert {"clients.csv", "config.yaml", "model.pt"} <= artifacts
         # its parameters are its resolved configuration, every field, defaults included
         resolved = config_from_dict(yaml.safe_load(
             (Path(client.download_artifacts(run.info.run_id, "config.yaml"))).read_text()))
         assert {k: v for k, v in run.data.params.items() if not k.startswith("setup.")} == {
             k: str(v) for k, v in flatten(config_to_dict(resolved)).items()}
+        _assert_model_reproduces_the_logged_accuracy(client, run.info.run_id, resolved)
     # The parent's: the configuration the trials share, resolved (single-valued axes
     # included), the swept field marked as varying.
     parent = client.get_run(outcome.parent_run_id).data.params
@@ -68,6 +70,26 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
     for key, value in flatten(config_to_dict(resolved)).items():
         if key != "pruning.sparsity":
             assert parent[key] == str(value), key
+
+
+def _assert_model_reproduces_the_logged_accuracy(client, run_id, cfg) -> None:
+    """The model artifact, rebuilt with the documented loader, scores the final test
+    accuracy the run logged, and is as sparse as the run's mask."""
+    import torch
+
+    from fpzo_ray.data import federated_data
+    from fpzo_ray.models import load_pruned
+
+    model = load_pruned(client.download_artifacts(run_id, "model.pt"))
+    images, labels = federated_data(cfg)[0].test_set()
+    with torch.no_grad():
+        accuracy = int((model(images).argmax(1) == labels).sum()) / len(labels)
+    (logged,) = [m for m in client.get_metric_history(run_id, "test_accuracy")
+                 if m.step == cfg.training.rounds]
+    assert accuracy == pytest.approx(logged.value, abs=1e-9)
+    trained = int(client.get_run(run_id).data.params["setup.num_trained"])
+    weights = torch.cat([p.flatten() for p in model.parameters()])
+    assert int((weights != 0).sum()) <= trained  # pruned coordinates are exactly zero
 
 
 def test_failing_trial_ends_failed_with_its_error(ray_session, tmp_path, monkeypatch):

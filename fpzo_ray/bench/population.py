@@ -83,7 +83,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
         "devices": {"enabled": True},
         "simulation": {"num_workers": 2, "worker_cpus": 0.9, "server_cpus": 0.1}})
     reports: list[dict] = []
-    records = run_federated(cfg, lambda metrics, _state: reports.append(metrics))
+    records = run_federated(cfg, lambda metrics, _state: reports.append(metrics)).records
     devices = client_devices(cfg)
     assert devices is not None
     statuses: dict[str, Counter] = {}

@@ -34,5 +34,7 @@ def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
                norm_groups=cfg.model.norm_groups, activation=cfg.model.activation)
 
 
-__all__ = ["MODEL_CLASSES", "build_model", "DigitsCNN", "LeNet5", "ResNet20", "ResNet18",
+from fpzo_ray.models.pruned import load_pruned  # noqa: E402 - it needs build_model
+
+__all__ = ["MODEL_CLASSES", "build_model", "load_pruned", "DigitsCNN", "LeNet5", "ResNet20", "ResNet18",
            "StagedModel", "ParameterLayout", "bind_flat_buffer", "layout_of"]

@@ -103,9 +103,16 @@ def start_federation(cfg: RunConfig) -> Federation:
 Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 
+@dataclass(frozen=True)
+class FederatedResult:
+    records: list[dict]  # one per sampled client and round (``clients.csv``)
+    model: dict[str, Any]  # the final global model, ``models.pruned.save_pruned``-ready
+
+
 def run_federated(cfg: RunConfig, report: Callable[[dict, dict | None], None],
-                  resume_state: dict[str, Any] | None = None) -> list[dict]:
-    """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records.
+                  resume_state: dict[str, Any] | None = None) -> FederatedResult:
+    """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records
+    and the final global model.
 
     ``report(metrics, state)`` gets each round's metrics (the first round's also carry the
     pruning summary under ``"setup"``) and, every ``simulation.checkpoint_every`` rounds, the
@@ -127,6 +134,7 @@ def run_federated(cfg: RunConfig, report: Callable[[dict, dict | None], None],
                 metrics = {**metrics, "setup": setup}
             due = every > 0 and (r + 1) % every == 0 and r + 1 < cfg.training.rounds
             report(metrics, ray.get(server.state_dict.remote()) if due else None)
-        return ray.get(server.records.remote())
+        return FederatedResult(ray.get(server.records.remote()),
+                               ray.get(server.export_model.remote()))
     finally:
         federation.shutdown()

@@ -69,6 +69,7 @@ class FederatedServer:
         self.test_x, self.test_y = dataset.test_set()
         self.validation = dataset.validation_set()
         self.input_shape = dataset.input_shape
+        self.num_classes = dataset.num_classes
         self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
                                  init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
         self.model.to(self.device)
@@ -282,6 +283,17 @@ class FederatedServer:
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.client_records)
+
+    def export_model(self) -> dict[str, Any]:
+        """The final global model, stored sparsely (``models.pruned``), with its test and
+        validation figures: the weights the last evaluation used."""
+        from fpzo_ray.config import config_to_dict
+        from fpzo_ray.models.pruned import pruned_state
+
+        metrics = self.evaluate()
+        return pruned_state(config_to_dict(self.cfg), self.input_shape, self.num_classes,
+                            self.global_flat_weights(), self.mask.kept_index(), self.model,
+                            metrics)
 
 
 def run_in_process(cfg: RunConfig, dataset: ImageDataset,
