@@ -60,7 +60,6 @@ from fpzo_ray.sweep_spec import (
 
 __all__ = ["SweepOutcome", "find_sweep_file", "load_sweep", "run_sweep", "main"]
 SELECTION_FILE = "selection.json"
-STOPPED_MARKER = "stopped_early"  # in a trial's folder: the scheduler stopped it
 
 
 @dataclass(frozen=True)
@@ -111,43 +110,6 @@ def _trial_name(trial: Any) -> str:
     where = (f"seed{plan['seed']}" if plan["phase"] == "repeat"
              else f"{plan['phase']}{plan['sample']}")
     return f"{plan['cell']}_{where}_{trial.trial_id[-5:]}"
-
-
-def _progress_printer(started: float) -> Any:
-    """A Tune callback printing one line per trial event instead of Tune's status tables."""
-    from ray.tune import Callback
-
-    from fpzo_ray.tracking import error_summary, trial_error_text
-
-    class ProgressPrinter(Callback):
-        def _say(self, trial: Any, text: str) -> None:
-            print(f"[{time.time() - started:6.0f} s] {trial}: {text}", flush=True)
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._say(trial, "started")
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            rounds = config_from_dict(trial.config["trial"]["run"]).training.rounds
-            r = int(result.get("round", 0))
-            if "test_accuracy" in result and (r % max(1, rounds // 4) == 0 or r == rounds):
-                val = (f"val accuracy {result['val_accuracy']:.4f}, "
-                       if "val_accuracy" in result else "")
-                self._say(trial, f"round {r}/{rounds}, {val}test accuracy "
-                                 f"{result['test_accuracy']:.4f}")
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
-                              **info: Any) -> None:
-            rounds = config_from_dict(trial.config["trial"]["run"]).training.rounds
-            done = int((trial.last_result or {}).get("round", 0))
-            if done < rounds and trial.local_path:  # the scheduler stopped it
-                (Path(trial.local_path) / STOPPED_MARKER).write_text(str(done))
-            self._say(trial, "finished" if done >= rounds else f"stopped early at round {done}")
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._say(trial, "FAILED: " + error_summary(trial_error_text(trial)))
-
-    return ProgressPrinter()
 
 
 def _pin_workers(plans: list[TrialPlan], concurrent: int) -> list[TrialPlan]:
@@ -206,6 +168,8 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
 def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str:
     """What became of a trial: OK (it reported every round), STOPPED (by the scheduler),
     ERROR, INTERRUPTED (it reported some rounds, then the sweep stopped) or NOT_STARTED."""
+    from fpzo_ray.progress import STOPPED_MARKER
+
     folder = Path(result.path) if result.path else None
     if result.error:
         return "ERROR"
@@ -355,6 +319,7 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
     resources before stopping (resumable) with :class:`ResourceWaitTimeout`; 0 = forever.
     """
     from fpzo_ray.failure import root_cause, stopped_on_error
+    from fpzo_ray.progress import TrialProgress
     from fpzo_ray.resources import ResourceWaitTimeout, resource_watch
     from fpzo_ray.tracking import (
         MLflowTracker,
@@ -399,7 +364,9 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
             plans = _pin_workers(plans, spec.max_concurrent_trials)
             print(f"Phase {phase!r}: {len(plans)} trials", flush=True)
             callbacks = [MLflowTrialCallback(tracker, spec.name, parent),
-                         _progress_printer(started), resource_watch(give_up_after_s)]
+                         TrialProgress(started, phase, plans,
+                                       lambda line: tracker.set_tags(parent, {"progress": line})),
+                         resource_watch(give_up_after_s)]
             results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
             figures += _figures(results, plans, spec)
             if any(f.status in UNFINISHED for f in figures):

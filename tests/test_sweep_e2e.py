@@ -64,6 +64,8 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
         _assert_model_reproduces_the_logged_accuracy(client, run.info.run_id, resolved)
     # The parent's: the configuration the trials share, resolved (single-valued axes
     # included), the swept field marked as varying.
+    progress = client.get_run(outcome.parent_run_id).data.tags["progress"]
+    assert progress.startswith("grid: ") and "/2 trials done" in progress
     parent = client.get_run(outcome.parent_run_id).data.params
     assert parent["pruning.sparsity"] == "varies: 0.0, 0.5"
     assert parent["sweep.trials"] == "2"
