@@ -58,7 +58,7 @@ def check_resources(configs: Sequence[RunConfig], concurrent: int = 1,
     from fpzo_ray.sim.federation import bundles, resolve_num_workers
 
     nodes = nodes if nodes is not None else cluster_nodes()
-    total = {r: sum(n.get(r, 0.0) for n in nodes) for n in nodes for r in n}
+    total = {r: sum(n.get(r, 0.0) for n in nodes) for r in {r for n in nodes for r in n}}
     seen = set()
     for cfg in configs:
         if cfg.simulation in seen:

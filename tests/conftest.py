@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
+from fpzo_ray.bench.common import data_root
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-# Real MNIST for the tests that use it (skipped without it): FPZO_DATA_ROOT, else the shared
-# data folder beside the checkout.
-SHARED_MNIST = Path(os.environ.get("FPZO_DATA_ROOT")
-                    or Path(__file__).resolve().parents[2] / "shared" / "data")
+# Real data sets (MNIST) for the tests that use them, skipped without: where the benches
+# look, the folder in FPZO_DATA_ROOT (else ./data).
+REAL_DATA_ROOT = data_root()
 
 
 @pytest.fixture(scope="session")

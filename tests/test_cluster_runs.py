@@ -99,22 +99,33 @@ def _wait_for(condition, driver, seconds: float = 240) -> None:
         time.sleep(0.2)
 
 
+def _resumable(rounds: int, experiment: str) -> dict:
+    """RAW with one worker and a checkpoint every 10 rounds, logged to ``experiment``."""
+    return {**RAW, "training": {"rounds": rounds, "clients_per_round": 7, "eval_every": 10},
+            "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
+                           "checkpoint_every": 10},
+            "tracking": {"experiment": experiment}}
+
+
+def _start_driver(module: str, *args: str) -> subprocess.Popen:
+    """``python -m module args`` in its own session (so that it can be killed with the Ray
+    instance it starts), output merged."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
 def _latest_checkpoints(results: Path) -> list[Path]:
     return sorted(results.glob("ray_results/*/grid/*/checkpoint_*"))
 
 
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
-    base = {**RAW, "training": {"rounds": 120, "clients_per_round": 7, "eval_every": 10},
-            "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
-                           "checkpoint_every": 10},
-            "tracking": {"experiment": "resume_test"}}
+    base = _resumable(120, "resume_test")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "resumable", "max_concurrent_trials": 1,
                                      "base": base, "grid": {"zo.num_perturbations": [6]}}))
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "fpzo_ray.sweep", str(sweep), "--results-dir", str(results)]
-    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     deadline = time.time() + 240
     while len(_latest_checkpoints(results)) < 2 and time.time() < deadline:
         assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
@@ -159,18 +170,12 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     KILLED, the --resume command printed. Then, with the interrupted trial's newest checkpoint
     corrupted, --resume falls back to the previous one and ends with the uninterrupted result,
     every metric point logged once, and runs whose parameters are the resolved config."""
-    base = {**RAW, "training": {"rounds": 60, "clients_per_round": 7, "eval_every": 10},
-            "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
-                           "checkpoint_every": 10},
-            "tracking": {"experiment": "sigint_test"}}
+    base = _resumable(60, "sigint_test")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "sigint", "max_concurrent_trials": 1,
                                      "base": base, "grid": {"zo.num_perturbations": [6, 3]}}))
     results = tmp_path / "results"
-    driver = subprocess.Popen([sys.executable, "-m", "fpzo_ray.sweep", str(sweep),
-                               "--results-dir", str(results)], env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     try:
         # the third checkpoint (round 30) of the first trial: well into it, not at its end
         _wait_for(lambda: any(p.name >= "checkpoint_000002"
@@ -214,17 +219,12 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
 def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     """``python -m fpzo_ray.run`` killed with SIGKILL: its MLflow run is KILLED at the next
     start, and ``--resume`` continues it in the same run to the uninterrupted result."""
-    raw = {**RAW, "training": {"rounds": 60, "clients_per_round": 7, "eval_every": 10},
-           "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
-                          "checkpoint_every": 10},
-           "tracking": {"experiment": "run_resume_test"}}
+    raw = _resumable(60, "run_resume_test")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
-    driver = subprocess.Popen([sys.executable, "-m", "fpzo_ray.run", "--config", str(config),
-                               "--results-dir", str(results)], env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = _start_driver("fpzo_ray.run", "--config", str(config), "--results-dir",
+                           str(results))
     try:
         _wait_for(lambda: any(results.glob("runs/*/checkpoint_000020")), driver)
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_MNIST
+from conftest import REAL_DATA_ROOT
 
 from fpzo_ray.config import ConfigError, DataConfig, RunConfig
 from fpzo_ray.data import load_dataset
@@ -258,9 +258,9 @@ def test_normalisation_constants(tmp_path, name, mean, std):
 
 
 def test_real_mnist():
-    if not (SHARED_MNIST / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not available under {SHARED_MNIST}")
-    ds = load_dataset(DataConfig(name="mnist", root=str(SHARED_MNIST)))
+    if not (REAL_DATA_ROOT / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not available under {REAL_DATA_ROOT}")
+    ds = load_dataset(DataConfig(name="mnist", root=str(REAL_DATA_ROOT)))
     assert ds.train_images.shape == (60000, 1, 28, 28) and ds.test_images.shape == (10000, 1, 28, 28)
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert int((ds.train_labels == 1).sum()) == 6742

@@ -7,13 +7,9 @@ from pathlib import Path
 
 
 def data_root() -> Path:
-    """Where benches look for real data sets (``--data-root`` overrides it): the folder in
-    ``FPZO_DATA_ROOT``, else a ``shared/data`` folder beside the checkout when there is one
-    (the project's development machines keep real MNIST there), else ``./data``."""
-    if os.environ.get("FPZO_DATA_ROOT"):
-        return Path(os.environ["FPZO_DATA_ROOT"])
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-    return beside if beside.is_dir() else Path("data")
+    """Where benches (and the tests that need real data) look for data sets, ``--data-root``
+    overriding it: the folder in ``FPZO_DATA_ROOT``, else ``./data``."""
+    return Path(os.environ.get("FPZO_DATA_ROOT") or "data")
 
 
 def workload_data(root: str) -> dict:

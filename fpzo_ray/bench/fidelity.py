@@ -35,8 +35,7 @@ HEADLINE, BASELINE, ABLATION = "ntk_sap_90", "dense_zo", "ntk_sap_90_fan_in"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
-                        help="folder holding MNIST/raw (default: FPZO_DATA_ROOT, else the "
-                             "shared data folder beside the checkout)")
+                        help="folder holding MNIST/raw (default: FPZO_DATA_ROOT, else ./data)")
     parser.add_argument("--study", default=STUDY_FILE, help="the study file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the study (e.g. training.rounds=20 for a "
