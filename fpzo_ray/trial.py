@@ -37,7 +37,11 @@ def _restored_state() -> dict[str, Any] | None:
     if not newest.is_dir():  # storage elsewhere: fetch the newest only
         with checkpoint.as_directory() as local:
             return newest_readable([Path(local)], _warn)
-    older = sorted((f for f in newest.parent.glob("checkpoint_*") if f != newest), reverse=True)
+    # Tune names the newest checkpoint whose results the driver recorded; one written after
+    # it (just before an interruption) holds rounds nobody logged, so only older ones are
+    # fallbacks.
+    older = sorted((f for f in newest.parent.glob("checkpoint_*") if f.name < newest.name),
+                   reverse=True)
     state = newest_readable([newest, *older], _warn)
     if state is None:
         _warn(f"warning: no readable checkpoint under {newest.parent}; the trial starts over")

@@ -167,8 +167,8 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     """SIGINT to the driver mid-sweep: exit 130, every trial listed with its true state, runs
-    KILLED, the --resume command printed. Then, with the interrupted trial's newest checkpoint
-    corrupted, --resume falls back to the previous one and ends with the uninterrupted result,
+    KILLED, the --resume command printed. Then, with the checkpoint Tune restores corrupted,
+    --resume falls back to an older one and ends with the uninterrupted result,
     every metric point logged once, and runs whose parameters are the resolved config."""
     base = _resumable(60, "sigint_test")
     sweep = tmp_path / "sweep.yaml"
@@ -192,14 +192,20 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     assert {r.info.status for r in _all_runs(client, "sigint_test")} == {"KILLED"}
 
+    # Tune restores the newest checkpoint its driver had recorded, which may be older than
+    # the newest on disk: every one but the oldest is corrupted, so the one Tune names is.
     (interrupted,) = {p.parent for p in _latest_checkpoints(results)}
-    newest = sorted(interrupted.glob("checkpoint_*"))[-1] / STATE_FILE
-    newest.write_bytes(b"not a checkpoint")
+    oldest, *corrupted = sorted(interrupted.glob("checkpoint_*"))
+    assert corrupted
+    for folder in corrupted:
+        (folder / STATE_FILE).write_bytes(b"not a checkpoint")
     resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
                               str(experiment)], env=_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"warning: checkpoint {newest} cannot be read" in resumed.stdout + resumed.stderr
+    said = resumed.stdout + resumed.stderr
+    assert any(f"warning: checkpoint {folder / STATE_FILE} cannot be read" in said
+               for folder in corrupted), said[-3000:]
 
     runs = _all_runs(client, "sigint_test")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
