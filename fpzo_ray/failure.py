@@ -5,6 +5,7 @@ command that continues the work once the cause is fixed."""
 
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 
@@ -39,3 +40,12 @@ def stopped_on_error(exc: BaseException, folder: Path, resume_command: str) -> S
         saved = f"the traceback could not be saved ({why.strerror})"
     return StoppedOnError(f"error: {root_cause(exc)}\n{saved}; once the cause is fixed, "
                           f"resume with:\n  {resume_command}")
+
+
+def error_summary(trace: str) -> str:
+    """The line of a traceback that says what went wrong (``SomeError: message``)."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b:?", line):
+            return line
+    return lines[-1] if lines else "trial failed"

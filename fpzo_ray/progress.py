@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence
 from ray.tune import Callback
 
 from fpzo_ray.config import config_from_dict
+from fpzo_ray.study.summary import STOPPED_MARKER
 
-STOPPED_MARKER = "stopped_early"  # in a trial's folder: the scheduler stopped it
 
 
 def _rounds(trial: Any) -> int:
@@ -70,7 +70,8 @@ class TrialProgress(Callback):
                                   else f"stopped early at round {done}"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from fpzo_ray.tracking import error_summary, trial_error_text
+        from fpzo_ray.failure import error_summary
+        from fpzo_ray.tracking import trial_error_text
 
         self._say(f"{trial}: FAILED: " + error_summary(trial_error_text(trial)))
 

@@ -5,9 +5,11 @@ try a configuration. Metrics go to MLflow (one run) and a line per evaluation is
 
 Every run has a folder, ``<results>/runs/<name>_<time>/``: the resolved configuration, the
 newest two checkpoints of the server state (every ``simulation.checkpoint_every`` rounds),
-and at the end ``clients.csv`` and ``model.pt`` (the final model, ``models.load_pruned``). A run that is interrupted (Ctrl-C, SIGTERM) ends its MLflow
-run KILLED and prints how to go on; ``--resume FOLDER`` continues it from its newest readable
-checkpoint, in the same MLflow run, without logging any round twice.
+and at the end ``clients.csv``, ``model.pt`` (the final model, ``models.load_pruned``) and
+``figures/`` (``report.run_figures``), all logged to the run. A run that is interrupted
+(Ctrl-C, SIGTERM) ends its MLflow run KILLED and prints how to go on; ``--resume FOLDER``
+continues it from its newest readable checkpoint, in the same MLflow run, without logging any
+round twice.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     from fpzo_ray.tracking import (
         SETUP_KEY,
         MLflowTracker,
+        log_run_figures,
         resolve_tracking_uri,
         round_metrics,
         ui_command,
@@ -177,6 +180,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         pd.DataFrame(result.records).to_csv(folder.path / "clients.csv", index=False)
         for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):
             tracker.log_artifact(run_id, folder.path / name)
+        log_run_figures(tracker, run_id, cfg, folder.path)
     except KeyboardInterrupt:
         tracker.end_run_if_possible(run_id, "KILLED", f"interrupted after round {last_round}")
         print(f"\nInterrupted after round {last_round}. Resume with:\n  "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -37,29 +36,29 @@ from typing import Any, Sequence
 import pandas as pd
 
 from fpzo_ray.config import ConfigError, config_from_dict, merge
-from fpzo_ray.study.summary import (
-    Selection,
-    TrialFigures,
-    cell_summary,
-    default_budgets,
-    json_ready,
-    select,
-    trial_figures,
+from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
+from fpzo_ray.report.sources import (
+    ENVIRONMENT_FILE,
+    EXPERIMENT_TAG,
+    PARENT_RUN_FILE,
+    SELECTION_FILE,
+    TIMING_FILE,
+    SweepRecord,
+    read_json,
+    read_selections,
 )
+from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
     DEFAULT_SWEEP,
-    SELECTION_METRICS,
     SweepSpec,
     TrialPlan,
     find_sweep_file,
     load_saved_spec,
     load_sweep,
     save_spec,
-    short_name,
 )
 
 __all__ = ["SweepOutcome", "find_sweep_file", "load_sweep", "run_sweep", "main"]
-SELECTION_FILE = "selection.json"
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
 def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str:
     """What became of a trial: OK (it reported every round), STOPPED (by the scheduler),
     ERROR, INTERRUPTED (it reported some rounds, then the sweep stopped) or NOT_STARTED."""
-    from fpzo_ray.progress import STOPPED_MARKER
+    from fpzo_ray.study.summary import STOPPED_MARKER
 
     folder = Path(result.path) if result.path else None
     if result.error:
@@ -185,7 +184,7 @@ def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str
 def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[TrialFigures]:
     """Each planned trial's figures, in cell order, then by sample and seed; a plan Tune
     never created (the phase was interrupted first) is NOT_STARTED."""
-    from fpzo_ray.tracking import error_summary
+    from fpzo_ray.failure import error_summary
 
     def key(plan: dict[str, Any]) -> tuple:
         return plan["cell"], plan["phase"], plan["sample"], plan["seed"]
@@ -207,101 +206,13 @@ def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
 
-def trial_table(figures: list[TrialFigures], spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: its cell, phase, seed, hyperparameters, status and final figures.
-
-    ``test_accuracy_at_best_val`` is the test accuracy of the round whose validation score
-    was best: the "best round" read the only honest way.
-    """
-    cells = {c.label: c for c in spec.cells()}
-    metric = spec.search.metric if spec.search else "val_accuracy"
-    mode = SELECTION_METRICS[metric]
-    rows = []
-    for f in figures:
-        row: dict[str, Any] = dict(cells[f.cell].coordinates) if f.cell in cells else {}
-        row.update(phase=f.phase, sample=f.sample, seed=f.seed)
-        row.update({short_name(k): v for k, v in f.hyperparameters.items()})
-        at_best = math.nan
-        scores = (f.evaluations[metric].dropna() if metric in f.evaluations
-                  else pd.Series(dtype=float))
-        if len(scores):
-            best = scores.idxmax() if mode == "max" else scores.idxmin()
-            at_best = float(f.evaluations.loc[best, "test_accuracy"])
-        row.update(status=f.status, rounds=f.rounds, val_accuracy=f.final("val_accuracy"),
-                   test_accuracy=f.final("test_accuracy"),
-                   **{f"best_{metric}": f.score(metric, mode, "best")},
-                   test_accuracy_at_best_val=at_best, kept_fraction=f.kept_fraction,
-                   client_gflops=f.client_flops / 1e9, upload_kib=f.upload_bytes / 1024,
-                   wall_s=f.wall_s)
-        if f.error:
-            row["error"] = f.error[:200]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def summary_table(spec: SweepSpec, selections: dict[str, Selection],
-                  figures: list[TrialFigures]) -> pd.DataFrame:
-    """One row per cell: the choice and what it measured (the repeats, in a study; else the
-    chosen trial, or the cell's only trial)."""
-    final_phase = spec.phases[-1]
-    by_cell: dict[str, list[TrialFigures]] = {}
-    for f in figures:
-        if f.phase != final_phase:
-            continue
-        if final_phase == "search" and (f.cell not in selections
-                                        or f.sample != selections[f.cell].sample):
-            continue
-        by_cell.setdefault(f.cell, []).append(f)
-    study = spec.study
-    budgets = list(study.flops_budgets) if study and study.flops_budgets else (
-        default_budgets(by_cell) if study else [])
-    metric = spec.search.metric if spec.search else "val_accuracy"
-    rows = []
-    for cell in spec.cells():
-        trials = by_cell.get(cell.label, [])
-        planned = study.seeds if study else 1
-        rows.append(cell_summary(cell.label, cell.coordinates, selections.get(cell.label),
-                                 trials, planned, budgets,
-                                 study.target_accuracy if study else 0.0, metric))
-    return pd.DataFrame(rows)
-
-
-def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary's headline columns, formatted for a terminal."""
-
-    def pm(row: pd.Series, prefix: str) -> str:
-        mean, ci = row.get(f"{prefix}_mean"), row.get(f"{prefix}_ci95")
-        if mean is None or not math.isfinite(mean):
-            return "-"
-        return f"{mean:.4f}" + (f" +- {ci:.4f}" if ci is not None and math.isfinite(ci) else "")
-
-    view = pd.DataFrame(index=summary.index)
-    skip = {"cell", "seeds", "candidates", "reached_target"}
-    for column in summary.columns:
-        if column in skip or column.endswith(("_mean", "_std", "_ci95")) \
-                or column.startswith(("peak_", "selected_")):
-            continue
-        view[short_name(column.removeprefix("chosen."))] = summary[column].map(
-            lambda v: f"{v:.4g}" if isinstance(v, float) else v)
-    view["seeds"] = summary["seeds"]
-    view["test accuracy (95% CI)"] = [pm(row, "test_accuracy") for _, row in summary.iterrows()]
-    view["client GFLOPs"] = (summary["client_flops_mean"] / 1e9).map(lambda v: f"{v:.4g}")
-    view["upload KiB"] = (summary["upload_bytes_mean"] / 1024).map(lambda v: f"{v:.4g}")
-    view["peak client MB"] = (summary["peak_client_memory_bytes"] / 1e6).map(
-        lambda v: f"{v:.3g}")
-    return view
-
-
 def _selections(spec: SweepSpec, figures: list[TrialFigures],
                 experiment_dir: Path) -> dict[str, Selection]:
     """Each cell's choice: decided once, when the search phase ends, and kept in
     ``selection.json`` so that a resumed study repeats exactly what was chosen."""
     path = experiment_dir / SELECTION_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
-        return {c: Selection(c, s["sample"], s["hyperparameters"],
-                             s["value"] if s["value"] is not None else math.nan, s["candidates"])
-                for c, s in saved.items()}
+        return read_selections(path.read_text())
     assert spec.search is not None
     chosen = select([f for f in figures if f.phase == "search"], spec.search.metric,
                     spec.search.mode, spec.search.scope)
@@ -338,11 +249,11 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
         save_spec(spec, experiment_dir)
     mlflow_experiment = config_from_dict(spec.run_config(spec.cells()[0], {})).tracking.experiment
     tracker = MLflowTracker(tracking_uri, mlflow_experiment, results_dir)
-    parent = tracker.find_run("fpzo_experiment", experiment)
+    parent = tracker.find_run(EXPERIMENT_TAG, experiment)
     if parent is not None:
         tracker.reopen(parent)
     else:
-        parent = _start_parent(tracker, spec, experiment)
+        parent = _start_parent(tracker, spec, experiment, experiment_dir)
     _hide_tunes_own_resume_hint()
     # With checkpoints every few rounds Tune snapshots its experiment state every two of them
     # (so that it never points at a deleted one) and warns each time: bench checkpoint
@@ -370,13 +281,21 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
             results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
             figures += _figures(results, plans, spec)
             if any(f.status in UNFINISHED for f in figures):
+                _add_wall_time(experiment_dir, time.time() - started)
                 return _interrupted(tracker, parent, spec, experiment_dir, figures, selections)
             if phase == "search":
                 selections = _selections(spec, figures, experiment_dir)
         trials = trial_table(figures, spec)
         summary = summary_table(spec, selections, figures)
         _record(tracker, parent, experiment_dir, trials, summary)
+        wall_s = _add_wall_time(experiment_dir, time.time() - started)
+        tracker.log_metrics(parent, {"sweep_wall_s": wall_s}, 0)
+        record = SweepRecord(spec, figures, selections,
+                             read_json(experiment_dir / ENVIRONMENT_FILE), wall_s, experiment,
+                             parent)
+        report = _report(record, experiment_dir, tracking_uri)
     except (KeyboardInterrupt, ResourceWaitTimeout) as exc:  # resumable stops
+        _add_wall_time(experiment_dir, time.time() - started)
         tracker.end_open_runs("KILLED", str(exc) or "interrupted")
         if isinstance(exc, ResourceWaitTimeout):
             raise ResourceWaitTimeout(f"{exc}\nResume with:\n  "
@@ -394,6 +313,8 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
         print(f"\nSummary per cell ({spec.kind}; every column in summary.csv):")
         print(summary_view(summary).to_string(index=False))
     print(f"\nTables: {experiment_dir / 'trials.csv'}, {experiment_dir / 'summary.csv'}")
+    if report is not None:
+        print(f"Report: {report}")
     print(f"MLflow store: {tracking_uri} (experiment {mlflow_experiment!r}, parent run {parent})")
     print(f"Open the MLflow UI:  {ui_command(tracking_uri)}")
     return SweepOutcome(experiment_dir, parent, trials, summary, selections, figures)
@@ -469,16 +390,54 @@ def parent_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
-def _start_parent(tracker: Any, spec: SweepSpec, experiment: str) -> str:
+def _start_parent(tracker: Any, spec: SweepSpec, experiment: str, experiment_dir: Path) -> str:
+    """The sweep's parent run: the resolved shared configuration as parameters, the sweep
+    file, its search space and the software it runs on as artifacts."""
     import yaml
+
+    from fpzo_ray.report.environment import environment
+    from fpzo_ray.report.sources import SPEC_ARTIFACT
 
     parent = tracker.start_run(
         experiment, parent_params(spec),
-        tags={"fpzo_experiment": experiment, "sweep": spec.name, "kind": spec.kind})
-    tracker.log_text(parent, yaml.safe_dump(spec.raw, sort_keys=False), "sweep.yaml")
+        tags={EXPERIMENT_TAG: experiment, "sweep": spec.name, "kind": spec.kind})
+    tracker.log_text(parent, yaml.safe_dump(spec.raw, sort_keys=False), SPEC_ARTIFACT)
+    recorded = json.dumps(environment(), indent=2)
+    (experiment_dir / ENVIRONMENT_FILE).write_text(recorded)
+    tracker.log_text(parent, recorded, ENVIRONMENT_FILE)
+    (experiment_dir / PARENT_RUN_FILE).write_text(parent)
     tracker.log_text(parent, json.dumps(json_ready(spec.search_space_description()), indent=2),
                      "search_space.json")
     return parent
+
+
+def _add_wall_time(experiment_dir: Path, seconds: float) -> float:
+    """Add a session's elapsed time to the sweep's (``timing.json``); returns the total over
+    every session so far (a resumed sweep adds up)."""
+    path = experiment_dir / TIMING_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    total = float(saved.get("wall_s", 0.0)) + seconds
+    path.write_text(json.dumps({"wall_s": total,
+                                "sessions": int(saved.get("sessions", 0)) + 1}))
+    return total
+
+
+def _report(record: SweepRecord, experiment_dir: Path, tracking_uri: str) -> Path | None:
+    """The sweep's report (``python -m fpzo_ray.report``) in ``<experiment>/report``, logged
+    to the parent run. A report that cannot be made is a warning: the sweep's results are
+    kept, and the command to try again is printed."""
+    from fpzo_ray.failure import root_cause
+    from fpzo_ray.report.document import write_report
+    from fpzo_ray.report.publish import log_report
+
+    try:
+        files = write_report(record, experiment_dir / "report")
+        log_report(tracking_uri, record.parent_run_id or "", files)
+        return files.html
+    except Exception as exc:
+        print(f"warning: the report could not be made ({root_cause(exc)}); try again with\n"
+              f"  {sys.executable} -m fpzo_ray.report {experiment_dir}", file=sys.stderr)
+        return None
 
 
 def _record(tracker: Any, parent: str, experiment_dir: Path, trials: pd.DataFrame,

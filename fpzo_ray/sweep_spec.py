@@ -546,8 +546,9 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"config error: name: got {name!r}, must be letters, digits, _ or -")
-    spec = SweepSpec(name, str(raw.get("description", "")), dict(raw), dict(base), axes,
-                     search, study, concurrent, max_trials)
+    # the raw file keeps the name it was given, so that a saved copy reads back the same
+    spec = SweepSpec(name, str(raw.get("description", "")), {"name": name, **raw}, dict(base),
+                     axes, search, study, concurrent, max_trials)
     if spec.trial_count > max_trials:
         sizes = " x ".join(str(len(a.values)) for a in axes)
         parts = f"{spec.cell_count} cell{'s' if spec.cell_count > 1 else ''}" + (

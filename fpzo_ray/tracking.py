@@ -17,10 +17,10 @@ artifacts under ``<results>/mlartifacts``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -28,15 +28,17 @@ from typing import Any, Mapping
 
 from ray.tune import Callback
 
-from fpzo_ray.config import ConfigError, config_from_dict, config_to_dict, flatten
+from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
+from fpzo_ray.failure import error_summary
 
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
 RUN_ARTIFACTS = ("clients.csv", "config.yaml", "model.pt")
 #: Key of the one-off setup figures (pruning summary) in the first reported result.
 SETUP_KEY = "setup"
 #: Reported result keys that are bookkeeping, not metrics.
+#: (``time_total_s``, the trial's wall time so far, is logged: reports show it.)
 _NOT_METRICS = {"round", "done", "training_iteration", "timestamp", "time_this_iter_s",
-                "time_total_s", "time_since_restore", "iterations_since_restore", "pid",
+                "time_since_restore", "iterations_since_restore", "pid",
                 "node_ip", "timesteps_total", "episodes_total", "timesteps_since_restore"}
 
 
@@ -232,6 +234,19 @@ class MLflowTracker:
         self.client.set_terminated(run_id, status)
 
 
+def log_run_figures(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder: Path) -> None:
+    """The run's figures (``report.run_figures``) into ``folder/figures`` and onto the run;
+    a figure that cannot be drawn is a warning, never the end of a run."""
+    from fpzo_ray.failure import root_cause
+    from fpzo_ray.report.publish import write_run_figures
+
+    try:
+        write_run_figures(tracker.client, run_id, cfg, folder)
+    except Exception as exc:
+        print(f"warning: the figures of run {run_id} could not be made ({root_cause(exc)})",
+              file=sys.stderr)
+
+
 def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The numeric per-round metrics of a reported result."""
     return {k: v for k, v in result.items()
@@ -247,19 +262,14 @@ def trial_error_text(trial: Any) -> str:
     return str(trial.get_error() or "")
 
 
-def error_summary(trace: str) -> str:
-    """The line of a traceback that says what went wrong (``SomeError: message``)."""
-    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b:?", line):
-            return line
-    return lines[-1] if lines else "trial failed"
-
-
 def child_tags(plan: Mapping[str, Any], sweep_name: str) -> dict[str, str]:
-    """Tags of a trial's run: where it sits in the sweep (``sweep_spec.TrialPlan``)."""
+    """Tags of a trial's run: where it sits in the sweep (``sweep_spec.TrialPlan``), and the
+    plan itself without its configuration (``fpzo_plan``, JSON: what a report reads)."""
+    from fpzo_ray.report.sources import PLAN_TAG
+
     tags = {"sweep": sweep_name, "cell": plan["cell"], "phase": plan["phase"],
-            "sample": str(plan["sample"]), "seed": str(plan["seed"])}
+            "sample": str(plan["sample"]), "seed": str(plan["seed"]),
+            PLAN_TAG: json.dumps({k: v for k, v in plan.items() if k != "run"})}
     tags.update({f"axis.{k}": str(v) for k, v in plan.get("coordinates", {}).items()})
     return tags
 
@@ -313,9 +323,13 @@ class MLflowTrialCallback(Callback):
 
     def _log_trial_artifacts(self, run_id: str, trial: Any) -> None:
         folder = Path(trial.local_path) if trial.local_path else None
+        if folder is None:
+            return
         for name in RUN_ARTIFACTS:
-            if folder is not None and (folder / name).is_file():
+            if (folder / name).is_file():
                 self.tracker.log_artifact(run_id, folder / name)
+        log_run_figures(self.tracker, run_id, config_from_dict(trial.config["trial"]["run"]),
+                        folder)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)

@@ -1,0 +1,27 @@
+"""Names a reader recognises: what a run trains and how it was pruned, in one short label.
+
+Figures name runs and cells by method ("NTK-SAP 90 % + ZO", "dense ZO", "BP FedAvg"), not by
+configuration keys, so that a legend reads like a paper's.
+"""
+
+from __future__ import annotations
+
+from fpzo_ray.config import RunConfig
+
+PRUNING_NAMES = {"dense": "dense", "random": "random", "random_layerwise": "random (layer-matched)",
+                 "magnitude": "magnitude", "snip": "SNIP", "grasp": "GraSP",
+                 "synflow": "SynFlow", "ntk_sap": "NTK-SAP", "ntk_sap_data": "NTK-SAP (data)",
+                 "ntk_sap_central": "NTK-SAP (central)"}
+
+
+def method_label(cfg: RunConfig) -> str:
+    """The training algorithm and the mask, e.g. ``NTK-SAP 90 % + ZO``, ``dense ZO``,
+    ``BP FedAvg``, ``random 80 % + BP FedAvg``."""
+    if cfg.training.algorithm == "bp":
+        trainer = "BP FedAvg"
+    else:
+        trainer = "ZO FedAvg" if cfg.training.mode == "fedavg" else "ZO"
+    method = cfg.pruning_method
+    if method == "dense":
+        return trainer if cfg.training.algorithm == "bp" else f"dense {trainer}"
+    return f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + {trainer}"
