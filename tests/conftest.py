@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +24,26 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_study(ray_session, tmp_path_factory):
+    """``studies.STUDY`` run once, uninterrupted, in this session's Ray, logged to a SQLite
+    store of its own: what the study, report and MLflow UI tests read."""
+    from studies import STUDY, write_sweep
+
+    from fpzo_ray.sweep import load_sweep, run_sweep
+
+    folder = tmp_path_factory.mktemp("finished_study")
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        outcome = run_sweep(load_sweep(write_sweep(folder, STUDY)), folder / "results")
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return SimpleNamespace(outcome=outcome, results=folder / "results",
+                           tracking_uri=f"sqlite:///{folder / 'results' / 'mlflow.db'}",
+                           spec_path=folder / "study.yaml")
 
 
 @pytest.fixture(scope="session")

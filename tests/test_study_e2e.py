@@ -10,23 +10,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from mlflow.tracking import MlflowClient
 
 from fpzo_ray.sweep import load_sweep, run_sweep
 
+from studies import BASE, STUDY, write_sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"data": {"num_clients": 12, "partition": "dirichlet", "alpha": 0.5},
-        "pruning": {"iterations": 2, "clients_per_iteration": 3},
-        "zo": {"num_perturbations": 4},
-        "training": {"rounds": 10, "clients_per_round": 4, "eval_every": 2},
-        "simulation": {"num_workers": 1, "worker_cpus": 0.3, "server_cpus": 0.1}}
-
-
-def _write(tmp_path: Path, spec: dict) -> Path:
-    path = tmp_path / f"{spec['name']}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def _runs(results: Path, experiment: str):
@@ -47,7 +37,7 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
                        "scheduler": {"type": "asha", "grace_period": 4,
                                      "reduction_factor": 2}}}
     results = tmp_path / "results"
-    outcome = run_sweep(load_sweep(_write(tmp_path, spec)), results)
+    outcome = run_sweep(load_sweep(write_sweep(tmp_path, spec)), results)
     trials = sorted(outcome.figures, key=lambda f: f.sample)  # the order they ran in
     assert trials[0].status == "OK"  # nothing to compare the first one against
     assert [f.status for f in trials[1:3]] == ["STOPPED", "STOPPED"]  # the rates that stall
@@ -75,16 +65,6 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
     assert sum("stopped_early" in r.data.tags for r in children) == stopped
 
 
-STUDY = {"name": "study", "max_concurrent_trials": 2,
-         "base": {**BASE, "training": {**BASE["training"], "rounds": 6},
-                  "tracking": {"experiment": "study_e2e"}},
-         "grid": {"method": {"dense": {"pruning": {"method": "dense"}},
-                             "ntk_sap_50": {"pruning": {"method": "ntk_sap",
-                                                        "sparsity": 0.5}}}},
-         "search": {"space": {"training.server_lr": {"grid": [0.003, 0.03]}}},
-         "study": {"seeds": 2, "target_accuracy": 0.15}}
-
-
 def _env():
     return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
 
@@ -93,10 +73,10 @@ def _comparable(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=[c for c in summary.columns if c.startswith("wall_s")])
 
 
-def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(ray_session, tmp_path,
+def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(finished_study, tmp_path,
                                                                        monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = _write(tmp_path, STUDY)
+    path = write_sweep(tmp_path, STUDY)
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "fpzo_ray.sweep", str(path), "--results-dir", str(killed)]
     driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
@@ -116,7 +96,7 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(ray_sessi
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
-    straight = run_sweep(load_sweep(path), tmp_path / "straight")
+    straight = finished_study.outcome
     after_resume = pd.read_csv(experiment / "summary.csv")
     pd.testing.assert_frame_equal(_comparable(after_resume),
                                   _comparable(pd.read_csv(straight.experiment_dir /
