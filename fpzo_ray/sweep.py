@@ -142,10 +142,12 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
         federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy))
     folder = experiment_dir / phase
     if tune.Tuner.can_restore(folder):
-        # The run config, callbacks included, is restored from the folder; the MLflow
-        # callback finds each trial's run again by its trial-id tag.
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True,
                                    resume_errored=True)
+        # Tune restores the callbacks the interrupted session pickled (its process identity,
+        # clock and give-up timer): this session's own replace them. The MLflow callback
+        # finds each trial's run again by its trial-id tag.
+        tuner._local_tuner._run_config.callbacks = callbacks
     else:
         search = spec.search if phase == "search" else None
         scheduler = None

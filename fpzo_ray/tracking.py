@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -290,6 +291,14 @@ class MLflowTrialCallback(Callback):
         self.run_ids: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # run id -> last round logged
         self.closed: set[str] = set()
+        # A finished trial's figures are drawn on a thread of their own: the driver's loop,
+        # which every trial's next round waits on, goes on meanwhile.
+        self._drawing: ThreadPoolExecutor | None = None
+        self._drawn: list[Future] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment; a thread pool cannot be."""
+        return {**self.__dict__, "_drawing": None, "_drawn": []}
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
@@ -328,8 +337,11 @@ class MLflowTrialCallback(Callback):
         for name in RUN_ARTIFACTS:
             if (folder / name).is_file():
                 self.tracker.log_artifact(run_id, folder / name)
-        log_run_figures(self.tracker, run_id, config_from_dict(trial.config["trial"]["run"]),
-                        folder)
+        if self._drawing is None:
+            self._drawing = ThreadPoolExecutor(1, thread_name_prefix="run-figures")
+        self._drawn.append(self._drawing.submit(
+            log_run_figures, self.tracker, run_id,
+            config_from_dict(trial.config["trial"]["run"]), folder))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
@@ -349,7 +361,9 @@ class MLflowTrialCallback(Callback):
         self.closed.add(run_id)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Runs still open when the experiment ends belong to interrupted trials."""
+        """Every figure is drawn; runs still open belong to interrupted trials."""
+        wait(self._drawn)
+        self._drawn.clear()
         for run_id in set(self.run_ids.values()) - self.closed:
             self.tracker.end_run(run_id, "KILLED",
                                  f"interrupted after round {self.logged.get(run_id, 0)}")
