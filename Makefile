@@ -6,12 +6,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # `ray start` turns token authentication on; the job CLI must use it too.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: run test install ray-up ray-join job ray-down clean
+.PHONY: run test test-fast lint install ray-up ray-join job ray-down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,6 +23,16 @@ run: $(VENV)/.installed
 ## install, then run the test suite
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+## the pure-algorithm tests: no Ray, nothing slow (under a minute)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not ray and not slow"
+
+## ruff (lint and format) and mypy, as CI runs them
+lint: $(VENV)/.installed
+	$(PY) -m ruff check fpzo_ray tests
+	$(PY) -m ruff format --check fpzo_ray tests
+	$(PY) -m mypy
 
 ## a local one-node Ray cluster, the default sweep submitted to it as a Ray job, and stop.
 ## Ray 2.60 authenticates with a token: made here once (~/.ray/auth_token, readable by you

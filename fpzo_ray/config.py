@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from fpzo_ray.algorithms.registry import REGISTRY  # plain data: imports no torch
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("auto", "digits_cnn", "lenet5", "resnet20", "resnet18")
 #: The model ``model.name: auto`` picks for each data set.
@@ -37,7 +39,7 @@ PRUNING_SCOPES = ("global", "layer")
 INIT_SCALINGS = ("fan_in", "none")
 DRAW_INITS = ("model", "kaiming_normal")
 REFERENCE_METHODS = tuple(m for m in PRUNING_METHODS if m not in ("dense", "random_layerwise"))
-ALGORITHMS = ("zo", "bp")
+ALGORITHMS = tuple(REGISTRY)  # the registered algorithms; their modes are checked below
 MODES = ("fedsgd", "fedavg")
 ESTIMATORS = ("forward", "central")
 DIRECTIONS = ("gaussian", "rademacher")
@@ -50,7 +52,7 @@ ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
 WORKER_FAILURE_POLICIES = ("retry", "drop")
 PLACEMENTS = ("pack", "spread")
-MEMORY_FIGURES = ("device", "measured")
+MEMORY_FIGURES = ("sparse", "dense")
 ESTIMATE_PLACES = ("workers", "server")
 
 
@@ -132,6 +134,8 @@ def _spec(default: Any, *, choices: tuple | None = None, ge: float | None = None
 
 @dataclass(frozen=True)
 class DataConfig:
+    """``data.*``: the data set, its partition over clients and the validation split."""
+
     name: str = _spec("digits", choices=DATASETS, doc="data set from the registry")
     root: str = _spec("data", doc="folder holding torchvision data sets (mnist)")
     download: bool = _spec(False, doc="let torchvision download a missing data set")
@@ -149,6 +153,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``model.*``: the architecture and its ZO-friendly normalisation and activation."""
+
     name: str = _spec("auto", choices=MODELS,
                       doc="auto: digits_cnn (digits), lenet5 (mnist, fashion_mnist), resnet20")
     norm: str = _spec("group", choices=NORMS,
@@ -159,6 +165,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
+    """``pruning.*``: the foresight-pruning method, its sparsity and schedule."""
+
     method: str = _spec("ntk_sap", choices=PRUNING_METHODS,
                         doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning")
     sparsity: float = _spec(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
@@ -184,6 +192,8 @@ class PruningConfig:
 
 @dataclass(frozen=True)
 class ZOConfig:
+    """``zo.*``: the zeroth-order estimator and how its forward passes run."""
+
     num_perturbations: int = _spec(20, ge=1, doc="K, random directions per client step")
     sigma: float = _spec(1e-3, gt=0.0, doc="finite-difference step")
     estimator: str = _spec("forward", choices=ESTIMATORS,
@@ -204,7 +214,11 @@ class ZOConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: str = _spec("zo", choices=ALGORITHMS, doc="zo: BP-free; bp: backprop FedAvg")
+    """``training.*``: the federated algorithm, its rounds and its optimizers."""
+
+    algorithm: str = _spec("zo", choices=ALGORITHMS,
+                           doc="zo: BP-free; bp: backprop FedAvg; zo_momentum: ZO FedSGD whose "
+                               "server steps with a moving average of the estimates")
     mode: str = _spec("fedsgd", choices=MODES,
                       doc="fedsgd: one step per round; fedavg: local_steps client steps")
     rounds: int = _spec(200, ge=1)
@@ -222,6 +236,9 @@ class TrainingConfig:
     server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
     server_lr: float = _spec(0.01, gt=0.0)
     server_momentum: float = _spec(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
+    estimate_momentum: float = _spec(0.9, ge=0.0, lt=1.0,
+                                     doc="zo_momentum: beta of the moving average of the "
+                                         "clipped estimates (0 = ZO FedSGD)")
     adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
     eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
@@ -231,12 +248,15 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class SimulationConfig:
+    """``simulation.*``: the actors that run a federation, their resources, checkpoints."""
+
     num_workers: int = _spec(2, ge=0, doc="client worker actors per run; 0 = as many as the "
                                           "cluster's CPUs allow")
     worker_cpus: float = _spec(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
     worker_gpus: float = _spec(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
-    worker_memory_mb: float = _spec(0.0, ge=0.0, doc="Ray memory resource of each worker "
-                                                     "(schedules only); 0 = none")
+    worker_memory_mb: float = _spec(0.0, ge=0.0, doc="Ray memory resource of each worker, "
+                                                     "MB = 10^6 bytes (schedules only); 0 = "
+                                                     "none")
     server_cpus: float = _spec(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
     device: str = _spec("cpu", choices=DEVICES)
     placement: str = _spec("pack", choices=PLACEMENTS,
@@ -256,19 +276,23 @@ class SimulationConfig:
 
 @dataclass(frozen=True)
 class DevicesConfig:
+    """``devices.*``: device profiles, their population mix and the round deadline."""
+
     enabled: bool = _spec(False, doc="give clients device profiles: budgets, clock, dropouts")
     profiles_file: str = _spec("", doc="YAML of profiles; empty = the shipped devices.yaml")
     population: dict[str, float] | None = _spec(
         None, doc="profile -> fraction of clients; empty = the profiles file's mix")
-    memory_figure: str = _spec("device", choices=MEMORY_FIGURES,
-                               doc="peak held against budgets: device = model stored sparsely, "
-                                   "measured = the simulator's dense buffers")
+    memory_figure: str = _spec("sparse", choices=MEMORY_FIGURES,
+                               doc="peak held against budgets: sparse = with the model stored "
+                                   "sparsely, dense = the simulator's dense buffers")
     round_deadline_s: float = _spec(0.0, ge=0.0, doc="simulated seconds after which "
                                                      "stragglers are dropped; 0 = none")
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """``tracking.*``: where MLflow records the run."""
+
     experiment: str = _spec("fpzo_ray", doc="MLflow experiment name")
 
 
@@ -355,7 +379,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     values: dict[str, Any] = {}
     for name, value in raw.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             values[name] = _build(tp, value, f"{prefix}{name}.")
         else:
             values[name] = _check_value(f"{prefix}{name}", value, tp, fields[name].metadata)
@@ -387,9 +411,10 @@ def _cross_check(cfg: RunConfig) -> None:
         raise ConfigError("config error: training.bp_microbatch_size: needs per-sample "
                           "normalisation (model.norm group or none); batch statistics change "
                           "with the chunk")
-    if cfg.training.algorithm == "bp" and cfg.training.mode != "fedavg":
-        raise ConfigError("config error: training.mode: algorithm bp is BP FedAvg, "
-                          "set training.mode: fedavg")
+    modes = REGISTRY[cfg.training.algorithm]
+    if cfg.training.mode not in modes:
+        raise ConfigError(f"config error: training.mode: got {cfg.training.mode!r}, algorithm "
+                          f"{cfg.training.algorithm} runs {', '.join(modes)}")
 
 
 def field_type(dotted: str) -> type:

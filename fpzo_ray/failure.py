@@ -20,8 +20,8 @@ def root_cause(exc: BaseException) -> str:
     """``Type: first line`` of the innermost exception: "OperationalError: database or disk is
     full" rather than the MlflowException wrapping it."""
     cause, seen = exc, {id(exc)}
-    while (cause.__cause__ or cause.__context__) is not None:
-        cause = cause.__cause__ or cause.__context__
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
         if id(cause) in seen:
             break
         seen.add(id(cause))

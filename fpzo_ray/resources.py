@@ -30,7 +30,7 @@ def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        from fpzo_ray.sweep import init_ray
+        from fpzo_ray.sim.ray_session import init_ray
 
         init_ray()
         return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
@@ -88,7 +88,7 @@ def check_resources(configs: Sequence[RunConfig], concurrent: int = 1,
 
 
 def _amount(resource: str, value: float) -> str:
-    return f"{value / 2**20:.0f} MiB of" if resource == "memory" else f"{value:g}"
+    return f"{value / 1e6:.0f} MB of" if resource == "memory" else f"{value:g}"
 
 
 def resource_watch(give_up_after_s: float, report_every_s: float = 30.0) -> Any:
@@ -96,6 +96,8 @@ def resource_watch(give_up_after_s: float, report_every_s: float = 30.0) -> Any:
     from ray.tune import Callback
 
     class ResourceWatch(Callback):
+        """Says when trials wait for resources; past the give-up time, stops the sweep."""
+
         def __init__(self) -> None:
             self.waiting_since: float | None = None
             self.last_said = 0.0

@@ -32,6 +32,7 @@ from fpzo_ray.config import (
     parse_overrides,
     read_yaml,
 )
+from fpzo_ray.logs import configure as configure_logging
 
 CONFIG_FILE = "config.yaml"
 RUN_ID_FILE = "mlflow_run_id"
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="FOLDER", default=None,
                         help="continue an interrupted run: its run folder")
     args = parser.parse_args(argv)
+    configure_logging()
     from fpzo_ray.resources import check_resources
     from fpzo_ray.tracking import default_results_dir, prepare_results_dir
 
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from fpzo_ray.sweep import stop_like_ctrl_c_on_sigterm
+    from fpzo_ray.sim.ray_session import stop_like_ctrl_c_on_sigterm
 
     stop_like_ctrl_c_on_sigterm()  # until Ray starts (init_ray installs it again after)
     return _run(cfg, results_dir, folder)
@@ -113,7 +115,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
     from fpzo_ray.sim.checkpoint import newest_readable
     from fpzo_ray.sim.federation import run_federated
-    from fpzo_ray.sweep import init_ray
+    from fpzo_ray.sim.ray_session import init_ray
     from fpzo_ray.tracking import (
         SETUP_KEY,
         MLflowTracker,
@@ -141,7 +143,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     else:
         run_id = (folder.path / RUN_ID_FILE).read_text().strip()
         logged = tracker.reopen(run_id)
-        state = newest_readable(folder.checkpoints(), lambda m: print(m, file=sys.stderr))
+        state = newest_readable(folder.checkpoints())
         print(f"Resuming after round {state['rounds_done'] if state else 0} "
               f"(MLflow has the rounds up to {logged})", flush=True)
     print(f"Run folder: {folder.path}", flush=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +35,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from fpzo_ray.config import ConfigError, config_from_dict, merge
+from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.ray_session import init_ray, stop_like_ctrl_c_on_sigterm
 from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
 from fpzo_ray.report.sources import (
     ENVIRONMENT_FILE,
@@ -63,6 +64,8 @@ __all__ = ["SweepOutcome", "find_sweep_file", "load_sweep", "run_sweep", "main"]
 
 @dataclass(frozen=True)
 class SweepOutcome:
+    """What a sweep (or one session of it) produced."""
+
     experiment_dir: Path
     parent_run_id: str
     trials: pd.DataFrame  # one row per trial, every phase run so far
@@ -78,29 +81,6 @@ class SweepOutcome:
 
 def _resume_command(experiment_dir: Path) -> str:
     return f"{sys.executable} -m fpzo_ray.sweep --resume {experiment_dir}"
-
-
-def init_ray() -> None:
-    """Join the cluster of ``RAY_ADDRESS`` (set by ``ray job submit``), or start Ray locally."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        ray.init(include_dashboard=False)
-    stop_like_ctrl_c_on_sigterm()
-
-
-def stop_like_ctrl_c_on_sigterm() -> None:
-    """SIGTERM (``ray job stop``, a batch scheduler, ``kill``) stops the way Ctrl-C does:
-    Tune checkpoints its experiment, runs end KILLED, the resume command is printed. Installed
-    after ``ray.init``, whose own handler would otherwise end the process on the spot."""
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 # -- one phase: a Tune experiment ----------------------------------------------------------
@@ -147,7 +127,9 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
         # Tune restores the callbacks the interrupted session pickled (its process identity,
         # clock and give-up timer): this session's own replace them. The MLflow callback
         # finds each trial's run again by its trial-id tag.
-        tuner._local_tuner._run_config.callbacks = callbacks
+        internal = tuner._local_tuner
+        assert internal is not None  # None only under Ray Client, which sweeps do not use
+        internal._run_config.callbacks = callbacks
     else:
         search = spec.search if phase == "search" else None
         scheduler = None
@@ -174,8 +156,9 @@ def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str
     folder = Path(result.path) if result.path else None
     if result.error:
         return "ERROR"
-    reported = history is not None and not history.empty and "round" in history
-    done = int(history["round"].max()) if reported else 0
+    done = 0
+    if history is not None and not history.empty and "round" in history:
+        done = int(history["round"].max())
     if done >= planned:
         return "OK"
     if folder is not None and (folder / STOPPED_MARKER).is_file():
@@ -350,6 +333,8 @@ def _hide_tunes_own_resume_hint() -> None:
     import logging
 
     class Hint(logging.Filter):
+        """Drops Tune's own resume hint (the sweep prints its ``--resume`` command)."""
+
         def filter(self, record: logging.LogRecord) -> bool:
             text = record.getMessage()
             return "Tuner.restore(" not in text and "Trials did not complete" not in text
@@ -470,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stop (resumable) when no trial could start for this long for "
                              "want of free resources; 0 = wait forever (default 1800)")
     args = parser.parse_args(argv)
+    configure_logging()
     from fpzo_ray.failure import StoppedOnError
     from fpzo_ray.resources import ResourceWaitTimeout, check_resources
     from fpzo_ray.tracking import default_results_dir, prepare_results_dir

@@ -108,6 +108,8 @@ def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
 # -- the parts of a sweep ------------------------------------------------------------------
 @dataclass(frozen=True)
 class AxisValue:
+    """One value of a grid axis: a field's value, or a named bundle of overrides."""
+
     label: str
     value: Any  # the field's value (field axes) or the label (named axes)
     overrides: dict[str, Any]  # nested, like ``base``
@@ -116,6 +118,8 @@ class AxisValue:
 
 @dataclass(frozen=True)
 class Axis:
+    """One axis of the grid: a config field or a name, and its values."""
+
     key: str  # a config field (``data.alpha``) or a name (``method``)
     named: bool
     values: tuple[AxisValue, ...]
@@ -124,6 +128,8 @@ class Axis:
 
 @dataclass(frozen=True)
 class Cell:
+    """One cell of the grid: a combination of axis values, and its search space."""
+
     label: str  # e.g. ``method=ntk_sap_90,partition=dirichlet_0.1``
     coordinates: dict[str, Any]  # column -> value
     overrides: dict[str, Any]
@@ -132,12 +138,16 @@ class Cell:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
+    """``search.scheduler``: ASHA's grace period and reduction factor."""
+
     grace_period: int
     reduction_factor: float
 
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """``search.*``: what to search in each cell, how, and what to select on."""
+
     space: SearchSpace | None
     num_samples: int
     metric: str
@@ -150,6 +160,8 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class StudySettings:
+    """``study.*``: the repeats on fresh seeds, FLOPs budgets, the target accuracy."""
+
     seeds: int
     flops_budgets: tuple[float, ...]
     target_accuracy: float
@@ -173,6 +185,8 @@ class TrialPlan:
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """A sweep file, parsed and validated: its cells, search, study and trial plans."""
+
     name: str
     description: str
     raw: dict[str, Any]  # the file with ``--set`` applied: what ``--resume`` re-reads
@@ -284,6 +298,7 @@ class SweepSpec:
                     try:
                         config_from_dict(self.run_config(cell, {dim.key: corner}))
                     except ConfigError as exc:
+                        assert cell.space is not None
                         raise _located(cell.space.where, exc) from None
             configs.append(config_from_dict(self.run_config(cell, {})))
             if self.study is not None:

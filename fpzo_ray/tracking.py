@@ -32,6 +32,8 @@ from ray.tune import Callback
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
 from fpzo_ray.failure import error_summary
 
+log = logging.getLogger(__name__)
+
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
 RUN_ARTIFACTS = ("clients.csv", "config.yaml", "model.pt")
 #: Key of the one-off setup figures (pruning summary) in the first reported result.
@@ -114,8 +116,8 @@ def _writer_is_gone(identity: str) -> bool:
 def _cannot_close(what: str, exc: Exception) -> None:
     from fpzo_ray.failure import root_cause
 
-    print(f"warning: could not close {what} in MLflow ({root_cause(exc)}); the next sweep or "
-          "run on this experiment marks it KILLED", file=sys.stderr)
+    log.warning("could not close %s in MLflow (%s); the next sweep or run on this experiment "
+                "marks it KILLED", what, root_cause(exc))
 
 
 class MLflowTracker:
@@ -244,8 +246,7 @@ def log_run_figures(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder:
     try:
         write_run_figures(tracker.client, run_id, cfg, folder)
     except Exception as exc:
-        print(f"warning: the figures of run {run_id} could not be made ({root_cause(exc)})",
-              file=sys.stderr)
+        log.warning("the figures of run %s could not be made (%s)", run_id, root_cause(exc))
 
 
 def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:

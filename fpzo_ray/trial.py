@@ -12,7 +12,6 @@ round and produces the same metrics as if uninterrupted.
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,12 @@ import yaml
 from ray import tune
 
 from fpzo_ray.config import config_from_dict, config_to_dict
+from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
 from fpzo_ray.sim.checkpoint import STATE_FILE, newest_readable, save_server_state
 from fpzo_ray.sim.federation import run_federated
+
+log = logging.getLogger(__name__)
 
 
 def _restored_state() -> dict[str, Any] | None:
@@ -36,20 +38,16 @@ def _restored_state() -> dict[str, Any] | None:
     newest = Path(checkpoint.path)
     if not newest.is_dir():  # storage elsewhere: fetch the newest only
         with checkpoint.as_directory() as local:
-            return newest_readable([Path(local)], _warn)
+            return newest_readable([Path(local)])
     # Tune names the newest checkpoint whose results the driver recorded; one written after
     # it (just before an interruption) holds rounds nobody logged, so only older ones are
     # fallbacks.
     older = sorted((f for f in newest.parent.glob("checkpoint_*") if f.name < newest.name),
                    reverse=True)
-    state = newest_readable([newest, *older], _warn)
+    state = newest_readable([newest, *older])
     if state is None:
-        _warn(f"warning: no readable checkpoint under {newest.parent}; the trial starts over")
+        log.warning("no readable checkpoint under %s; the trial starts over", newest.parent)
     return state
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
@@ -62,6 +60,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> Non
 
 
 def federated_trial(config: dict[str, Any]) -> None:
+    """One whole federated run as a Tune trial (see the module docstring)."""
+    configure_logging()
     # One line per checkpoint in the driver's terminal says nothing the sweep does not.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = config_from_dict(config["trial"]["run"])

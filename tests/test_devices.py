@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fpzo_ray.algorithms.base import Upload
 from fpzo_ray.config import ConfigError, config_from_dict
 from fpzo_ray.data import make_partition
 from fpzo_ray.sim.client import ClientRuntime
@@ -64,7 +65,8 @@ def test_device_seconds_by_hand():
 
 
 def _reply(client, flops, up=1_000_000, down=1_000_000):
-    return TrainReply(client, 10, 10, 1.0, None, None, None, flops, flops, up, down, 100, 100)
+    return TrainReply(client, 10, 10, 1.0, Upload(step_differences=()), None, flops, flops, up,
+                      down, 100, 100)
 
 
 def test_virtual_clock_on_a_hand_checked_round(tmp_path):
@@ -93,7 +95,7 @@ def _server(digits, tmp_path, algorithm, memory_mb):
         training.update(algorithm="bp", mode="fedavg")
     cfg = config_from_dict({
         "data": {"num_clients": 20}, "training": training,
-        "devices": {"enabled": True, "memory_figure": "measured",
+        "devices": {"enabled": True, "memory_figure": "dense",
                     "profiles_file": _profiles(tmp_path, **memory_mb)}})
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
     runtime = ClientRuntime(cfg, digits, parts)
@@ -169,6 +171,8 @@ def test_time_to_target_is_the_simulated_time_when_first_reached(digits, tmp_pat
 
 
 def test_non_finite_uploads_are_rejected_and_recorded(digits, monkeypatch):
+    import dataclasses
+
     import torch
 
     cfg = config_from_dict({"data": {"num_clients": 20},
@@ -177,16 +181,16 @@ def test_non_finite_uploads_are_rejected_and_recorded(digits, monkeypatch):
     runtime = ClientRuntime(cfg, digits, parts)
     server = FederatedServer(cfg, digits, InProcessPool(runtime))
     server.prune()
-    honest = runtime._local_work
+    honest = runtime.algorithm.local_work
 
-    def poisoned(broadcast, client_id, *args):
-        work = honest(broadcast, client_id, *args)
+    def poisoned(model, batches, start, round_index, client_id):
+        work = honest(model, batches, start, round_index, client_id)
         if client_id % 2:  # odd clients upload NaN
-            bad = tuple(torch.full_like(d, float("nan")) for d in work.step_differences)
-            work = type(work)(bad, None, None, work.base_loss, work.forward_flops, work.flops)
+            bad = tuple(torch.full_like(d, float("nan")) for d in work.upload.step_differences)
+            work = dataclasses.replace(work, upload=Upload(step_differences=bad))
         return work
 
-    monkeypatch.setattr(runtime, "_local_work", poisoned)
+    monkeypatch.setattr(runtime.algorithm, "local_work", poisoned)
     metrics = [server.run_round(r) for r in range(3)]
     rejected = [r for r in server.records() if r["status"] == "rejected_non_finite"]
     assert rejected and all(r["client_id"] % 2 for r in rejected)

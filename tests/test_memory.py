@@ -226,7 +226,9 @@ def test_sparse_storage_by_hand():
     # 1% kept: the int32 index list (40 B) beats the bitmap (125 B)
     assert sparse_storage_bytes(10, 1000, 10) == 40 + 40 + 40
     assert sparse_storage_bytes(0, 1001, 0) == 0  # nothing kept: no positions either
-    assert sparse_storage_bytes(1001, 1001, 0) == 4004 + 126  # ceil(1001 / 8)
+    assert sparse_storage_bytes(1001, 1001, 0) == 4004  # nothing pruned: no positions
+    assert sparse_storage_bytes(990, 1001, 0) == 3960 + 44  # 11 pruned: their indices
+    assert sparse_storage_bytes(900, 1001, 0) == 3600 + 126  # ceil(1001 / 8) < 4 * 101
     with pytest.raises(ValueError):
         sparse_storage_bytes(11, 10, 0)
     breakdown = {"parameters": 4040, "masks": 800, "activations": 1000, "zo_buffers": 1200}

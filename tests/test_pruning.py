@@ -12,7 +12,7 @@ from fpzo_ray.pruning import (
     prune_iteratively,
     random_mask,
 )
-from fpzo_ray.sim.client import pruning_draw_seeds
+from fpzo_ray.protocol import pruning_draw_seeds
 
 
 def _digits_model():
@@ -22,14 +22,17 @@ def _digits_model():
     return model, layout
 
 
+TWO_DRAWS = config_from_dict({"pruning": {"draws_per_client": 2}})
+
+
 def test_federated_sum_of_data_free_scores_equals_centralised():
     model, layout = _digits_model()
     mask = random_mask(layout, 0.6, torch.Generator().manual_seed(0))
     clients = [3, 8, 11, 40]
-    per_client = [ntk_sap_mask_gradient(model, layout, mask, pruning_draw_seeds(0, 2, c, 2),
+    per_client = [ntk_sap_mask_gradient(model, layout, mask, pruning_draw_seeds(TWO_DRAWS, 2, c),
                                         8, (1, 8, 8), 0.01) for c in clients]
     federated = torch.stack(per_client).sum(0).abs()
-    union = [s for c in clients for s in pruning_draw_seeds(0, 2, c, 2)]
+    union = [s for c in clients for s in pruning_draw_seeds(TWO_DRAWS, 2, c)]
     central = ntk_sap_mask_gradient(model, layout, mask, union, 8, (1, 8, 8), 0.01).abs()
     torch.testing.assert_close(federated, central, rtol=1e-5, atol=1e-7)
     assert torch.count_nonzero(central[~mask.prunable_kept]) == 0
@@ -44,7 +47,7 @@ def test_federated_sum_of_data_free_scores_equals_centralised():
 def test_saliency_depends_on_seeds_not_on_the_model_weights():
     model, layout = _digits_model()
     mask = Mask.dense(layout)
-    seeds = pruning_draw_seeds(1, 0, 0, 1)
+    seeds = pruning_draw_seeds(config_from_dict({'seed': 1}), 0, 0)
     first = ntk_sap_mask_gradient(model, layout, mask, seeds, 4, (1, 8, 8), 0.01)
     with torch.no_grad():
         for p in model.parameters():

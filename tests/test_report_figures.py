@@ -41,13 +41,13 @@ SETUP = {"kept_fraction": 0.1, "pruning_client_flops": 5e8,
                            "stages.2.1.weight": 0.05}}
 CLIENTS = pd.DataFrame([
     {"round": 1, "client_id": 0, "device": "mcu", "status": "ok", "peak_memory_bytes": 3e6,
-     "device_memory_bytes": 1.5e6},
+     "sparse_memory_bytes": 1.5e6},
     {"round": 2, "client_id": 1, "device": "mcu", "status": "oom", "peak_memory_bytes": 5e6,
      "budget_bytes": 4e6},
     {"round": 2, "client_id": 2, "device": "rpi4", "status": "ok", "peak_memory_bytes": 3e6,
-     "device_memory_bytes": 1.5e6},
+     "sparse_memory_bytes": 1.5e6},
     {"round": 3, "client_id": 0, "device": "mcu", "status": "ok", "peak_memory_bytes": 3.2e6,
-     "device_memory_bytes": 1.6e6},
+     "sparse_memory_bytes": 1.6e6},
     {"round": 3, "client_id": 3, "device": "phone", "status": "unavailable"}])
 BUDGETS = {"mcu": 4e6, "rpi4": 1.2e9, "phone": 1.5e9}
 

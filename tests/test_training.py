@@ -8,7 +8,7 @@ from fpzo_ray.data import make_partition
 from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
-from fpzo_ray.sim.sampling import sample_clients
+from fpzo_ray.protocol import sample_clients
 from fpzo_ray.sim.server import FederatedServer
 
 SMALL = {"data": {"num_clients": 20}, "training": {"rounds": 6, "clients_per_round": 5},

@@ -204,8 +204,9 @@ def test_fedavg_replay_equals_the_clients_own_weights_bit_for_bit(scope):
     kept_index = torch.arange(1, layout.total, 2)
     blocks = stage_blocks(layout, kept_index, 3) if scope == "layerwise" else None
     ws = ZOWorkspace(model, layout, flat, kept_index, blocks)
-    spec = ZOUpdateSpec(EstimatorSpec("forward", "rademacher", 1e-3), perturbation_scope=scope,
-                        local_steps=4, client_lr=0.05, client_momentum=0.9, clip_inf_norm=0.5)
+    spec = ZOUpdateSpec(EstimatorSpec("forward", "rademacher", 1e-3), num_perturbations=8,
+                        perturbation_scope=scope, client_lr=0.05, client_momentum=0.9,
+                        clip_inf_norm=0.5)
     seeds = [perturbation_seeds(9, 2, 7, s, 8) for s in range(4)]
     batches = [(x[4 * s:4 * s + 8], y[4 * s:4 * s + 8]) for s in range(4)]
     start = ws.trained_weights()

@@ -1,7 +1,7 @@
 """Bytes on the wire per client and round, for each message the protocol sends.
 
 Floats are 4 bytes (float32), seeds 8 bytes, sample counts 4 bytes; a mask costs
-``Mask.wire_bytes()`` (bitmap or index list, whichever is smaller, nothing when dense).
+:func:`mask_position_bytes` (bitmap or index list, whichever is smaller, nothing when dense).
 Clients are stateless, as in cross-device FL: every participant is sent the mask and the
 current weights each time it takes part. Initial weights never travel: clients regenerate
 them from the run's model seed (counted in the 8-byte seed).
@@ -12,6 +12,20 @@ from __future__ import annotations
 FLOAT_BYTES = 4
 SEED_BYTES = 8
 COUNT_BYTES = 4
+INDEX_BYTES = 4
+
+
+def mask_position_bytes(num_kept: int, num_prunable: int) -> int:
+    """Bytes that say which of ``num_prunable`` coordinates survive: a bitmap (ceil(P / 8)
+    bytes) or a list of 4-byte indices of the kept ones, or of the pruned ones when fewer,
+    whichever is smaller; nothing when every coordinate is kept. Both the mask on the wire
+    and a model stored sparsely pay this."""
+    if not 0 <= num_kept <= num_prunable:
+        raise ValueError(f"need 0 <= num_kept ({num_kept}) <= num_prunable ({num_prunable})")
+    if num_kept == num_prunable:
+        return 0
+    bitmap = (num_prunable + 7) // 8
+    return min(bitmap, INDEX_BYTES * min(num_kept, num_prunable - num_kept))
 
 
 def train_download_bytes(num_trained: int, mask_bytes: int) -> int:

@@ -18,6 +18,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LayerFlops:
+    """The dense cost of one prunable layer per sample (multiply-adds and bias adds)."""
+
     name: str  # the weight's parameter name, e.g. "stages.0.0.weight"
     multiply_adds: int  # per sample, dense
     bias_adds: int  # per sample
@@ -37,10 +39,12 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> list[LayerFlops
     def hook_for(name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
             out_elems = output[0].numel()  # per sample
+            per_output: int
             if isinstance(module, nn.Conv2d):
                 per_output = (module.in_channels // module.groups) * module.kernel_size[0] * \
                     module.kernel_size[1]
             else:
+                assert isinstance(module, nn.Linear)
                 per_output = module.in_features
             bias = out_elems if module.bias is not None else 0
             found.append(LayerFlops(f"{name}.weight", out_elems * per_output, bias))

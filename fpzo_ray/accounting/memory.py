@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from fpzo_ray.accounting.communication import mask_position_bytes
 from fpzo_ray.models.staged import StagedModel
 
 #: The categories live bytes are split into; ``other`` is for whatever a caller cannot name.
@@ -232,16 +233,15 @@ class MemoryMeter(TorchDispatchMode):
 def sparse_storage_bytes(num_kept: int, num_prunable: int, num_dense_params: int) -> int:
     """Bytes to hold a pruned model's parameters sparsely.
 
-    float32 values of the ``num_kept`` surviving prunable weights, plus their positions as the
-    cheaper of a bitmap over all ``num_prunable`` coordinates (ceil(P / 8) bytes) or an int32
-    index list (4 bytes per kept weight; cheaper below 1/32 density), plus the
-    ``num_dense_params`` never-pruned parameters (biases, norm parameters) as dense float32.
+    float32 values of the ``num_kept`` surviving prunable weights and of the
+    ``num_dense_params`` never-pruned parameters (biases, norm parameters), plus the kept
+    weights' positions as the mask travels (``communication.mask_position_bytes``: the
+    cheaper of a bitmap or an index list, nothing when nothing is pruned).
     """
-    if not 0 <= num_kept <= num_prunable or num_dense_params < 0:
-        raise ValueError(f"need 0 <= num_kept ({num_kept}) <= num_prunable ({num_prunable}) "
-                         f"and num_dense_params >= 0 ({num_dense_params})")
-    positions = min(math.ceil(num_prunable / 8), INT32_BYTES * num_kept)
-    return FLOAT32_BYTES * num_kept + positions + FLOAT32_BYTES * num_dense_params
+    if num_dense_params < 0:
+        raise ValueError(f"need num_dense_params >= 0, got {num_dense_params}")
+    return (FLOAT32_BYTES * (num_kept + num_dense_params)
+            + mask_position_bytes(num_kept, num_prunable))
 
 
 def sparse_peak_bytes(breakdown: Mapping[str, int], sparse_bytes: int) -> int:

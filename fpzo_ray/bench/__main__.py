@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    from fpzo_ray.logs import configure
+
+    configure()
     run: Callable[[argparse.Namespace], dict] = module.run
     result = run(args)
     print(json.dumps(result))

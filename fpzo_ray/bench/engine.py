@@ -28,11 +28,10 @@ from fpzo_ray.bench.common import data_root, workload_data
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
-from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import MaskBroadcast, TrainBroadcast
-from fpzo_ray.sim.sampling import sample_clients
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +60,7 @@ def plain_loop(cfg: RunConfig, args: argparse.Namespace) -> float:
     weights = runtime.initial_flat.clone()
     done, elapsed = 0, 0.0
     for r in range(args.warmup + args.rounds):
-        clients = sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, r, cfg.data.num_clients,
-                                 cfg.training.clients_per_round)
+        clients = round_participants(cfg, r)
         started = time.perf_counter()
         serve_clients(runtime, mask, TrainBroadcast(r, 1, weights), clients)
         if r >= args.warmup:
@@ -94,7 +92,7 @@ def engine(cfg: RunConfig, args: argparse.Namespace) -> tuple[float, dict[str, f
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fpzo_ray.sweep import init_ray
+    from fpzo_ray.sim.ray_session import init_ray
 
     init_ray()
     loop = plain_loop(workload(args, 1, 1.0), args)

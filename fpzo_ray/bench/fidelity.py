@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for f in outcome.figures:
         if f.phase == "repeat":
             repeats.setdefault(f.cell, []).append(f)
-    cells, rows, claim, ablation = [], [], {}, {}
+    cells: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    claim: dict[str, dict[str, Any]] = {}
+    ablation: dict[str, dict[str, Any]] = {}
     by_coordinates = {}
     for cell, row in zip(spec.cells(), outcome.summary.to_dict(orient="records")):
         cfg = config_from_dict(spec.run_config(cell, {}))
@@ -97,15 +100,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["flops_vs_dense_zo"] = row["flops"] / dense_flops[row["cell_partition"]]
     partitions = list(dict.fromkeys(c.coordinates["partition"] for c in spec.cells()))
     for partition in partitions:
-        pair = (by_coordinates.get((HEADLINE, partition)), by_coordinates.get((BASELINE,
-                                                                              partition)))
-        if all(pair):
-            claim[partition] = compare_cells(repeats.get(pair[0], []), repeats.get(pair[1], []))
-        pair = (by_coordinates.get((ABLATION, partition)), by_coordinates.get((HEADLINE,
-                                                                              partition)))
-        if all(pair):
-            ablation[partition] = compare_cells(repeats.get(pair[0], []),
-                                                repeats.get(pair[1], []))
+        for out, (a, b) in ((claim, (HEADLINE, BASELINE)), (ablation, (ABLATION, HEADLINE))):
+            first = by_coordinates.get((a, partition))
+            second = by_coordinates.get((b, partition))
+            if first is not None and second is not None:
+                out[partition] = compare_cells(repeats.get(first, []), repeats.get(second, []))
 
     for row in rows:
         row["test_accuracy"] = (f"{row['mean']:.4f} +- {row['ci95']:.4f}"

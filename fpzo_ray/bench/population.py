@@ -90,7 +90,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
     peaks: dict[str, int] = {}
     for record in records:
         statuses.setdefault(record["device"], Counter())[record["status"]] += 1
-        peak = record.get("device_memory_bytes") or record.get("peak_memory_bytes")
+        peak = record.get("sparse_memory_bytes") or record.get("peak_memory_bytes")
         if peak and peak == peak:  # skip NaN
             peaks[record["device"]] = max(peaks.get(record["device"], 0), int(peak))
     rows = []
@@ -109,7 +109,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fpzo_ray.sweep import init_ray
+    from fpzo_ray.sim.ray_session import init_ray
 
     if workload_data(args.data_root)["name"] != "mnist":
         raise SystemExit(f"population needs real MNIST under {args.data_root}/MNIST/raw "

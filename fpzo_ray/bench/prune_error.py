@@ -36,13 +36,13 @@ from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
+from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
 from fpzo_ray.pruning.saliencies import keep_scores
-from fpzo_ray.seeding import Purpose
-from fpzo_ray.sim.client import ClientRuntime, pruning_draw_seeds
+from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
 from fpzo_ray.sim.pruning_phase import PruningPhase
-from fpzo_ray.sim.sampling import sample_clients
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,10 +101,8 @@ def _centralised(cfg: RunConfig, runtime: ClientRuntime,
     recorder = _Recorder()
 
     def saliency(t: int, mask: Mask) -> torch.Tensor:
-        clients = sample_clients(cfg.seed, Purpose.PRUNING_SAMPLING, t, cfg.data.num_clients,
-                                 p.clients_per_iteration)
-        seeds = [s for c in clients for s in pruning_draw_seeds(cfg.seed, t, c,
-                                                                p.draws_per_client)]
+        seeds = [s for c in pruning_participants(cfg, t)
+                 for s in pruning_draw_seeds(cfg, t, c)]
         inputs = None
         if p.method == "ntk_sap_data":  # one batch of the pooled data per draw
             inputs = [runtime.dataset.train_batch(np.sort(np.random.default_rng(s).choice(
@@ -134,9 +132,10 @@ def _max_layer_diff(a: Mask, b: Mask) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     rows = []
-    dataset = None
+    dataset: ImageDataset | None = None
 
     def runtime_for(cfg: RunConfig) -> ClientRuntime:
+        assert dataset is not None
         return ClientRuntime(cfg, dataset, make_partition(cfg.data, dataset.train_labels,
                                                           cfg.seed))
 

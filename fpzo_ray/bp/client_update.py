@@ -21,6 +21,8 @@ from fpzo_ray.zo.local import client_sgd_step
 
 @dataclass(frozen=True)
 class BPClientResult:
+    """What a BP client's local steps produced."""
+
     final_weights: torch.Tensor  # trained coordinates after the local steps
     base_loss: float  # mean loss over the steps (each at the step's starting weights)
 

@@ -184,14 +184,20 @@ def _existence_checked_datasets() -> dict[str, type]:
                    for name in names + [dataset.meta["filename"]])
 
     class ExistenceCheckedCIFAR10(CIFAR10):
+        """CIFAR-10 whose integrity check is the files' existence (no md5 pass per load)."""
+
         meta = {**CIFAR10.meta, "md5": None}  # _load_meta md5-checks the label names file too
         _check_integrity = cifar_files_exist
 
     class ExistenceCheckedCIFAR100(CIFAR100):
+        """CIFAR-100 whose integrity check is the files' existence."""
+
         meta = {**CIFAR100.meta, "md5": None}
         _check_integrity = cifar_files_exist
 
     class ExistenceCheckedSVHN(SVHN):
+        """SVHN whose integrity check is the files' existence."""
+
         def _check_integrity(self) -> bool:
             return os.path.isfile(os.path.join(self.root, self.filename))
 
@@ -213,7 +219,7 @@ def _load_cifar_dataset(cfg: DataConfig, name: str, title: str, num_classes: int
         train = dataset_cls(str(root), train=True, download=cfg.download)
         test = dataset_cls(str(root), train=False, download=cfg.download)
     except RuntimeError:
-        raise _not_found(title, root, dataset_cls.base_folder) from None
+        raise _not_found(title, root, getattr(dataset_cls, "base_folder", name)) from None
 
     def nchw(split) -> np.ndarray:  # torchvision keeps CIFAR as NHWC for PIL
         return np.ascontiguousarray(split.data.transpose(0, 3, 1, 2), dtype=np.uint8)

@@ -9,6 +9,8 @@ from fpzo_ray.models.staged import StagedModel, flat_features
 
 
 class DigitsCNN(StagedModel):
+    """A 1.9k-parameter CNN for the 8x8 digits: two conv stages and a linear head."""
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10,
                  norm: str = "group", norm_groups: int = 2, activation: str = "hardswish") -> None:
         features = [

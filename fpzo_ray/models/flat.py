@@ -6,7 +6,7 @@ operation (``index_copy_`` over the kept coordinates) instead of a Python loop o
 and a mask, a perturbation or an update is just a vector in the same coordinates.
 
 The *prunable* coordinates are the weights of convolutions and linear layers; biases and
-normalisation parameters are never pruned (METHOD.md).
+normalisation parameters are never pruned (docs/METHOD.md).
 """
 
 from __future__ import annotations

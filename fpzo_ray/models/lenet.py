@@ -9,6 +9,8 @@ from fpzo_ray.models.staged import StagedModel, flat_features
 
 
 class LeNet5(StagedModel):
+    """LeNet-5 (61.7k parameters) with GroupNorm and Hardswish by default (BAFFLE's recipe)."""
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
                  norm: str = "group", norm_groups: int = 2, activation: str = "hardswish") -> None:
         features = [

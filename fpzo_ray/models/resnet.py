@@ -16,6 +16,8 @@ from fpzo_ray.models.staged import StagedModel
 
 
 class BasicBlock(nn.Module):
+    """A ResNet basic block (two 3x3 convolutions and a shortcut)."""
+
     def __init__(self, in_planes: int, planes: int, stride: int, norm: str, groups: int,
                  activation: str) -> None:
         super().__init__()
@@ -54,6 +56,8 @@ def _resnet(widths: tuple[int, ...], blocks_per_stage: int, input_shape: tuple[i
 
 
 class ResNet20(StagedModel):
+    """ResNet-20 for 32x32 images (three stages of 16, 32, 64 channels)."""
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
                  norm: str = "group", norm_groups: int = 2, activation: str = "hardswish") -> None:
         super().__init__(_resnet((16, 32, 64), 3, input_shape, num_classes, norm, norm_groups,
@@ -61,6 +65,8 @@ class ResNet20(StagedModel):
 
 
 class ResNet18(StagedModel):
+    """ResNet-18 for 32x32 images (four stages of 64 to 512 channels)."""
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
                  norm: str = "group", norm_groups: int = 2, activation: str = "hardswish") -> None:
         super().__init__(_resnet((64, 128, 256, 512), 2, input_shape, num_classes, norm,

@@ -14,6 +14,9 @@ from torch import nn
 
 
 class StagedModel(nn.Module):
+    """A model as a chain of stages, so a forward pass can resume from any stage's input
+    (the layer-wise ZO variant reuses the unperturbed prefix)."""
+
     def __init__(self, stages: Iterable[nn.Module]) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
+from fpzo_ray.accounting.communication import mask_position_bytes
+from fpzo_ray.accounting.memory import sparse_storage_bytes
 from fpzo_ray.models.flat import ParameterLayout
 
 
 @dataclass(frozen=True)
 class Mask:
+    """Which prunable coordinates survive (a bool vector in layout order), and its costs."""
+
     layout: ParameterLayout
     prunable_kept: torch.Tensor  # bool, length layout.num_prunable
 
@@ -84,12 +88,13 @@ class Mask:
 
         A dense mask costs nothing: the client trains everything.
         """
-        if self.is_dense:
-            return 0
-        bitmap = (self.layout.num_prunable + 7) // 8
-        index_list = 4 * min(self.num_kept_prunable,
-                             self.layout.num_prunable - self.num_kept_prunable)
-        return min(bitmap, index_list)
+        return mask_position_bytes(self.num_kept_prunable, self.layout.num_prunable)
+
+    def stored_bytes(self) -> int:
+        """Bytes of a model under this mask stored sparsely: the d trained values and the
+        mask (``accounting.memory.sparse_storage_bytes``)."""
+        return sparse_storage_bytes(self.num_kept_prunable, self.layout.num_prunable,
+                                    self.layout.total - self.layout.num_prunable)
 
 
 def keep_top_k(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The NTK-SAP saliency of a client, data-free (Wang et al., ICLR 2023; METHOD.md, phase 1).
+"""The NTK-SAP saliency of a client, data-free (Wang et al., ICLR 2023;
+docs/METHOD.md, phase 1).
 
     s_j = | d/dm_j  E_{x, theta, delta} || f(x; theta*m) - f(x; (theta + eps*delta)*m) ||^2 |
 
@@ -50,8 +51,9 @@ def fresh_parameters(model: nn.Module, layout: ParameterLayout, gen: torch.Gener
             torch.manual_seed(seed)
             with torch.no_grad():
                 for module in scratch.modules():
-                    if module is not scratch and hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
+                    reset = getattr(module, "reset_parameters", None)
+                    if module is not scratch and callable(reset):
+                        reset()
         named = dict(scratch.named_parameters())
         return {slot.name: named[slot.name].detach().clone() for slot in layout.slots}
     if scheme != "kaiming_normal":

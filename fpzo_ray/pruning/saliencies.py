@@ -21,7 +21,7 @@ top-k of ``keep_scores(method, summed)`` among the still-kept coordinates.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +41,8 @@ NORM_MODULES: tuple[type[nn.Module], ...] = (
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU)
 
-#: Methods whose client output is a contribution to be summed before ranking.
-CONTRIBUTION_METHODS = ("snip", "grasp", "ntk_sap")
-#: Methods whose output is a final score.
+#: Methods whose output is a final score (the others' are signed contributions, summed over
+#: clients before ranking: ``client_saliency.CLIENT_SALIENCIES``).
 SCORE_METHODS = ("magnitude", "synflow")
 
 
@@ -172,7 +171,7 @@ def grasp_hessian_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask
         hg = [torch.zeros_like(v) for v in leaves.values()]
         for x, y in batches:  # pass 2: H_b g for every batch, summed
             grads = torch.autograd.grad(loss_of(x, y), list(leaves.values()), create_graph=True)
-            z = sum((a * b).sum() for a, b in zip(g, grads))
+            z = cast(torch.Tensor, sum((a * b).sum() for a, b in zip(g, grads)))
             for acc, part in zip(hg, torch.autograd.grad(z, list(leaves.values()))):
                 acc.add_(part)
     finally:

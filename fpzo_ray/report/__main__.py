@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fpzo_ray.config import ConfigError
+from fpzo_ray.logs import configure as configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the report to the parent run")
     args = parser.parse_args(argv)
+    configure_logging()
     # a wrong server address fails in seconds, not after MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")

@@ -42,6 +42,8 @@ CAPTIONS = {
 
 @dataclass(frozen=True)
 class ReportFiles:
+    """The files a report was written to."""
+
     html: Path
     markdown: Path
     figures: tuple[Path, ...]

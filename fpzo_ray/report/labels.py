@@ -6,6 +6,7 @@ configuration keys, so that a legend reads like a paper's.
 
 from __future__ import annotations
 
+from fpzo_ray.algorithms import algorithm_class
 from fpzo_ray.config import RunConfig
 
 PRUNING_NAMES = {"dense": "dense", "random": "random", "random_layerwise": "random (layer-matched)",
@@ -15,13 +16,11 @@ PRUNING_NAMES = {"dense": "dense", "random": "random", "random_layerwise": "rand
 
 
 def method_label(cfg: RunConfig) -> str:
-    """The training algorithm and the mask, e.g. ``NTK-SAP 90 % + ZO``, ``dense ZO``,
-    ``BP FedAvg``, ``random 80 % + BP FedAvg``."""
-    if cfg.training.algorithm == "bp":
-        trainer = "BP FedAvg"
-    else:
-        trainer = "ZO FedAvg" if cfg.training.mode == "fedavg" else "ZO"
+    """The training algorithm (its strategy's label) and the mask, e.g.
+    ``NTK-SAP 90 % + ZO``, ``dense ZO``, ``BP FedAvg``, ``random 80 % + BP FedAvg``."""
+    strategy = algorithm_class(cfg.training.algorithm, cfg.training.mode)
     method = cfg.pruning_method
     if method == "dense":
-        return trainer if cfg.training.algorithm == "bp" else f"dense {trainer}"
-    return f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + {trainer}"
+        return f"dense {strategy.label}" if strategy.dense_prefix else strategy.label
+    return (f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + "
+            f"{strategy.label}")

@@ -52,10 +52,10 @@ def place_legend(ax: Axes, title: str | None = None, last: str | None = None,
     columns = 1 + (len(handles) - 1) // 25
     ax.legend(handles, labels, title=title, fontsize="x-small", title_fontsize="small",
               ncols=columns, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    width, height = ax.figure.get_size_inches()
-    if len(handles) > 6:
-        ax.figure.set_size_inches(width + 2.6 * columns,
-                                  max(height, 0.17 * min(len(handles), 25)))
+    figure = ax.get_figure(root=True)
+    if len(handles) > 6 and isinstance(figure, Figure):
+        width, height = figure.get_size_inches()
+        figure.set_size_inches(width + 2.6 * columns, max(height, 0.17 * min(len(handles), 25)))
 
 
 def clip_to_fractions(ax: Axes) -> None:

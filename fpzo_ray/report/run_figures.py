@@ -131,10 +131,10 @@ def client_memory_vs_budget(clients: pd.DataFrame, budgets_bytes: Mapping[str, f
                             cfg: RunConfig) -> Figure:
     """Per device profile, every client's largest training peak (MB, log scale) as a dot,
     green where it fit the profile's budget (a black bar), red where it did not. The peak
-    held against the budget is ``devices.memory_figure``'s: the model stored sparsely
-    (``device``) or the simulator's dense buffers (``measured``)."""
+    held against the budget is ``devices.memory_figure``'s: with the model stored sparsely
+    (``sparse``) or the simulator's dense buffers (``dense``)."""
     figure, ax = new_figure()
-    column = ("device_memory_bytes" if cfg.devices.memory_figure == "device"
+    column = ("sparse_memory_bytes" if cfg.devices.memory_figure == "sparse"
               else "peak_memory_bytes")
     peaks = client_peaks(clients, column)
     devices = sorted(set(peaks["device"]) | set(budgets_bytes))
@@ -165,7 +165,7 @@ def client_memory_vs_budget(clients: pd.DataFrame, budgets_bytes: Mapping[str, f
         where = " (device profiles off: no budgets)"
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
               borderaxespad=0.0)
-    what = "model stored sparsely" if column == "device_memory_bytes" else "dense buffers"
+    what = "model stored sparsely" if column == "sparse_memory_bytes" else "dense buffers"
     ax.set(title=f"Client training peak against its device's budget{where}\n{run_title(cfg)}",
            xlabel="device profile",
            ylabel=f"peak training memory per client, MB ({what})")

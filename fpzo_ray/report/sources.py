@@ -40,7 +40,7 @@ EXPERIMENT_TAG = "fpzo_experiment"
 TRIAL_HISTORY_KEYS = ("test_accuracy", "val_accuracy", "test_loss", "val_loss",
                       "cumulative_client_flops", "cumulative_upload_bytes",
                       "cumulative_download_bytes", "max_client_peak_memory_bytes",
-                      "max_client_device_memory_bytes", "time_total_s")
+                      "max_client_sparse_memory_bytes", "time_total_s")
 #: ``setup`` entries (the pruning summary) the figures read.
 SETUP_KEYS = ("kept_fraction", "pruning_client_flops", "num_trained")
 

@@ -1,5 +1,11 @@
-"""The Ray simulation engine: server and client worker actors, pools, the round protocol.
+"""The simulation engine: the server, the virtual clients, pools of workers, devices.
 
-``client`` (what a virtual client computes) and ``server`` (what happens in a round) are plain
-Python; ``worker``, ``pool`` and ``federation`` put them on Ray actors.
+Plain Python (one process runs them as the reference): ``client`` (a runtime serving
+virtual clients), ``server`` (the global state and a round), ``pruning_phase``,
+``round_tally`` (what became of each sampled client, the virtual clock), ``devices``
+(profiles, availability, the memory gate), ``messages`` (what travels), ``pool`` (the pool
+protocol, its round report and the in-process pool), ``checkpoint``. On Ray: ``worker`` (a
+worker actor's body), ``ray_pool`` (a round over worker actors, surviving their loss),
+``federation`` (the actors of one run), ``ray_session`` (joining or starting Ray).
+See ``docs/ARCHITECTURE.md``.
 """

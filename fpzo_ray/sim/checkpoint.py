@@ -8,13 +8,15 @@ naming it; callers then fall back to an older checkpoint of the same run.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+log = logging.getLogger(__name__)
 STATE_FILE = "server_state.pt"
 
 
@@ -45,12 +47,14 @@ def load_server_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def newest_readable(folders: list[Path], warn: Any = print) -> dict[str, Any] | None:
+def newest_readable(folders: list[Path],
+                    warn: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
     """The state in the first of ``folders`` (newest first) that can be read; every one that
-    cannot is reported through ``warn`` and skipped. None when none can be read."""
+    cannot is reported through ``warn`` (default: a logged warning) and skipped. None when
+    none can be read."""
     for folder in folders:
         try:
             return load_server_state(folder / STATE_FILE)
         except CheckpointError as exc:
-            warn(f"warning: {exc}; trying an older checkpoint")
+            (warn or log.warning)(f"{exc}; trying an older checkpoint")
     return None

@@ -1,7 +1,8 @@
 """Device profiles (data, not code) and the virtual clock.
 
-A profile says what a class of device gives to training: a memory budget, a sustained compute
-speed, link bandwidths and the probability of being reachable in a round. A population is a
+A profile says what a class of device gives to training: a memory budget (MB = 10^6 bytes),
+a sustained compute speed, link bandwidths and the probability of being reachable in a
+round. A population is a
 mix of profiles by fractions; each virtual client gets one profile from the run seed. The
 shipped profiles are ``devices.yaml`` beside this file; ``devices.profiles_file`` replaces them.
 
@@ -32,6 +33,9 @@ _FIELDS = {"memory_mb": (0.0, math.inf), "flops_per_s": (0.0, math.inf),
 
 @dataclass(frozen=True)
 class DeviceProfile:
+    """A class of device: memory budget (MB = 10^6 bytes), compute speed, links,
+    availability."""
+
     name: str
     memory_mb: float
     flops_per_s: float
@@ -51,6 +55,8 @@ class DeviceProfile:
 
 @dataclass(frozen=True)
 class DeviceCatalog:
+    """The profiles of a run and the population mix they are drawn from."""
+
     profiles: tuple[DeviceProfile, ...]
     population: dict[str, float]  # normalised fractions by profile name
 
@@ -135,8 +141,43 @@ class ClientDevices:
 
 
 def client_devices(cfg: "RunConfig") -> ClientDevices | None:
-    """The run's client devices, or None when device profiles are off."""
+    """The run's client devices, or None when device profiles are off. A function of the
+    configuration: the server and every worker build the same table."""
     if not cfg.devices.enabled:
         return None
     catalog = load_catalog(cfg.devices.profiles_file or None, cfg.devices.population)
     return ClientDevices(catalog, assign_devices(catalog, cfg.data.num_clients, cfg.seed))
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    """A client whose training peak exceeds its device's memory budget."""
+
+    peak_bytes: int  # the figure held against the budget
+    budget_bytes: float
+
+    def message(self) -> str:
+        return f"out of memory: peak {self.peak_bytes} B > budget {self.budget_bytes:.0f} B"
+
+
+@dataclass(frozen=True)
+class MemoryGate:
+    """Holds each client's training peak against its device's memory budget, the way a
+    real device fails when it runs out of memory. ``figure`` (``devices.memory_figure``)
+    says which peak: ``sparse`` (the model stored sparsely) or ``dense`` (the simulator's
+    dense buffers)."""
+
+    devices: ClientDevices | None
+    figure: str = "sparse"
+
+    @classmethod
+    def of(cls, cfg: "RunConfig") -> "MemoryGate":
+        return cls(client_devices(cfg), cfg.devices.memory_figure)
+
+    def check(self, client_id: int, dense_bytes: int, sparse_bytes: int) -> OverBudget | None:
+        """None when the client fits (or has no device profile)."""
+        if self.devices is None:
+            return None
+        peak = sparse_bytes if self.figure == "sparse" else dense_bytes
+        budget = self.devices.profile(client_id).memory_bytes
+        return OverBudget(int(peak), budget) if peak > budget else None

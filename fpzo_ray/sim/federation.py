@@ -19,6 +19,7 @@ from ray.util import get_current_placement_group
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import federated_data
+from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.devices import client_devices
 from fpzo_ray.sim.ray_pool import RayWorkerPool
 from fpzo_ray.sim.server import FederatedServer
@@ -32,6 +33,7 @@ class _ServerProcess(FederatedServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cfg: RunConfig = args[0]
+        configure_logging()
         torch.set_num_threads(threads_for(cfg.simulation.server_cpus))
         super().__init__(*args, **kwargs)
 
@@ -63,7 +65,7 @@ def bundles(cfg: RunConfig, num_workers: int | None = None) -> list[dict[str, fl
     if sim.worker_gpus > 0:
         worker["GPU"] = sim.worker_gpus
     if sim.worker_memory_mb > 0:
-        worker["memory"] = sim.worker_memory_mb * 2**20
+        worker["memory"] = int(sim.worker_memory_mb * 1e6)
     count = num_workers if num_workers is not None else resolve_num_workers(cfg)
     return [{"CPU": DRIVER_CPUS}, {"CPU": sim.server_cpus}] + [dict(worker)] * count
 
@@ -73,7 +75,7 @@ def _spawn_worker(cfg: RunConfig, dataset_ref: Any, partition_ref: Any) -> Any:
     sim = cfg.simulation
     options: dict[str, Any] = {"num_cpus": sim.worker_cpus, "num_gpus": sim.worker_gpus}
     if sim.worker_memory_mb > 0:
-        options["memory"] = sim.worker_memory_mb * 2**20
+        options["memory"] = int(sim.worker_memory_mb * 1e6)
     if sim.placement == "spread" and get_current_placement_group() is None:
         options["scheduling_strategy"] = "SPREAD"
     return WorkerActor.options(**options).remote(cfg, dataset_ref, partition_ref)
@@ -81,6 +83,8 @@ def _spawn_worker(cfg: RunConfig, dataset_ref: Any, partition_ref: Any) -> Any:
 
 @dataclass
 class Federation:
+    """A running federation: the server actor and the pool of worker actors."""
+
     server: Any  # actor handle of FederatedServer
     pool: RayWorkerPool
 
@@ -99,12 +103,10 @@ def start_federation(cfg: RunConfig) -> Federation:
     return Federation(server, pool)
 
 
-#: Receives each round's metrics, and the server state when a checkpoint is due (else None).
-Reporter = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
-
-
 @dataclass(frozen=True)
 class FederatedResult:
+    """What a finished run leaves: its client records and its final model."""
+
     records: list[dict]  # one per sampled client and round (``clients.csv``)
     model: dict[str, Any]  # the final global model, ``models.pruned.save_pruned``-ready
 

@@ -7,9 +7,12 @@ simulator attaches (FLOPs, bytes, peak memory) which a real client would not sen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from fpzo_ray.algorithms.base import Upload
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,18 @@ class MaskBroadcast:
 
 @dataclass(frozen=True)
 class TrainBroadcast:
+    """A training round's broadcast: the global weights (workers derive everything else,
+    seeds and device budgets included, from the configuration they hold)."""
+
     round_index: int
     mask_version: int
     weights: torch.Tensor  # float32, the d trained coordinates
-    # Each participant's device memory budget (bytes), when device profiles are on.
-    memory_budgets: dict[int, float] | None = None
-    memory_figure: str = "device"  # which peak the budget is held against: device | measured
 
 
 @dataclass(frozen=True)
 class PruningBroadcast:
+    """A pruning iteration's broadcast (the mask travels as a :class:`MaskBroadcast`)."""
+
     iteration: int
     mask_version: int
     method: str  # which client-side saliency to compute
@@ -39,13 +44,13 @@ class PruningBroadcast:
 
 @dataclass(frozen=True)
 class TrainReply:
+    """A client's round: its upload and the figures the simulator attaches."""
+
     client_id: int
     num_samples: int  # size of the client's partition: its aggregation weight
     batch_size: int
     base_loss: float
-    # The upload: ZO scalars (one (K,) tensor per local step) or a masked dense update.
-    step_differences: tuple[torch.Tensor, ...] | None
-    dense_update: torch.Tensor | None
+    upload: Upload  # ZO scalars (one (K,) tensor per local step) or a masked dense update
     # The client's estimate (FedSGD) or update (FedAvg) as computed where it ran, when
     # ``simulation.estimate_on`` is workers: what the server would rebuild from the upload,
     # bit for bit. Simulation shortcut only: not counted as bytes on the wire.
@@ -55,11 +60,18 @@ class TrainReply:
     upload_bytes: int
     download_bytes: int
     peak_memory_bytes: int | None = None  # measured: the simulator's dense buffers
-    device_memory_bytes: int | None = None  # the same peak with the model stored sparsely
+    sparse_memory_bytes: int | None = None  # the same peak with the model stored sparsely
+
+    def is_finite(self) -> bool:
+        """False when the loss or the upload holds a NaN or an infinity (never aggregated)."""
+        return math.isfinite(self.base_loss) and all(
+            bool(torch.isfinite(t).all()) for t in self.upload.tensors())
 
 
 @dataclass(frozen=True)
 class PruningReply:
+    """A client's saliency contribution in a pruning iteration."""
+
     client_id: int
     kept_scores: torch.Tensor  # additive saliency contribution at the kept prunable weights
     flops: int

@@ -1,12 +1,16 @@
-"""How a round's virtual clients are executed: the pool protocol, and the in-process pool.
+"""How a round's virtual clients are executed: the pool protocol, its round report, and the
+in-process pool.
 
-Every pool returns replies sorted by client id, never in arrival order, so aggregation (and
-hence the whole run) is bit-identical whatever the number of workers. The Ray pool is in
-``sim.ray_pool``.
+Every pool answers with a :class:`RoundReport`: the replies sorted by client id (never in
+arrival order, so aggregation, and hence the whole run, is bit-identical whatever the number
+of workers), the engine faults it survived so far and where the round's time went. The Ray
+pool is in ``sim.ray_pool``.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
@@ -23,14 +27,54 @@ Reply = TrainReply | PruningReply | ClientFailure
 Broadcast = TrainBroadcast | PruningBroadcast
 
 
+@dataclass(frozen=True)
+class RoundTiming:
+    """Where a round's wall time went, as seen from the pool (seconds)."""
+
+    dispatch_s: float = 0.0  # putting the broadcast, submitting the calls
+    gather_s: float = 0.0  # from submission to the last reply
+    compute_max_s: float = 0.0  # the busiest worker's own compute time
+    compute_mean_s: float = 0.0
+
+    @property
+    def waiting_s(self) -> float:
+        """Time the less busy workers idled while the busiest one finished."""
+        return self.compute_max_s - self.compute_mean_s
+
+    @property
+    def transfer_s(self) -> float:
+        """Gather time not explained by compute: Ray scheduling, serialisation, transfer."""
+        return max(0.0, self.gather_s - self.compute_max_s)
+
+
+@dataclass(frozen=True)
+class FailureCounts:
+    """Engine faults a pool survived over the run so far."""
+
+    worker_failures: int = 0
+    retried_clients: int = 0
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What a pool returns for a round: the replies in client-id order, the faults survived
+    so far, and the round's timing."""
+
+    replies: list[Reply]
+    timing: RoundTiming = field(default_factory=RoundTiming)
+    failures: FailureCounts = field(default_factory=FailureCounts)
+
+
 class ClientPool(Protocol):
+    """Runs a round's clients somewhere: in this process, or on Ray worker actors."""
+
     def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> list[Reply]:
-        """Run ``client_ids`` under ``mask`` and ``broadcast``; replies in client-id order."""
+            client_ids: Sequence[int]) -> RoundReport:
+        """Run ``client_ids`` under ``mask`` and ``broadcast``."""
         ...
 
 
-def _by_client(replies: list[Reply]) -> list[Reply]:
+def by_client(replies: list[Reply]) -> list[Reply]:
     return sorted(replies, key=lambda r: r.client_id)
 
 
@@ -41,5 +85,8 @@ class InProcessPool:
         self.runtime = runtime
 
     def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> list[Reply]:
-        return _by_client(serve_clients(self.runtime, mask, broadcast, client_ids))
+            client_ids: Sequence[int]) -> RoundReport:
+        started = time.perf_counter()
+        replies = by_client(serve_clients(self.runtime, mask, broadcast, client_ids))
+        seconds = time.perf_counter() - started
+        return RoundReport(replies, RoundTiming(0.0, seconds, seconds, seconds))

@@ -30,24 +30,25 @@ from fpzo_ray.pruning import (
     prune_iteratively,
     random_mask,
 )
+from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
+from fpzo_ray.pruning.client_saliency import CLIENT_SALIENCIES
 from fpzo_ray.pruning.saliencies import keep_scores, magnitude_scores, synflow_scores
 from fpzo_ray.pruning.scopes import random_layerwise_mask
 from fpzo_ray.seeding import Purpose, derive_seed, generator
-from fpzo_ray.sim.client import pruning_draw_seeds
 from fpzo_ray.sim.messages import (
-    ClientFailure,
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,
 )
 from fpzo_ray.sim.pool import ClientPool
-from fpzo_ray.sim.sampling import sample_clients
 
-CLIENT_METHODS = ("ntk_sap", "ntk_sap_data", "snip", "grasp")
 SERVER_METHODS = ("magnitude", "synflow", "ntk_sap_central")
 
 
 class PruningPhase:
+    """Builds the global mask, federated or on the server (see the module docstring); its
+    ``cost`` counts the clients' FLOPs and bytes."""
+
     def __init__(self, cfg: RunConfig, model: StagedModel, layout: ParameterLayout,
                  initial_flat: torch.Tensor, input_shape: tuple[int, int, int],
                  pool: ClientPool, first_version: int) -> None:
@@ -61,23 +62,18 @@ class PruningPhase:
         self.cost = {"pruning_client_flops": 0, "pruning_upload_bytes": 0,
                      "pruning_download_bytes": 0, "pruning_failed_clients": 0}
 
-    def _participants(self, iteration: int) -> list[int]:
-        return sample_clients(self.cfg.seed, Purpose.PRUNING_SAMPLING, iteration,
-                              self.cfg.data.num_clients, self.cfg.pruning.clients_per_iteration)
-
     def _federated_round(self, method: str) -> Callable[[int, Mask], torch.Tensor]:
         def saliency_round(iteration: int, mask: Mask) -> torch.Tensor:
             self.version += 1
-            replies = self.pool.run(MaskBroadcast(self.version, mask.prunable_kept),
-                                    PruningBroadcast(iteration, self.version, method),
-                                    self._participants(iteration))
+            report = self.pool.run(MaskBroadcast(self.version, mask.prunable_kept),
+                                   PruningBroadcast(iteration, self.version, method),
+                                   pruning_participants(self.cfg, iteration))
             total = torch.zeros(self.layout.num_prunable, dtype=torch.float64)
-            for reply in replies:
-                if isinstance(reply, ClientFailure) or not bool(
+            for reply in report.replies:
+                if not isinstance(reply, PruningReply) or not bool(
                         torch.isfinite(reply.kept_scores).all()):
                     self.cost["pruning_failed_clients"] += 1
                     continue
-                assert isinstance(reply, PruningReply)
                 total[mask.prunable_kept] += reply.kept_scores.double()
                 self.cost["pruning_client_flops"] += reply.flops
                 self.cost["pruning_upload_bytes"] += reply.upload_bytes
@@ -94,8 +90,8 @@ class PruningPhase:
             if method == "synflow":
                 return synflow_scores(self.model, self.layout, mask, self.initial_flat,
                                       self.input_shape)
-            seeds = [s for c in self._participants(iteration)
-                     for s in pruning_draw_seeds(self.cfg.seed, iteration, c, p.draws_per_client)]
+            seeds = [s for c in pruning_participants(self.cfg, iteration)
+                     for s in pruning_draw_seeds(self.cfg, iteration, c)]
             signed = ntk_sap_mask_gradient(self.model, self.layout, mask, seeds, p.batch_size,
                                            self.input_shape, p.epsilon, draw_init=p.draw_init)
             return keep_scores("ntk_sap", signed)
@@ -116,7 +112,7 @@ class PruningPhase:
         if method == "random_layerwise":
             return random_layerwise_mask(self.layout, self.build(cfg.reference_method, density),
                                          gen)
-        if method in CLIENT_METHODS:
+        if method in CLIENT_SALIENCIES:
             saliency_round = self._federated_round(method)
         elif method in SERVER_METHODS:
             saliency_round = self._server_round(method)

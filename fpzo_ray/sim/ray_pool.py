@@ -15,8 +15,8 @@ arrival order.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,38 +24,17 @@ import ray
 from ray.exceptions import RayActorError
 
 from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast
-from fpzo_ray.sim.pool import Broadcast, Reply
+from fpzo_ray.sim.pool import Broadcast, FailureCounts, Reply, RoundReport, RoundTiming, by_client
+
+log = logging.getLogger(__name__)
 
 MAX_RETRIES = 2
 
 
-@dataclass
-class RoundTiming:
-    """Where a round's wall time went, as seen from the pool (seconds)."""
-
-    dispatch_s: float = 0.0  # putting the broadcast, submitting the calls
-    gather_s: float = 0.0  # from submission to the last reply
-    compute_max_s: float = 0.0  # the busiest worker's own compute time
-    compute_mean_s: float = 0.0
-
-    @property
-    def waiting_s(self) -> float:
-        """Time the less busy workers idled while the busiest one finished."""
-        return self.compute_max_s - self.compute_mean_s
-
-    @property
-    def transfer_s(self) -> float:
-        """Gather time not explained by compute: Ray scheduling, serialisation, transfer."""
-        return max(0.0, self.gather_s - self.compute_max_s)
-
-
-@dataclass
-class FailureCounts:
-    worker_failures: int = 0
-    retried_clients: int = 0
-
-
 class RayWorkerPool:
+    """A fixed pool of worker actors (see the module docstring); ``make_worker`` starts one,
+    also to replace a dead one."""
+
     def __init__(self, make_worker: Callable[[], Any], size: int,
                  on_worker_failure: str = "retry") -> None:
         if on_worker_failure not in ("retry", "drop"):
@@ -64,8 +43,8 @@ class RayWorkerPool:
         self.workers = [make_worker() for _ in range(size)]
         self.mask_version = [-1] * size
         self.on_worker_failure = on_worker_failure
-        self.timing = RoundTiming()
-        self.failures = FailureCounts()
+        self.worker_failures = 0
+        self.retried_clients = 0
 
     def _submit(self, index: int, mask: MaskBroadcast, broadcast_ref: Any,
                 chunk: list[int]) -> Any:
@@ -74,7 +53,9 @@ class RayWorkerPool:
         return self.workers[index].run.remote(mask if stale else None, broadcast_ref, chunk)
 
     def _replace(self, index: int) -> None:
-        self.failures.worker_failures += 1
+        self.worker_failures += 1
+        log.warning("worker %d died; starting a replacement (%d worker failures so far)",
+                    index, self.worker_failures)
         try:
             ray.kill(self.workers[index], no_restart=True)
         except Exception:  # noqa: BLE001 - it is already gone
@@ -83,7 +64,7 @@ class RayWorkerPool:
         self.mask_version[index] = -1
 
     def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> list[Reply]:
+            client_ids: Sequence[int]) -> RoundReport:
         started = time.perf_counter()
         ids = np.asarray(sorted(client_ids), dtype=np.int64)
         chunks = [list(map(int, c)) for c in np.array_split(ids, len(self.workers))]
@@ -101,11 +82,16 @@ class RayWorkerPool:
             except RayActorError as error:
                 self._replace(index)
                 if self.on_worker_failure == "retry" and attempt < MAX_RETRIES:
-                    self.failures.retried_clients += len(chunk)
+                    self.retried_clients += len(chunk)
                     target = (index + 1) % len(self.workers)  # a live one, if there is another
+                    log.info("rerunning clients %s of the dead worker on worker %d (attempt "
+                             "%d)", chunk, target, attempt + 1)
                     pending[self._submit(target, mask, broadcast_ref, chunk)] = (
                         target, chunk, attempt + 1)
                 else:
+                    log.warning("dropping clients %s of the dead worker (%s)", chunk,
+                                "policy drop" if self.on_worker_failure == "drop"
+                                else f"{MAX_RETRIES} workers lost to them")
                     replies.extend(ClientFailure(c, f"worker lost: {type(error).__name__}",
                                                  kind="worker_lost")
                                    for c in chunk)
@@ -113,6 +99,7 @@ class RayWorkerPool:
             replies.extend(batch)
             compute.append(seconds)
         done = time.perf_counter()
-        self.timing = RoundTiming(submitted - started, done - submitted, max(compute, default=0.0),
-                                  float(np.mean(compute)) if compute else 0.0)
-        return sorted(replies, key=lambda r: r.client_id)
+        timing = RoundTiming(submitted - started, done - submitted, max(compute, default=0.0),
+                             float(np.mean(compute)) if compute else 0.0)
+        return RoundReport(by_client(replies), timing,
+                           FailureCounts(self.worker_failures, self.retried_clients))

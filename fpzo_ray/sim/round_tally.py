@@ -20,6 +20,8 @@ from fpzo_ray.sim.messages import ClientFailure, TrainReply
 
 
 class RoundTally:
+    """What became of each sampled client of one round, its counters and its clock."""
+
     def __init__(self, round_number: int, devices: ClientDevices | None,
                  deadline_s: float) -> None:
         self.round_number = round_number
@@ -31,7 +33,7 @@ class RoundTally:
         self.losses: list[tuple[float, float]] = []  # (loss, weight) of aggregated clients
         self.delivered_s: list[float] = []
         self.peak_memory = 0
-        self.device_memory = 0
+        self.sparse_memory = 0
         self.missing = False  # an expected reply never came
 
     def _record(self, client_id: int, status: str, **fields: Any) -> None:
@@ -62,13 +64,13 @@ class RoundTally:
         self.sums["upload"] += reply.upload_bytes
         self.sums["download"] += reply.download_bytes
         self.peak_memory = max(self.peak_memory, reply.peak_memory_bytes or 0)
-        self.device_memory = max(self.device_memory, reply.device_memory_bytes or 0)
+        self.sparse_memory = max(self.sparse_memory, reply.sparse_memory_bytes or 0)
         fields = dict(num_samples=reply.num_samples, batch_size=reply.batch_size,
                       base_loss=reply.base_loss, forward_flops=reply.forward_flops,
                       flops=reply.flops, upload_bytes=reply.upload_bytes,
                       download_bytes=reply.download_bytes,
                       peak_memory_bytes=reply.peak_memory_bytes,
-                      device_memory_bytes=reply.device_memory_bytes, simulated_s=seconds)
+                      sparse_memory_bytes=reply.sparse_memory_bytes, simulated_s=seconds)
         if not finite:
             self.counts["failed"] += 1
             self.missing = True
@@ -105,16 +107,16 @@ class RoundTally:
             "round_upload_bytes": self.sums["upload"],
             "round_download_bytes": self.sums["download"],
             "max_client_peak_memory_bytes": self.peak_memory,
-            "max_client_device_memory_bytes": self.device_memory,
+            "max_client_sparse_memory_bytes": self.sparse_memory,
         }
         seconds = self.round_seconds()
         if seconds is not None:
             metrics["simulated_round_s"] = seconds
         return metrics
 
-    def totals(self) -> dict[str, Any]:
+    def totals(self) -> dict[str, float]:
         """This round's increments of the run's cumulative counters."""
-        out = {"cumulative_client_forward_flops": self.sums["forward_flops"],
+        out: dict[str, float] = {"cumulative_client_forward_flops": self.sums["forward_flops"],
                "cumulative_client_flops": self.sums["flops"],
                "cumulative_upload_bytes": self.sums["upload"],
                "cumulative_download_bytes": self.sums["download"],

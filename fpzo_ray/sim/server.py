@@ -5,14 +5,11 @@ and the run's counters, and drives the two phases of the method:
 
 1. foresight pruning (``sim.pruning_phase``): the global mask;
 2. training rounds: sample clients, broadcast the weights, collect the replies in client-id
-   order and turn them into one server step:
-
-   - ZO FedSGD: rebuild each client's estimate from its K loss differences and the seeds,
-     average by sample count, clip (infinity norm), step the server optimizer;
-   - ZO FedAvg: replay each client's E local steps from its scalars and seeds (or take its
-     uploaded dense update), average the updates by sample count, and step the server
-     optimizer with the negated average as pseudo-gradient (server SGD at lr 1 = FedAvg);
-   - BP FedAvg: the same with the clients' dense updates.
+   order, turn each into a contribution in the server's coordinates and their sample-weighted
+   average into one server step. What a contribution is (an estimate rebuilt from K scalars
+   and the seeds, a replayed local trajectory, a dense update) and how the average steps the
+   server optimizer is the training algorithm's server half (``algorithms``): the round loop
+   does not branch on the algorithm.
 
 The class is plain Python; ``sim.federation`` runs it as a Ray actor.
 """
@@ -20,7 +17,6 @@ The class is plain Python; ``sim.federation`` runs it as a Ray actor.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, Sequence
 
@@ -29,21 +25,19 @@ import torch
 import torch.nn.functional as F
 
 from fpzo_ray.accounting import forward_flops, layer_flops
+from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
 from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
 from fpzo_ray.seeding import Purpose, derive_seed
-from fpzo_ray.sim.client import step_seeds
 from fpzo_ray.sim.devices import ClientDevices, reachable
-from fpzo_ray.sim.messages import MaskBroadcast, TrainBroadcast, TrainReply
-from fpzo_ray.sim.pool import ClientPool
+from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
+from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
-from fpzo_ray.sim.sampling import sample_clients
-from fpzo_ray.sim.specs import zo_update_spec
 from fpzo_ray.zo import ServerOptimizer, weighted_average
-from fpzo_ray.zo.client_update import rebuild_estimate, replay_local_steps
 from fpzo_ray.zo.layerwise import StageBlocks, stage_blocks
 
 
@@ -54,13 +48,9 @@ def _plain_number(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
-def _finite(reply: TrainReply) -> bool:
-    parts = [reply.dense_update] if reply.dense_update is not None else list(
-        reply.step_differences or ())
-    return math.isfinite(reply.base_loss) and all(bool(torch.isfinite(p).all()) for p in parts)
-
-
 class FederatedServer:
+    """The global state of a run and its two phases (see the module docstring)."""
+
     def __init__(self, cfg: RunConfig, dataset: ImageDataset, pool: ClientPool,
                  devices: ClientDevices | None = None) -> None:
         self.cfg = cfg
@@ -76,7 +66,7 @@ class FederatedServer:
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
-        self.zo_spec = zo_update_spec(cfg)
+        self.algorithm = algorithm_for(cfg)
         self.mask = Mask.dense(self.layout)
         self.mask_version = 0
         self.blocks: StageBlocks | None = None
@@ -87,17 +77,17 @@ class FederatedServer:
         self.reached: dict[str, Any] = {}  # time / rounds to the target accuracy, once reached
         self.pruning_summary: dict[str, Any] = {}
         self.rounds_done = 0
+        self.engine_faults = FailureCounts()  # the pool's, as of its last round
 
     def _new_optimizer(self) -> ServerOptimizer:
         t = self.cfg.training
-        fedsgd_zo = t.algorithm == "zo" and t.mode == "fedsgd"
         start = self.initial_flat
         if self.cfg.pruning.init_scaling == "fan_in":
             start = self.mask.fan_in_rescaled(start)
         return ServerOptimizer(start[self.mask.kept_index()], t.server_optimizer,
                                t.server_lr, (t.adam_beta1, t.adam_beta2),
-                               self.cfg.zo.clip_inf_norm if fedsgd_zo else 0.0,
-                               self.cfg.zo.ema_decay, t.server_momentum)
+                               self.algorithm.server_clip_inf_norm, self.cfg.zo.ema_decay,
+                               t.server_momentum)
 
     @property
     def num_trained(self) -> int:
@@ -126,60 +116,39 @@ class FederatedServer:
         return self.pruning_summary
 
     # -- phase 2: training -----------------------------------------------------------------
-    def _client_update(self, reply: TrainReply, round_index: int,
-                       start: torch.Tensor) -> torch.Tensor:
-        """A client's contribution in the server's coordinates: estimate (FedSGD) or update.
-
-        Rebuilt here from the upload and the seeds, unless the worker already did (the same
-        numbers: see ``simulation.estimate_on``).
-        """
-        if reply.contribution is not None:
-            return reply.contribution
-        if reply.dense_update is not None:
-            return reply.dense_update
-        assert reply.step_differences is not None
-        seeds = step_seeds(self.cfg, round_index, reply.client_id)
-        if self.cfg.training.mode == "fedsgd":
-            return rebuild_estimate(reply.step_differences[0], seeds[0], self.zo_spec,
-                                    self.num_trained, self.blocks)
-        final = replay_local_steps(start, reply.step_differences, seeds, self.zo_spec,
-                                   self.blocks)
-        return final - start
-
     def run_round(self, round_index: int) -> dict[str, Any]:
         """One training round; returns the round's metrics (evaluation included when due)."""
         cfg = self.cfg
         started = time.perf_counter()
-        sampled = sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, round_index,
-                                 cfg.data.num_clients, cfg.training.clients_per_round)
+        sampled = round_participants(cfg, round_index)
         present = sampled
-        budgets = None
         if self.devices is not None:
             answers = reachable(self.devices.catalog, self.devices.device_of, cfg.seed,
                                 round_index, sampled)
             present = [c for c, ok in zip(sampled, answers) if ok]
-            budgets = {c: self.devices.profile(c).memory_bytes for c in present}
         start = self.optimizer.weights.detach().clone()
-        broadcast = TrainBroadcast(round_index, self.mask_version, start, budgets,
-                                   cfg.devices.memory_figure)
-        replies = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
-                                broadcast, present) if present else []
+        broadcast = TrainBroadcast(round_index, self.mask_version, start)
+        if present:
+            report = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
+                                   broadcast, present)
+            self.engine_faults = report.failures
+        else:
+            report = RoundReport([], failures=self.engine_faults)
         pooled = time.perf_counter()
 
         tally = RoundTally(round_index + 1, self.devices, cfg.devices.round_deadline_s)
         for client in sorted(set(sampled) - set(present)):
             tally.unavailable(client)
         contributions, weights = [], []
-        for reply in replies:
-            if tally.accept(reply, _finite(reply) if isinstance(reply, TrainReply) else False):
+        for reply in report.replies:
+            assert not isinstance(reply, PruningReply)  # a training round's replies
+            if tally.accept(reply, isinstance(reply, TrainReply) and reply.is_finite()):
                 assert isinstance(reply, TrainReply)
-                contributions.append(self._client_update(reply, round_index, start))
+                contributions.append(self._contribution(reply, round_index, start))
                 weights.append(float(reply.num_samples))
         self.client_records.extend(tally.records)
         if contributions:
-            average = weighted_average(contributions, weights)
-            fedsgd_zo = cfg.training.algorithm == "zo" and cfg.training.mode == "fedsgd"
-            self.optimizer.step(average if fedsgd_zo else -average)
+            self.algorithm.server_step(self.optimizer, weighted_average(contributions, weights))
         aggregated = time.perf_counter()
         self.rounds_done = round_index + 1
 
@@ -188,10 +157,8 @@ class FederatedServer:
         metrics: dict[str, Any] = {"round": round_index + 1, "participants": len(sampled),
                                    "aggregated_clients": len(contributions),
                                    **tally.round_metrics(), **self.totals}
-        failures = getattr(self.pool, "failures", None)
-        if failures is not None:
-            metrics["cumulative_worker_failures"] = failures.worker_failures
-            metrics["cumulative_retried_clients"] = failures.retried_clients
+        metrics["cumulative_worker_failures"] = report.failures.worker_failures
+        metrics["cumulative_retried_clients"] = report.failures.retried_clients
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:
             metrics.update(self.evaluate())
@@ -201,22 +168,18 @@ class FederatedServer:
                 self.reached["time_to_target_s"] = self.totals.get("simulated_time_s", 0.0)
                 self.reached["rounds_to_target"] = round_index + 1
         metrics.update(self.reached)
-        metrics.update(self._timing(started, pooled, aggregated))
+        metrics.update(_timing(report.timing, started, pooled, aggregated))
         return metrics
 
-    def _timing(self, started: float, pooled: float, aggregated: float) -> dict[str, float]:
-        """This round's wall time, split: client compute, waiting, Ray, aggregation, evaluation."""
-        now = time.perf_counter()
-        timing = getattr(self.pool, "timing", None)
-        split = {"time_round_s": now - started, "time_aggregation_s": aggregated - pooled,
-                 "time_evaluation_s": now - aggregated}
-        if timing is not None:
-            split.update(time_client_compute_s=timing.compute_max_s,
-                         time_waiting_s=timing.waiting_s,
-                         time_ray_transfer_s=timing.transfer_s + timing.dispatch_s)
-        else:
-            split["time_client_compute_s"] = pooled - started
-        return split
+    def _contribution(self, reply: TrainReply, round_index: int,
+                      start: torch.Tensor) -> torch.Tensor:
+        """A client's contribution in the server's coordinates: rebuilt here from its upload
+        and the seeds by the algorithm, unless the worker already did (the same numbers:
+        see ``simulation.estimate_on``)."""
+        if reply.contribution is not None:
+            return reply.contribution
+        return self.algorithm.contribution(reply.upload, round_index, reply.client_id, start,
+                                           self.blocks)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -225,6 +188,7 @@ class FederatedServer:
         # grow with the run: as one JSON text they save and load 5x faster than as objects.
         return {"rounds_done": self.rounds_done, "mask": self.mask.prunable_kept.clone(),
                 "mask_version": self.mask_version, "optimizer": self.optimizer.state_dict(),
+                "algorithm": self.algorithm.state_dict(),
                 "totals": dict(self.totals), "reached": dict(self.reached),
                 "client_records": json.dumps(self.client_records, default=_plain_number),
                 "pruning_summary": dict(self.pruning_summary)}
@@ -237,6 +201,7 @@ class FederatedServer:
                                        len(self.model.stages))
         self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
         self.totals = dict(state["totals"])
         self.reached = dict(state["reached"])
         self.client_records = json.loads(state["client_records"])
@@ -259,7 +224,7 @@ class FederatedServer:
         only reported.
         """
         self.flat.copy_(self.global_flat_weights().to(self.device))
-        metrics = {}
+        metrics: dict[str, float] = {}
         if self.validation is not None:
             accuracy, loss = self._accuracy_and_loss(*self.validation)
             metrics.update(val_accuracy=accuracy, val_loss=loss)
@@ -294,6 +259,16 @@ class FederatedServer:
         return pruned_state(config_to_dict(self.cfg), self.input_shape, self.num_classes,
                             self.global_flat_weights(), self.mask.kept_index(), self.model,
                             metrics)
+
+
+def _timing(pool: RoundTiming, started: float, pooled: float,
+            aggregated: float) -> dict[str, float]:
+    """This round's wall time, split: client compute, waiting, Ray, aggregation, evaluation."""
+    now = time.perf_counter()
+    return {"time_round_s": now - started, "time_aggregation_s": aggregated - pooled,
+            "time_evaluation_s": now - aggregated, "time_client_compute_s": pool.compute_max_s,
+            "time_waiting_s": pool.waiting_s,
+            "time_ray_transfer_s": pool.transfer_s + pool.dispatch_s}
 
 
 def run_in_process(cfg: RunConfig, dataset: ImageDataset,

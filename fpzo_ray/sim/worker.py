@@ -16,6 +16,7 @@ import torch
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import MaskBroadcast
 from fpzo_ray.sim.pool import Broadcast, Reply
@@ -26,8 +27,11 @@ def threads_for(num_cpus: float) -> int:
 
 
 class ClientWorker:
+    """A worker actor's body: one :class:`ClientRuntime` serving chunks of virtual clients."""
+
     def __init__(self, cfg: RunConfig, dataset: ImageDataset,
                  partition: Sequence[np.ndarray]) -> None:
+        configure_logging()
         torch.set_num_threads(threads_for(cfg.simulation.worker_cpus))
         self.runtime = ClientRuntime(cfg, dataset, partition)
 

@@ -23,6 +23,9 @@ from fpzo_ray.config import config_from_dict
 
 
 class PerCellASHA(FIFOScheduler):
+    """ASHA early stopping, deciding within each cell only (a BP trial never competes
+    with a ZO one), over rounds, at the first evaluation at or after each rung."""
+
     def __init__(self, metric: str, mode: str, grace_period: int,
                  reduction_factor: float) -> None:
         super().__init__()

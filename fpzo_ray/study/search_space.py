@@ -61,6 +61,8 @@ class Dimension:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """The dimensions a search draws, and its seeded candidates."""
+
     dimensions: tuple[Dimension, ...]
     where: str = "search.space"  # its place in the sweep file, for error messages
 

@@ -50,7 +50,7 @@ class TrialFigures:
     upload_bytes: float = math.nan
     download_bytes: float = math.nan
     peak_memory_bytes: float = math.nan
-    device_memory_bytes: float = math.nan
+    sparse_memory_bytes: float = math.nan
     kept_fraction: float = math.nan
     wall_s: float = math.nan
 
@@ -107,7 +107,7 @@ def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFra
     figures.upload_bytes = _last(history, "cumulative_upload_bytes")
     figures.download_bytes = _last(history, "cumulative_download_bytes")
     for attr, column in (("peak_memory_bytes", "max_client_peak_memory_bytes"),
-                         ("device_memory_bytes", "max_client_device_memory_bytes")):
+                         ("sparse_memory_bytes", "max_client_sparse_memory_bytes")):
         if column in history:
             setattr(figures, attr, float(history[column].max()))
     figures.kept_fraction = _last(history, "setup/kept_fraction")
@@ -219,7 +219,7 @@ def cell_summary(cell: str, coordinates: dict[str, Any], selection: Selection | 
     for name in ("client_flops", "upload_bytes", "download_bytes", "kept_fraction", "wall_s"):
         row[f"{name}_mean"] = t_interval([getattr(t, name) for t in ok]).mean
     row["peak_client_memory_bytes"] = max((t.peak_memory_bytes for t in ok), default=math.nan)
-    row["peak_client_device_memory_bytes"] = max((t.device_memory_bytes for t in ok),
+    row["peak_client_sparse_memory_bytes"] = max((t.sparse_memory_bytes for t in ok),
                                                  default=math.nan)
     return row
 

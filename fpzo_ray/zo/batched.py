@@ -38,7 +38,7 @@ def vmap_differences(model: nn.Module, layout: ParameterLayout, flat: torch.Tens
     signs = (1.0, -1.0) if spec.estimator == "central" else (1.0,)
     plus: list[float] = []
     minus: list[float] = []
-    directions = []
+    directions: list[torch.Tensor] = []
     with torch.no_grad():
         base_loss = float(loss_at(base))
         for start in range(0, len(seeds), chunk_size):

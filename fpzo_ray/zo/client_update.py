@@ -34,12 +34,13 @@ from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
 
 @dataclass(frozen=True)
 class ZOUpdateSpec:
-    """Everything about a client's ZO work that client and server must agree on."""
+    """Everything about one ZO client step that client and server must agree on (the number
+    of steps is the length of the seed lists; ``protocol.zo_update_spec`` builds it)."""
 
     estimator: EstimatorSpec
+    num_perturbations: int = 20  # K: the seeds of a step are this many
     perturbation_scope: str = "full"  # full | layerwise
     batching: str = "loop"  # loop | vmap
-    local_steps: int = 1
     client_lr: float = 0.01
     client_momentum: float = 0.0
     clip_inf_norm: float = 0.0
@@ -94,6 +95,8 @@ def batch_loss(model: StagedModel, x: torch.Tensor, y: torch.Tensor, microbatch_
 
 @dataclass(frozen=True)
 class ZOClientResult:
+    """What a ZO client's round produced: its upload and what it cost."""
+
     step_differences: tuple[torch.Tensor, ...]  # (K,) per local step: the upload
     step_results: tuple[ZOResult, ...]  # per step, for accounting (passes, stage runs)
     base_loss: float  # mean over steps of the loss at the step's starting weights
@@ -133,6 +136,9 @@ def zo_client_update(ws: ZOWorkspace, batches: Sequence[tuple[torch.Tensor, torc
 def rebuild_estimate(differences: torch.Tensor, seeds: Sequence[int], spec: ZOUpdateSpec,
                      dim: int, blocks: StageBlocks | None) -> torch.Tensor:
     """Server side: one step's estimate from its differences and seeds."""
+    if differences.numel() != spec.num_perturbations or len(seeds) != spec.num_perturbations:
+        raise ValueError(f"a step has K = {spec.num_perturbations} differences and seeds, got "
+                         f"{differences.numel()} and {len(seeds)}")
     if spec.perturbation_scope == "layerwise":
         assert blocks is not None
         return layerwise_estimate_from_differences(differences, seeds, spec.estimator, blocks)

@@ -1,4 +1,4 @@
-"""How the gradient is estimated from forward passes only (BAFFLE; METHOD.md, phase 2).
+"""How the gradient is estimated from forward passes only (BAFFLE; docs/METHOD.md, phase 2).
 
 For K seeded directions z_k over the trained coordinates and one mini-batch:
 
@@ -52,6 +52,8 @@ class EstimatorSpec:
 
 @dataclass(frozen=True)
 class ZOResult:
+    """One ZO step: the loss at the start, the K differences, the client's estimate."""
+
     base_loss: float  # L(w); for central differences the mean of L(w +- s z_k), O(s^2) close
     loss_differences: torch.Tensor  # float32, (K,): what the client uploads
     estimate: torch.Tensor | None  # the client's own g over the trained coordinates

@@ -1,0 +1,128 @@
+"""The seam of a federated training algorithm: its client half and its server half.
+
+An algorithm is a small strategy object, in the spirit of pfl-research's
+``FederatedAlgorithm`` (``simulate_one_user`` + ``process_aggregated_statistics``) and of
+Flower's ``Strategy`` verbs. The engine hosts models, serves clients and keeps the round loop;
+everything that differs between algorithms is one of these methods:
+
+- client half: :meth:`FederatedAlgorithm.local_work` (what a client computes from the
+  broadcast weights, what it uploads, what it costs);
+- server half: :meth:`FederatedAlgorithm.contribution` (a client's upload in the server's
+  coordinates: an estimate rebuilt from seeds, a replayed trajectory, an update),
+  :meth:`FederatedAlgorithm.server_step` (the aggregate into the server optimizer) and
+  :attr:`FederatedAlgorithm.server_clip_inf_norm`; any server state beyond the optimizer's
+  goes through :meth:`state_dict` / :meth:`load_state_dict`, so checkpoints keep it.
+
+Plain PyTorch: nothing here knows Ray. Where to add one: ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from fpzo_ray.config import RunConfig
+from fpzo_ray.protocol import local_steps, step_seeds, zo_update_spec
+from fpzo_ray.zo.client_update import ZOWorkspace
+from fpzo_ray.zo.layerwise import StageBlocks
+from fpzo_ray.zo.server_optimizer import ServerOptimizer
+
+Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ClientModel:
+    """What a client's algorithm works on: the model with its trained coordinates
+    (``workspace``, the broadcast weights loaded) and what a forward pass costs."""
+
+    workspace: ZOWorkspace
+    forward_flops_per_sample: int
+    stage_flops_per_sample: tuple[int, ...]  # per stage, for the layer-wise variant
+    num_trained: int  # d
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a client sends: ZO scalars (one (K,) tensor per local step) or a dense update
+    of the trained coordinates; exactly one of the two."""
+
+    step_differences: tuple[torch.Tensor, ...] | None = None
+    dense_update: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.dense_update] if self.dense_update is not None else list(
+            self.step_differences or ())
+
+
+@dataclass(frozen=True)
+class LocalWork:
+    """A client's round: its upload, how it moved, its loss and its cost."""
+
+    upload: Upload
+    update: torch.Tensor | None  # final minus start weights, when the client moved
+    base_loss: float  # mean over its steps of the loss at each step's start
+    forward_flops: int  # forward passes only
+    flops: int  # everything: forward, backward, vector work, client updates
+    upload_bytes: int
+
+
+class FederatedAlgorithm(ABC):
+    """One federated training algorithm (see the module docstring)."""
+
+    #: How figures and tables name it (``report.labels``).
+    label: ClassVar[str]
+    #: Whether a dense model under it is called "dense <label>" (the ZO baselines).
+    dense_prefix: ClassVar[bool] = True
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.spec = zo_update_spec(cfg)
+        self.local_steps = local_steps(cfg)
+
+    def step_seeds(self, round_index: int, client_id: int) -> list[list[int]]:
+        return step_seeds(self.cfg, round_index, client_id)
+
+    # -- client half ---------------------------------------------------------------------
+    @abstractmethod
+    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
+                   round_index: int, client_id: int) -> LocalWork:
+        """The client's work from the broadcast weights ``start``, loaded in ``model`` (and
+        left there); ``batches`` holds one mini-batch per local step."""
+
+    # -- server half ---------------------------------------------------------------------
+    @abstractmethod
+    def contribution(self, upload: Upload, round_index: int, client_id: int,
+                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+        """The client's contribution in the server's coordinates, from its upload and the
+        seeds both sides know; ``start`` is the round's broadcast weights."""
+
+    def worker_contribution(self, work: LocalWork, round_index: int, client_id: int,
+                            start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+        """The same contribution, computed where the client ran (``simulation.estimate_on:
+        workers``): bit for bit what :meth:`contribution` gives from the upload. A client
+        that moved already holds it as its update."""
+        if work.update is not None:
+            return work.update
+        return self.contribution(work.upload, round_index, client_id, start, blocks)
+
+    @property
+    def server_clip_inf_norm(self) -> float:
+        """Infinity-norm clamp the server optimizer applies to what :meth:`server_step`
+        feeds it (0: none)."""
+        return 0.0
+
+    def server_step(self, optimizer: ServerOptimizer, average: torch.Tensor) -> None:
+        """Turn the sample-weighted average of the contributions into a server step. By
+        default the average is an update (the clients moved), whose negation is the
+        pseudo-gradient: server SGD at rate 1 is FedAvg."""
+        optimizer.step(-average)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server state of the algorithm beyond the optimizer's (checkpointed)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""

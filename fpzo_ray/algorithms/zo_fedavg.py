@@ -1,0 +1,47 @@
+"""ZO FedAvg: E local ZO steps per client, replayed by the server from scalars and seeds.
+
+Client: E times, estimate from K seeded directions, clip, take a client SGD step; upload the
+E x K loss differences (``training.fedavg_upload: scalars``) or the masked dense update.
+Server: the client's final weights replayed bit for bit from its scalars and the seeds (or
+its dense update), the updates averaged by sample count; the negated average is the server
+optimizer's pseudo-gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fpzo_ray.accounting import dense_update_upload_bytes, zo_scalar_upload_bytes
+from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
+from fpzo_ray.algorithms.zo_steps import run_zo_steps
+from fpzo_ray.zo.client_update import replay_local_steps
+from fpzo_ray.zo.layerwise import StageBlocks
+
+
+class ZOFedAvg(FederatedAlgorithm):
+    """Zeroth-order FedAvg with client steps."""
+
+    label = "ZO FedAvg"
+
+    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
+                   round_index: int, client_id: int) -> LocalWork:
+        result, forward, flops = run_zo_steps(model, batches,
+                                              self.step_seeds(round_index, client_id),
+                                              self.spec, moves=True)
+        assert result.final_weights is not None
+        update = result.final_weights.cpu() - start
+        if self.cfg.training.fedavg_upload == "dense_update":
+            return LocalWork(Upload(dense_update=update), update, result.base_loss, forward,
+                             flops, dense_update_upload_bytes(model.num_trained))
+        return LocalWork(Upload(step_differences=result.step_differences), update,
+                         result.base_loss, forward, flops,
+                         zo_scalar_upload_bytes(self.spec.num_perturbations, self.local_steps))
+
+    def contribution(self, upload: Upload, round_index: int, client_id: int,
+                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+        if upload.dense_update is not None:
+            return upload.dense_update
+        assert upload.step_differences is not None
+        final = replay_local_steps(start, upload.step_differences,
+                                   self.step_seeds(round_index, client_id), self.spec, blocks)
+        return final - start

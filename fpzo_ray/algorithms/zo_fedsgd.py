@@ -1,0 +1,46 @@
+"""ZO FedSGD, BAFFLE's protocol: one ZO evaluation per client and round, K scalars up.
+
+Client: the K loss differences at the broadcast weights, for its K seeded directions.
+Server: each client's estimate rebuilt from its differences and the same seeds, averaged by
+sample count, clipped (infinity norm) and fed to the server optimizer as the gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fpzo_ray.accounting import zo_scalar_upload_bytes
+from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
+from fpzo_ray.algorithms.zo_steps import run_zo_steps
+from fpzo_ray.zo.client_update import rebuild_estimate
+from fpzo_ray.zo.layerwise import StageBlocks
+from fpzo_ray.zo.server_optimizer import ServerOptimizer
+
+
+class ZOFedSGD(FederatedAlgorithm):
+    """Zeroth-order FedSGD (vanilla BAFFLE on a dense model; the paper's method on a mask)."""
+
+    label = "ZO"
+
+    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
+                   round_index: int, client_id: int) -> LocalWork:
+        result, forward, flops = run_zo_steps(model, batches,
+                                              self.step_seeds(round_index, client_id),
+                                              self.spec, moves=False)
+        return LocalWork(Upload(step_differences=result.step_differences), None,
+                         result.base_loss, forward, flops,
+                         zo_scalar_upload_bytes(self.spec.num_perturbations, 1))
+
+    def contribution(self, upload: Upload, round_index: int, client_id: int,
+                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+        assert upload.step_differences is not None
+        seeds = self.step_seeds(round_index, client_id)[0]
+        return rebuild_estimate(upload.step_differences[0], seeds, self.spec, start.numel(),
+                                blocks)
+
+    @property
+    def server_clip_inf_norm(self) -> float:
+        return self.cfg.zo.clip_inf_norm
+
+    def server_step(self, optimizer: ServerOptimizer, average: torch.Tensor) -> None:
+        optimizer.step(average)  # the averaged estimate is the gradient

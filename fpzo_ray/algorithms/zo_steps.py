@@ -1,0 +1,30 @@
+"""The ZO client's steps and their cost, shared by the ZO algorithms (FedSGD and FedAvg)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from fpzo_ray.accounting import update_flops, zo_vector_flops
+from fpzo_ray.algorithms.base import Batches, ClientModel
+from fpzo_ray.zo.client_update import ZOClientResult, ZOUpdateSpec, zo_client_update
+
+
+def run_zo_steps(model: ClientModel, batches: Batches, seeds: Sequence[Sequence[int]],
+                 spec: ZOUpdateSpec, moves: bool) -> tuple[ZOClientResult, int, int]:
+    """``zo.client_update.zo_client_update`` on the client's model (``moves``: the client
+    takes its local steps, FedAvg), with the forward FLOPs and the total FLOPs it cost.
+
+    Forward FLOPs count each stage's passes (the layer-wise variant resumes the forward pass
+    from a cached stage input, so later stages run more often than earlier ones); the total
+    adds the vector work over the d trained coordinates and, when moving, the client steps.
+    """
+    result = zo_client_update(model.workspace, batches, seeds, spec, moves)
+    stages = model.stage_flops_per_sample
+    central = spec.estimator.estimator == "central"
+    forward = vector = 0
+    for batch, step in zip(batches, result.step_results):
+        runs = step.stage_runs or (step.num_forward_passes,) * len(stages)
+        forward += int(batch[1].shape[0]) * sum(n * f for n, f in zip(runs, stages))
+        vector += zo_vector_flops(len(step.loss_differences), model.num_trained, central, moves)
+        vector += update_flops(model.num_trained) if moves else 0
+    return result, forward, forward + vector
