@@ -15,9 +15,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -26,15 +27,37 @@ from fpzo_ray.algorithms.registry import REGISTRY  # plain data: imports no torc
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("auto", "digits_cnn", "lenet5", "resnet20", "resnet18")
 #: The model ``model.name: auto`` picks for each data set.
-DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet5", "fashion_mnist": "lenet5",
-                 "cifar10": "resnet20", "cifar100": "resnet20", "svhn": "resnet20"}
+DEFAULT_MODEL = {
+    "digits": "digits_cnn",
+    "mnist": "lenet5",
+    "fashion_mnist": "lenet5",
+    "cifar10": "resnet20",
+    "cifar100": "resnet20",
+    "svhn": "resnet20",
+}
 #: Image side of each data set, and the smallest side each model accepts (checked on load).
-IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
-              "svhn": 32}
+IMAGE_SIZE = {
+    "digits": 8,
+    "mnist": 28,
+    "fashion_mnist": 28,
+    "cifar10": 32,
+    "cifar100": 32,
+    "svhn": 32,
+}
 MIN_IMAGE_SIZE = {"digits_cnn": 4, "lenet5": 12, "resnet20": 8, "resnet18": 8}
 PARTITIONS = ("iid", "dirichlet", "shards")
-PRUNING_METHODS = ("dense", "random", "random_layerwise", "magnitude", "snip", "grasp",
-                   "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central")
+PRUNING_METHODS = (
+    "dense",
+    "random",
+    "random_layerwise",
+    "magnitude",
+    "snip",
+    "grasp",
+    "synflow",
+    "ntk_sap",
+    "ntk_sap_data",
+    "ntk_sap_central",
+)
 PRUNING_SCOPES = ("global", "layer")
 INIT_SCALINGS = ("fan_in", "none")
 DRAW_INITS = ("model", "kaiming_normal")
@@ -62,8 +85,11 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
 
 
 #: Limits on what a configuration or sweep file may be: far above any real one, low enough
@@ -80,7 +106,7 @@ def show(value: Any, limit: int = 60) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"an integer of {value.bit_length()} bits"
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _depth(value: Any) -> int:
@@ -107,11 +133,15 @@ def load_yaml_text(text: str, where: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config error: {where}: not valid YAML ({first})") from None
     except RecursionError:
-        raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels "
-                          "deep") from None
+        raise ConfigError(
+            f"config error: {where}: nested more than {MAX_DEPTH} levels deep"
+        ) from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer too long to convert
-        why = ("an integer of more than 4300 digits" if "integer string conversion" in str(exc)
-               else str(exc).splitlines()[0][:80])
+        why = (
+            "an integer of more than 4300 digits"
+            if "integer string conversion" in str(exc)
+            else str(exc).splitlines()[0][:80]
+        )
         raise ConfigError(f"config error: {where}: cannot be read ({why})") from None
     if _depth(value) > MAX_DEPTH:
         raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels deep")
@@ -122,9 +152,16 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is one line naming the field."""
 
 
-def _spec(default: Any, *, choices: tuple | None = None, ge: float | None = None,
-          gt: float | None = None, le: float | None = None, lt: float | None = None,
-          doc: str = "") -> Any:
+def _spec(
+    default: Any,
+    *,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+) -> Any:
     """A dataclass field carrying its own validation rule in its metadata."""
     rule = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
     if isinstance(default, (list, dict)):
@@ -145,20 +182,29 @@ class DataConfig:
     num_clients: int = _spec(50, ge=1, doc="size of the virtual client population")
     min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
     validation_fraction: float = _spec(
-        0.1, ge=0.0, le=0.5,
+        0.1,
+        ge=0.0,
+        le=0.5,
         doc="seeded, stratified slice of the training pool held out before "
-            "partitioning; val_accuracy/val_loss are what searches and schedulers select "
-            "on; 0 = none")
+        "partitioning; val_accuracy/val_loss are what searches and schedulers select "
+        "on; 0 = none",
+    )
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """``model.*``: the architecture and its ZO-friendly normalisation and activation."""
 
-    name: str = _spec("auto", choices=MODELS,
-                      doc="auto: digits_cnn (digits), lenet5 (mnist, fashion_mnist), resnet20")
-    norm: str = _spec("group", choices=NORMS,
-                      doc="GroupNorm without affine (BAFFLE), none, or batch (batch statistics)")
+    name: str = _spec(
+        "auto",
+        choices=MODELS,
+        doc="auto: digits_cnn (digits), lenet5 (mnist, fashion_mnist), resnet20",
+    )
+    norm: str = _spec(
+        "group",
+        choices=NORMS,
+        doc="GroupNorm without affine (BAFFLE), none, or batch (batch statistics)",
+    )
     norm_groups: int = _spec(2, ge=1)
     activation: str = _spec("hardswish", choices=ACTIVATIONS)
 
@@ -167,27 +213,39 @@ class ModelConfig:
 class PruningConfig:
     """``pruning.*``: the foresight-pruning method, its sparsity and schedule."""
 
-    method: str = _spec("ntk_sap", choices=PRUNING_METHODS,
-                        doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning")
+    method: str = _spec(
+        "ntk_sap",
+        choices=PRUNING_METHODS,
+        doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning",
+    )
     sparsity: float = _spec(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
     scope: str = _spec("global", choices=PRUNING_SCOPES, doc="top-k over all layers or per layer")
-    reference_method: str = _spec("ntk_sap", choices=REFERENCE_METHODS,
-                                  doc="random_layerwise copies this mask's per-layer densities")
+    reference_method: str = _spec(
+        "ntk_sap",
+        choices=REFERENCE_METHODS,
+        doc="random_layerwise copies this mask's per-layer densities",
+    )
     init_scaling: str = _spec(
-        "none", choices=INIT_SCALINGS,
+        "none",
+        choices=INIT_SCALINGS,
         doc="none (the paper's): kept weights start as initialised; fan_in: multiplied by "
-            "1/sqrt(their layer's density), so the layer's output variance at initialisation "
-            "matches the dense layer's (an ablation: no significant gain once the learning "
-            "rate is tuned, see README)")
-    iterations: int = _spec(10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)")
+        "1/sqrt(their layer's density), so the layer's output variance at initialisation "
+        "matches the dense layer's (an ablation: no significant gain once the learning "
+        "rate is tuned, see README)",
+    )
+    iterations: int = _spec(
+        10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)"
+    )
     clients_per_iteration: int = _spec(10, ge=1)
     draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")
     batch_size: int = _spec(16, ge=1, doc="inputs per draw (Gaussian, or local data)")
     epsilon: float = _spec(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
     draw_init: str = _spec(
-        "model", choices=DRAW_INITS,
+        "model",
+        choices=DRAW_INITS,
         doc="initialisation of NTK-SAP's fresh weight draws: model = the model's own "
-            "initialiser (the one it is trained from), kaiming_normal = He normal, zero biases")
+        "initialiser (the one it is trained from), kaiming_normal = He normal, zero biases",
+    )
 
 
 @dataclass(frozen=True)
@@ -196,18 +254,25 @@ class ZOConfig:
 
     num_perturbations: int = _spec(20, ge=1, doc="K, random directions per client step")
     sigma: float = _spec(1e-3, gt=0.0, doc="finite-difference step")
-    estimator: str = _spec("forward", choices=ESTIMATORS,
-                           doc="forward: K+1 passes; central: 2K passes")
+    estimator: str = _spec(
+        "forward", choices=ESTIMATORS, doc="forward: K+1 passes; central: 2K passes"
+    )
     direction: str = _spec("gaussian", choices=DIRECTIONS)
     perturbation_scope: str = _spec(
-        "full", choices=PERTURBATION_SCOPES,
+        "full",
+        choices=PERTURBATION_SCOPES,
         doc="layerwise: each direction perturbs one block, K split by kept coordinates, "
-            "forward resumed from the cached block input")
-    batching: str = _spec("loop", choices=BATCHINGS,
-                          doc="loop over directions, or vmap them (faster on some GPUs)")
+        "forward resumed from the cached block input",
+    )
+    batching: str = _spec(
+        "loop", choices=BATCHINGS, doc="loop over directions, or vmap them (faster on some GPUs)"
+    )
     microbatch_size: int = _spec(
-        0, ge=0, doc="stream each forward pass through chunks of this many samples (less "
-                     "activation memory, same loss); 0 = the whole batch at once")
+        0,
+        ge=0,
+        doc="stream each forward pass through chunks of this many samples (less "
+        "activation memory, same loss); 0 = the whole batch at once",
+    )
     clip_inf_norm: float = _spec(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
     ema_decay: float = _spec(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
 
@@ -216,11 +281,15 @@ class ZOConfig:
 class TrainingConfig:
     """``training.*``: the federated algorithm, its rounds and its optimizers."""
 
-    algorithm: str = _spec("zo", choices=ALGORITHMS,
-                           doc="zo: BP-free; bp: backprop FedAvg; zo_momentum: ZO FedSGD whose "
-                               "server steps with a moving average of the estimates")
-    mode: str = _spec("fedsgd", choices=MODES,
-                      doc="fedsgd: one step per round; fedavg: local_steps client steps")
+    algorithm: str = _spec(
+        "zo",
+        choices=ALGORITHMS,
+        doc="zo: BP-free; bp: backprop FedAvg; zo_momentum: ZO FedSGD whose "
+        "server steps with a moving average of the estimates",
+    )
+    mode: str = _spec(
+        "fedsgd", choices=MODES, doc="fedsgd: one step per round; fedavg: local_steps client steps"
+    )
     rounds: int = _spec(200, ge=1)
     clients_per_round: int = _spec(10, ge=1)
     batch_size: int = _spec(32, ge=1, doc="client mini-batch per step")
@@ -228,50 +297,72 @@ class TrainingConfig:
     client_lr: float = _spec(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")
     client_momentum: float = _spec(0.0, ge=0.0, lt=1.0)
     bp_microbatch_size: int = _spec(
-        0, ge=0, doc="BP clients: forward and backward in chunks of this many samples, "
-                     "gradients accumulated (same update, the activations of one chunk); "
-                     "0 = the whole batch at once")
-    fedavg_upload: str = _spec("scalars", choices=FEDAVG_UPLOADS,
-                               doc="scalars: server replays the seeds; dense_update: masked delta")
+        0,
+        ge=0,
+        doc="BP clients: forward and backward in chunks of this many samples, "
+        "gradients accumulated (same update, the activations of one chunk); "
+        "0 = the whole batch at once",
+    )
+    fedavg_upload: str = _spec(
+        "scalars",
+        choices=FEDAVG_UPLOADS,
+        doc="scalars: server replays the seeds; dense_update: masked delta",
+    )
     server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
     server_lr: float = _spec(0.01, gt=0.0)
     server_momentum: float = _spec(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
-    estimate_momentum: float = _spec(0.9, ge=0.0, lt=1.0,
-                                     doc="zo_momentum: beta of the moving average of the "
-                                         "clipped estimates (0 = ZO FedSGD)")
+    estimate_momentum: float = _spec(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        doc="zo_momentum: beta of the moving average of the clipped estimates (0 = ZO FedSGD)",
+    )
     adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
     eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
-    target_accuracy: float = _spec(0.0, ge=0.0, le=1.0,
-                                   doc="report the (simulated) time to reach it; 0 = none")
+    target_accuracy: float = _spec(
+        0.0, ge=0.0, le=1.0, doc="report the (simulated) time to reach it; 0 = none"
+    )
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
     """``simulation.*``: the actors that run a federation, their resources, checkpoints."""
 
-    num_workers: int = _spec(2, ge=0, doc="client worker actors per run; 0 = as many as the "
-                                          "cluster's CPUs allow")
+    num_workers: int = _spec(
+        2, ge=0, doc="client worker actors per run; 0 = as many as the cluster's CPUs allow"
+    )
     worker_cpus: float = _spec(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
     worker_gpus: float = _spec(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
-    worker_memory_mb: float = _spec(0.0, ge=0.0, doc="Ray memory resource of each worker, "
-                                                     "MB = 10^6 bytes (schedules only); 0 = "
-                                                     "none")
+    worker_memory_mb: float = _spec(
+        0.0,
+        ge=0.0,
+        doc="Ray memory resource of each worker, MB = 10^6 bytes (schedules only); 0 = none",
+    )
     server_cpus: float = _spec(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
     device: str = _spec("cpu", choices=DEVICES)
-    placement: str = _spec("pack", choices=PLACEMENTS,
-                           doc="pack a run's actors on few nodes, or spread them")
-    on_worker_failure: str = _spec("retry", choices=WORKER_FAILURE_POLICIES,
-                                   doc="clients of a dead worker: rerun elsewhere, or drop")
+    placement: str = _spec(
+        "pack", choices=PLACEMENTS, doc="pack a run's actors on few nodes, or spread them"
+    )
+    on_worker_failure: str = _spec(
+        "retry",
+        choices=WORKER_FAILURE_POLICIES,
+        doc="clients of a dead worker: rerun elsewhere, or drop",
+    )
     checkpoint_every: int = _spec(
-        10, ge=0, doc="rounds between checkpoints of the server state (sweeps and runs "
-                      "resume from the last one); 0 = off")
+        10,
+        ge=0,
+        doc="rounds between checkpoints of the server state (sweeps and runs "
+        "resume from the last one); 0 = off",
+    )
     estimate_on: str = _spec(
-        "workers", choices=ESTIMATE_PLACES,
+        "workers",
+        choices=ESTIMATE_PLACES,
         doc="where the simulator rebuilds a ZO client's estimate (FedSGD) or replays its local "
-            "steps (FedAvg): on the worker that ran it, from the very directions it drew, or "
-            "on the server from the uploaded scalars and seeds; bit-identical either way, the "
-            "workers are faster; bytes are counted as the protocol sends them")
+        "steps (FedAvg): on the worker that ran it, from the very directions it drew, or "
+        "on the server from the uploaded scalars and seeds; bit-identical either way, the "
+        "workers are faster; bytes are counted as the protocol sends them",
+    )
 
 
 @dataclass(frozen=True)
@@ -281,12 +372,17 @@ class DevicesConfig:
     enabled: bool = _spec(False, doc="give clients device profiles: budgets, clock, dropouts")
     profiles_file: str = _spec("", doc="YAML of profiles; empty = the shipped devices.yaml")
     population: dict[str, float] | None = _spec(
-        None, doc="profile -> fraction of clients; empty = the profiles file's mix")
-    memory_figure: str = _spec("sparse", choices=MEMORY_FIGURES,
-                               doc="peak held against budgets: sparse = with the model stored "
-                                   "sparsely, dense = the simulator's dense buffers")
-    round_deadline_s: float = _spec(0.0, ge=0.0, doc="simulated seconds after which "
-                                                     "stragglers are dropped; 0 = none")
+        None, doc="profile -> fraction of clients; empty = the profiles file's mix"
+    )
+    memory_figure: str = _spec(
+        "sparse",
+        choices=MEMORY_FIGURES,
+        doc="peak held against budgets: sparse = with the model stored "
+        "sparsely, dense = the simulator's dense buffers",
+    )
+    round_deadline_s: float = _spec(
+        0.0, ge=0.0, doc="simulated seconds after which stragglers are dropped; 0 = none"
+    )
 
 
 @dataclass(frozen=True)
@@ -336,8 +432,7 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config error: {path}: got {show(value)}, must be a number")
         if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            raise ConfigError(f"config error: {path}: got {show(value)}, must be a finite "
-                              "number")
+            raise ConfigError(f"config error: {path}: got {show(value)}, must be a finite number")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"config error: {path}: got {value!r}, must be a finite number")
@@ -348,18 +443,27 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
         if value is None:
             return None
         if not isinstance(value, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                and INT_RANGE[0] <= v <= INT_RANGE[1] and math.isfinite(v) and v >= 0
-                for k, v in value.items()):
-            raise ConfigError(f"config error: {path}: got {show(value)}, must map names to "
-                              "finite numbers >= 0")
+            isinstance(k, str)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and INT_RANGE[0] <= v <= INT_RANGE[1]
+            and math.isfinite(v)
+            and v >= 0
+            for k, v in value.items()
+        ):
+            raise ConfigError(
+                f"config error: {path}: got {show(value)}, must map names to finite numbers >= 0"
+            )
         return {k: float(v) for k, v in value.items()}
     choices = rule.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config error: {path}: got {show(value)}, allowed: "
-                          f"{', '.join(choices)}")
-    for key, op, words in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                           ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        raise ConfigError(f"config error: {path}: got {show(value)}, allowed: {', '.join(choices)}")
+    for key, op, words in (
+        ("ge", float.__ge__, ">="),
+        ("gt", float.__gt__, ">"),
+        ("le", float.__le__, "<="),
+        ("lt", float.__lt__, "<"),
+    ):
         bound = rule.get(key)
         if bound is not None and not op(float(value), float(bound)):
             raise ConfigError(f"config error: {path}: got {value!r}, must be {words} {bound}")
@@ -374,8 +478,9 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"config error: {prefix}{unknown[0]}: unknown key, "
-                          f"allowed: {', '.join(fields)}")
+        raise ConfigError(
+            f"config error: {prefix}{unknown[0]}: unknown key, allowed: {', '.join(fields)}"
+        )
     values: dict[str, Any] = {}
     for name, value in raw.items():
         tp = hints[name]
@@ -391,30 +496,44 @@ def _cross_check(cfg: RunConfig) -> None:
     if cfg.training.clients_per_round > cfg.data.num_clients:
         raise ConfigError(
             f"config error: training.clients_per_round: got {cfg.training.clients_per_round}, "
-            f"must be <= data.num_clients ({cfg.data.num_clients})")
+            f"must be <= data.num_clients ({cfg.data.num_clients})"
+        )
     if cfg.pruning.clients_per_iteration > cfg.data.num_clients:
         raise ConfigError(
             f"config error: pruning.clients_per_iteration: got {cfg.pruning.clients_per_iteration}"
-            f", must be <= data.num_clients ({cfg.data.num_clients})")
+            f", must be <= data.num_clients ({cfg.data.num_clients})"
+        )
     if IMAGE_SIZE[cfg.data.name] < MIN_IMAGE_SIZE[cfg.model_name]:
-        raise ConfigError(f"config error: model.name: {cfg.model_name} needs images of at least "
-                          f"{MIN_IMAGE_SIZE[cfg.model_name]} px, {cfg.data.name} has "
-                          f"{IMAGE_SIZE[cfg.data.name]}")
+        raise ConfigError(
+            f"config error: model.name: {cfg.model_name} needs images of at least "
+            f"{MIN_IMAGE_SIZE[cfg.model_name]} px, {cfg.data.name} has "
+            f"{IMAGE_SIZE[cfg.data.name]}"
+        )
     if cfg.zo.microbatch_size > 0 and cfg.model.norm == "batch":
-        raise ConfigError("config error: zo.microbatch_size: needs per-sample normalisation "
-                          "(model.norm group or none); batch statistics change with the chunk")
+        raise ConfigError(
+            "config error: zo.microbatch_size: needs per-sample normalisation "
+            "(model.norm group or none); batch statistics change with the chunk"
+        )
     if cfg.zo.microbatch_size > 0 and (cfg.zo.perturbation_scope, cfg.zo.batching) != (
-            "full", "loop"):
-        raise ConfigError("config error: zo.microbatch_size: only with zo.perturbation_scope "
-                          "full and zo.batching loop")
+        "full",
+        "loop",
+    ):
+        raise ConfigError(
+            "config error: zo.microbatch_size: only with zo.perturbation_scope "
+            "full and zo.batching loop"
+        )
     if cfg.training.bp_microbatch_size > 0 and cfg.model.norm == "batch":
-        raise ConfigError("config error: training.bp_microbatch_size: needs per-sample "
-                          "normalisation (model.norm group or none); batch statistics change "
-                          "with the chunk")
+        raise ConfigError(
+            "config error: training.bp_microbatch_size: needs per-sample "
+            "normalisation (model.norm group or none); batch statistics change "
+            "with the chunk"
+        )
     modes = REGISTRY[cfg.training.algorithm]
     if cfg.training.mode not in modes:
-        raise ConfigError(f"config error: training.mode: got {cfg.training.mode!r}, algorithm "
-                          f"{cfg.training.algorithm} runs {', '.join(modes)}")
+        raise ConfigError(
+            f"config error: training.mode: got {cfg.training.mode!r}, algorithm "
+            f"{cfg.training.algorithm} runs {', '.join(modes)}"
+        )
 
 
 def field_type(dotted: str) -> type:
@@ -428,8 +547,10 @@ def field_type(dotted: str) -> type:
         hints = typing.get_type_hints(cls)
         if part not in hints:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"config error: {dotted}: unknown key, allowed at "
-                              f"{'.'.join(parts[:depth]) or 'the top level'}: {allowed}")
+            raise ConfigError(
+                f"config error: {dotted}: unknown key, allowed at "
+                f"{'.'.join(parts[:depth]) or 'the top level'}: {allowed}"
+            )
         cls = hints[part]
     if dataclasses.is_dataclass(cls):
         raise ConfigError(f"config error: {dotted}: is a section, not a field")
@@ -527,20 +648,40 @@ def describe() -> str:
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")
                 continue
-            rule = ", ".join(f"{k} {v}" if k != "choices" else "one of " + "|".join(v)
-                             for k, v in f.metadata.items() if v not in (None, "") and k != "doc")
+            rule = ", ".join(
+                f"{k} {v}" if k != "choices" else "one of " + "|".join(v)
+                for k, v in f.metadata.items()
+                if v not in (None, "") and k != "doc"
+            )
             doc = f.metadata.get("doc", "")
-            lines.append(f"  {prefix}{f.name} = {f.default!r}"
-                         + (f"  [{rule}]" if rule else "") + (f"  {doc}" if doc else ""))
+            lines.append(
+                f"  {prefix}{f.name} = {f.default!r}"
+                + (f"  [{rule}]" if rule else "")
+                + (f"  {doc}" if doc else "")
+            )
 
     walk(RunConfig, "")
     return "\n".join(lines)
 
 
 __all__ = [
-    "ConfigError", "RunConfig", "DataConfig", "ModelConfig", "PruningConfig", "ZOConfig",
-    "TrainingConfig", "SimulationConfig", "DevicesConfig", "TrackingConfig", "config_from_dict",
-    "config_to_dict", "field_type", "flatten", "merge", "parse_overrides", "read_yaml",
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "PruningConfig",
+    "ZOConfig",
+    "TrainingConfig",
+    "SimulationConfig",
+    "DevicesConfig",
+    "TrackingConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "field_type",
+    "flatten",
+    "merge",
+    "parse_overrides",
+    "read_yaml",
     "set_dotted",
     "describe",
 ]

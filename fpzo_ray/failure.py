@@ -38,8 +38,10 @@ def stopped_on_error(exc: BaseException, folder: Path, resume_command: str) -> S
         saved = f"the traceback is in {log}"
     except OSError as why:
         saved = f"the traceback could not be saved ({why.strerror})"
-    return StoppedOnError(f"error: {root_cause(exc)}\n{saved}; once the cause is fixed, "
-                          f"resume with:\n  {resume_command}")
+    return StoppedOnError(
+        f"error: {root_cause(exc)}\n{saved}; once the cause is fixed, "
+        f"resume with:\n  {resume_command}"
+    )
 
 
 def error_summary(trace: str) -> str:

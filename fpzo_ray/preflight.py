@@ -8,7 +8,7 @@ one line naming the field.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fpzo_ray.config import ConfigError, RunConfig
 from fpzo_ray.data import federated_data, load_dataset

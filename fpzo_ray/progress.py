@@ -7,14 +7,14 @@ scheduler stopped it early (``STOPPED_MARKER``): an early stop is not an interru
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ray.tune import Callback
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.study.summary import STOPPED_MARKER
-
 
 
 def _rounds(trial: Any) -> int:
@@ -32,8 +32,14 @@ class TrialProgress(Callback):
     so that trials Tune has not created yet count as pending; ``publish(line)`` receives each
     overall progress line (the sweep sets it as a tag of its parent run)."""
 
-    def __init__(self, started: float, phase: str, plans: Sequence[Any],
-                 publish: Callable[[str], None] | None = None, every_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        started: float,
+        phase: str,
+        plans: Sequence[Any],
+        publish: Callable[[str], None] | None = None,
+        every_s: float = 10.0,
+    ) -> None:
         self.started = started
         self.phase = phase
         self.planned_trials = len(plans)
@@ -51,23 +57,25 @@ class TrialProgress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(f"{trial}: started")
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                        **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         rounds = _rounds(trial)
         r = int(result.get("round", 0))
         if "test_accuracy" in result and (r % max(1, rounds // 4) == 0 or r == rounds):
-            val = (f"val accuracy {result['val_accuracy']:.4f}, "
-                   if "val_accuracy" in result else "")
-            self._say(f"{trial}: round {r}/{rounds}, {val}test accuracy "
-                      f"{result['test_accuracy']:.4f}")
+            val = f"val accuracy {result['val_accuracy']:.4f}, " if "val_accuracy" in result else ""
+            self._say(
+                f"{trial}: round {r}/{rounds}, {val}test accuracy {result['test_accuracy']:.4f}"
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rounds = _rounds(trial)
         done = int((trial.last_result or {}).get("round", 0))
         if done < rounds and trial.local_path:  # the scheduler stopped it
             (Path(trial.local_path) / STOPPED_MARKER).write_text(str(done))
-        self._say(f"{trial}: " + ("finished" if done >= rounds
-                                  else f"stopped early at round {done}"))
+        self._say(
+            f"{trial}: " + ("finished" if done >= rounds else f"stopped early at round {done}")
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from fpzo_ray.failure import error_summary
@@ -102,8 +110,13 @@ class TrialProgress(Callback):
             self.rounds_at_start = rounds
         elapsed = now - self.phase_started
         progressed = rounds - self.rounds_at_start
-        left = ("" if progressed <= 0 else
-                f", about {_duration(elapsed * (planned - rounds) / progressed)} left")
-        return (f"{self.phase}: {done}/{self.planned_trials} trials done, {running} running, "
-                f"{pending} pending, {failed} failed; {rounds}/{planned} rounds; "
-                f"elapsed {_duration(now - self.started)}{left}")
+        left = (
+            ""
+            if progressed <= 0
+            else f", about {_duration(elapsed * (planned - rounds) / progressed)} left"
+        )
+        return (
+            f"{self.phase}: {done}/{self.planned_trials} trials done, {running} running, "
+            f"{pending} pending, {failed} failed; {rounds}/{planned} rounds; "
+            f"elapsed {_duration(now - self.started)}{left}"
+        )

@@ -23,8 +23,9 @@ def local_steps(cfg: RunConfig) -> int:
     return cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
 
 
-def sample_clients(run_seed: int, purpose: Purpose, index: int, num_clients: int,
-                   count: int) -> list[int]:
+def sample_clients(
+    run_seed: int, purpose: Purpose, index: int, num_clients: int, count: int
+) -> list[int]:
     """``count`` distinct client ids for round (or iteration) ``index``, ascending."""
     rng = np.random.default_rng(derive_seed(run_seed, purpose, index))
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
@@ -32,18 +33,35 @@ def sample_clients(run_seed: int, purpose: Purpose, index: int, num_clients: int
 
 def round_participants(cfg: RunConfig, round_index: int) -> list[int]:
     """The clients sampled for training round ``round_index`` (0-based), ascending."""
-    return sample_clients(cfg.seed, Purpose.CLIENT_SAMPLING, round_index, cfg.data.num_clients,
-                          cfg.training.clients_per_round)
+    return sample_clients(
+        cfg.seed,
+        Purpose.CLIENT_SAMPLING,
+        round_index,
+        cfg.data.num_clients,
+        cfg.training.clients_per_round,
+    )
 
 
 def pruning_participants(cfg: RunConfig, iteration: int) -> list[int]:
     """The clients sampled for pruning iteration ``iteration``, ascending."""
-    return sample_clients(cfg.seed, Purpose.PRUNING_SAMPLING, iteration, cfg.data.num_clients,
-                          cfg.pruning.clients_per_iteration)
+    return sample_clients(
+        cfg.seed,
+        Purpose.PRUNING_SAMPLING,
+        iteration,
+        cfg.data.num_clients,
+        cfg.pruning.clients_per_iteration,
+    )
 
 
-def minibatch_indices(run_seed: int, purpose: Purpose, index: int, client_id: int, step: int,
-                      partition: np.ndarray, batch_size: int) -> np.ndarray:
+def minibatch_indices(
+    run_seed: int,
+    purpose: Purpose,
+    index: int,
+    client_id: int,
+    step: int,
+    partition: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
     """A seeded mini-batch of the client's partition, without replacement (the whole
     partition when it is no larger than the batch)."""
     if partition.shape[0] <= batch_size:
@@ -54,14 +72,18 @@ def minibatch_indices(run_seed: int, purpose: Purpose, index: int, client_id: in
 
 def step_seeds(cfg: RunConfig, round_index: int, client_id: int) -> list[list[int]]:
     """The K perturbation seeds of each of a client's local steps in a round."""
-    return [perturbation_seeds(cfg.seed, round_index, client_id, step, cfg.zo.num_perturbations)
-            for step in range(local_steps(cfg))]
+    return [
+        perturbation_seeds(cfg.seed, round_index, client_id, step, cfg.zo.num_perturbations)
+        for step in range(local_steps(cfg))
+    ]
 
 
 def pruning_draw_seeds(cfg: RunConfig, iteration: int, client_id: int) -> list[int]:
     """The seeds of a client's ``pruning.draws_per_client`` saliency draws in an iteration."""
-    return [derive_seed(cfg.seed, Purpose.PRUNING_DRAW, iteration, client_id, r)
-            for r in range(cfg.pruning.draws_per_client)]
+    return [
+        derive_seed(cfg.seed, Purpose.PRUNING_DRAW, iteration, client_id, r)
+        for r in range(cfg.pruning.draws_per_client)
+    ]
 
 
 def zo_update_spec(cfg: RunConfig) -> ZOUpdateSpec:
@@ -76,7 +98,10 @@ def zo_update_spec(cfg: RunConfig) -> ZOUpdateSpec:
     return ZOUpdateSpec(
         estimator=EstimatorSpec(cfg.zo.estimator, cfg.zo.direction, cfg.zo.sigma),
         num_perturbations=cfg.zo.num_perturbations,
-        perturbation_scope=cfg.zo.perturbation_scope, batching=cfg.zo.batching,
-        client_lr=cfg.training.client_lr, client_momentum=cfg.training.client_momentum,
+        perturbation_scope=cfg.zo.perturbation_scope,
+        batching=cfg.zo.batching,
+        client_lr=cfg.training.client_lr,
+        client_momentum=cfg.training.client_momentum,
         clip_inf_norm=cfg.zo.clip_inf_norm if fedavg else 0.0,
-        microbatch_size=cfg.zo.microbatch_size)
+        microbatch_size=cfg.zo.microbatch_size,
+    )

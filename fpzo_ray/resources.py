@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fpzo_ray.config import ConfigError, RunConfig
 
@@ -38,8 +39,13 @@ def cluster_nodes() -> list[dict[str, float]]:
     import torch
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [{"CPU": float(cpus or 1), "GPU": float(torch.cuda.device_count()),
-             "memory": float(psutil.virtual_memory().total)}]
+    return [
+        {
+            "CPU": float(cpus or 1),
+            "GPU": float(torch.cuda.device_count()),
+            "memory": float(psutil.virtual_memory().total),
+        }
+    ]
 
 
 def _field(bundle_index: int, resource: str) -> str:
@@ -47,12 +53,16 @@ def _field(bundle_index: int, resource: str) -> str:
         return "simulation"  # the driver's 0.1 CPU is fixed
     if bundle_index == _SERVER:
         return "simulation.server_cpus"
-    return {"CPU": "simulation.worker_cpus", "GPU": "simulation.worker_gpus",
-            "memory": "simulation.worker_memory_mb"}.get(resource, "simulation")
+    return {
+        "CPU": "simulation.worker_cpus",
+        "GPU": "simulation.worker_gpus",
+        "memory": "simulation.worker_memory_mb",
+    }.get(resource, "simulation")
 
 
-def check_resources(configs: Sequence[RunConfig], concurrent: int = 1,
-                    nodes: list[dict[str, float]] | None = None) -> None:
+def check_resources(
+    configs: Sequence[RunConfig], concurrent: int = 1, nodes: list[dict[str, float]] | None = None
+) -> None:
     """Raise :class:`ConfigError` for the first trial whose placement group no cluster state
     could ever hold: a bundle larger than every node, or bundles more than all nodes have."""
     from fpzo_ray.sim.federation import bundles, resolve_num_workers
@@ -74,7 +84,8 @@ def check_resources(configs: Sequence[RunConfig], concurrent: int = 1,
                     raise ConfigError(
                         f"config error: {_field(min(index, _WORKER), resource)}: {who} needs "
                         f"{_amount(resource, amount)} {resource}, the largest node has "
-                        f"{_amount(resource, largest)}")
+                        f"{_amount(resource, largest)}"
+                    )
         need: dict[str, float] = {}
         for bundle in group:
             for resource, amount in bundle.items():
@@ -84,7 +95,8 @@ def check_resources(configs: Sequence[RunConfig], concurrent: int = 1,
                 raise ConfigError(
                     f"config error: simulation.num_workers: one run needs "
                     f"{_amount(resource, amount)} {resource} (driver, server and {workers} "
-                    f"workers), the cluster has {_amount(resource, total.get(resource, 0.0))}")
+                    f"workers), the cluster has {_amount(resource, total.get(resource, 0.0))}"
+                )
 
 
 def _amount(resource: str, value: float) -> str:
@@ -116,11 +128,15 @@ def resource_watch(give_up_after_s: float, report_every_s: float = 30.0) -> Any:
                 raise ResourceWaitTimeout(
                     f"no trial could start for {waited:.0f} s: {len(pending)} wait for "
                     f"resources the cluster does not have free ({_free()}); the sweep stops: "
-                    "resume it once the cluster has room, or raise --give-up-after")
+                    "resume it once the cluster has room, or raise --give-up-after"
+                )
             if now - self.last_said >= report_every_s:
                 self.last_said = now
-                print(f"waiting for resources for {waited:.0f} s: {len(pending)} trials "
-                      f"pending, none running; free now: {_free()}", flush=True)
+                print(
+                    f"waiting for resources for {waited:.0f} s: {len(pending)} trials "
+                    f"pending, none running; free now: {_free()}",
+                    flush=True,
+                )
 
     return ResourceWatch()
 
@@ -129,5 +145,6 @@ def _free() -> str:
     import ray
 
     free = ray.available_resources()
-    return ", ".join(f"{_amount(k, v)} {k}" for k, v in sorted(free.items())
-                     if k in ("CPU", "GPU", "memory"))
+    return ", ".join(
+        f"{_amount(k, v)} {k}" for k, v in sorted(free.items()) if k in ("CPU", "GPU", "memory")
+    )

@@ -19,8 +19,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fpzo_ray.config import (
     ConfigError,
@@ -58,8 +59,10 @@ class RunFolder:
 
     def config(self) -> RunConfig:
         if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
-            raise ConfigError(f"config error: --resume: {self.path} is not a run folder (no "
-                              f"{CONFIG_FILE} and {RUN_ID_FILE})")
+            raise ConfigError(
+                f"config error: --resume: {self.path} is not a run folder (no "
+                f"{CONFIG_FILE} and {RUN_ID_FILE})"
+            )
         return config_from_dict(read_yaml(self.path / CONFIG_FILE))
 
     def resume_command(self) -> str:
@@ -68,15 +71,26 @@ class RunFolder:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fpzo_ray.run", description=__doc__,
+        prog="python -m fpzo_ray.run",
+        description=__doc__,
         epilog="configuration fields (section.key = default [rule]):\n" + describe(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML file with overrides of the defaults")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, e.g. pruning.sparsity=0.8")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. pruning.sparsity=0.8",
+    )
     parser.add_argument("--results-dir", default=None)
-    parser.add_argument("--resume", metavar="FOLDER", default=None,
-                        help="continue an interrupted run: its run folder")
+    parser.add_argument(
+        "--resume",
+        metavar="FOLDER",
+        default=None,
+        help="continue an interrupted run: its run folder",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     from fpzo_ray.resources import check_resources
@@ -125,16 +139,15 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         ui_command,
     )
 
-    tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment,
-                            results_dir)
+    tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
     state, logged = None, 0
     if folder is None:
         run_name = f"run_{cfg.pruning_method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
-        folder = RunFolder((results_dir / "runs" / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}")
-                           .resolve())
+        folder = RunFolder(
+            (results_dir / "runs" / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        )
         folder.path.mkdir(parents=True, exist_ok=True)
-        (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg),
-                                                              sort_keys=False))
+        (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         run_id = tracker.start_run(run_name, config_to_dict(cfg))
         (folder.path / RUN_ID_FILE).write_text(run_id)
     elif (folder.path / "clients.csv").is_file():
@@ -144,8 +157,11 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         run_id = (folder.path / RUN_ID_FILE).read_text().strip()
         logged = tracker.reopen(run_id)
         state = newest_readable(folder.checkpoints())
-        print(f"Resuming after round {state['rounds_done'] if state else 0} "
-              f"(MLflow has the rounds up to {logged})", flush=True)
+        print(
+            f"Resuming after round {state['rounds_done'] if state else 0} "
+            f"(MLflow has the rounds up to {logged})",
+            flush=True,
+        )
     print(f"Run folder: {folder.path}", flush=True)
     init_ray()
     started = time.time()
@@ -165,16 +181,21 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         if SETUP_KEY in metrics:
             tracker.log_params(run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]
-            print(f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
-                  f" {setup['num_trained']} trained coordinates")
+            print(
+                f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
+                f" {setup['num_trained']} trained coordinates"
+            )
         tracker.log_metrics(run_id, round_metrics(metrics), last_round)
         if "test_accuracy" in metrics:
-            val = (f"val accuracy {metrics['val_accuracy']:.4f}  "
-                   if "val_accuracy" in metrics else "")
-            print(f"round {metrics['round']:4d}  {val}test accuracy "
-                  f"{metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
-                  f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}  "
-                  f"({time.time() - started:.0f} s)")
+            val = (
+                f"val accuracy {metrics['val_accuracy']:.4f}  " if "val_accuracy" in metrics else ""
+            )
+            print(
+                f"round {metrics['round']:4d}  {val}test accuracy "
+                f"{metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
+                f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}  "
+                f"({time.time() - started:.0f} s)"
+            )
 
     try:
         result = run_federated(cfg, report, resume_state=state)
@@ -185,16 +206,20 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         log_run_figures(tracker, run_id, cfg, folder.path)
     except KeyboardInterrupt:
         tracker.end_run_if_possible(run_id, "KILLED", f"interrupted after round {last_round}")
-        print(f"\nInterrupted after round {last_round}. Resume with:\n  "
-              f"{folder.resume_command()}", file=sys.stderr)
+        print(
+            f"\nInterrupted after round {last_round}. Resume with:\n  {folder.resume_command()}",
+            file=sys.stderr,
+        )
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error after the start: one line, resumable
         tracker.end_run_if_possible(run_id, "FAILED", root_cause(exc))
         print(stopped_on_error(exc, folder.path, folder.resume_command()), file=sys.stderr)
         return 1
     tracker.end_run(run_id)
-    print(f"MLflow run {run_id} in {tracker.tracking_uri}\nOpen the MLflow UI:  "
-          f"{ui_command(tracker.tracking_uri)}")
+    print(
+        f"MLflow run {run_id} in {tracker.tracking_uri}\nOpen the MLflow UI:  "
+        f"{ui_command(tracker.tracking_uri)}"
+    )
     return 0
 
 

@@ -28,16 +28,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from fpzo_ray.config import ConfigError, config_from_dict, merge
 from fpzo_ray.logs import configure as configure_logging
-from fpzo_ray.sim.ray_session import init_ray, stop_like_ctrl_c_on_sigterm
-from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
 from fpzo_ray.report.sources import (
     ENVIRONMENT_FILE,
     EXPERIMENT_TAG,
@@ -48,6 +47,8 @@ from fpzo_ray.report.sources import (
     read_json,
     read_selections,
 )
+from fpzo_ray.sim.ray_session import init_ray, stop_like_ctrl_c_on_sigterm
+from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
 from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
     DEFAULT_SWEEP,
@@ -86,8 +87,9 @@ def _resume_command(experiment_dir: Path) -> str:
 # -- one phase: a Tune experiment ----------------------------------------------------------
 def _trial_name(trial: Any) -> str:
     plan = trial.config["trial"]
-    where = (f"seed{plan['seed']}" if plan["phase"] == "repeat"
-             else f"{plan['phase']}{plan['sample']}")
+    where = (
+        f"seed{plan['seed']}" if plan["phase"] == "repeat" else f"{plan['phase']}{plan['sample']}"
+    )
     return f"{plan['cell']}_{where}_{trial.trial_id[-5:]}"
 
 
@@ -99,12 +101,17 @@ def _pin_workers(plans: list[TrialPlan], concurrent: int) -> list[TrialPlan]:
     if all(c.simulation.num_workers > 0 for c in configs):
         return plans
     count = min(resolve_num_workers(c, concurrent_runs=concurrent) for c in configs)
-    return [replace(p, run=merge(p.run, {"simulation": {"num_workers": count}}))
-            if c.simulation.num_workers == 0 else p for p, c in zip(plans, configs)]
+    return [
+        replace(p, run=merge(p.run, {"simulation": {"num_workers": count}}))
+        if c.simulation.num_workers == 0
+        else p
+        for p, c in zip(plans, configs)
+    ]
 
 
-def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_dir: Path,
-               callbacks: list[Any]) -> Any:
+def _run_phase(
+    phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_dir: Path, callbacks: list[Any]
+) -> Any:
     """Fit (or, when its folder holds one, restore and finish) one phase's Tune experiment."""
     from ray import tune
 
@@ -119,11 +126,13 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
     largest = max(configs, key=lambda c: sum(b["CPU"] for b in bundles(c)))
     strategy = "SPREAD" if largest.simulation.placement == "spread" else "PACK"
     trainable = tune.with_resources(
-        federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy))
+        federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy)
+    )
     folder = experiment_dir / phase
     if tune.Tuner.can_restore(folder):
-        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True,
-                                   resume_errored=True)
+        tuner = tune.Tuner.restore(
+            str(folder), trainable, resume_unfinished=True, resume_errored=True
+        )
         # Tune restores the callbacks the interrupted session pickled (its process identity,
         # clock and give-up timer): this session's own replace them. The MLflow callback
         # finds each trial's run again by its trial-id tag.
@@ -134,17 +143,30 @@ def _run_phase(phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_d
         search = spec.search if phase == "search" else None
         scheduler = None
         if search is not None and search.scheduler is not None:
-            scheduler = PerCellASHA(search.metric, search.mode, search.scheduler.grace_period,
-                                    search.scheduler.reduction_factor)
+            scheduler = PerCellASHA(
+                search.metric,
+                search.mode,
+                search.scheduler.grace_period,
+                search.scheduler.reduction_factor,
+            )
         tuner = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search([p.as_dict() for p in plans])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
-                                        scheduler=scheduler, trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=phase, storage_path=str(experiment_dir), verbose=0,
-                                      callbacks=callbacks,
-                                      # two, so that a corrupt newest one has a fallback
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+            trainable,
+            param_space={"trial": tune.grid_search([p.as_dict() for p in plans])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent_trials,
+                scheduler=scheduler,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=phase,
+                storage_path=str(experiment_dir),
+                verbose=0,
+                callbacks=callbacks,
+                # two, so that a corrupt newest one has a fallback
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
     return tuner.fit()
 
 
@@ -181,8 +203,11 @@ def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[
         planned = config_from_dict(plan["run"]).training.rounds
         history = result.metrics_dataframe
         error = error_summary(str(result.error)) if result.error else ""
-        out.append(trial_figures(plan, planned, history, error,
-                                 status=_trial_state(result, history, planned)))
+        out.append(
+            trial_figures(
+                plan, planned, history, error, status=_trial_state(result, history, planned)
+            )
+        )
     for plan in (p.as_dict() for p in plans):
         if key(plan) not in seen:
             rounds = config_from_dict(plan["run"]).training.rounds
@@ -191,24 +216,29 @@ def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
 
-def _selections(spec: SweepSpec, figures: list[TrialFigures],
-                experiment_dir: Path) -> dict[str, Selection]:
+def _selections(
+    spec: SweepSpec, figures: list[TrialFigures], experiment_dir: Path
+) -> dict[str, Selection]:
     """Each cell's choice: decided once, when the search phase ends, and kept in
     ``selection.json`` so that a resumed study repeats exactly what was chosen."""
     path = experiment_dir / SELECTION_FILE
     if path.is_file():
         return read_selections(path.read_text())
     assert spec.search is not None
-    chosen = select([f for f in figures if f.phase == "search"], spec.search.metric,
-                    spec.search.mode, spec.search.scope)
-    path.write_text(json.dumps(json_ready({c: s.as_dict() for c, s in chosen.items()}),
-                               indent=2))
+    chosen = select(
+        [f for f in figures if f.phase == "search"],
+        spec.search.metric,
+        spec.search.mode,
+        spec.search.scope,
+    )
+    path.write_text(json.dumps(json_ready({c: s.as_dict() for c, s in chosen.items()}), indent=2))
     return chosen
 
 
 # -- the whole sweep -----------------------------------------------------------------------
-def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
-              give_up_after_s: float = 1800.0) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec, results_dir: Path, resume: Path | None = None, give_up_after_s: float = 1800.0
+) -> SweepOutcome:
     """Run (or resume) every phase of the sweep; returns the trial and summary tables.
 
     ``give_up_after_s``: how long to wait while no trial can start for want of free
@@ -245,24 +275,31 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
     # measures what it costs; the warning says nothing a user can act on.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
-    print(f"Sweep {spec.name!r} ({spec.kind}: {' then '.join(spec.phases)}), "
-          f"{spec.cell_count} cells, at most {spec.max_concurrent_trials} trials at a time; "
-          f"experiment folder {experiment_dir}; MLflow store {tracking_uri}", flush=True)
+    print(
+        f"Sweep {spec.name!r} ({spec.kind}: {' then '.join(spec.phases)}), "
+        f"{spec.cell_count} cells, at most {spec.max_concurrent_trials} trials at a time; "
+        f"experiment folder {experiment_dir}; MLflow store {tracking_uri}",
+        flush=True,
+    )
     figures: list[TrialFigures] = []
     selections: dict[str, Selection] = {}
     try:
         for phase in spec.phases:
             if phase == "repeat":
-                plans = spec.repeat_plans({c: (s.sample, s.hyperparameters)
-                                           for c, s in selections.items()})
+                plans = spec.repeat_plans(
+                    {c: (s.sample, s.hyperparameters) for c, s in selections.items()}
+                )
             else:
                 plans = spec.first_phase_plans()
             plans = _pin_workers(plans, spec.max_concurrent_trials)
             print(f"Phase {phase!r}: {len(plans)} trials", flush=True)
-            callbacks = [MLflowTrialCallback(tracker, spec.name, parent),
-                         TrialProgress(started, phase, plans,
-                                       lambda line: tracker.set_tags(parent, {"progress": line})),
-                         resource_watch(give_up_after_s)]
+            callbacks = [
+                MLflowTrialCallback(tracker, spec.name, parent),
+                TrialProgress(
+                    started, phase, plans, lambda line: tracker.set_tags(parent, {"progress": line})
+                ),
+                resource_watch(give_up_after_s),
+            ]
             results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
             figures += _figures(results, plans, spec)
             if any(f.status in UNFINISHED for f in figures):
@@ -275,18 +312,24 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
         _record(tracker, parent, experiment_dir, trials, summary)
         wall_s = _add_wall_time(experiment_dir, time.time() - started)
         tracker.log_metrics(parent, {"sweep_wall_s": wall_s}, 0)
-        record = SweepRecord(spec, figures, selections,
-                             read_json(experiment_dir / ENVIRONMENT_FILE), wall_s, experiment,
-                             parent)
+        record = SweepRecord(
+            spec,
+            figures,
+            selections,
+            read_json(experiment_dir / ENVIRONMENT_FILE),
+            wall_s,
+            experiment,
+            parent,
+        )
         report = _report(record, experiment_dir, tracking_uri)
     except (KeyboardInterrupt, ResourceWaitTimeout) as exc:  # resumable stops
         _add_wall_time(experiment_dir, time.time() - started)
         tracker.end_open_runs("KILLED", str(exc) or "interrupted")
         if isinstance(exc, ResourceWaitTimeout):
-            raise ResourceWaitTimeout(f"{exc}\nResume with:\n  "
-                                      f"{_resume_command(experiment_dir)}") from None
-        print(f"\nInterrupted. Resume with:\n  {_resume_command(experiment_dir)}",
-              file=sys.stderr)
+            raise ResourceWaitTimeout(
+                f"{exc}\nResume with:\n  {_resume_command(experiment_dir)}"
+            ) from None
+        print(f"\nInterrupted. Resume with:\n  {_resume_command(experiment_dir)}", file=sys.stderr)
         raise
     except Exception as exc:
         tracker.end_open_runs("FAILED", root_cause(exc))
@@ -308,22 +351,40 @@ def run_sweep(spec: SweepSpec, results_dir: Path, resume: Path | None = None,
 UNFINISHED = ("INTERRUPTED", "NOT_STARTED")
 
 
-def _interrupted(tracker: Any, parent: str, spec: SweepSpec, experiment_dir: Path,
-                 figures: list[TrialFigures], selections: dict[str, Selection]) -> SweepOutcome:
+def _interrupted(
+    tracker: Any,
+    parent: str,
+    spec: SweepSpec,
+    experiment_dir: Path,
+    figures: list[TrialFigures],
+    selections: dict[str, Selection],
+) -> SweepOutcome:
     """A phase ended with trials that did not run every round: never a success. Every trial
     is listed with its true state, open runs end KILLED, and the way to go on is printed."""
     trials = trial_table(figures, spec)
     tracker.end_open_runs("KILLED", "the sweep was interrupted; continue it with --resume")
-    outcome = SweepOutcome(experiment_dir, parent, trials, pd.DataFrame(), selections,
-                           figures, interrupted=True)
-    states = {s: sum(f.status == s for f in figures) for s in
-              ("OK", "STOPPED", "ERROR", "INTERRUPTED", "NOT_STARTED")}
-    print(f"\nSweep {spec.name!r} INTERRUPTED: " + ", ".join(
-        f"{n} {s.lower().replace('_', ' ')}" for s, n in states.items() if n), flush=True)
-    print(trials[[c for c in trials.columns if c not in ("kept_fraction", "upload_kib")]]
-          .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nNothing is lost: finished trials are kept, interrupted ones continue from their "
-          f"last checkpoint. Resume with:\n  {outcome.resume_command}", flush=True)
+    outcome = SweepOutcome(
+        experiment_dir, parent, trials, pd.DataFrame(), selections, figures, interrupted=True
+    )
+    states = {
+        s: sum(f.status == s for f in figures)
+        for s in ("OK", "STOPPED", "ERROR", "INTERRUPTED", "NOT_STARTED")
+    }
+    print(
+        f"\nSweep {spec.name!r} INTERRUPTED: "
+        + ", ".join(f"{n} {s.lower().replace('_', ' ')}" for s, n in states.items() if n),
+        flush=True,
+    )
+    print(
+        trials[[c for c in trials.columns if c not in ("kept_fraction", "upload_kib")]].to_string(
+            index=False, float_format=lambda v: f"{v:.4g}"
+        )
+    )
+    print(
+        f"\nNothing is lost: finished trials are kept, interrupted ones continue from their "
+        f"last checkpoint. Resume with:\n  {outcome.resume_command}",
+        flush=True,
+    )
     return outcome
 
 
@@ -370,10 +431,19 @@ def parent_params(spec: SweepSpec) -> dict[str, Any]:
         varied.setdefault("seed", []).append("a study's repeat seeds")
     for key, values in varied.items():
         params[key] = "varies: " + ", ".join(dict.fromkeys(values))
-    params.update({f"sweep.{k}": v for k, v in {
-        "name": spec.name, "kind": spec.kind, "phases": ",".join(spec.phases),
-        "cells": spec.cell_count, "trials": spec.trial_count,
-        "max_concurrent_trials": spec.max_concurrent_trials}.items()})
+    params.update(
+        {
+            f"sweep.{k}": v
+            for k, v in {
+                "name": spec.name,
+                "kind": spec.kind,
+                "phases": ",".join(spec.phases),
+                "cells": spec.cell_count,
+                "trials": spec.trial_count,
+                "max_concurrent_trials": spec.max_concurrent_trials,
+            }.items()
+        }
+    )
     return params
 
 
@@ -386,15 +456,20 @@ def _start_parent(tracker: Any, spec: SweepSpec, experiment: str, experiment_dir
     from fpzo_ray.report.sources import SPEC_ARTIFACT
 
     parent = tracker.start_run(
-        experiment, parent_params(spec),
-        tags={EXPERIMENT_TAG: experiment, "sweep": spec.name, "kind": spec.kind})
+        experiment,
+        parent_params(spec),
+        tags={EXPERIMENT_TAG: experiment, "sweep": spec.name, "kind": spec.kind},
+    )
     tracker.log_text(parent, yaml.safe_dump(spec.raw, sort_keys=False), SPEC_ARTIFACT)
     recorded = json.dumps(environment(), indent=2)
     (experiment_dir / ENVIRONMENT_FILE).write_text(recorded)
     tracker.log_text(parent, recorded, ENVIRONMENT_FILE)
     (experiment_dir / PARENT_RUN_FILE).write_text(parent)
-    tracker.log_text(parent, json.dumps(json_ready(spec.search_space_description()), indent=2),
-                     "search_space.json")
+    tracker.log_text(
+        parent,
+        json.dumps(json_ready(spec.search_space_description()), indent=2),
+        "search_space.json",
+    )
     return parent
 
 
@@ -404,8 +479,7 @@ def _add_wall_time(experiment_dir: Path, seconds: float) -> float:
     path = experiment_dir / TIMING_FILE
     saved = json.loads(path.read_text()) if path.is_file() else {}
     total = float(saved.get("wall_s", 0.0)) + seconds
-    path.write_text(json.dumps({"wall_s": total,
-                                "sessions": int(saved.get("sessions", 0)) + 1}))
+    path.write_text(json.dumps({"wall_s": total, "sessions": int(saved.get("sessions", 0)) + 1}))
     return total
 
 
@@ -421,39 +495,62 @@ def _report(record: SweepRecord, experiment_dir: Path, tracking_uri: str) -> Pat
         files = write_report(record, experiment_dir / "report")
         log_report(tracking_uri, record.parent_run_id or "", files)
         return files.html
-    except Exception as exc:
-        print(f"warning: the report could not be made ({root_cause(exc)}); try again with\n"
-              f"  {sys.executable} -m fpzo_ray.report {experiment_dir}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a report must not lose a finished sweep
+        print(
+            f"warning: the report could not be made ({root_cause(exc)}); try again with\n"
+            f"  {sys.executable} -m fpzo_ray.report {experiment_dir}",
+            file=sys.stderr,
+        )
         return None
 
 
-def _record(tracker: Any, parent: str, experiment_dir: Path, trials: pd.DataFrame,
-            summary: pd.DataFrame) -> None:
+def _record(
+    tracker: Any, parent: str, experiment_dir: Path, trials: pd.DataFrame, summary: pd.DataFrame
+) -> None:
     """The tables beside the experiments, and on the parent run."""
     trials.to_csv(experiment_dir / "trials.csv", index=False)
     summary.to_csv(experiment_dir / "summary.csv", index=False)
-    (experiment_dir / "summary.json").write_text(json.dumps(
-        json_ready(summary.to_dict(orient="records")), indent=2))
+    (experiment_dir / "summary.json").write_text(
+        json.dumps(json_ready(summary.to_dict(orient="records")), indent=2)
+    )
     for name in ("trials.csv", "summary.csv", "summary.json", SELECTION_FILE):
         if (experiment_dir / name).is_file():
             tracker.log_artifact(parent, experiment_dir / name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpzo_ray.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fpzo_ray.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("sweep", nargs="?", default=DEFAULT_SWEEP, help="sweep YAML file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value for every trial (pins a grid axis or "
-                             "search dimension over it), e.g. training.rounds=50; or a "
-                             "sweep setting, e.g. study.seeds=5, search.num_samples=8")
-    parser.add_argument("--results-dir", default=None,
-                        help="where the MLflow store, Tune results and tables go")
-    parser.add_argument("--resume", metavar="FOLDER", default=None,
-                        help="continue an interrupted sweep: its experiment folder")
-    parser.add_argument("--give-up-after", type=float, default=1800.0, metavar="SECONDS",
-                        help="stop (resumable) when no trial could start for this long for "
-                             "want of free resources; 0 = wait forever (default 1800)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value for every trial (pins a grid axis or "
+        "search dimension over it), e.g. training.rounds=50; or a "
+        "sweep setting, e.g. study.seeds=5, search.num_samples=8",
+    )
+    parser.add_argument(
+        "--results-dir", default=None, help="where the MLflow store, Tune results and tables go"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="FOLDER",
+        default=None,
+        help="continue an interrupted sweep: its experiment folder",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="stop (resumable) when no trial could start for this long for "
+        "want of free resources; 0 = wait forever (default 1800)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     from fpzo_ray.failure import StoppedOnError

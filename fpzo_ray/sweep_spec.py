@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -56,8 +57,16 @@ from fpzo_ray.study.search_space import SearchSpace, parse_space
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
 SPEC_FILE = "fpzo_sweep.yaml"  # the resolved spec, saved in the sweep's experiment folder
-SWEEP_KEYS = ("name", "description", "max_concurrent_trials", "max_trials", "base", "grid",
-              "search", "study")
+SWEEP_KEYS = (
+    "name",
+    "description",
+    "max_concurrent_trials",
+    "max_trials",
+    "base",
+    "grid",
+    "search",
+    "study",
+)
 SEARCH_KEYS = ("space", "num_samples", "metric", "mode", "scope", "rounds", "seed", "scheduler")
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor")
 STUDY_KEYS = ("seeds", "flops_budgets", "target_accuracy")
@@ -88,14 +97,16 @@ def _mapping(where: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"config error: {where}: got {value!r}, must be a mapping")
     unknown = sorted(set(value) - set(allowed), key=str)
     if unknown:
-        raise ConfigError(f"config error: {where}.{unknown[0]}: unknown key, allowed: "
-                          f"{', '.join(allowed)}")
+        raise ConfigError(
+            f"config error: {where}.{unknown[0]}: unknown key, allowed: {', '.join(allowed)}"
+        )
     return dict(value)
 
 
 def short_name(key: str) -> str:
-    return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity",
-            "data.alpha": "alpha"}.get(key, key.split(".")[-1])
+    return {"zo.num_perturbations": "K", "pruning.sparsity": "sparsity", "data.alpha": "alpha"}.get(
+        key, key.split(".")[-1]
+    )
 
 
 def get_dotted(tree: Mapping[str, Any], key: str) -> Any:
@@ -205,8 +216,11 @@ class SweepSpec:
     def trial_count(self) -> int:
         """How many trials the sweep runs at most (search candidates plus repeats), counted
         from the axes' lengths, without expanding them."""
-        first = 0 if self.phases[0] == "repeat" else self.cell_count * (
-            self.search.num_samples if self.search else 1)
+        first = (
+            0
+            if self.phases[0] == "repeat"
+            else self.cell_count * (self.search.num_samples if self.search else 1)
+        )
         return first + (self.cell_count * self.study.seeds if self.study else 0)
 
     @property
@@ -227,14 +241,21 @@ class SweepSpec:
             for value in combo:
                 overrides = merge(overrides, value.overrides)
                 space = value.space or space
-            label = ",".join(f"{axis.column}={value.label}"
-                             for axis, value in zip(self.axes, combo)) or self.name
+            label = (
+                ",".join(f"{axis.column}={value.label}" for axis, value in zip(self.axes, combo))
+                or self.name
+            )
             coordinates = {axis.column: value.value for axis, value in zip(self.axes, combo)}
             cells.append(Cell(label, coordinates, overrides, space))
         return cells
 
-    def run_config(self, cell: Cell, hyperparameters: Mapping[str, Any],
-                   seed: int | None = None, rounds: int | None = None) -> dict[str, Any]:
+    def run_config(
+        self,
+        cell: Cell,
+        hyperparameters: Mapping[str, Any],
+        seed: int | None = None,
+        rounds: int | None = None,
+    ) -> dict[str, Any]:
         """The run configuration of a trial of ``cell`` (nested overrides of the defaults)."""
         tree = merge(self.base, cell.overrides)
         for key, value in hyperparameters.items():
@@ -267,8 +288,17 @@ class SweepSpec:
             rounds = self.search.rounds if self.search else None
             for sample, assignment in enumerate(candidates):
                 run = self.run_config(cell, assignment, rounds=rounds)
-                plans.append(TrialPlan(cell.label, cell.coordinates, phase, sample,
-                                       config_from_dict(run).seed, assignment, run))
+                plans.append(
+                    TrialPlan(
+                        cell.label,
+                        cell.coordinates,
+                        phase,
+                        sample,
+                        config_from_dict(run).seed,
+                        assignment,
+                        run,
+                    )
+                )
         return plans
 
     def repeat_plans(self, chosen: Mapping[str, tuple[int, Mapping[str, Any]]]) -> list[TrialPlan]:
@@ -280,9 +310,17 @@ class SweepSpec:
                 continue  # every candidate of the cell failed: nothing to repeat
             sample, hyperparameters = chosen.get(cell.label, (0, {}))
             for seed in self.repeat_seeds(cell):
-                plans.append(TrialPlan(cell.label, cell.coordinates, "repeat", sample, seed,
-                                       dict(hyperparameters),
-                                       self.run_config(cell, hyperparameters, seed=seed)))
+                plans.append(
+                    TrialPlan(
+                        cell.label,
+                        cell.coordinates,
+                        "repeat",
+                        sample,
+                        seed,
+                        dict(hyperparameters),
+                        self.run_config(cell, hyperparameters, seed=seed),
+                    )
+                )
         return plans
 
     def validated_configs(self) -> list[RunConfig]:
@@ -302,8 +340,9 @@ class SweepSpec:
                         raise _located(cell.space.where, exc) from None
             configs.append(config_from_dict(self.run_config(cell, {})))
             if self.study is not None:
-                configs.append(config_from_dict(self.run_config(cell, {},
-                                                                self.repeat_seeds(cell)[-1])))
+                configs.append(
+                    config_from_dict(self.run_config(cell, {}, self.repeat_seeds(cell)[-1]))
+                )
         configs += [config_from_dict(p.run) for p in self.first_phase_plans()]
         self._check_against_configs(configs)
         return configs
@@ -322,8 +361,7 @@ class SweepSpec:
             for dim in space.dimensions:
                 for corner in dim.values:
                     try:
-                        configs.append(config_from_dict(self.run_config(empty,
-                                                                        {dim.key: corner})))
+                        configs.append(config_from_dict(self.run_config(empty, {dim.key: corner})))
                     except ConfigError as exc:
                         raise _located(space.where, exc) from None
         corners = [tuple(a.values[0] for a in self.axes), tuple(a.values[-1] for a in self.axes)]
@@ -344,23 +382,31 @@ class SweepSpec:
                 if cfg.data.validation_fraction <= 0:
                     raise ConfigError(
                         f"config error: data.validation_fraction: search.metric "
-                        f"{search.metric} needs a validation split, got 0")
+                        f"{search.metric} needs a validation split, got 0"
+                    )
         rounds = min(cfg.training.rounds for cfg in configs)
         if search.scheduler is not None and search.scheduler.grace_period > rounds:
-            raise ConfigError(f"config error: search.scheduler.grace_period: got "
-                              f"{search.scheduler.grace_period}, must be <= the rounds of a "
-                              f"search trial ({rounds})")
+            raise ConfigError(
+                f"config error: search.scheduler.grace_period: got "
+                f"{search.scheduler.grace_period}, must be <= the rounds of a "
+                f"search trial ({rounds})"
+            )
 
     def search_space_description(self) -> dict[str, Any]:
         """What was searched, per cell: for the record (MLflow, the summary)."""
         out: dict[str, Any] = {"kind": self.kind, "phases": list(self.phases)}
         if self.search is not None:
             s = self.search
-            out["search"] = {"num_samples": s.num_samples, "metric": s.metric, "mode": s.mode,
-                             "scope": s.scope, "rounds": s.rounds, "seed": s.seed,
-                             "scheduler": asdict(s.scheduler) if s.scheduler else None}
-            out["cells"] = {c.label: c.space.describe() if c.space else {}
-                            for c in self.cells()}
+            out["search"] = {
+                "num_samples": s.num_samples,
+                "metric": s.metric,
+                "mode": s.mode,
+                "scope": s.scope,
+                "rounds": s.rounds,
+                "seed": s.seed,
+                "scheduler": asdict(s.scheduler) if s.scheduler else None,
+            }
+            out["cells"] = {c.label: c.space.describe() if c.space else {} for c in self.cells()}
         if self.study is not None:
             out["study"] = asdict(self.study)
             out["repeat_seeds"] = {c.label: self.repeat_seeds(c) for c in self.cells()}
@@ -430,8 +476,7 @@ def _parse_axis(name: Any, entry: Any, base: dict[str, Any]) -> Axis:
         try:
             field_type(name)
         except ConfigError as exc:
-            raise ConfigError(f"config error: {where}: "
-                              f"{str(exc).split(': ', 2)[-1]}") from None
+            raise ConfigError(f"config error: {where}: {str(exc).split(': ', 2)[-1]}") from None
         if not entry:
             raise ConfigError(f"config error: {where}: got [], must be a non-empty list")
         values = []
@@ -444,14 +489,18 @@ def _parse_axis(name: Any, entry: Any, base: dict[str, Any]) -> Axis:
         if not entry:
             raise ConfigError(f"config error: {where}: got {{}}, must name at least one value")
         if "." in name:
-            raise ConfigError(f"config error: {where}: a named axis (a mapping of names to "
-                              "overrides) needs a plain name, a config field a list of values")
+            raise ConfigError(
+                f"config error: {where}: a named axis (a mapping of names to "
+                "overrides) needs a plain name, a config field a list of values"
+            )
         values = []
         for label, body in entry.items():
             place = f"{where}.{label}"
             if body is not None and not isinstance(body, Mapping):
-                raise ConfigError(f"config error: {place}: got {body!r}, must be a mapping of "
-                                  "overrides, like base")
+                raise ConfigError(
+                    f"config error: {place}: got {body!r}, must be a mapping of "
+                    "overrides, like base"
+                )
             body = dict(body or {})
             space = None
             if "search" in body:
@@ -462,8 +511,10 @@ def _parse_axis(name: Any, entry: Any, base: dict[str, Any]) -> Axis:
                 raise _located(place, exc) from None
             values.append(AxisValue(str(label), str(label), body, space))
         return Axis(name, True, tuple(values), name)
-    raise ConfigError(f"config error: {where}: got {entry!r}, must be a list of values (a "
-                      "config field) or a mapping of names to overrides (a named axis)")
+    raise ConfigError(
+        f"config error: {where}: got {entry!r}, must be a list of values (a "
+        "config field) or a mapping of names to overrides (a named axis)"
+    )
 
 
 def _parse_search(raw: Any) -> SearchSettings:
@@ -471,20 +522,24 @@ def _parse_search(raw: Any) -> SearchSettings:
     space = parse_space("search.space", section["space"]) if "space" in section else None
     metric = section.get("metric", "val_accuracy")
     if metric not in SELECTION_METRICS:
-        why = (": selection must never read test metrics" if str(metric).startswith("test")
-               else "")
-        raise ConfigError(f"config error: search.metric: got {metric!r}{why}; allowed: "
-                          f"{', '.join(SELECTION_METRICS)}")
+        why = ": selection must never read test metrics" if str(metric).startswith("test") else ""
+        raise ConfigError(
+            f"config error: search.metric: got {metric!r}{why}; allowed: "
+            f"{', '.join(SELECTION_METRICS)}"
+        )
     mode = section.get("mode", SELECTION_METRICS[metric])
     if mode not in ("max", "min"):
         raise ConfigError(f"config error: search.mode: got {mode!r}, allowed: max, min")
     if mode != SELECTION_METRICS[metric]:
-        raise ConfigError(f"config error: search.mode: got {mode!r}, {metric} is "
-                          f"{'maximised' if SELECTION_METRICS[metric] == 'max' else 'minimised'}")
+        raise ConfigError(
+            f"config error: search.mode: got {mode!r}, {metric} is "
+            f"{'maximised' if SELECTION_METRICS[metric] == 'max' else 'minimised'}"
+        )
     scope = section.get("scope", "last")
     if scope not in SCOPES:
-        raise ConfigError(f"config error: search.scope: got {scope!r}, allowed: "
-                          f"{', '.join(SCOPES)}")
+        raise ConfigError(
+            f"config error: search.scope: got {scope!r}, allowed: {', '.join(SCOPES)}"
+        )
     rounds = section.get("rounds")
     if rounds is not None:
         rounds = _int("search.rounds", rounds, 1)
@@ -492,34 +547,49 @@ def _parse_search(raw: Any) -> SearchSettings:
     if section.get("scheduler") is not None:
         s = _mapping("search.scheduler", section["scheduler"], SCHEDULER_KEYS)
         if s.get("type", "asha") != "asha":
-            raise ConfigError(f"config error: search.scheduler.type: got {s['type']!r}, "
-                              "allowed: asha")
+            raise ConfigError(
+                f"config error: search.scheduler.type: got {s['type']!r}, allowed: asha"
+            )
         factor = s.get("reduction_factor", 3)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-            raise ConfigError(f"config error: search.scheduler.reduction_factor: got "
-                              f"{factor!r}, must be a number > 1")
-        scheduler = SchedulerSettings(_int("search.scheduler.grace_period",
-                                           s.get("grace_period", 1), 1), float(factor))
-    return SearchSettings(space, _int("search.num_samples", section.get("num_samples", 1), 1),
-                          metric, mode, scope, rounds, _int("search.seed", section.get("seed", 0),
-                                                            0), scheduler)
+            raise ConfigError(
+                f"config error: search.scheduler.reduction_factor: got "
+                f"{factor!r}, must be a number > 1"
+            )
+        scheduler = SchedulerSettings(
+            _int("search.scheduler.grace_period", s.get("grace_period", 1), 1), float(factor)
+        )
+    return SearchSettings(
+        space,
+        _int("search.num_samples", section.get("num_samples", 1), 1),
+        metric,
+        mode,
+        scope,
+        rounds,
+        _int("search.seed", section.get("seed", 0), 0),
+        scheduler,
+    )
 
 
 def _parse_study(raw: Any) -> StudySettings:
     section = _mapping("study", raw, STUDY_KEYS)
     if "seeds" not in section:
-        raise ConfigError("config error: study.seeds: missing, the number of fresh seeds each "
-                          "cell's chosen configuration is repeated on")
+        raise ConfigError(
+            "config error: study.seeds: missing, the number of fresh seeds each "
+            "cell's chosen configuration is repeated on"
+        )
     seeds = _int("study.seeds", section["seeds"], 2)
     budgets = section.get("flops_budgets") or []
     if not isinstance(budgets, list) or not all(
-            not isinstance(b, bool) and isinstance(b, (int, float)) and b > 0 for b in budgets):
-        raise ConfigError(f"config error: study.flops_budgets: got {budgets!r}, must be a list "
-                          "of client-FLOPs budgets > 0")
+        not isinstance(b, bool) and isinstance(b, (int, float)) and b > 0 for b in budgets
+    ):
+        raise ConfigError(
+            f"config error: study.flops_budgets: got {budgets!r}, must be a list "
+            "of client-FLOPs budgets > 0"
+        )
     target = section.get("target_accuracy", 0.0)
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1:
-        raise ConfigError(f"config error: study.target_accuracy: got {target!r}, must be in "
-                          "[0, 1]")
+        raise ConfigError(f"config error: study.target_accuracy: got {target!r}, must be in [0, 1]")
     return StudySettings(seeds, tuple(float(b) for b in budgets), float(target))
 
 
@@ -531,27 +601,36 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
         raise ConfigError(f"config error: base: got {base!r}, must be a mapping")
     grid = raw.get("grid") or {}
     if not isinstance(grid, Mapping):
-        raise ConfigError("config error: grid: must map config fields to lists of values, or "
-                          "names to mappings of named overrides")
+        raise ConfigError(
+            "config error: grid: must map config fields to lists of values, or "
+            "names to mappings of named overrides"
+        )
     axes = tuple(_parse_axis(name, entry, dict(base)) for name, entry in grid.items())
     columns = [a.column for a in axes]
-    axes = tuple(Axis(a.key, a.named, a.values, a.key if columns.count(a.column) > 1
-                      else a.column) for a in axes)
+    axes = tuple(
+        Axis(a.key, a.named, a.values, a.key if columns.count(a.column) > 1 else a.column)
+        for a in axes
+    )
     search = _parse_search(raw["search"]) if raw.get("search") is not None else None
     study = _parse_study(raw["study"]) if raw.get("study") is not None else None
     spaced = [f"grid.{a.key}.{v.label}.search" for a in axes for v in a.values if v.space]
     if spaced and search is None:
-        raise ConfigError(f"config error: {spaced[0]}: a per-value search space needs a "
-                          "search section")
+        raise ConfigError(
+            f"config error: {spaced[0]}: a per-value search space needs a search section"
+        )
     for a in axes:
         for b in axes:
             if a is not b and any(v.space for v in a.values) and any(v.space for v in b.values):
-                raise ConfigError(f"config error: grid.{b.key}: only one axis may carry "
-                                  "search spaces (they replace search.space for a cell)")
+                raise ConfigError(
+                    f"config error: grid.{b.key}: only one axis may carry "
+                    "search spaces (they replace search.space for a cell)"
+                )
     if study is not None:
         if "seed" in grid:
-            raise ConfigError("config error: grid.seed: a study draws its own seeds (the "
-                              "search seed from base.seed, then fresh repeat seeds)")
+            raise ConfigError(
+                "config error: grid.seed: a study draws its own seeds (the "
+                "search seed from base.seed, then fresh repeat seeds)"
+            )
         spaces = [search.space] if search and search.space else []
         spaces += [v.space for a in axes for v in a.values if v.space]
         if any("seed" in s.keys for s in spaces):
@@ -562,19 +641,31 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"config error: name: got {name!r}, must be letters, digits, _ or -")
     # the raw file keeps the name it was given, so that a saved copy reads back the same
-    spec = SweepSpec(name, str(raw.get("description", "")), {"name": name, **raw}, dict(base),
-                     axes, search, study, concurrent, max_trials)
+    spec = SweepSpec(
+        name,
+        str(raw.get("description", "")),
+        {"name": name, **raw},
+        dict(base),
+        axes,
+        search,
+        study,
+        concurrent,
+        max_trials,
+    )
     if spec.trial_count > max_trials:
         sizes = " x ".join(str(len(a.values)) for a in axes)
         parts = f"{spec.cell_count} cell{'s' if spec.cell_count > 1 else ''}" + (
-            f" ({sizes})" if len(axes) > 1 else "")
+            f" ({sizes})" if len(axes) > 1 else ""
+        )
         if search is not None and spec.phases[0] == "search":
             parts += f" x {search.num_samples} search samples"
         if study is not None:
             parts += f", then {study.seeds} repeats each"
-        raise ConfigError(f"config error: max_trials: the sweep has {spec.trial_count} trials "
-                          f"({parts}), above max_trials {max_trials}; set max_trials in the "
-                          "sweep file (or --set max_trials=N) to run it anyway")
+        raise ConfigError(
+            f"config error: max_trials: the sweep has {spec.trial_count} trials "
+            f"({parts}), above max_trials {max_trials}; set max_trials in the "
+            "sweep file (or --set max_trials=N) to run it anyway"
+        )
     spec.validated_configs()
     return spec
 
@@ -591,8 +682,10 @@ def find_sweep_file(path: str) -> Path:
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     raw = read_yaml(path)
     if not raw:
-        raise ConfigError(f"config error: {path}: the sweep file is empty; it needs at least "
-                          "a grid, a base or a search (see sweeps/quick.yaml)")
+        raise ConfigError(
+            f"config error: {path}: the sweep file is empty; it needs at least "
+            "a grid, a base or a search (see sweeps/quick.yaml)"
+        )
     raw = _apply_overrides(raw, overrides)
     return parse_sweep(raw, Path(path).stem)
 
@@ -605,6 +698,7 @@ def save_spec(spec: SweepSpec, folder: Path) -> None:
 def load_saved_spec(folder: Path) -> SweepSpec:
     """The spec a sweep in ``folder`` (its experiment folder) was started with."""
     if not (folder / SPEC_FILE).is_file():
-        raise ConfigError(f"config error: --resume: {folder} is not a sweep's experiment folder "
-                          f"(no {SPEC_FILE})")
+        raise ConfigError(
+            f"config error: --resume: {folder} is not a sweep's experiment folder (no {SPEC_FILE})"
+        )
     return load_sweep(folder / SPEC_FILE)

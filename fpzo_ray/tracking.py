@@ -23,9 +23,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ray.tune import Callback
 
@@ -40,9 +41,20 @@ RUN_ARTIFACTS = ("clients.csv", "config.yaml", "model.pt")
 SETUP_KEY = "setup"
 #: Reported result keys that are bookkeeping, not metrics.
 #: (``time_total_s``, the trial's wall time so far, is logged: reports show it.)
-_NOT_METRICS = {"round", "done", "training_iteration", "timestamp", "time_this_iter_s",
-                "time_since_restore", "iterations_since_restore", "pid",
-                "node_ip", "timesteps_total", "episodes_total", "timesteps_since_restore"}
+_NOT_METRICS = {
+    "round",
+    "done",
+    "training_iteration",
+    "timestamp",
+    "time_this_iter_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "pid",
+    "node_ip",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
+}
 
 
 def default_results_dir() -> Path:
@@ -72,16 +84,20 @@ def prepare_results_dir(path: Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"config error: --results-dir: {path}: cannot be written "
-                          f"({exc.strerror or type(exc).__name__})") from None
+        raise ConfigError(
+            f"config error: --results-dir: {path}: cannot be written "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
     return path
 
 
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on ``tracking_uri``, runnable as printed (this
     interpreter's mlflow, whether or not its virtual environment is active)."""
-    return (f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri} --port 5000"
-            "   # then open http://127.0.0.1:5000")
+    return (
+        f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri} --port 5000"
+        "   # then open http://127.0.0.1:5000"
+    )
 
 
 def driver_identity() -> str:
@@ -116,8 +132,12 @@ def _writer_is_gone(identity: str) -> bool:
 def _cannot_close(what: str, exc: Exception) -> None:
     from fpzo_ray.failure import root_cause
 
-    log.warning("could not close %s in MLflow (%s); the next sweep or run on this experiment "
-                "marks it KILLED", what, root_cause(exc))
+    log.warning(
+        "could not close %s in MLflow (%s); the next sweep or run on this experiment "
+        "marks it KILLED",
+        what,
+        root_cause(exc),
+    )
 
 
 class MLflowTracker:
@@ -138,8 +158,9 @@ class MLflowTracker:
             location = None
             if tracking_uri.startswith("sqlite:"):
                 location = (Path(results_dir).resolve() / "mlartifacts").as_uri()
-            self.experiment_id = self.client.create_experiment(experiment,
-                                                               artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location
+            )
         # MLflow logs a store error's whole traceback before raising it; the entry points
         # report it in one line and save the traceback (``failure``).
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -149,12 +170,14 @@ class MLflowTracker:
     def close_orphans(self) -> int:
         """Mark KILLED the RUNNING runs whose writing process is gone; returns how many."""
         closed = 0
-        for run in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
-                                           max_results=10000):
+        for run in self.client.search_runs(
+            [self.experiment_id], "attributes.status = 'RUNNING'", max_results=10000
+        ):
             writer = run.data.tags.get("fpzo_driver", "")
             if writer and _writer_is_gone(writer):
-                self.client.set_tag(run.info.run_id, "killed",
-                                    f"its process ({writer}) ended without closing it")
+                self.client.set_tag(
+                    run.info.run_id, "killed", f"its process ({writer}) ended without closing it"
+                )
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 closed += 1
         return closed
@@ -171,9 +194,11 @@ class MLflowTracker:
         """End every run this process still has open (a sweep that stops abnormally)."""
         try:
             runs = self.client.search_runs(
-                [self.experiment_id], f"attributes.status = 'RUNNING' and "
-                f"tags.fpzo_driver = '{self.identity}'", max_results=10000)
-        except Exception as exc:  # the store itself may be what failed
+                [self.experiment_id],
+                f"attributes.status = 'RUNNING' and tags.fpzo_driver = '{self.identity}'",
+                max_results=10000,
+            )
+        except Exception as exc:  # noqa: BLE001 - the store itself may be what failed
             _cannot_close("this process's runs", exc)
             return
         for run in runs:
@@ -184,11 +209,16 @@ class MLflowTracker:
         then say so; the run's process being gone, the next start marks it KILLED."""
         try:
             self.end_run(run_id, status, message)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - on the way out of a failure, never raise
             _cannot_close(f"run {run_id}", exc)
 
-    def start_run(self, run_name: str, params: Mapping[str, Any],
-                  tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
+    def start_run(
+        self,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
         tags = {**(tags or {}), "fpzo_driver": self.identity}
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -198,8 +228,9 @@ class MLflowTracker:
 
     def find_run(self, tag: str, value: str) -> str | None:
         """The id of an existing run carrying ``tag=value`` (to continue it on resume)."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.{tag} = '{value}'",
-                                       max_results=1)
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.{tag} = '{value}'", max_results=1
+        )
         return runs[0].info.run_id if runs else None
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -207,15 +238,17 @@ class MLflowTracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(dict(params)).items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        ]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
@@ -232,8 +265,7 @@ class MLflowTracker:
     def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
         """``status``: FINISHED, FAILED (an error, named by ``error``) or KILLED (interrupted)."""
         if error:
-            self.client.set_tag(run_id, "error" if status == "FAILED" else "killed",
-                                error[:5000])
+            self.client.set_tag(run_id, "error" if status == "FAILED" else "killed", error[:5000])
         self.client.set_terminated(run_id, status)
 
 
@@ -245,15 +277,20 @@ def log_run_figures(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder:
 
     try:
         write_run_figures(tracker.client, run_id, cfg, folder)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a figure must not end a run
         log.warning("the figures of run %s could not be made (%s)", run_id, root_cause(exc))
 
 
 def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The numeric per-round metrics of a reported result."""
-    return {k: v for k, v in result.items()
-            if k not in _NOT_METRICS and k != SETUP_KEY and isinstance(v, (int, float))
-            and not isinstance(v, bool)}
+    return {
+        k: v
+        for k, v in result.items()
+        if k not in _NOT_METRICS
+        and k != SETUP_KEY
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
 
 
 def trial_error_text(trial: Any) -> str:
@@ -269,9 +306,14 @@ def child_tags(plan: Mapping[str, Any], sweep_name: str) -> dict[str, str]:
     plan itself without its configuration (``fpzo_plan``, JSON: what a report reads)."""
     from fpzo_ray.report.sources import PLAN_TAG
 
-    tags = {"sweep": sweep_name, "cell": plan["cell"], "phase": plan["phase"],
-            "sample": str(plan["sample"]), "seed": str(plan["seed"]),
-            PLAN_TAG: json.dumps({k: v for k, v in plan.items() if k != "run"})}
+    tags = {
+        "sweep": sweep_name,
+        "cell": plan["cell"],
+        "phase": plan["phase"],
+        "sample": str(plan["sample"]),
+        "seed": str(plan["seed"]),
+        PLAN_TAG: json.dumps({k: v for k, v in plan.items() if k != "run"}),
+    }
     tags.update({f"axis.{k}": str(v) for k, v in plan.get("coordinates", {}).items()})
     return tags
 
@@ -307,10 +349,11 @@ class MLflowTrialCallback(Callback):
             if existing is None:
                 plan = trial.config["trial"]
                 existing = self.tracker.start_run(
-                    str(trial), config_to_dict(config_from_dict(plan["run"])),
-                    tags={"tune_trial_id": trial.trial_id,
-                          **child_tags(plan, self.sweep_name)},
-                    parent_run_id=self.parent_run_id)
+                    str(trial),
+                    config_to_dict(config_from_dict(plan["run"])),
+                    tags={"tune_trial_id": trial.trial_id, **child_tags(plan, self.sweep_name)},
+                    parent_run_id=self.parent_run_id,
+                )
                 self.logged[existing] = 0
             else:
                 self.logged[existing] = self.tracker.reopen(existing)
@@ -320,8 +363,9 @@ class MLflowTrialCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_id(trial)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                        **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         run_id = self._run_id(trial)
         step = int(result.get("round", result.get("training_iteration", 0)))
         if step <= self.logged.get(run_id, 0):
@@ -340,9 +384,15 @@ class MLflowTrialCallback(Callback):
                 self.tracker.log_artifact(run_id, folder / name)
         if self._drawing is None:
             self._drawing = ThreadPoolExecutor(1, thread_name_prefix="run-figures")
-        self._drawn.append(self._drawing.submit(
-            log_run_figures, self.tracker, run_id,
-            config_from_dict(trial.config["trial"]["run"]), folder))
+        self._drawn.append(
+            self._drawing.submit(
+                log_run_figures,
+                self.tracker,
+                run_id,
+                config_from_dict(trial.config["trial"]["run"]),
+                folder,
+            )
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
@@ -366,6 +416,7 @@ class MLflowTrialCallback(Callback):
         wait(self._drawn)
         self._drawn.clear()
         for run_id in set(self.run_ids.values()) - self.closed:
-            self.tracker.end_run(run_id, "KILLED",
-                                 f"interrupted after round {self.logged.get(run_id, 0)}")
+            self.tracker.end_run(
+                run_id, "KILLED", f"interrupted after round {self.logged.get(run_id, 0)}"
+            )
             self.closed.add(run_id)

@@ -42,8 +42,9 @@ def _restored_state() -> dict[str, Any] | None:
     # Tune names the newest checkpoint whose results the driver recorded; one written after
     # it (just before an interruption) holds rounds nobody logged, so only older ones are
     # fallbacks.
-    older = sorted((f for f in newest.parent.glob("checkpoint_*") if f.name < newest.name),
-                   reverse=True)
+    older = sorted(
+        (f for f in newest.parent.glob("checkpoint_*") if f.name < newest.name), reverse=True
+    )
     state = newest_readable([newest, *older])
     if state is None:
         log.warning("no readable checkpoint under %s; the trial starts over", newest.parent)

@@ -1,4 +1,9 @@
-"""Shared fixtures. Ray is started once per test session, only by tests that need it."""
+"""Shared fixtures. Ray is started once per test session, only by tests that need it.
+
+Markers (``make test-fast`` runs ``-m "not ray and not slow"``): a test that uses the session's
+Ray (or the finished study) is marked ``ray`` and ``slow`` here; modules that start their own
+Ray or subprocesses mark themselves.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Real data sets (MNIST) for the tests that use them, skipped without: where the benches
 # look, the folder in FPZO_DATA_ROOT (else ./data).
 REAL_DATA_ROOT = data_root()
+
+
+RAY_FIXTURES = {"ray_session", "finished_study", "mlflow_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +56,12 @@ def finished_study(ray_session, tmp_path_factory):
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
-    return SimpleNamespace(outcome=outcome, results=folder / "results",
-                           tracking_uri=f"sqlite:///{folder / 'results' / 'mlflow.db'}",
-                           spec_path=folder / "study.yaml")
+    return SimpleNamespace(
+        outcome=outcome,
+        results=folder / "results",
+        tracking_uri=f"sqlite:///{folder / 'results' / 'mlflow.db'}",
+        spec_path=folder / "study.yaml",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,12 @@ from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
 from fpzo_ray.sim.server import FederatedServer, run_in_process
 
-SMALL = {"data": {"num_clients": 16}, "pruning": {"iterations": 2, "clients_per_iteration": 4,
-                                                  "sparsity": 0.5},
-         "zo": {"num_perturbations": 4}, "training": {"rounds": 4, "clients_per_round": 5}}
+SMALL = {
+    "data": {"num_clients": 16},
+    "pruning": {"iterations": 2, "clients_per_iteration": 4, "sparsity": 0.5},
+    "zo": {"num_perturbations": 4},
+    "training": {"rounds": 4, "clients_per_round": 5},
+}
 
 
 def _cfg(**training):
@@ -39,16 +42,16 @@ def test_every_registered_pair_builds_its_strategy():
 
 
 def test_an_unregistered_pair_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match="training.mode: got 'fedsgd', algorithm bp runs "
-                                          "fedavg"):
+    with pytest.raises(ConfigError, match="training.mode: got 'fedsgd', algorithm bp runs fedavg"):
         _cfg(algorithm="bp", mode="fedsgd")
 
 
 def test_estimate_momentum_zero_is_zo_fedsgd_bit_for_bit():
     plain = _cfg()
     momentum = _cfg(algorithm="zo_momentum", estimate_momentum=0.0)
-    assert _without_time(run_in_process(momentum, *federated_data(momentum))) == \
-        _without_time(run_in_process(plain, *federated_data(plain)))
+    assert _without_time(run_in_process(momentum, *federated_data(momentum))) == _without_time(
+        run_in_process(plain, *federated_data(plain))
+    )
 
 
 class _Recorder:
@@ -76,13 +79,13 @@ def test_the_server_steps_with_the_moving_average_of_the_clipped_estimates():
 
 
 def test_the_moving_average_is_checkpointed_and_a_resumed_run_is_unchanged():
-    cfg = _cfg(algorithm="zo_momentum", estimate_momentum=0.9, server_optimizer="sgd",
-               server_lr=0.05)
+    cfg = _cfg(
+        algorithm="zo_momentum", estimate_momentum=0.9, server_optimizer="sgd", server_lr=0.05
+    )
     dataset, partition = federated_data(cfg)
 
     def server():
-        return FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset,
-                                                                         partition)))
+        return FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)))
 
     straight = server()
     straight.prune()
@@ -97,7 +100,7 @@ def test_the_moving_average_is_checkpointed_and_a_resumed_run_is_unchanged():
     tail = [resumed.run_round(r) for r in range(2, 4)]
     assert _without_time(head + tail) == _without_time(expected)
     # and it is not ZO FedSGD: the same run without momentum ends elsewhere
-    plain = config_from_dict({**SMALL, "training": {**SMALL["training"],
-                                                    "server_optimizer": "sgd",
-                                                    "server_lr": 0.05}})
+    plain = config_from_dict(
+        {**SMALL, "training": {**SMALL["training"], "server_optimizer": "sgd", "server_lr": 0.05}}
+    )
     assert _without_time(run_in_process(plain, dataset, partition)) != _without_time(expected)

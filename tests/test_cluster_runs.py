@@ -19,13 +19,16 @@ from fpzo_ray.sim.checkpoint import STATE_FILE, load_server_state
 from fpzo_ray.sim.server import run_in_process
 from fpzo_ray.tracking import MLflowTracker
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # its own Ray, in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
-RAW = {"data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
-       "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
-       "zo": {"num_perturbations": 6},
-       "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2},
-       "simulation": {"num_workers": 2, "worker_cpus": 0.4, "server_cpus": 0.1,
-                      "placement": "spread"}}
+RAW = {
+    "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
+    "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
+    "zo": {"num_perturbations": 6},
+    "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2},
+    "simulation": {"num_workers": 2, "worker_cpus": 0.4, "server_cpus": 0.1, "placement": "spread"},
+}
 MULTINODE = """
 import json, sys
 import ray
@@ -43,7 +46,8 @@ ray.get(federation.server.prune.remote())
 metrics = [ray.get(federation.server.run_round.remote(r)) for r in range(cfg.training.rounds)]
 nodes = ray.get([w.node_id.remote() for w in federation.pool.workers])
 federation.shutdown()
-print("RESULT" + json.dumps({"metrics": metrics, "nodes": nodes, "cluster_nodes": len(ray.nodes())}))
+out = {"metrics": metrics, "nodes": nodes, "cluster_nodes": len(ray.nodes())}
+print("RESULT" + json.dumps(out))
 ray.shutdown()
 cluster.shutdown()
 """
@@ -54,9 +58,11 @@ def _env():
 
 
 def _figures(metrics):
-    return {k: v for k, v in metrics.items()
-            if not k.startswith("time_") and "worker" not in k and "retried" not in k
-            and k != "setup"}
+    return {
+        k: v
+        for k, v in metrics.items()
+        if not k.startswith("time_") and "worker" not in k and "retried" not in k and k != "setup"
+    }
 
 
 def _reference(raw):
@@ -65,11 +71,16 @@ def _reference(raw):
 
 
 def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
-    out = subprocess.run([sys.executable, "-c", MULTINODE, json.dumps(RAW)], env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", MULTINODE, json.dumps(RAW)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, out.stderr[-3000:]
-    result = json.loads(line[0][len("RESULT"):])
+    result = json.loads(line[0][len("RESULT") :])
     assert result["cluster_nodes"] == 2
     assert len(set(result["nodes"])) == 2  # one worker on each node
     assert [_figures(m) for m in result["metrics"]] == [_figures(m) for m in _reference(RAW)]
@@ -101,18 +112,29 @@ def _wait_for(condition, driver, seconds: float = 240) -> None:
 
 def _resumable(rounds: int, experiment: str) -> dict:
     """RAW with one worker and a checkpoint every 10 rounds, logged to ``experiment``."""
-    return {**RAW, "training": {"rounds": rounds, "clients_per_round": 7, "eval_every": 10},
-            "simulation": {"num_workers": 1, "worker_cpus": 0.4, "server_cpus": 0.1,
-                           "checkpoint_every": 10},
-            "tracking": {"experiment": experiment}}
+    return {
+        **RAW,
+        "training": {"rounds": rounds, "clients_per_round": 7, "eval_every": 10},
+        "simulation": {
+            "num_workers": 1,
+            "worker_cpus": 0.4,
+            "server_cpus": 0.1,
+            "checkpoint_every": 10,
+        },
+        "tracking": {"experiment": experiment},
+    }
 
 
 def _start_driver(module: str, *args: str) -> subprocess.Popen:
     """``python -m module args`` in its own session (so that it can be killed with the Ray
     instance it starts), output merged."""
-    return subprocess.Popen([sys.executable, "-m", module, *args], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _latest_checkpoints(results: Path) -> list[Path]:
@@ -122,8 +144,16 @@ def _latest_checkpoints(results: Path) -> list[Path]:
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     base = _resumable(120, "resume_test")
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "resumable", "max_concurrent_trials": 1,
-                                     "base": base, "grid": {"zo.num_perturbations": [6]}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "resumable",
+                "max_concurrent_trials": 1,
+                "base": base,
+                "grid": {"zo.num_perturbations": [6]},
+            }
+        )
+    )
     results = tmp_path / "results"
     driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     deadline = time.time() + 240
@@ -143,9 +173,13 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "resume_test", results)
     assert {r.info.status for r in _all_runs(client, "resume_test")} == {"KILLED"}
 
-    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
-                              str(experiment)], env=_env(), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     # Every reported result, in order; rounds between the last checkpoint and the kill were
     # reported twice (before the kill and after the resume): the later one counts.
@@ -172,14 +206,23 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     every metric point logged once, and runs whose parameters are the resolved config."""
     base = _resumable(60, "sigint_test")
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "sigint", "max_concurrent_trials": 1,
-                                     "base": base, "grid": {"zo.num_perturbations": [6, 3]}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sigint",
+                "max_concurrent_trials": 1,
+                "base": base,
+                "grid": {"zo.num_perturbations": [6, 3]},
+            }
+        )
+    )
     results = tmp_path / "results"
     driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     try:
         # the third checkpoint (round 30) of the first trial: well into it, not at its end
-        _wait_for(lambda: any(p.name >= "checkpoint_000002"
-                              for p in _latest_checkpoints(results)), driver)
+        _wait_for(
+            lambda: any(p.name >= "checkpoint_000002" for p in _latest_checkpoints(results)), driver
+        )
         driver.send_signal(signal.SIGINT)
         output = driver.communicate(timeout=180)[0].decode()
     finally:
@@ -199,13 +242,18 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     assert corrupted
     for folder in corrupted:
         (folder / STATE_FILE).write_bytes(b"not a checkpoint")
-    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
-                              str(experiment)], env=_env(), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     said = resumed.stdout + resumed.stderr
-    assert any(f"warning: checkpoint {folder / STATE_FILE} cannot be read" in said
-               for folder in corrupted), said[-3000:]
+    assert any(
+        f"warning: checkpoint {folder / STATE_FILE} cannot be read" in said for folder in corrupted
+    ), said[-3000:]
 
     runs = _all_runs(client, "sigint_test")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
@@ -217,8 +265,7 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
         resolved = {k: str(v) for k, v in flatten(config_to_dict(config_from_dict(raw))).items()}
         logged = {k: v for k, v in run.data.params.items() if not k.startswith("setup.")}
         assert logged == resolved
-        reference = _reference({**raw, "simulation": {**base["simulation"],
-                                                      "checkpoint_every": 0}})
+        reference = _reference({**raw, "simulation": {**base["simulation"], "checkpoint_every": 0}})
         _assert_logged_once(client, run.info.run_id, reference)
 
 
@@ -229,8 +276,7 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
-    driver = _start_driver("fpzo_ray.run", "--config", str(config), "--results-dir",
-                           str(results))
+    driver = _start_driver("fpzo_ray.run", "--config", str(config), "--results-dir", str(results))
     try:
         _wait_for(lambda: any(results.glob("runs/*/checkpoint_000020")), driver)
     finally:
@@ -242,13 +288,19 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     (run,) = _all_runs(client, "run_resume_test")
     assert run.info.status == "KILLED" and "ended without closing it" in run.data.tags["killed"]
 
-    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.run", "--resume", str(folder)],
-                             env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fpzo_ray.run", "--resume", str(folder)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Resuming after round" in resumed.stdout
     (run,) = _all_runs(client, "run_resume_test")
     assert run.info.status == "FINISHED"
     assert {"clients.csv", "config.yaml", "model.pt"} <= {
-        a.path for a in client.list_artifacts(run.info.run_id)}
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
     expected = _reference({**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}})
     _assert_logged_once(client, run.info.run_id, expected)

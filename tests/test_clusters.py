@@ -19,8 +19,9 @@ def test_cluster_launcher_configs_pass_rays_own_schema(name):
     commands = " ".join(config["setup_commands"])
     assert "pip install" in commands and "fpzo_ray" in commands
     if "gpu" in name:
-        assert any(t.get("resources", {}).get("GPU") for t in
-                   config["available_node_types"].values())
+        assert any(
+            t.get("resources", {}).get("GPU") for t in config["available_node_types"].values()
+        )
     # Ray 2.60's token authentication: the token reaches every node, every node uses it.
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
@@ -52,8 +53,9 @@ def test_kuberay_rayjob_manifest_has_what_kuberay_requires():
     assert head["image"] and head["resources"]["limits"]["cpu"]
     assert {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": "30"} in head["env"]
     for group in cluster["workerGroupSpecs"]:
-        assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= \
-            group["maxReplicas"]
+        assert (
+            group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        )
         assert group["template"]["spec"]["containers"][0]["image"]
     env = yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
     assert "MLFLOW_TRACKING_URI" in env

@@ -14,19 +14,22 @@ def test_defaults_are_valid_and_frozen():
         cfg.seed = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("raw, field", [
-    ({"pruning": {"sparsity": 1.0}}, "pruning.sparsity"),
-    ({"pruning": {"sparsity": -0.1}}, "pruning.sparsity"),
-    ({"zo": {"num_perturbations": 0}}, "zo.num_perturbations"),
-    ({"data": {"alpha": 0}}, "data.alpha"),
-    ({"data": {"name": "imagenet"}}, "data.name"),
-    ({"zo": {"sigma": "small"}}, "zo.sigma"),
-    ({"training": {"rounds": 2.5}}, "training.rounds"),
-    ({"data": {"download": "yes"}}, "data.download"),
-    ({"zo": {"num_perturbation": 3}}, "zo.num_perturbation"),
-    ({"training": {"clients_per_round": 80}}, "training.clients_per_round"),
-    ({"model": {"name": "lenet5"}}, "model.name"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"pruning": {"sparsity": 1.0}}, "pruning.sparsity"),
+        ({"pruning": {"sparsity": -0.1}}, "pruning.sparsity"),
+        ({"zo": {"num_perturbations": 0}}, "zo.num_perturbations"),
+        ({"data": {"alpha": 0}}, "data.alpha"),
+        ({"data": {"name": "imagenet"}}, "data.name"),
+        ({"zo": {"sigma": "small"}}, "zo.sigma"),
+        ({"training": {"rounds": 2.5}}, "training.rounds"),
+        ({"data": {"download": "yes"}}, "data.download"),
+        ({"zo": {"num_perturbation": 3}}, "zo.num_perturbation"),
+        ({"training": {"clients_per_round": 80}}, "training.clients_per_round"),
+        ({"model": {"name": "lenet5"}}, "model.name"),
+    ],
+)
 def test_bad_values_name_the_field(raw, field):
     with pytest.raises(ConfigError) as err:
         config_from_dict(raw)
@@ -36,7 +39,10 @@ def test_bad_values_name_the_field(raw, field):
 
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["zo.sigma=1e-4", "data.download=true", "seed=3"]) == {
-        "zo": {"sigma": 1e-4}, "data": {"download": True}, "seed": 3}
+        "zo": {"sigma": 1e-4},
+        "data": {"download": True},
+        "seed": 3,
+    }
 
 
 def test_quick_sweep_is_a_valid_grid_with_dense_baseline():
@@ -48,13 +54,21 @@ def test_quick_sweep_is_a_valid_grid_with_dense_baseline():
     assert any(c.pruning_method == "ntk_sap" for c in configs)
 
 
-@pytest.mark.parametrize("entry, args", [
-    ("fpzo_ray.sweep", ["--set", "zo.num_perturbations=0"]),
-    ("fpzo_ray.run", ["--set", "pruning.sparsity=1.5"]),
-])
+@pytest.mark.parametrize(
+    "entry, args",
+    [
+        ("fpzo_ray.sweep", ["--set", "zo.num_perturbations=0"]),
+        ("fpzo_ray.run", ["--set", "pruning.sparsity=1.5"]),
+    ],
+)
+@pytest.mark.slow  # a subprocess each
 def test_cli_exits_2_before_any_work(entry, args, tmp_path):
-    out = subprocess.run([sys.executable, "-m", entry, *args, "--results-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", entry, *args, "--results-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("config error: ")
@@ -64,8 +78,10 @@ def test_cli_exits_2_before_any_work(entry, args, tmp_path):
 
 def test_microbatching_needs_per_sample_norm_and_the_plain_loop():
     config_from_dict({"zo": {"microbatch_size": 8}})
-    for raw in ({"zo": {"microbatch_size": 8}, "model": {"norm": "batch"}},
-                {"zo": {"microbatch_size": 8, "perturbation_scope": "layerwise"}}):
+    for raw in (
+        {"zo": {"microbatch_size": 8}, "model": {"norm": "batch"}},
+        {"zo": {"microbatch_size": 8, "perturbation_scope": "layerwise"}},
+    ):
         with pytest.raises(ConfigError, match="zo.microbatch_size"):
             config_from_dict(raw)
     with pytest.raises(ConfigError, match="training.bp_microbatch_size"):

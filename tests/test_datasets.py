@@ -28,6 +28,7 @@ def _random_images(seed: int, shape: tuple[int, ...]) -> np.ndarray:
 
 # --- MNIST / Fashion-MNIST: uncompressed IDX files -------------------------------------------
 
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """An IDX file: magic 0x0000 08 <ndim> (08 = unsigned byte), big-endian int32 dims, data."""
     header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -54,7 +55,12 @@ def test_mnist_format_round_trip(tmp_path, name, folder):
     written = _write_mnist_format(tmp_path / folder / "raw")
     ds = load_dataset(DataConfig(name=name, root=str(tmp_path)))
     assert ds.name == name and ds.num_classes == 10 and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 1, 28, 28) and ds.test_images.shape == (N_TEST, 1, 28, 28)
+    assert ds.train_images.shape == (N_TRAIN, 1, 28, 28) and ds.test_images.shape == (
+        N_TEST,
+        1,
+        28,
+        28,
+    )
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert ds.train_images[7, 0, 3, 21] == written["train_images"][7, 3, 21]
     np.testing.assert_array_equal(ds.train_images[:, 0], written["train_images"])
@@ -65,6 +71,7 @@ def test_mnist_format_round_trip(tmp_path, name, folder):
 
 
 # --- CIFAR-10 / CIFAR-100: pickled Python 2 dicts --------------------------------------------
+
 
 class _Python2Pickler(pickle._Pickler):
     """Writes ``bytes`` as Python 2 ``str`` (the BINSTRING opcodes), as in the official files.
@@ -103,45 +110,90 @@ def _write_cifar10(folder: Path) -> dict[str, np.ndarray]:
     per_batch = N_TRAIN // 5
     for b in range(5):
         part = slice(b * per_batch, (b + 1) * per_batch)
-        _write_python2_pickle(folder / f"data_batch_{b + 1}", {
-            b"batch_label": f"training batch {b + 1} of 5".encode(),
-            b"labels": [int(y) for y in labels[part]],
-            b"data": rows[part],
-            b"filenames": [f"img_{i}.png".encode() for i in range(part.start, part.stop)]})
+        _write_python2_pickle(
+            folder / f"data_batch_{b + 1}",
+            {
+                b"batch_label": f"training batch {b + 1} of 5".encode(),
+                b"labels": [int(y) for y in labels[part]],
+                b"data": rows[part],
+                b"filenames": [f"img_{i}.png".encode() for i in range(part.start, part.stop)],
+            },
+        )
     test_rows, test_labels = _cifar_rows(4, N_TEST), np.arange(N_TEST, dtype=np.uint8)
-    _write_python2_pickle(folder / "test_batch", {
-        b"batch_label": b"testing batch 1 of 1", b"labels": [int(y) for y in test_labels],
-        b"data": test_rows, b"filenames": [f"test_{i}.png".encode() for i in range(N_TEST)]})
-    _write_python2_pickle(folder / "batches.meta", {
-        b"num_cases_per_batch": per_batch, b"num_vis": 3072,
-        b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog",
-                         b"frog", b"horse", b"ship", b"truck"]})
-    return {"train_rows": rows, "train_labels": labels, "test_rows": test_rows,
-            "test_labels": test_labels}
+    _write_python2_pickle(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(y) for y in test_labels],
+            b"data": test_rows,
+            b"filenames": [f"test_{i}.png".encode() for i in range(N_TEST)],
+        },
+    )
+    _write_python2_pickle(
+        folder / "batches.meta",
+        {
+            b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072,
+            b"label_names": [
+                b"airplane",
+                b"automobile",
+                b"bird",
+                b"cat",
+                b"deer",
+                b"dog",
+                b"frog",
+                b"horse",
+                b"ship",
+                b"truck",
+            ],
+        },
+    )
+    return {
+        "train_rows": rows,
+        "train_labels": labels,
+        "test_rows": test_rows,
+        "test_labels": test_labels,
+    }
 
 
 def _write_cifar100(folder: Path) -> dict[str, np.ndarray]:
     folder.mkdir(parents=True)
-    out = {"train_rows": _cifar_rows(5, N_TRAIN), "test_rows": _cifar_rows(6, N_TEST),
-           "train_labels": (np.arange(N_TRAIN) * 37 % 100).astype(np.uint8),
-           "test_labels": (99 - np.arange(N_TEST) * 11).astype(np.uint8)}
+    out = {
+        "train_rows": _cifar_rows(5, N_TRAIN),
+        "test_rows": _cifar_rows(6, N_TEST),
+        "train_labels": (np.arange(N_TRAIN) * 37 % 100).astype(np.uint8),
+        "test_labels": (99 - np.arange(N_TEST) * 11).astype(np.uint8),
+    }
     for split in ("train", "test"):
         labels = out[f"{split}_labels"]
-        _write_python2_pickle(folder / split, {
-            b"filenames": [f"{split}_{i}.png".encode() for i in range(labels.shape[0])],
-            b"batch_label": f"{split}ing batch 1 of 1".encode(),
-            b"fine_labels": [int(y) for y in labels],
-            b"coarse_labels": [int(y) // 5 for y in labels],
-            b"data": out[f"{split}_rows"]})
-    _write_python2_pickle(folder / "meta", {
-        b"fine_label_names": [f"class_{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"superclass_{i}".encode() for i in range(20)]})
+        _write_python2_pickle(
+            folder / split,
+            {
+                b"filenames": [f"{split}_{i}.png".encode() for i in range(labels.shape[0])],
+                b"batch_label": f"{split}ing batch 1 of 1".encode(),
+                b"fine_labels": [int(y) for y in labels],
+                b"coarse_labels": [int(y) // 5 for y in labels],
+                b"data": out[f"{split}_rows"],
+            },
+        )
+    _write_python2_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"class_{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"superclass_{i}".encode() for i in range(20)],
+        },
+    )
     return out
 
 
 def _check_cifar(ds, written: dict[str, np.ndarray], num_classes: int) -> None:
     assert ds.num_classes == num_classes and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (N_TEST, 3, 32, 32)
+    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (
+        N_TEST,
+        3,
+        32,
+        32,
+    )
     assert ds.train_images.dtype == np.uint8 and ds.test_labels.dtype == np.uint8
     assert ds.train_images.flags.c_contiguous
     # A pixel (c, h, w) is byte c*1024 + h*32 + w of its row: channel planes survive HWC->CHW.
@@ -187,6 +239,7 @@ def test_cifar_fixture_reads_like_the_official_files(tmp_path):
 
 # --- SVHN: MATLAB files -----------------------------------------------------------------------
 
+
 def _write_svhn(root: Path, split: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``X`` is (32, 32, 3, N) and ``y`` is (N, 1) with 1..10, where 10 stands for digit 0."""
     from scipy.io import savemat
@@ -203,7 +256,12 @@ def test_svhn_round_trip_maps_label_10_to_digit_0(tmp_path):
     x_test, y_test = _write_svhn(tmp_path, "test", 8, N_TEST)
     ds = load_dataset(DataConfig(name="svhn", root=str(tmp_path)))
     assert ds.name == "svhn" and ds.num_classes == 10 and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (N_TEST, 3, 32, 32)
+    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (
+        N_TEST,
+        3,
+        32,
+        32,
+    )
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert ds.train_images.flags.c_contiguous
     assert ds.train_images[4, 2, 10, 25] == x_train[10, 25, 2, 4]  # X is (H, W, C, N)
@@ -240,9 +298,15 @@ def test_incomplete_cifar_folder_is_missing(tmp_path):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
 
 
-@pytest.mark.parametrize("name, mean, std", [
-    ("fashion_mnist", 0.2860, 0.3530), ("cifar10", 0.4734, 0.2516),
-    ("cifar100", 0.4782, 0.2682), ("svhn", 0.4515, 0.1993)])
+@pytest.mark.parametrize(
+    "name, mean, std",
+    [
+        ("fashion_mnist", 0.2860, 0.3530),
+        ("cifar10", 0.4734, 0.2516),
+        ("cifar100", 0.4782, 0.2682),
+        ("svhn", 0.4515, 0.1993),
+    ],
+)
 def test_normalisation_constants(tmp_path, name, mean, std):
     if name == "fashion_mnist":
         _write_mnist_format(tmp_path / "FashionMNIST" / "raw")
@@ -261,7 +325,12 @@ def test_real_mnist():
     if not (REAL_DATA_ROOT / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not available under {REAL_DATA_ROOT}")
     ds = load_dataset(DataConfig(name="mnist", root=str(REAL_DATA_ROOT)))
-    assert ds.train_images.shape == (60000, 1, 28, 28) and ds.test_images.shape == (10000, 1, 28, 28)
+    assert ds.train_images.shape == (60000, 1, 28, 28) and ds.test_images.shape == (
+        10000,
+        1,
+        28,
+        28,
+    )
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert int((ds.train_labels == 1).sum()) == 6742
     assert np.bincount(ds.train_labels, minlength=10).sum() == 60000

@@ -26,16 +26,22 @@ PROFILE = {"flops_per_s": 1e9, "uplink_mbit_s": 8, "downlink_mbit_s": 16, "avail
 
 def _profiles(tmp_path, **memory_mb):
     path = tmp_path / "devices.yaml"
-    path.write_text(yaml.safe_dump({
-        "profiles": {name: {"memory_mb": mb, **PROFILE} for name, mb in memory_mb.items()},
-        "population": {name: 1 for name in memory_mb}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {name: {"memory_mb": mb, **PROFILE} for name, mb in memory_mb.items()},
+                "population": {name: 1 for name in memory_mb},
+            }
+        )
+    )
     return str(path)
 
 
 def test_shipped_profiles_load_and_assignment_follows_the_mix():
     catalog = load_catalog()
-    assert {"mcu", "rpi_zero2w", "rpi4", "jetson_nano", "phone"} <= {p.name for p in
-                                                                     catalog.profiles}
+    assert {"mcu", "rpi_zero2w", "rpi4", "jetson_nano", "phone"} <= {
+        p.name for p in catalog.profiles
+    }
     assert math.isclose(sum(catalog.population.values()), 1.0)
     devices = assign_devices(catalog, 10_000, run_seed=3)
     assert np.array_equal(devices, assign_devices(catalog, 10_000, run_seed=3))
@@ -43,11 +49,14 @@ def test_shipped_profiles_load_and_assignment_follows_the_mix():
     assert abs(share - catalog.population["mcu"]) < 0.02
 
 
-@pytest.mark.parametrize("profile, match", [
-    ({"memory_mb": -1, **PROFILE}, "small.memory_mb"),
-    ({"memory_mb": 1, **{**PROFILE, "availability": 1.5}}, "small.availability"),
-    ({"memory_mb": 1}, "needs exactly"),
-])
+@pytest.mark.parametrize(
+    "profile, match",
+    [
+        ({"memory_mb": -1, **PROFILE}, "small.memory_mb"),
+        ({"memory_mb": 1, **{**PROFILE, "availability": 1.5}}, "small.availability"),
+        ({"memory_mb": 1}, "needs exactly"),
+    ],
+)
 def test_bad_profiles_name_the_field(tmp_path, profile, match):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"profiles": {"small": profile}, "population": {"small": 1}}))
@@ -58,20 +67,23 @@ def test_bad_profiles_name_the_field(tmp_path, profile, match):
 
 
 def test_device_seconds_by_hand():
-    device = DeviceProfile("d", memory_mb=1, flops_per_s=2e9, uplink_mbit_s=8,
-                           downlink_mbit_s=16, availability=1)
+    device = DeviceProfile(
+        "d", memory_mb=1, flops_per_s=2e9, uplink_mbit_s=8, downlink_mbit_s=16, availability=1
+    )
     # 1 MB down at 16 Mbit/s = 0.5 s; 4 GFLOP at 2 GFLOP/s = 2 s; 1 MB up at 8 Mbit/s = 1 s
     assert math.isclose(device.seconds(4e9, 1e6, 1e6), 3.5)
 
 
 def _reply(client, flops, up=1_000_000, down=1_000_000):
-    return TrainReply(client, 10, 10, 1.0, Upload(step_differences=()), None, flops, flops, up,
-                      down, 100, 100)
+    return TrainReply(
+        client, 10, 10, 1.0, Upload(step_differences=()), None, flops, flops, up, down, 100, 100
+    )
 
 
 def test_virtual_clock_on_a_hand_checked_round(tmp_path):
-    cfg = config_from_dict({"devices": {"enabled": True,
-                                        "profiles_file": _profiles(tmp_path, a=1)}})
+    cfg = config_from_dict(
+        {"devices": {"enabled": True, "profiles_file": _profiles(tmp_path, a=1)}}
+    )
     devices = client_devices(cfg)
     # Per client: 0.5 s down + 1 s up + flops / 1e9
     tally = RoundTally(1, devices, deadline_s=0.0)
@@ -93,10 +105,17 @@ def _server(digits, tmp_path, algorithm, memory_mb):
     training = {"rounds": 3, "clients_per_round": 8}
     if algorithm == "bp":
         training.update(algorithm="bp", mode="fedavg")
-    cfg = config_from_dict({
-        "data": {"num_clients": 20}, "training": training,
-        "devices": {"enabled": True, "memory_figure": "dense",
-                    "profiles_file": _profiles(tmp_path, **memory_mb)}})
+    cfg = config_from_dict(
+        {
+            "data": {"num_clients": 20},
+            "training": training,
+            "devices": {
+                "enabled": True,
+                "memory_figure": "dense",
+                "profiles_file": _profiles(tmp_path, **memory_mb),
+            },
+        }
+    )
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
     runtime = ClientRuntime(cfg, digits, parts)
     server = FederatedServer(cfg, digits, InProcessPool(runtime), client_devices(cfg))
@@ -124,44 +143,67 @@ def test_budgets_drop_exactly_the_clients_over_budget_bp_versus_zo(digits, tmp_p
         if algorithm == "bp":
             sampled_small = {r["client_id"] for r in records} & small
             assert oom == sampled_small and oom  # exactly the small devices, every time
-            assert all(r["peak_memory_bytes"] > r["budget_bytes"] for r in records
-                       if r["status"] == "oom")
+            assert all(
+                r["peak_memory_bytes"] > r["budget_bytes"] for r in records if r["status"] == "oom"
+            )
         else:
             assert not oom
         assert ok.isdisjoint(oom)
-        assert sum(m["oom_clients"] for m in metrics) == len([r for r in records
-                                                              if r["status"] == "oom"])
+        assert sum(m["oom_clients"] for m in metrics) == len(
+            [r for r in records if r["status"] == "oom"]
+        )
         taken[algorithm] = sum(m["aggregated_clients"] for m in metrics)
     assert taken["zo"] > taken["bp"]
 
 
 def test_unavailable_devices_are_not_dispatched(digits, tmp_path):
     path = tmp_path / "flaky.yaml"
-    path.write_text(yaml.safe_dump({"profiles": {"flaky": {"memory_mb": 1e5, **{
-        **PROFILE, "availability": 0.5}}}, "population": {"flaky": 1}}))
-    cfg = config_from_dict({"data": {"num_clients": 20},
-                            "training": {"rounds": 4, "clients_per_round": 10},
-                            "devices": {"enabled": True, "profiles_file": str(path)}})
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {"flaky": {"memory_mb": 1e5, **{**PROFILE, "availability": 0.5}}},
+                "population": {"flaky": 1},
+            }
+        )
+    )
+    cfg = config_from_dict(
+        {
+            "data": {"num_clients": 20},
+            "training": {"rounds": 4, "clients_per_round": 10},
+            "devices": {"enabled": True, "profiles_file": str(path)},
+        }
+    )
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
-    server = FederatedServer(cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)),
-                             client_devices(cfg))
+    server = FederatedServer(
+        cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)), client_devices(cfg)
+    )
     server.prune()
     metrics = [server.run_round(r) for r in range(4)]
     absent = sum(m["unavailable_clients"] for m in metrics)
     assert 5 < absent < 35  # about half of 40
     assert all(m["aggregated_clients"] + m["unavailable_clients"] == 10 for m in metrics)
     assert metrics[-1]["simulated_time_s"] == pytest.approx(
-        sum(m["simulated_round_s"] for m in metrics))
+        sum(m["simulated_round_s"] for m in metrics)
+    )
 
 
 def test_time_to_target_is_the_simulated_time_when_first_reached(digits, tmp_path):
-    cfg = config_from_dict({
-        "data": {"num_clients": 20}, "training": {"rounds": 30, "clients_per_round": 5,
-                                                  "eval_every": 5, "target_accuracy": 0.3},
-        "devices": {"enabled": True, "profiles_file": _profiles(tmp_path, a=1e5)}})
+    cfg = config_from_dict(
+        {
+            "data": {"num_clients": 20},
+            "training": {
+                "rounds": 30,
+                "clients_per_round": 5,
+                "eval_every": 5,
+                "target_accuracy": 0.3,
+            },
+            "devices": {"enabled": True, "profiles_file": _profiles(tmp_path, a=1e5)},
+        }
+    )
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
-    server = FederatedServer(cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)),
-                             client_devices(cfg))
+    server = FederatedServer(
+        cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)), client_devices(cfg)
+    )
     server.prune()
     metrics = [server.run_round(r) for r in range(30)]
     first = next(m for m in metrics if m.get("test_accuracy", 0) >= 0.3)
@@ -175,8 +217,9 @@ def test_non_finite_uploads_are_rejected_and_recorded(digits, monkeypatch):
 
     import torch
 
-    cfg = config_from_dict({"data": {"num_clients": 20},
-                            "training": {"rounds": 3, "clients_per_round": 10}})
+    cfg = config_from_dict(
+        {"data": {"num_clients": 20}, "training": {"rounds": 3, "clients_per_round": 10}}
+    )
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
     runtime = ClientRuntime(cfg, digits, parts)
     server = FederatedServer(cfg, digits, InProcessPool(runtime))

@@ -8,18 +8,21 @@ from fpzo_ray.data import federated_data, make_partition
 from fpzo_ray.sim.federation import run_federated
 from fpzo_ray.sim.server import run_in_process
 
-RAW = {"data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
-       "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
-       "zo": {"num_perturbations": 6, "ema_decay": 0.9},
-       "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2},
-       "simulation": {"worker_cpus": 0.25, "server_cpus": 0.1}}
+RAW = {
+    "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
+    "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
+    "zo": {"num_perturbations": 6, "ema_decay": 0.9},
+    "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2},
+    "simulation": {"worker_cpus": 0.25, "server_cpus": 0.1},
+}
 
 
 def _ray_run(num_workers: int):
     raw = {**RAW, "simulation": {**RAW["simulation"], "num_workers": num_workers}}
     reports = []
-    records = run_federated(config_from_dict(raw),
-                            lambda metrics, _state: reports.append(metrics)).records
+    records = run_federated(
+        config_from_dict(raw), lambda metrics, _state: reports.append(metrics)
+    ).records
     return reports, records
 
 
@@ -78,8 +81,11 @@ def test_a_worker_killed_mid_round_does_not_end_the_run(ray_session, reference, 
 
     from fpzo_ray.sim.federation import start_federation
 
-    raw = {**RAW, "training": {**RAW["training"], "rounds": 6},
-           "simulation": {**RAW["simulation"], "num_workers": 2, "on_worker_failure": policy}}
+    raw = {
+        **RAW,
+        "training": {**RAW["training"], "rounds": 6},
+        "simulation": {**RAW["simulation"], "num_workers": 2, "on_worker_failure": policy},
+    }
     cfg = config_from_dict(raw)
     federation = start_federation(cfg)
     try:
@@ -106,15 +112,17 @@ def test_a_worker_killed_mid_round_does_not_end_the_run(ray_session, reference, 
 
 def _core(metrics):
     """The run's figures, without the engine's own bookkeeping of worker losses."""
-    return {k: v for k, v in _strip(metrics).items()
-            if "worker" not in k and "retried" not in k}
+    return {k: v for k, v in _strip(metrics).items() if "worker" not in k and "retried" not in k}
 
 
-@pytest.mark.parametrize("sections", [
-    {"training": {"mode": "fedavg", "local_steps": 2, "client_lr": 0.05}},
-    {"zo": {"perturbation_scope": "layerwise"}},
-    {},
-])
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"training": {"mode": "fedavg", "local_steps": 2, "client_lr": 0.05}},
+        {"zo": {"perturbation_scope": "layerwise"}},
+        {},
+    ],
+)
 def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sections):
     from fpzo_ray.sim.client import ClientRuntime
     from fpzo_ray.sim.pool import InProcessPool
@@ -129,8 +137,10 @@ def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sec
         parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
         server = FederatedServer(cfg, digits, InProcessPool(ClientRuntime(cfg, digits, parts)))
         server.prune()
-        runs[place] = ([_strip(server.run_round(r)) for r in range(4)],
-                       server.global_flat_weights())
+        runs[place] = (
+            [_strip(server.run_round(r)) for r in range(4)],
+            server.global_flat_weights(),
+        )
     assert runs["workers"][0] == runs["server"][0]
     assert torch.equal(runs["workers"][1], runs["server"][1])
 
@@ -138,8 +148,9 @@ def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sec
 def test_auto_pool_size_follows_the_cpus():
     from fpzo_ray.sim.federation import bundles, resolve_num_workers
 
-    cfg = config_from_dict({"simulation": {"num_workers": 0, "worker_cpus": 0.4,
-                                           "server_cpus": 0.1}})
+    cfg = config_from_dict(
+        {"simulation": {"num_workers": 0, "worker_cpus": 0.4, "server_cpus": 0.1}}
+    )
     assert resolve_num_workers(cfg, cpus=2) == 4  # (2 - 0.1 driver - 0.1 server) / 0.4
     assert resolve_num_workers(cfg, cpus=2, concurrent_runs=2) == 2
     assert resolve_num_workers(cfg, cpus=64) == cfg.training.clients_per_round
@@ -160,8 +171,7 @@ def test_idle_workers_do_not_grow(ray_session):
         for r in range(40):
             ray.get(federation.server.run_round.remote(r))
             if r in (9, 39):
-                reports.append(ray.get([w.memory_report.remote() for w in
-                                        federation.pool.workers]))
+                reports.append(ray.get([w.memory_report.remote() for w in federation.pool.workers]))
     finally:
         federation.shutdown()
     for early, late in zip(*reports):

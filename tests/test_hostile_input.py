@@ -24,6 +24,8 @@ from fpzo_ray.sim.checkpoint import (
 )
 from fpzo_ray.sweep_spec import FULL_VALIDATION_LIMIT, load_sweep
 
+pytestmark = pytest.mark.slow  # each case starts the command line in a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 HUGE = "9" * 400  # an integer no field can hold
 TINY_BASE = {"training": {"rounds": 2, "clients_per_round": 4}, "data": {"num_clients": 12}}
@@ -41,87 +43,186 @@ def _nested(depth: int) -> str:
 # {tmp} is the test's folder; files are written there first.
 CASES = {
     "400-digit int via --set (sweep)": (
-        "sweep", ["--set", f"training.rounds={HUGE}"], {}, "training.rounds"),
+        "sweep",
+        ["--set", f"training.rounds={HUGE}"],
+        {},
+        "training.rounds",
+    ),
     "400-digit seed via --set (sweep)": ("sweep", ["--set", f"seed={HUGE}"], {}, "seed"),
     "400-digit seed via --set (run)": ("run", ["--set", f"seed={HUGE}"], {}, "seed"),
     "400-digit int in a run config file": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": f"training: {{rounds: {HUGE}}}"},
-        "training.rounds"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": f"training: {{rounds: {HUGE}}}"},
+        "training.rounds",
+    ),
     "400-digit int in a sweep file": (
-        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]},
-                                                      {"training": {"rounds": int(HUGE)}})},
-        "training.rounds"),
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": [0]}, {"training": {"rounds": int(HUGE)}})},
+        "training.rounds",
+    ),
     "5000-digit int in a YAML file": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": f"seed: {'7' * 5000}"}, "c.yaml"),
-    "negative 400-digit float field": (
-        "run", ["--set", f"zo.sigma=-{HUGE}"], {}, "zo.sigma"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": f"seed: {'7' * 5000}"},
+        "c.yaml",
+    ),
+    "negative 400-digit float field": ("run", ["--set", f"zo.sigma=-{HUGE}"], {}, "zo.sigma"),
     "binary file as run config": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": b"\x89PNG\r\n\x1a\n\xff\xfe\x00"},
-        "c.yaml"),
-    "binary file as sweep": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": b"\xff\xfe\x00\x01"},
-                             "s.yaml"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": b"\x89PNG\r\n\x1a\n\xff\xfe\x00"},
+        "c.yaml",
+    ),
+    "binary file as sweep": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": b"\xff\xfe\x00\x01"}, "s.yaml"),
     "YAML nested 100,000 deep (run)": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": _nested(100_000)}, "c.yaml"),
-    "YAML nested 100,000 deep (sweep)": ("sweep", ["{tmp}/s.yaml"],
-                                         {"s.yaml": _nested(100_000)}, "s.yaml"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": _nested(100_000)},
+        "c.yaml",
+    ),
+    "YAML nested 100,000 deep (sweep)": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _nested(100_000)},
+        "s.yaml",
+    ),
     "YAML nested just past the limit": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": _nested(MAX_DEPTH + 1)}, "c.yaml"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": _nested(MAX_DEPTH + 1)},
+        "c.yaml",
+    ),
     "deep value via --set": ("run", ["--set", f"zo.sigma={'[' * 5000}"], {}, "zo.sigma"),
     "config file over the size limit": (
-        "run", ["--config", "{tmp}/c.yaml"], {"c.yaml": "#" * (MAX_FILE_BYTES + 1)}, "c.yaml"),
-    "config file holding a list": ("run", ["--config", "{tmp}/c.yaml"], {"c.yaml": "- 1\n"},
-                                   "c.yaml"),
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": "#" * (MAX_FILE_BYTES + 1)},
+        "c.yaml",
+    ),
+    "config file holding a list": (
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": "- 1\n"},
+        "c.yaml",
+    ),
     "missing config file": ("run", ["--config", "{tmp}/absent.yaml"], {}, "absent.yaml"),
     "results dir under a file (sweep)": (
-        "sweep", ["--results-dir", "{tmp}/f/r"], {"f": "a file"}, "--results-dir"),
+        "sweep",
+        ["--results-dir", "{tmp}/f/r"],
+        {"f": "a file"},
+        "--results-dir",
+    ),
     "results dir under a file (run)": (
-        "run", ["--results-dir", "{tmp}/f/r"], {"f": "a file"}, "--results-dir"),
+        "run",
+        ["--results-dir", "{tmp}/f/r"],
+        {"f": "a file"},
+        "--results-dir",
+    ),
     "results dir that cannot be created": (
-        "sweep", ["--results-dir", "/proc/fpzo_results"], {}, "--results-dir"),
+        "sweep",
+        ["--results-dir", "/proc/fpzo_results"],
+        {},
+        "--results-dir",
+    ),
     "sigma infinite": ("sweep", ["--set", "zo.sigma=.inf"], {}, "zo.sigma"),
     "sigma NaN": ("run", ["--set", "zo.sigma=.nan"], {}, "zo.sigma"),
     "learning rate infinite in a grid": (
-        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"training.server_lr": [0.1, float("inf")]})},
-        "training.server_lr"),
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"training.server_lr": [0.1, float("inf")]})},
+        "training.server_lr",
+    ),
     "a grid of 10^6 trials": (
-        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": list(range(1000)),
-                                                      "data.num_clients": list(range(8, 1008))})},
-        "max_trials"),
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": list(range(1000)), "data.num_clients": list(range(8, 1008))})},
+        "max_trials",
+    ),
     "a grid of 10^9 trials": (
-        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({
-            "seed": list(range(1000)), "data.num_clients": list(range(8, 1008)),
-            "zo.num_perturbations": list(range(1, 1001))})}, "max_trials"),
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {
+            "s.yaml": _sweep(
+                {
+                    "seed": list(range(1000)),
+                    "data.num_clients": list(range(8, 1008)),
+                    "zo.num_perturbations": list(range(1, 1001)),
+                }
+            )
+        },
+        "max_trials",
+    ),
     "a search of 10^5 samples": (
-        "sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]}, search={
-            "num_samples": 100_000, "space": {"training.server_lr": {"loguniform": [1e-3, 1]}}})},
-        "max_trials"),
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {
+            "s.yaml": _sweep(
+                {"seed": [0]},
+                search={
+                    "num_samples": 100_000,
+                    "space": {"training.server_lr": {"loguniform": [1e-3, 1]}},
+                },
+            )
+        },
+        "max_trials",
+    ),
     "worker needs more CPUs than any node (sweep)": (
-        "sweep", ["--set", "simulation.worker_cpus=1000"], {}, "simulation.worker_cpus"),
+        "sweep",
+        ["--set", "simulation.worker_cpus=1000"],
+        {},
+        "simulation.worker_cpus",
+    ),
     "worker needs more CPUs than any node (run)": (
-        "run", ["--set", "simulation.worker_cpus=1000"], {}, "simulation.worker_cpus"),
+        "run",
+        ["--set", "simulation.worker_cpus=1000"],
+        {},
+        "simulation.worker_cpus",
+    ),
     "worker needs more GPUs than any node": (
-        "run", ["--set", "simulation.worker_gpus=64", "--set", "simulation.device=cuda"], {},
-        "simulation."),
+        "run",
+        ["--set", "simulation.worker_gpus=64", "--set", "simulation.device=cuda"],
+        {},
+        "simulation.",
+    ),
     "server needs more CPUs than any node": (
-        "sweep", ["--set", "simulation.server_cpus=512"], {}, "simulation.server_cpus"),
+        "sweep",
+        ["--set", "simulation.server_cpus=512"],
+        {},
+        "simulation.server_cpus",
+    ),
     "empty sweep file": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": "# nothing here\n"}, "s.yaml"),
     "missing sweep file": ("sweep", ["{tmp}/absent.yaml"], {}, "absent.yaml"),
     "missing device profiles file": (
-        "run", ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
-        {}, "devices.profiles_file"),
+        "run",
+        ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
+        {},
+        "devices.profiles_file",
+    ),
     "binary device profiles file": (
-        "sweep", ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
-        {"p.yaml": b"\xff\x00\xfe"}, "devices.profiles_file"),
+        "sweep",
+        ["--set", "devices.enabled=true", "--set", "devices.profiles_file={tmp}/p.yaml"],
+        {"p.yaml": b"\xff\x00\xfe"},
+        "devices.profiles_file",
+    ),
     "unknown field": ("run", ["--set", "zo.sigmaa=0.001"], {}, "zo.sigmaa"),
-    "zero perturbations": ("sweep", ["--set", "zo.num_perturbations=0"], {},
-                           "zo.num_perturbations"),
+    "zero perturbations": (
+        "sweep",
+        ["--set", "zo.num_perturbations=0"],
+        {},
+        "zo.num_perturbations",
+    ),
     "sparsity above 1": ("run", ["--set", "pruning.sparsity=1.5"], {}, "pruning.sparsity"),
-    "malformed YAML via --set": ("run", ["--set", "training.rounds=[1, 2"], {},
-                                 "training.rounds"),
+    "malformed YAML via --set": ("run", ["--set", "training.rounds=[1, 2"], {}, "training.rounds"),
     "resume a folder that is no sweep": ("sweep", ["--resume", "{tmp}"], {}, "--resume"),
     "resume a folder that is no run": ("run", ["--resume", "{tmp}"], {}, "--resume"),
-    "unknown sweep key": ("sweep", ["{tmp}/s.yaml"], {"s.yaml": _sweep({"seed": [0]}, bogus=1)},
-                          "bogus"),
+    "unknown sweep key": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": [0]}, bogus=1)},
+        "bogus",
+    ),
 }
 
 
@@ -140,8 +241,13 @@ def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
     ray_tmp = tmp_path / "ray"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
-    out = subprocess.run([sys.executable, "-m", f"fpzo_ray.{command}", *arguments], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", f"fpzo_ray.{command}", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2, out.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("config error: "), out.stderr[-2000:]

@@ -35,14 +35,14 @@ LENET_INPUT_BYTES = BATCH * 28 * 28 * 4 + BATCH * 8  # float32 images + int64 la
 
 
 def _lenet() -> nn.Module:
-    return build_model(config_from_dict({"data": {"name": "mnist"}}), (1, 28, 28), 10,
-                       init_seed=0)
+    return build_model(config_from_dict({"data": {"name": "mnist"}}), (1, 28, 28), 10, init_seed=0)
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(BATCH, 1, 28, 28, generator=gen), torch.randint(0, 10, (BATCH,),
-                                                                       generator=gen)
+    return torch.randn(BATCH, 1, 28, 28, generator=gen), torch.randint(
+        0, 10, (BATCH,), generator=gen
+    )
 
 
 def _seeded_meter(flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> MemoryMeter:
@@ -53,8 +53,9 @@ def _seeded_meter(flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
     return meter
 
 
-def _zo_step(model: nn.Module, kept_index: torch.Tensor | None = None
-             ) -> tuple[MemoryMeter, dict[str, int]]:
+def _zo_step(
+    model: nn.Module, kept_index: torch.Tensor | None = None
+) -> tuple[MemoryMeter, dict[str, int]]:
     """A metered ZO step; also the live breakdown right after it (model and batch alive)."""
     flat, _ = bind_flat_buffer(model)
     images, labels = _batch()
@@ -67,8 +68,7 @@ def _zo_step(model: nn.Module, kept_index: torch.Tensor | None = None
             return F.cross_entropy(model(images), labels)
 
     with meter, meter.phase("zo_buffers"):
-        forward_difference(loss_fn, flat, kept_index, perturbation_seeds(0, 0, 0, 0, 3),
-                           sigma=1e-3)
+        forward_difference(loss_fn, flat, kept_index, perturbation_seeds(0, 0, 0, 0, 3), sigma=1e-3)
     return meter, meter.live_breakdown
 
 
@@ -96,6 +96,7 @@ def bp_step() -> tuple[MemoryMeter, dict[str, int]]:
 
 # -- hand counts ------------------------------------------------------------------------------
 
+
 def test_allocation_free_views_and_in_place_by_hand():
     meter = MemoryMeter()
     with meter:
@@ -113,8 +114,10 @@ def test_allocation_free_views_and_in_place_by_hand():
             g = torch.zeros(100)
         assert meter.live_breakdown["gradients"] == 400
     assert meter.peak_bytes == 4000
-    assert meter.peak_breakdown == {**dict.fromkeys(meter.peak_breakdown, 0),
-                                    "activations": 4000}  # as at the peak, not now
+    assert meter.peak_breakdown == {
+        **dict.fromkeys(meter.peak_breakdown, 0),
+        "activations": 4000,
+    }  # as at the peak, not now
     del g
     assert meter.live_bytes == 0
 
@@ -159,6 +162,7 @@ def test_linear_forward_allocates_exactly_its_output():
 
 
 # -- LeNet-5 ----------------------------------------------------------------------------------
+
 
 def test_lenet5_analytical_figures_by_hand():
     model = _lenet()
@@ -214,11 +218,14 @@ def test_sparse_zo_step_buffers_scale_with_kept_coordinates():
     assert meter.peak_breakdown["masks"] == num_kept * 8  # the int64 index itself
     assert meter.peak_breakdown["zo_buffers"] == 2 * num_kept * 4 + 3 * 4
     sparse = sparse_storage_bytes(num_kept, LENET_PARAMS, 0)
-    assert sparse_peak_bytes(meter.peak_breakdown, sparse) == \
-        meter.peak_bytes - LENET_PARAMS * 4 - num_kept * 8 + sparse
+    assert (
+        sparse_peak_bytes(meter.peak_breakdown, sparse)
+        == meter.peak_bytes - LENET_PARAMS * 4 - num_kept * 8 + sparse
+    )
 
 
 # -- sparse storage ---------------------------------------------------------------------------
+
 
 def test_sparse_storage_by_hand():
     # 10% of 1000 prunable kept: 400 B values + bitmap 125 B (< 400 B of indices) + 40 B dense

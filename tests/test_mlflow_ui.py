@@ -24,9 +24,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FPZO_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "mlflow_ui"
 # Flags for a closed network (no background connections to Google's hosts), as root.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _chromium() -> str:
@@ -34,8 +40,10 @@ def _chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no Chromium on this machine (apt-get install chromium): the MLflow UI "
-                "browser test cannot run")
+    pytest.skip(
+        "no Chromium on this machine (apt-get install chromium): the MLflow UI "
+        "browser test cannot run"
+    )
 
 
 def _free_port() -> int:
@@ -48,35 +56,63 @@ def _free_port() -> int:
 def mlflow_server(finished_study):
     """``mlflow server`` on the finished study's store, on a free local port."""
     port = _free_port()
-    log = open(finished_study.results / "mlflow_server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         finished_study.tracking_uri, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None, (finished_study.results / "mlflow_server.log").read_text()
-        assert time.time() < deadline, "mlflow server did not come up in 120 s"
-        time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    log_path = finished_study.results / "mlflow_server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                finished_study.tracking_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, log_path.read_text()
+            assert time.time() < deadline, "mlflow server did not come up in 120 s"
+            time.sleep(0.5)
+        yield url
+        server.terminate()
+        server.wait(timeout=30)
 
 
-def test_the_report_command_reads_the_study_from_the_server(finished_study, mlflow_server,
-                                                            tmp_path):
-    out = subprocess.run([sys.executable, "-m", "fpzo_ray.report", mlflow_server, "--run-id",
-                          finished_study.outcome.parent_run_id, "--out", str(tmp_path)],
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                         text=True, timeout=300)
+def test_the_report_command_reads_the_study_from_the_server(
+    finished_study, mlflow_server, tmp_path
+):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpzo_ray.report",
+            mlflow_server,
+            "--run-id",
+            finished_study.outcome.parent_run_id,
+            "--out",
+            str(tmp_path),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     written = finished_study.outcome.experiment_dir / "report"
     assert (tmp_path / "report.html").read_bytes() == (written / "report.html").read_bytes()
@@ -94,8 +130,7 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
     client = MlflowClient(finished_study.tracking_uri)
     experiment = client.get_experiment_by_name("study_e2e").experiment_id
     parent = client.get_run(finished_study.outcome.parent_run_id)
-    children = client.search_runs([experiment],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 8
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -112,16 +147,17 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
         page.screenshot(path=SCREENSHOTS / "experiment_runs.png")
 
         # The parent's artifacts: the Pareto figure, shown as an image...
-        page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent.info.run_id}"
-                  "/artifacts")
+        page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
         page.get_by_text("report.html", exact=True).wait_for(timeout=60_000)
         page.get_by_text("figures", exact=True).click()
         page.get_by_text("pareto_accuracy_vs_client_flops.png", exact=True).click()
         preview = page.locator("img[src^='blob:']").first
         preview.wait_for(timeout=30_000)
-        page.wait_for_function("() => [...document.images].some(i => i.src.startsWith('blob:')"
-                               " && i.naturalWidth === 750 && i.naturalHeight === 450)",
-                               timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.images].some(i => i.src.startsWith('blob:')"
+            " && i.naturalWidth === 750 && i.naturalHeight === 450)",
+            timeout=30_000,
+        )
         page.screenshot(path=SCREENSHOTS / "parent_pareto_figure.png")
 
         # ...and the report, rendered in the artifact view's frame.

@@ -4,20 +4,25 @@ import torch
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import MODEL_CLASSES, bind_flat_buffer, build_model, layout_of
 
-CASES = {"digits_cnn": ("digits", (1, 8, 8), 1_898), "lenet5": ("mnist", (1, 28, 28), 61_706),
-         "resnet20": ("cifar10", (3, 32, 32), 270_906),
-         "resnet18": ("cifar10", (3, 32, 32), 11_164_362)}
+CASES = {
+    "digits_cnn": ("digits", (1, 8, 8), 1_898),
+    "lenet5": ("mnist", (1, 28, 28), 61_706),
+    "resnet20": ("cifar10", (3, 32, 32), 270_906),
+    "resnet18": ("cifar10", (3, 32, 32), 11_164_362),
+}
 
 
 def _build(name: str, norm: str = "group", activation: str = "hardswish", seed: int = 0):
     dataset, shape, _ = CASES[name]
-    cfg = config_from_dict({"data": {"name": dataset}, "model": {"name": name, "norm": norm,
-                                                                  "activation": activation}})
+    cfg = config_from_dict(
+        {"data": {"name": dataset}, "model": {"name": name, "norm": norm, "activation": activation}}
+    )
     return build_model(cfg, shape, 10, init_seed=seed), shape
 
 
 def test_registry_covers_the_configured_models():
     from fpzo_ray.config import MODELS
+
     assert set(MODELS) - {"auto"} == set(MODEL_CLASSES)
 
 
@@ -50,8 +55,11 @@ def test_same_seed_same_weights_and_prunable_means_conv_and_linear_weights():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     layout = layout_of(a)
     prunable = {s.name for s in layout.slots if s.prunable}
-    convs_and_linears = {f"{n}.weight" for n, m in a.named_modules()
-                         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    convs_and_linears = {
+        f"{n}.weight"
+        for n, m in a.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    }
     assert prunable == convs_and_linears
 
 

@@ -78,7 +78,9 @@ def test_shards_deterministic_exact_cover_and_sizes(digits):
 def test_shards_limit_the_labels_per_client(digits, shards_per_client):
     num_clients = 30
     labels = digits.train_labels
-    cfg = DataConfig(partition="shards", shards_per_client=shards_per_client, num_clients=num_clients)
+    cfg = DataConfig(
+        partition="shards", shards_per_client=shards_per_client, num_clients=num_clients
+    )
     parts = make_partition(cfg, labels, run_seed=3)
     shard_labels = _shard_label_sets(labels, num_clients * shards_per_client)
     straddling = sum(len(s) > 1 for s in shard_labels)
@@ -101,13 +103,22 @@ def test_shards_with_class_aligned_shards_give_pure_clients():
     assert (hist.sum(0) == 20).all() and (hist.sum(1) == 20).all()
 
 
-@pytest.mark.parametrize("num_clients, shards_per_client, min_size", [
-    (1000, 2, 2),  # 2000 shards > 1437 samples
-    (700, 2, 3),  # 1400 shards of one sample: 2 per client < 3
-])
-def test_impossible_shards_config_is_a_clear_error(digits, num_clients, shards_per_client, min_size):
-    cfg = DataConfig(partition="shards", num_clients=num_clients,
-                     shards_per_client=shards_per_client, min_partition_size=min_size)
+@pytest.mark.parametrize(
+    "num_clients, shards_per_client, min_size",
+    [
+        (1000, 2, 2),  # 2000 shards > 1437 samples
+        (700, 2, 3),  # 1400 shards of one sample: 2 per client < 3
+    ],
+)
+def test_impossible_shards_config_is_a_clear_error(
+    digits, num_clients, shards_per_client, min_size
+):
+    cfg = DataConfig(
+        partition="shards",
+        num_clients=num_clients,
+        shards_per_client=shards_per_client,
+        min_partition_size=min_size,
+    )
     with pytest.raises(PartitionError, match="^config error: data.min_partition_size:"):
         make_partition(cfg, digits.train_labels, run_seed=0)
 

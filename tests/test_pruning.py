@@ -3,6 +3,7 @@ import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.protocol import pruning_draw_seeds
 from fpzo_ray.pruning import (
     Mask,
     keep_top_k,
@@ -12,7 +13,6 @@ from fpzo_ray.pruning import (
     prune_iteratively,
     random_mask,
 )
-from fpzo_ray.protocol import pruning_draw_seeds
 
 
 def _digits_model():
@@ -29,8 +29,12 @@ def test_federated_sum_of_data_free_scores_equals_centralised():
     model, layout = _digits_model()
     mask = random_mask(layout, 0.6, torch.Generator().manual_seed(0))
     clients = [3, 8, 11, 40]
-    per_client = [ntk_sap_mask_gradient(model, layout, mask, pruning_draw_seeds(TWO_DRAWS, 2, c),
-                                        8, (1, 8, 8), 0.01) for c in clients]
+    per_client = [
+        ntk_sap_mask_gradient(
+            model, layout, mask, pruning_draw_seeds(TWO_DRAWS, 2, c), 8, (1, 8, 8), 0.01
+        )
+        for c in clients
+    ]
     federated = torch.stack(per_client).sum(0).abs()
     union = [s for c in clients for s in pruning_draw_seeds(TWO_DRAWS, 2, c)]
     central = ntk_sap_mask_gradient(model, layout, mask, union, 8, (1, 8, 8), 0.01).abs()
@@ -47,7 +51,7 @@ def test_federated_sum_of_data_free_scores_equals_centralised():
 def test_saliency_depends_on_seeds_not_on_the_model_weights():
     model, layout = _digits_model()
     mask = Mask.dense(layout)
-    seeds = pruning_draw_seeds(config_from_dict({'seed': 1}), 0, 0)
+    seeds = pruning_draw_seeds(config_from_dict({"seed": 1}), 0, 0)
     first = ntk_sap_mask_gradient(model, layout, mask, seeds, 4, (1, 8, 8), 0.01)
     with torch.no_grad():
         for p in model.parameters():
@@ -71,7 +75,7 @@ def test_iterative_schedule_reaches_exact_density_and_never_revives():
     history.append(final.prunable_kept)
     for earlier, later in zip(history, history[1:]):
         assert not (later & ~earlier).any()
-    assert [round(f, 6) for f in kept_fractions(0.1, 2)] == [round(0.1 ** 0.5, 6), 0.1]
+    assert [round(f, 6) for f in kept_fractions(0.1, 2)] == [round(0.1**0.5, 6), 0.1]
 
 
 def test_top_k_breaks_ties_by_position():
@@ -98,7 +102,10 @@ def test_fan_in_rescaling_restores_each_layers_output_scale():
     scaled = mask.fan_in_rescaled(flat)
     density = mask.layer_densities()
     for slot in layout.slots:
-        ratio = scaled[slot.offset:slot.offset + slot.numel] / flat[slot.offset:slot.offset + slot.numel]
+        ratio = (
+            scaled[slot.offset : slot.offset + slot.numel]
+            / flat[slot.offset : slot.offset + slot.numel]
+        )
         expected = density[slot.name] ** -0.5 if slot.prunable else 1.0
         torch.testing.assert_close(ratio, torch.full_like(ratio, expected))
 
@@ -123,12 +130,13 @@ def test_ntk_sap_mask_gradient_matches_finite_differences_of_its_objective():
         gen = generator(seed)  # the same draws as the saliency: weights, inputs, perturbation
         theta = {k: v.double() for k, v in fresh_parameters(model, layout, gen).items()}
         x = torch.randn((5, 4), generator=gen).double()
-        delta = {s.name: torch.randn(s.shape, generator=gen).double()
-                 for s in layout.prunable_slots}
+        delta = {
+            s.name: torch.randn(s.shape, generator=gen).double() for s in layout.prunable_slots
+        }
         clean, perturbed, start = {}, {}, 0
         for slot in layout.slots:
             if slot.prunable:
-                part = m[start:start + slot.numel].view(slot.shape)
+                part = m[start : start + slot.numel].view(slot.shape)
                 start += slot.numel
                 clean[slot.name] = theta[slot.name] * part
                 perturbed[slot.name] = (theta[slot.name] + eps * delta[slot.name]) * part
@@ -175,8 +183,7 @@ def test_ntk_sap_draws_fresh_samples_of_the_initialisation_the_model_is_trained_
         assert float(w.abs().max()) <= bound
         if w.numel() >= 1000:  # uniform(-b, b) has std b / sqrt(3)
             assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.1)
-            assert float(kaiming[slot.name].std()) == pytest.approx(math.sqrt(2 / fan_in),
-                                                                    rel=0.1)
+            assert float(kaiming[slot.name].std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.1)
         # The same family as the trained model's own initial weights.
         assert float(before[slot.name].abs().max()) <= bound
         bias = slot.name.replace(".weight", ".bias")

@@ -21,34 +21,75 @@ from fpzo_ray.study.summary import trial_figures
 from fpzo_ray.study.tables import final_trials, summary_table
 from fpzo_ray.sweep_spec import parse_sweep
 
-CFG = config_from_dict({"pruning": {"method": "ntk_sap", "sparsity": 0.9},
-                        "devices": {"enabled": True}})
+CFG = config_from_dict(
+    {"pruning": {"method": "ntk_sap", "sparsity": 0.9}, "devices": {"enabled": True}}
+)
 
 
 def _history(rounds: int = 6) -> pd.DataFrame:
     r = np.arange(1, rounds + 1)
     evaluated = r % 2 == 0
-    return pd.DataFrame({
-        "round": r, "test_accuracy": np.where(evaluated, 0.1 * r, np.nan),
-        "val_accuracy": np.where(evaluated, 0.1 * r + 0.01, np.nan),
-        "cumulative_client_flops": 1e9 * r, "aggregated_clients": [4, 3, 4, 2, 4, 4],
-        "oom_clients": [0, 1, 0, 1, 0, 0], "unavailable_clients": [1, 1, 1, 0, 1, 1],
-        "stragglers": [0, 0, 0, 1, 0, 0], "failed_clients": [0, 0, 0, 1, 0, 0]})
+    return pd.DataFrame(
+        {
+            "round": r,
+            "test_accuracy": np.where(evaluated, 0.1 * r, np.nan),
+            "val_accuracy": np.where(evaluated, 0.1 * r + 0.01, np.nan),
+            "cumulative_client_flops": 1e9 * r,
+            "aggregated_clients": [4, 3, 4, 2, 4, 4],
+            "oom_clients": [0, 1, 0, 1, 0, 0],
+            "unavailable_clients": [1, 1, 1, 0, 1, 1],
+            "stragglers": [0, 0, 0, 1, 0, 0],
+            "failed_clients": [0, 0, 0, 1, 0, 0],
+        }
+    )
 
 
-SETUP = {"kept_fraction": 0.1, "pruning_client_flops": 5e8,
-         "layer_density": {"stages.0.0.weight": 0.6, "stages.1.0.weight": 0.2,
-                           "stages.2.1.weight": 0.05}}
-CLIENTS = pd.DataFrame([
-    {"round": 1, "client_id": 0, "device": "mcu", "status": "ok", "peak_memory_bytes": 3e6,
-     "sparse_memory_bytes": 1.5e6},
-    {"round": 2, "client_id": 1, "device": "mcu", "status": "oom", "peak_memory_bytes": 5e6,
-     "budget_bytes": 4e6},
-    {"round": 2, "client_id": 2, "device": "rpi4", "status": "ok", "peak_memory_bytes": 3e6,
-     "sparse_memory_bytes": 1.5e6},
-    {"round": 3, "client_id": 0, "device": "mcu", "status": "ok", "peak_memory_bytes": 3.2e6,
-     "sparse_memory_bytes": 1.6e6},
-    {"round": 3, "client_id": 3, "device": "phone", "status": "unavailable"}])
+SETUP = {
+    "kept_fraction": 0.1,
+    "pruning_client_flops": 5e8,
+    "layer_density": {
+        "stages.0.0.weight": 0.6,
+        "stages.1.0.weight": 0.2,
+        "stages.2.1.weight": 0.05,
+    },
+}
+CLIENTS = pd.DataFrame(
+    [
+        {
+            "round": 1,
+            "client_id": 0,
+            "device": "mcu",
+            "status": "ok",
+            "peak_memory_bytes": 3e6,
+            "sparse_memory_bytes": 1.5e6,
+        },
+        {
+            "round": 2,
+            "client_id": 1,
+            "device": "mcu",
+            "status": "oom",
+            "peak_memory_bytes": 5e6,
+            "budget_bytes": 4e6,
+        },
+        {
+            "round": 2,
+            "client_id": 2,
+            "device": "rpi4",
+            "status": "ok",
+            "peak_memory_bytes": 3e6,
+            "sparse_memory_bytes": 1.5e6,
+        },
+        {
+            "round": 3,
+            "client_id": 0,
+            "device": "mcu",
+            "status": "ok",
+            "peak_memory_bytes": 3.2e6,
+            "sparse_memory_bytes": 1.6e6,
+        },
+        {"round": 3, "client_id": 3, "device": "phone", "status": "unavailable"},
+    ]
+)
 BUDGETS = {"mcu": 4e6, "rpi4": 1.2e9, "phone": 1.5e9}
 
 
@@ -59,8 +100,13 @@ def _legend(ax) -> list[str]:
 
 def test_run_figures_have_their_axes_and_legends():
     figures = run_figures(_history(), SETUP, CLIENTS, CFG, BUDGETS)
-    assert list(figures) == ["accuracy_vs_round", "accuracy_vs_client_flops",
-                             "mask_layer_density", "client_memory_vs_budget", "participation"]
+    assert list(figures) == [
+        "accuracy_vs_round",
+        "accuracy_vs_client_flops",
+        "mask_layer_density",
+        "client_memory_vs_budget",
+        "participation",
+    ]
     for figure in figures.values():
         (ax,) = figure.axes
         assert ax.get_title() and "NTK-SAP 90 % + ZO" in ax.get_title()
@@ -80,8 +126,11 @@ def test_run_figures_have_their_axes_and_legends():
 
     ax = figures["mask_layer_density"].axes[0]
     assert [round(p.get_height(), 3) for p in ax.patches] == [0.6, 0.2, 0.05]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["stages.0.0", "stages.1.0",
-                                                            "stages.2.1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "stages.0.0",
+        "stages.1.0",
+        "stages.2.1",
+    ]
     assert any("0.100" in text for text in _legend(ax))
 
     ax = figures["client_memory_vs_budget"].axes[0]
@@ -97,9 +146,13 @@ def test_run_figures_have_their_axes_and_legends():
 
     ax = figures["participation"].axes[0]
     assert ax.get_ylabel() == "sampled clients"
-    assert _legend(ax) == ["aggregated", "out of memory", "unreachable",
-                           "straggler (past the deadline)",
-                           "failed (error, lost worker, non-finite upload)"]
+    assert _legend(ax) == [
+        "aggregated",
+        "out of memory",
+        "unreachable",
+        "straggler (past the deadline)",
+        "failed (error, lost worker, non-finite upload)",
+    ]
     # stacked: every round's bars add up to the clients sampled (5)
     tops = {}
     for bar in ax.patches:
@@ -136,11 +189,18 @@ def test_method_labels_name_the_method_and_the_sparsity():
 
     assert label() == "dense ZO"
     assert label(pruning={"method": "ntk_sap", "sparsity": 0.9}) == "NTK-SAP 90 % + ZO"
-    assert label(pruning={"method": "random_layerwise", "sparsity": 0.8}) == \
-        "random (layer-matched) 80 % + ZO"
+    assert (
+        label(pruning={"method": "random_layerwise", "sparsity": 0.8})
+        == "random (layer-matched) 80 % + ZO"
+    )
     assert label(training={"algorithm": "bp", "mode": "fedavg"}) == "BP FedAvg"
-    assert label(training={"algorithm": "bp", "mode": "fedavg"},
-                 pruning={"method": "snip", "sparsity": 0.5}) == "SNIP 50 % + BP FedAvg"
+    assert (
+        label(
+            training={"algorithm": "bp", "mode": "fedavg"},
+            pruning={"method": "snip", "sparsity": 0.5},
+        )
+        == "SNIP 50 % + BP FedAvg"
+    )
 
 
 def test_the_pareto_front_keeps_what_nothing_beats():
@@ -148,26 +208,34 @@ def test_the_pareto_front_keeps_what_nothing_beats():
     assert pareto_front(points) == [(0.5, 0.2), (1.0, 0.5), (2.0, 0.7), (4.0, 0.9)]
 
 
-STUDY = {"name": "fig", "base": {"training": {"rounds": 4}},
-         "grid": {"pruning.sparsity": [0.0, 0.5, 0.9], "zo.num_perturbations": [5, 10]},
-         "study": {"seeds": 3}}
+STUDY = {
+    "name": "fig",
+    "base": {"training": {"rounds": 4}},
+    "grid": {"pruning.sparsity": [0.0, 0.5, 0.9], "zo.num_perturbations": [5, 10]},
+    "study": {"seeds": 3},
+}
 
 
 def _trial_history(accuracy: float, flops: float, seed: int) -> pd.DataFrame:
-    return pd.DataFrame({"round": [1, 2, 3, 4],
-                         "test_accuracy": [np.nan, accuracy - 0.1, np.nan, accuracy],
-                         "val_accuracy": [np.nan, accuracy - 0.1, np.nan, accuracy],
-                         "cumulative_client_flops": [flops * r / 4 for r in range(1, 5)],
-                         "cumulative_upload_bytes": [1000.0 * r for r in range(1, 5)],
-                         "time_total_s": [float(r) for r in range(1, 5)]})
+    return pd.DataFrame(
+        {
+            "round": [1, 2, 3, 4],
+            "test_accuracy": [np.nan, accuracy - 0.1, np.nan, accuracy],
+            "val_accuracy": [np.nan, accuracy - 0.1, np.nan, accuracy],
+            "cumulative_client_flops": [flops * r / 4 for r in range(1, 5)],
+            "cumulative_upload_bytes": [1000.0 * r for r in range(1, 5)],
+            "time_total_s": [float(r) for r in range(1, 5)],
+        }
+    )
 
 
 def _study_figures(spec):
     out = []
     for plan in spec.repeat_plans({}):
         cfg = config_from_dict(plan.run)
-        accuracy = 0.5 + 0.3 * cfg.pruning.sparsity + 0.01 * plan.seed + \
-            0.001 * cfg.zo.num_perturbations
+        accuracy = (
+            0.5 + 0.3 * cfg.pruning.sparsity + 0.01 * plan.seed + 0.001 * cfg.zo.num_perturbations
+        )
         flops = 1e10 * (1 - cfg.pruning.sparsity) * cfg.zo.num_perturbations
         out.append(trial_figures(plan.as_dict(), 4, _trial_history(accuracy, flops, plan.seed)))
     return out
@@ -178,8 +246,12 @@ def test_sweep_figures_show_cells_with_intervals_front_bands_and_heat_maps():
     figures = _study_figures(spec)
     summary = summary_table(spec, {}, figures)
     out = sweep_figures(spec, summary, final_trials(spec, {}, figures))
-    assert list(out) == ["pareto_accuracy_vs_client_flops", "accuracy_vs_round",
-                         "accuracy_vs_upload", "heatmap_sparsity_x_K"]
+    assert list(out) == [
+        "pareto_accuracy_vs_client_flops",
+        "accuracy_vs_round",
+        "accuracy_vs_upload",
+        "heatmap_sparsity_x_K",
+    ]
 
     ax = out["pareto_accuracy_vs_client_flops"].axes[0]
     assert "95 % t-interval over 3 seeds" in ax.get_title()
@@ -205,14 +277,21 @@ def test_sweep_figures_show_cells_with_intervals_front_bands_and_heat_maps():
     grid = ax.get_images()[0].get_array()
     assert grid.shape == (3, 2)
     assert grid[2, 1] == pytest.approx(0.5 + 0.27 + 0.01 + 0.02)
-    assert "sparsity (pruning.sparsity)" == ax.get_ylabel()
+    assert ax.get_ylabel() == "sparsity (pruning.sparsity)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10"]
 
 
 def test_fifty_cells_keep_a_legend_one_can_read():
-    spec = parse_sweep({"name": "wide", "base": {"training": {"rounds": 4}},
-                        "grid": {"pruning.sparsity": [0.0, 0.5, 0.7, 0.8, 0.9],
-                                 "zo.num_perturbations": list(range(1, 11))}})
+    spec = parse_sweep(
+        {
+            "name": "wide",
+            "base": {"training": {"rounds": 4}},
+            "grid": {
+                "pruning.sparsity": [0.0, 0.5, 0.7, 0.8, 0.9],
+                "zo.num_perturbations": list(range(1, 11)),
+            },
+        }
+    )
     plans = spec.first_phase_plans()
     assert len(plans) == 50
     figures = [trial_figures(p.as_dict(), 4, _trial_history(0.6, 1e10, 0)) for p in plans]
@@ -220,8 +299,14 @@ def test_fifty_cells_keep_a_legend_one_can_read():
     out = sweep_figures(spec, summary, final_trials(spec, {}, figures))
     ax = out["pareto_accuracy_vs_client_flops"].axes[0]
     names = _legend(ax)
-    assert names == ["dense ZO", "NTK-SAP 50 % + ZO", "NTK-SAP 70 % + ZO", "NTK-SAP 80 % + ZO",
-                     "NTK-SAP 90 % + ZO", "Pareto front"]
+    assert names == [
+        "dense ZO",
+        "NTK-SAP 50 % + ZO",
+        "NTK-SAP 70 % + ZO",
+        "NTK-SAP 80 % + ZO",
+        "NTK-SAP 90 % + ZO",
+        "Pareto front",
+    ]
     assert "one seed per cell" in ax.get_title()
     assert len(ax.containers) == 50
     ax = out["accuracy_vs_round"].axes[0]

@@ -58,12 +58,15 @@ def _assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None
 
 # ---------------------------------------------------------------------------------- magnitude
 
+
 def test_magnitude_on_a_hand_made_vector():
-    layout = ParameterLayout((
-        ParameterSlot("a.weight", 0, 4, (2, 2), True),
-        ParameterSlot("a.bias", 4, 2, (2,), False),
-        ParameterSlot("b.weight", 6, 3, (1, 3), True),
-    ))
+    layout = ParameterLayout(
+        (
+            ParameterSlot("a.weight", 0, 4, (2, 2), True),
+            ParameterSlot("a.bias", 4, 2, (2,), False),
+            ParameterSlot("b.weight", 6, 3, (1, 3), True),
+        )
+    )
     weights = torch.tensor([1.0, -2.0, 3.0, -4.0, 100.0, -100.0, 0.5, -0.25, 7.0])
     mask = Mask(layout, torch.tensor([True, True, False, True, True, False, True]))
     scores = magnitude_scores(layout, mask, weights)
@@ -74,6 +77,7 @@ def test_magnitude_on_a_hand_made_vector():
 
 # --------------------------------------------------------------------------------------- SNIP
 
+
 def test_snip_equals_autograd_connection_sensitivity_on_dense_mlp():
     model, flat, layout = _mlp()
     before = _snapshot(model)
@@ -82,8 +86,13 @@ def test_snip_equals_autograd_connection_sensitivity_on_dense_mlp():
 
     loss = F.cross_entropy(model(x), y, reduction="sum")
     grads = torch.autograd.grad(loss, [model.fc1.weight, model.fc2.weight])
-    expected = torch.cat([(model.fc1.weight * grads[0]).flatten(),
-                          (model.fc2.weight * grads[1]).flatten()]).detach().abs()
+    expected = (
+        torch.cat(
+            [(model.fc1.weight * grads[0]).flatten(), (model.fc2.weight * grads[1]).flatten()]
+        )
+        .detach()
+        .abs()
+    )
     assert signed.shape == (layout.num_prunable,) and signed.dtype == torch.float32
     torch.testing.assert_close(keep_scores("snip", signed), expected, rtol=1e-5, atol=1e-7)
     _assert_unchanged(model, before)
@@ -94,13 +103,15 @@ def test_snip_is_additive_over_batches_and_zero_where_pruned():
     mask = random_mask(layout, 0.5, torch.Generator().manual_seed(0))
     a, b = _batch(10), _batch(11, n=7)
     both = snip_contribution(model, layout, mask, flat, [a, b])
-    split = (snip_contribution(model, layout, mask, flat, [a])
-             + snip_contribution(model, layout, mask, flat, [b]))
+    split = snip_contribution(model, layout, mask, flat, [a]) + snip_contribution(
+        model, layout, mask, flat, [b]
+    )
     torch.testing.assert_close(both, split, rtol=1e-5, atol=1e-7)
     # No batch-statistics norm here, so one concatenated batch is the same sum over samples.
     union = (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
-    torch.testing.assert_close(snip_contribution(model, layout, mask, flat, [union]), both,
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        snip_contribution(model, layout, mask, flat, [union]), both, rtol=1e-5, atol=1e-6
+    )
     assert torch.count_nonzero(both[~mask.prunable_kept]) == 0
     # (a hidden unit whose outgoing weights are all pruned gives its inputs zero gradient)
     assert torch.count_nonzero(both[mask.prunable_kept]) > 0.5 * mask.num_kept_prunable
@@ -119,22 +130,32 @@ def test_snip_uses_the_given_weights_not_the_models():
 
 # -------------------------------------------------------------------------------------- GraSP
 
+
 def _explicit_hessian_gradient(model, layout, mask, weights, batches, temperature):
     """``H g`` with ``H`` materialised by torch.autograd.functional.hessian (float64)."""
     prunable = layout.prunable_slots
-    theta0 = torch.cat([weights[s.offset:s.offset + s.numel] for s in prunable]).double()
-    fixed = {s.name: weights[s.offset:s.offset + s.numel].view(s.shape).double()
-             for s in layout.slots if not s.prunable}
+    theta0 = torch.cat([weights[s.offset : s.offset + s.numel] for s in prunable]).double()
+    fixed = {
+        s.name: weights[s.offset : s.offset + s.numel].view(s.shape).double()
+        for s in layout.slots
+        if not s.prunable
+    }
     kept = mask.prunable_kept.double()
     reference = TinyMLP(activation=nn.Tanh()).double()
 
     def loss(vec: torch.Tensor) -> torch.Tensor:
         params, start = dict(fixed), 0
         for s in prunable:
-            params[s.name] = (vec[start:start + s.numel] * kept[start:start + s.numel]).view(s.shape)
+            params[s.name] = (vec[start : start + s.numel] * kept[start : start + s.numel]).view(
+                s.shape
+            )
             start += s.numel
-        return sum(F.cross_entropy(functional_call(reference, params, (x.double(),)) / temperature,
-                                   y, reduction="sum") for x, y in batches)
+        return sum(
+            F.cross_entropy(
+                functional_call(reference, params, (x.double(),)) / temperature, y, reduction="sum"
+            )
+            for x, y in batches
+        )
 
     hessian = torch.autograd.functional.hessian(loss, theta0)
     g = torch.autograd.functional.jacobian(loss, theta0)
@@ -147,17 +168,17 @@ def test_grasp_hessian_gradient_matches_explicit_hessian(temperature):
     before = _snapshot(model)
     mask = random_mask(layout, 0.7, torch.Generator().manual_seed(1))
     batches = [_batch(20), _batch(21, n=3)]
-    expected_hg, theta = _explicit_hessian_gradient(model, layout, mask, flat, batches,
-                                                    temperature)
+    expected_hg, theta = _explicit_hessian_gradient(model, layout, mask, flat, batches, temperature)
     hg = grasp_hessian_gradient(model, layout, mask, flat, batches, temperature)
     scale = float(expected_hg.abs().max())
     assert scale > 0
     torch.testing.assert_close(hg.double(), expected_hg, rtol=1e-5, atol=1e-5 * scale)
 
     scores = grasp_contribution(model, layout, mask, flat, batches, temperature)
-    expected = (-theta * expected_hg * mask.prunable_kept.double())
-    torch.testing.assert_close(scores.double(), expected, rtol=1e-5,
-                               atol=1e-5 * float(expected.abs().max()))
+    expected = -theta * expected_hg * mask.prunable_kept.double()
+    torch.testing.assert_close(
+        scores.double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max())
+    )
     assert scores.dtype == torch.float32
     assert torch.count_nonzero(scores[~mask.prunable_kept]) == 0
     assert torch.equal(keep_scores("grasp", scores), -scores)
@@ -166,11 +187,17 @@ def test_grasp_hessian_gradient_matches_explicit_hessian(temperature):
 
 # ------------------------------------------------------------------------------------ SynFlow
 
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_synflow_matches_the_path_norm_formula(bias):
     torch.manual_seed(7)
-    model = nn.Sequential(nn.Linear(3, 4, bias=bias), nn.LayerNorm(4), nn.Hardswish(),
-                          nn.Linear(4, 2, bias=bias), nn.ReLU())
+    model = nn.Sequential(
+        nn.Linear(3, 4, bias=bias),
+        nn.LayerNorm(4),
+        nn.Hardswish(),
+        nn.Linear(4, 2, bias=bias),
+        nn.ReLU(),
+    )
     flat, layout = bind_flat_buffer(model)
     before, weights_before = _snapshot(model), flat.clone()
     w1, w2 = model[0].weight.detach().abs(), model[3].weight.detach().abs()
@@ -194,8 +221,9 @@ def test_synflow_matches_the_path_norm_formula(bias):
     m1 = kept[:n1].view_as(w1).double()
     m2 = kept[n1:].view_as(w2).double()
     w1m, w2m = w1.double() * m1, w2.double() * m2
-    expected = torch.cat([(w1m * w2m.sum(0)[:, None]).flatten(),
-                          (w2m * w1m.sum(1)[None, :]).flatten()]).float()
+    expected = torch.cat(
+        [(w1m * w2m.sum(0)[:, None]).flatten(), (w2m * w1m.sum(1)[None, :]).flatten()]
+    ).float()
     torch.testing.assert_close(masked, expected, rtol=1e-6, atol=1e-7)
     assert torch.count_nonzero(masked[~kept]) == 0
 
@@ -239,10 +267,11 @@ def test_keep_scores_directions():
 
 # ------------------------------------------------------------------------------------- scopes
 
+
 def _layer_counts(layout: ParameterLayout, kept: torch.Tensor) -> list[int]:
     counts, start = [], 0
     for slot in layout.prunable_slots:
-        counts.append(int(kept[start:start + slot.numel].sum()))
+        counts.append(int(kept[start : start + slot.numel].sum()))
         start += slot.numel
     return counts
 
@@ -250,8 +279,9 @@ def _layer_counts(layout: ParameterLayout, kept: torch.Tensor) -> list[int]:
 def test_random_layerwise_mask_keeps_per_layer_counts():
     model = build_model(config_from_dict({}), (1, 8, 8), 10, init_seed=0)
     layout = layout_of(model)
-    reference = Mask(layout, torch.rand(layout.num_prunable,
-                                        generator=torch.Generator().manual_seed(0)) < 0.2)
+    reference = Mask(
+        layout, torch.rand(layout.num_prunable, generator=torch.Generator().manual_seed(0)) < 0.2
+    )
     a = random_layerwise_mask(layout, reference, torch.Generator().manual_seed(1))
     b = random_layerwise_mask(layout, reference, torch.Generator().manual_seed(2))
     again = random_layerwise_mask(layout, reference, torch.Generator().manual_seed(1))
@@ -281,16 +311,18 @@ def test_layerwise_top_k_exact_counts_and_only_eligible():
 
     densities = {s.name: d for s, d in zip(layout.prunable_slots, (0.5, 0.1, 0.05))}
     kept = layerwise_top_k(scores, eligible, layout, densities)
-    assert _layer_counts(layout, kept) == [kept_count(s.numel, densities[s.name])
-                                           for s in layout.prunable_slots]
+    assert _layer_counts(layout, kept) == [
+        kept_count(s.numel, densities[s.name]) for s in layout.prunable_slots
+    ]
     assert not (kept & ~eligible).any()
     with pytest.raises(ValueError):
         layerwise_top_k(scores, eligible, layout, 0.9)  # more than a layer's eligible weights
 
 
 def test_layerwise_top_k_breaks_ties_by_position():
-    layout = ParameterLayout((ParameterSlot("a.weight", 0, 4, (4,), True),
-                              ParameterSlot("b.weight", 4, 4, (4,), True)))
+    layout = ParameterLayout(
+        (ParameterSlot("a.weight", 0, 4, (4,), True), ParameterSlot("b.weight", 4, 4, (4,), True))
+    )
     scores = torch.ones(8)
     eligible = torch.tensor([True, False, True, True, True, True, False, True])
     kept = layerwise_top_k(scores, eligible, layout, 0.5)

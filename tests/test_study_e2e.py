@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from studies import BASE, STUDY, write_sweep
 
 from fpzo_ray.sweep import load_sweep, run_sweep
-
-from studies import BASE, STUDY, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,16 +25,21 @@ def _runs(results: Path, experiment: str):
 
 
 def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
-        ray_session, tmp_path, monkeypatch):
+    ray_session, tmp_path, monkeypatch
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # One trial at a time, so that ASHA's decisions do not depend on timing: a useful rate
     # first, two that cannot learn in 10 rounds, another useful one.
-    spec = {"name": "asha", "max_concurrent_trials": 1,
-            "base": {**BASE, "tracking": {"experiment": "asha_e2e"}},
-            "grid": {"pruning.sparsity": [0.0]},
-            "search": {"space": {"training.server_lr": {"grid": [0.05, 1e-7, 2e-7, 0.02]}},
-                       "scheduler": {"type": "asha", "grace_period": 4,
-                                     "reduction_factor": 2}}}
+    spec = {
+        "name": "asha",
+        "max_concurrent_trials": 1,
+        "base": {**BASE, "tracking": {"experiment": "asha_e2e"}},
+        "grid": {"pruning.sparsity": [0.0]},
+        "search": {
+            "space": {"training.server_lr": {"grid": [0.05, 1e-7, 2e-7, 0.02]}},
+            "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
+        },
+    }
     results = tmp_path / "results"
     outcome = run_sweep(load_sweep(write_sweep(tmp_path, spec)), results)
     trials = sorted(outcome.figures, key=lambda f: f.sample)  # the order they ran in
@@ -46,8 +50,9 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
             continue
         # It stopped at a rung where an earlier trial had done better.
         at = weak.rounds
-        earlier = [t.evaluations.set_index("round")["val_accuracy"].get(at, math.nan)
-                   for t in trials[:i]]
+        earlier = [
+            t.evaluations.set_index("round")["val_accuracy"].get(at, math.nan) for t in trials[:i]
+        ]
         assert weak.final("val_accuracy") < max(earlier)
     # The choice: the best final validation accuracy among the trials that ran every round.
     complete = [f for f in trials if f.status == "OK"]
@@ -55,7 +60,8 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
     (choice,) = outcome.selections.values()
     assert choice.sample == best.sample and choice.value == best.final("val_accuracy")
     assert list(outcome.summary["chosen.training.server_lr"]) == [
-        best.hyperparameters["training.server_lr"]]
+        best.hyperparameters["training.server_lr"]
+    ]
 
     client, runs = _runs(results, "asha_e2e")
     children = [r for r in runs if r.data.tags.get("phase") == "search"]
@@ -73,14 +79,20 @@ def _comparable(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=[c for c in summary.columns if c.startswith("wall_s")])
 
 
-def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(finished_study, tmp_path,
-                                                                       monkeypatch):
+def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(
+    finished_study, tmp_path, monkeypatch
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = write_sweep(tmp_path, STUDY)
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "fpzo_ray.sweep", str(path), "--results-dir", str(killed)]
-    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        command,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     # Kill the driver and its Ray once the search is decided and a repeat has reported.
     deadline = time.time() + 300
     while not list(killed.glob("ray_results/*/repeat/*/result.json")):
@@ -91,16 +103,20 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(finished_
     driver.wait()
     experiment = next(killed.glob("ray_results/study_*"))
     assert (experiment / "selection.json").is_file() and not (experiment / "summary.csv").exists()
-    resumed = subprocess.run([sys.executable, "-m", "fpzo_ray.sweep", "--resume",
-                              str(experiment)], env=_env(), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     straight = finished_study.outcome
     after_resume = pd.read_csv(experiment / "summary.csv")
-    pd.testing.assert_frame_equal(_comparable(after_resume),
-                                  _comparable(pd.read_csv(straight.experiment_dir /
-                                                          "summary.csv")))
+    pd.testing.assert_frame_equal(
+        _comparable(after_resume), _comparable(pd.read_csv(straight.experiment_dir / "summary.csv"))
+    )
     summary = straight.summary
     assert list(summary["seeds"]) == ["2/2", "2/2"]
     assert summary["test_accuracy_ci95"].map(math.isfinite).all()
@@ -118,11 +134,20 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(finished_
     parent = parents[0].info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
     assert {(r.data.tags["phase"], r.data.tags["seed"]) for r in children} == {
-        ("search", "0"), ("repeat", "1"), ("repeat", "2")}
+        ("search", "0"),
+        ("repeat", "1"),
+        ("repeat", "2"),
+    }
     assert {r.data.tags["cell"] for r in children} == {"method=dense", "method=ntk_sap_50"}
     artifacts = {a.path for a in client.list_artifacts(parent)}
-    assert {"sweep.yaml", "search_space.json", "selection.json", "summary.csv",
-            "summary.json", "trials.csv"} <= artifacts
+    assert {
+        "sweep.yaml",
+        "search_space.json",
+        "selection.json",
+        "summary.csv",
+        "summary.json",
+        "trials.csv",
+    } <= artifacts
     repeat_run = next(r for r in children if r.data.tags["phase"] == "repeat")
     assert repeat_run.data.params["seed"] == repeat_run.data.tags["seed"]
     assert "training.algorithm" in repeat_run.data.params  # the resolved configuration

@@ -5,14 +5,18 @@ import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import make_partition
+from fpzo_ray.protocol import sample_clients
 from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.pool import InProcessPool
-from fpzo_ray.protocol import sample_clients
 from fpzo_ray.sim.server import FederatedServer
 
-SMALL = {"data": {"num_clients": 20}, "training": {"rounds": 6, "clients_per_round": 5},
-         "pruning": {"iterations": 3, "clients_per_iteration": 4}, "zo": {"num_perturbations": 5}}
+SMALL = {
+    "data": {"num_clients": 20},
+    "training": {"rounds": 6, "clients_per_round": 5},
+    "pruning": {"iterations": 3, "clients_per_iteration": 4},
+    "zo": {"num_perturbations": 5},
+}
 
 
 def _server(digits, **sections):
@@ -48,8 +52,9 @@ def test_ntk_sap_prunes_the_largest_layer_hardest(digits):
 
 
 def test_training_reduces_the_loss_and_counts_costs(digits):
-    server, _ = _server(digits, training={"rounds": 40, "clients_per_round": 5},
-                        zo={"num_perturbations": 20})
+    server, _ = _server(
+        digits, training={"rounds": 40, "clients_per_round": 5}, zo={"num_perturbations": 20}
+    )
     server.prune()
     metrics = [server.run_round(r) for r in range(40)]
     first = sum(m["train_loss"] for m in metrics[:5]) / 5
@@ -80,13 +85,26 @@ def test_a_crashing_client_does_not_end_the_round(digits):
 MODES = [
     {"training": {"algorithm": "zo", "mode": "fedsgd"}},
     {"training": {"algorithm": "zo", "mode": "fedavg", "local_steps": 3, "client_lr": 0.05}},
-    {"training": {"algorithm": "zo", "mode": "fedavg", "local_steps": 2,
-                  "fedavg_upload": "dense_update"}},
-    {"training": {"algorithm": "bp", "mode": "fedavg", "local_steps": 2, "client_lr": 0.1,
-                  "server_optimizer": "sgd", "server_lr": 1.0}},
+    {
+        "training": {
+            "algorithm": "zo",
+            "mode": "fedavg",
+            "local_steps": 2,
+            "fedavg_upload": "dense_update",
+        }
+    },
+    {
+        "training": {
+            "algorithm": "bp",
+            "mode": "fedavg",
+            "local_steps": 2,
+            "client_lr": 0.1,
+            "server_optimizer": "sgd",
+            "server_lr": 1.0,
+        }
+    },
     {"zo": {"estimator": "central", "direction": "rademacher"}},
-    {"zo": {"perturbation_scope": "layerwise"},
-     "training": {"server_optimizer": "sgd_momentum"}},
+    {"zo": {"perturbation_scope": "layerwise"}, "training": {"server_optimizer": "sgd_momentum"}},
     {"zo": {"batching": "vmap"}},
 ]
 
@@ -107,18 +125,28 @@ def test_pruned_weights_stay_zero_under_every_mode(digits, sections):
 
 
 def test_fedavg_scalar_upload_replays_to_the_same_run_as_dense_updates(digits):
-    common = {"mode": "fedavg", "local_steps": 3, "client_lr": 0.05, "client_momentum": 0.5,
-              "server_optimizer": "sgd", "server_lr": 1.0}
+    common = {
+        "mode": "fedavg",
+        "local_steps": 3,
+        "client_lr": 0.05,
+        "client_momentum": 0.5,
+        "server_optimizer": "sgd",
+        "server_lr": 1.0,
+    }
     runs = {}
     for upload in ("scalars", "dense_update"):
-        server, _ = _server(digits, training={**common, "fedavg_upload": upload},
-                            pruning={"method": "random", "sparsity": 0.5})
+        server, _ = _server(
+            digits,
+            training={**common, "fedavg_upload": upload},
+            pruning={"method": "random", "sparsity": 0.5},
+        )
         server.prune()
         runs[upload] = [server.run_round(r) for r in range(4)]
         runs[upload + "_weights"] = server.global_flat_weights(use_ema=False)
     assert torch.equal(runs["scalars_weights"], runs["dense_update_weights"])
-    assert [m["test_accuracy"] for m in runs["scalars"] if "test_accuracy" in m] == \
-        [m["test_accuracy"] for m in runs["dense_update"] if "test_accuracy" in m]
+    assert [m["test_accuracy"] for m in runs["scalars"] if "test_accuracy" in m] == [
+        m["test_accuracy"] for m in runs["dense_update"] if "test_accuracy" in m
+    ]
     # ... at a fraction of the upload: 3 x 5 scalars + 12 bytes vs d floats + 4 bytes
     d = server.num_trained
     assert runs["scalars"][0]["round_upload_bytes"] == 5 * (4 * 3 * 5 + 12)
@@ -128,21 +156,42 @@ def test_fedavg_scalar_upload_replays_to_the_same_run_as_dense_updates(digits):
 def test_bp_fedavg_learns_faster_than_zo(digits):
     accuracies = {}
     for name, training in {
-            "bp": {"algorithm": "bp", "mode": "fedavg", "local_steps": 2, "client_lr": 0.1,
-                   "server_optimizer": "sgd", "server_lr": 1.0, "rounds": 15},
-            "zo": {"rounds": 15}}.items():
+        "bp": {
+            "algorithm": "bp",
+            "mode": "fedavg",
+            "local_steps": 2,
+            "client_lr": 0.1,
+            "server_optimizer": "sgd",
+            "server_lr": 1.0,
+            "rounds": 15,
+        },
+        "zo": {"rounds": 15},
+    }.items():
         server, _ = _server(digits, training=training)
         server.prune()
         accuracies[name] = [server.run_round(r) for r in range(15)][-1]["test_accuracy"]
     assert accuracies["bp"] > 0.6 and accuracies["bp"] > accuracies["zo"]
 
 
-@pytest.mark.parametrize("method", ["random", "random_layerwise", "magnitude", "snip", "grasp",
-                                    "synflow", "ntk_sap", "ntk_sap_data", "ntk_sap_central"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "random",
+        "random_layerwise",
+        "magnitude",
+        "snip",
+        "grasp",
+        "synflow",
+        "ntk_sap",
+        "ntk_sap_data",
+        "ntk_sap_central",
+    ],
+)
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_every_pruning_method_reaches_the_exact_density(digits, method, scope):
-    server, _ = _server(digits, pruning={"method": method, "sparsity": 0.6, "scope": scope,
-                                         "iterations": 2})
+    server, _ = _server(
+        digits, pruning={"method": method, "sparsity": 0.6, "scope": scope, "iterations": 2}
+    )
     summary = server.prune()
     p = server.layout.num_prunable
     if scope == "global":
@@ -167,11 +216,11 @@ def test_centralised_ntk_sap_gives_the_federated_mask(digits):
 def test_clients_report_measured_peak_memory_bp_above_zo_above_microbatched(digits):
     peaks = {}
     for name, sections in {
-            "bp": {"training": {"algorithm": "bp", "mode": "fedavg"}},
-            "bp_micro": {"training": {"algorithm": "bp", "mode": "fedavg",
-                                      "bp_microbatch_size": 4}},
-            "zo": {},
-            "zo_micro": {"zo": {"microbatch_size": 4}}}.items():
+        "bp": {"training": {"algorithm": "bp", "mode": "fedavg"}},
+        "bp_micro": {"training": {"algorithm": "bp", "mode": "fedavg", "bp_microbatch_size": 4}},
+        "zo": {},
+        "zo_micro": {"zo": {"microbatch_size": 4}},
+    }.items():
         server, _ = _server(digits, **sections)
         server.prune()
         metrics = server.run_round(0)
@@ -188,9 +237,17 @@ def test_bp_gradient_accumulation_gives_the_whole_batch_update(digits):
     lr-sized differences)."""
     updates = {}
     for chunk in (0, 5):
-        server, _ = _server(digits, training={"algorithm": "bp", "mode": "fedavg",
-                                              "local_steps": 2, "bp_microbatch_size": chunk,
-                                              "server_optimizer": "sgd", "server_lr": 1.0})
+        server, _ = _server(
+            digits,
+            training={
+                "algorithm": "bp",
+                "mode": "fedavg",
+                "local_steps": 2,
+                "bp_microbatch_size": chunk,
+                "server_optimizer": "sgd",
+                "server_lr": 1.0,
+            },
+        )
         server.prune()
         start = server.optimizer.weights.detach().clone()
         server.run_round(0)
@@ -210,8 +267,9 @@ def test_microbatched_loss_equals_the_whole_batch_loss(digits):
 
 @pytest.mark.parametrize("scaling", ["none", "fan_in"])
 def test_kept_weights_start_as_initialised_or_fan_in_rescaled(digits, scaling):
-    server, _ = _server(digits, pruning={"method": "random", "sparsity": 0.7,
-                                         "init_scaling": scaling})
+    server, _ = _server(
+        digits, pruning={"method": "random", "sparsity": 0.7, "init_scaling": scaling}
+    )
     server.prune()
     kept = server.mask.kept_index()
     start = server.initial_flat

@@ -10,8 +10,7 @@ from fpzo_ray.sim.server import run_in_process
 
 
 def test_validation_split_is_disjoint_from_every_client_and_from_the_test_set():
-    cfg = config_from_dict({"data": {"num_clients": 20, "partition": "dirichlet",
-                                     "alpha": 0.3}})
+    cfg = config_from_dict({"data": {"num_clients": 20, "partition": "dirichlet", "alpha": 0.3}})
     raw = load_dataset(cfg.data)
     dataset, partition = federated_data(cfg, raw)
     # The very slice stratified_holdout draws from the run seed's stream.
@@ -32,16 +31,17 @@ def test_validation_split_is_stratified_and_a_function_of_the_seed():
     a = hold_out_validation(raw, 0.2, run_seed=5)
     b = hold_out_validation(raw, 0.2, run_seed=5)
     c = hold_out_validation(raw, 0.2, run_seed=6)
-    assert np.array_equal(a.val_images, b.val_images) and np.array_equal(a.val_labels,
-                                                                          b.val_labels)
+    assert np.array_equal(a.val_images, b.val_images) and np.array_equal(a.val_labels, b.val_labels)
     assert not np.array_equal(a.val_images, c.val_images)
     held = np.bincount(a.val_labels, minlength=10)
     total = np.bincount(raw.train_labels, minlength=10)
     assert np.array_equal(held, np.round(0.2 * total).astype(int))
     # Stable under everything but the seed: the partition does not move it.
     cfg = {"seed": 5, "data": {"validation_fraction": 0.2, "num_clients": 12}}
-    other = {"seed": 5, "data": {"validation_fraction": 0.2, "num_clients": 30,
-                                 "partition": "shards"}}
+    other = {
+        "seed": 5,
+        "data": {"validation_fraction": 0.2, "num_clients": 30, "partition": "shards"},
+    }
     first = federated_data(config_from_dict(cfg), raw)[0]
     second = federated_data(config_from_dict(other), raw)[0]
     assert np.array_equal(first.val_images, second.val_images)
@@ -56,11 +56,14 @@ def test_zero_fraction_holds_nothing_out():
 
 @pytest.mark.parametrize("fraction, expect_val", [(0.1, True), (0.0, False)])
 def test_every_evaluation_reports_validation_beside_test_metrics(fraction, expect_val):
-    cfg = config_from_dict({"data": {"num_clients": 10, "validation_fraction": fraction},
-                            "pruning": {"sparsity": 0.0},
-                            "zo": {"num_perturbations": 2},
-                            "training": {"rounds": 3, "clients_per_round": 3,
-                                         "eval_every": 2}})
+    cfg = config_from_dict(
+        {
+            "data": {"num_clients": 10, "validation_fraction": fraction},
+            "pruning": {"sparsity": 0.0},
+            "zo": {"num_perturbations": 2},
+            "training": {"rounds": 3, "clients_per_round": 3, "eval_every": 2},
+        }
+    )
     metrics = run_in_process(cfg, *federated_data(cfg))
     evaluated = [m for m in metrics if "test_accuracy" in m]
     assert [m["round"] for m in evaluated] == [2, 3]

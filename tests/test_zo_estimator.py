@@ -27,13 +27,14 @@ from fpzo_ray.zo.layerwise import (
     stage_blocks,
 )
 
-SPECS = [EstimatorSpec(e, d, 1e-3) for e in ("forward", "central")
-         for d in ("gaussian", "rademacher")]
+SPECS = [
+    EstimatorSpec(e, d, 1e-3) for e in ("forward", "central") for d in ("gaussian", "rademacher")
+]
 
 
 def _quadratic(dim: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(dim, dim, generator=gen) / dim ** 0.5
+    q = torch.randn(dim, dim, generator=gen) / dim**0.5
     a = q @ q.T + torch.eye(dim)
     b = torch.randn(dim, generator=gen)
     flat = torch.randn(dim, generator=gen)
@@ -49,8 +50,14 @@ def _quadratic(dim: int, seed: int = 0):
 def _mean_estimate(loss, flat, kept_index, spec, k, trials, seed0=0):
     total = None
     for trial in range(trials):
-        r = loss_differences(loss, flat, kept_index, perturbation_seeds(seed0 + trial, 0, 0, 0, k),
-                             spec, with_estimate=True)
+        r = loss_differences(
+            loss,
+            flat,
+            kept_index,
+            perturbation_seeds(seed0 + trial, 0, 0, 0, k),
+            spec,
+            with_estimate=True,
+        )
         total = r.estimate if total is None else total + r.estimate
     return total / trials
 
@@ -75,8 +82,14 @@ def _error(loss, flat, grad, kept_index, spec, k, trials=30):
     """Mean squared error of single estimates against the true gradient on the kept set."""
     errs = []
     for trial in range(trials):
-        r = loss_differences(loss, flat, kept_index, perturbation_seeds(500 + trial, 0, 0, 0, k),
-                             spec, with_estimate=True)
+        r = loss_differences(
+            loss,
+            flat,
+            kept_index,
+            perturbation_seeds(500 + trial, 0, 0, 0, k),
+            spec,
+            with_estimate=True,
+        )
         errs.append(float((r.estimate - grad[kept_index]).pow(2).sum()))
     return sum(errs) / trials
 
@@ -85,8 +98,9 @@ def test_variance_falls_with_k_and_with_fewer_trained_coordinates():
     flat, loss, grad = _quadratic(80, seed=1)
     spec = EstimatorSpec("forward", "gaussian", 1e-3)
     everything = torch.arange(80)
-    assert _error(loss, flat, grad, everything, spec, 200) < 0.2 * _error(loss, flat, grad,
-                                                                          everything, spec, 10)
+    assert _error(loss, flat, grad, everything, spec, 200) < 0.2 * _error(
+        loss, flat, grad, everything, spec, 10
+    )
     # Relative error ~ d / K: the same K on a tenth of the coordinates is far more accurate.
     few = torch.arange(0, 80, 10)
     rel_few = _error(loss, flat, grad, few, spec, 10) / float(grad[few].pow(2).sum())
@@ -117,8 +131,9 @@ def test_directions_have_golden_values_on_every_machine():
     assert set(direction(seed, 1000, kind="rademacher").unique().tolist()) == {-1.0, 1.0}
 
 
-GOLDEN_GAUSSIAN = torch.tensor([-1.495646595954895, -0.5258314609527588, -0.21372805535793304,
-                                0.5552637577056885])
+GOLDEN_GAUSSIAN = torch.tensor(
+    [-1.495646595954895, -0.5258314609527588, -0.21372805535793304, 0.5552637577056885]
+)
 
 
 def test_perturbation_seeds_are_distinct_per_client_round_and_direction():
@@ -134,18 +149,29 @@ def test_perturb_restore_leaves_weights_bit_identical(estimator):
     flat, loss, _ = _quadratic(50, seed=3)
     before = flat.clone()
     for trial in range(30):
-        loss_differences(loss, flat, None, perturbation_seeds(trial, 0, 0, 0, 7),
-                         EstimatorSpec(estimator, "gaussian", 0.1))
+        loss_differences(
+            loss,
+            flat,
+            None,
+            perturbation_seeds(trial, 0, 0, 0, 7),
+            EstimatorSpec(estimator, "gaussian", 0.1),
+        )
     assert torch.equal(flat, before)
     assert forward_difference(loss, flat, None, [1, 2], 0.1).num_forward_passes == 3
 
 
 # -- on a real (staged) network ------------------------------------------------------------
 
+
 def _staged_net(seed: int = 0):
     torch.manual_seed(seed)
-    model = StagedModel([nn.Sequential(nn.Linear(6, 8), nn.Tanh()),
-                         nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 3)])
+    model = StagedModel(
+        [
+            nn.Sequential(nn.Linear(6, 8), nn.Tanh()),
+            nn.Sequential(nn.Linear(8, 8), nn.Tanh()),
+            nn.Linear(8, 3),
+        ]
+    )
     flat, layout = bind_flat_buffer(model)
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(seed))
     y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(seed))
@@ -156,6 +182,7 @@ def _true_gradient(model, layout, flat, x, y, kept_index):
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
     from fpzo_ray.bp.client_update import flat_gradient
+
     return flat_gradient(model, layout)[kept_index]
 
 
@@ -172,9 +199,9 @@ def test_layerwise_variant_is_unbiased_and_reconstructs_bit_for_bit(estimator):
     for trial in range(300):
         seeds = perturbation_seeds(trial, 0, 0, 0, 20)
         r = layerwise_differences(model, loss_of, x, flat, blocks, seeds, spec, True)
-        assert torch.equal(r.estimate,
-                           layerwise_estimate_from_differences(r.loss_differences, seeds, spec,
-                                                               blocks))
+        assert torch.equal(
+            r.estimate, layerwise_estimate_from_differences(r.loss_differences, seeds, spec, blocks)
+        )
         total += r.estimate
     assert torch.equal(flat, before)
     assert F.cosine_similarity(total / 300, truth, dim=0) > 0.9
@@ -189,12 +216,15 @@ def test_vmap_batching_matches_the_loop():
     kept_index = torch.arange(0, layout.total, 2)
     seeds = perturbation_seeds(3, 0, 0, 0, 10)
     spec = EstimatorSpec("central", "gaussian", 1e-2)
-    loop = loss_differences(lambda: float(F.cross_entropy(model(x), y)), flat, kept_index, seeds,
-                            spec, True)
-    batched = vmap_differences(model, layout, flat, kept_index, x, y, seeds, spec, chunk_size=4,
-                               with_estimate=True)
-    torch.testing.assert_close(batched.loss_differences, loop.loss_differences, rtol=1e-3,
-                               atol=1e-6)
+    loop = loss_differences(
+        lambda: float(F.cross_entropy(model(x), y)), flat, kept_index, seeds, spec, True
+    )
+    batched = vmap_differences(
+        model, layout, flat, kept_index, x, y, seeds, spec, chunk_size=4, with_estimate=True
+    )
+    torch.testing.assert_close(
+        batched.loss_differences, loop.loss_differences, rtol=1e-3, atol=1e-6
+    )
     torch.testing.assert_close(batched.estimate, loop.estimate, rtol=1e-3, atol=1e-4)
 
 
@@ -204,11 +234,16 @@ def test_fedavg_replay_equals_the_clients_own_weights_bit_for_bit(scope):
     kept_index = torch.arange(1, layout.total, 2)
     blocks = stage_blocks(layout, kept_index, 3) if scope == "layerwise" else None
     ws = ZOWorkspace(model, layout, flat, kept_index, blocks)
-    spec = ZOUpdateSpec(EstimatorSpec("forward", "rademacher", 1e-3), num_perturbations=8,
-                        perturbation_scope=scope, client_lr=0.05, client_momentum=0.9,
-                        clip_inf_norm=0.5)
+    spec = ZOUpdateSpec(
+        EstimatorSpec("forward", "rademacher", 1e-3),
+        num_perturbations=8,
+        perturbation_scope=scope,
+        client_lr=0.05,
+        client_momentum=0.9,
+        clip_inf_norm=0.5,
+    )
     seeds = [perturbation_seeds(9, 2, 7, s, 8) for s in range(4)]
-    batches = [(x[4 * s:4 * s + 8], y[4 * s:4 * s + 8]) for s in range(4)]
+    batches = [(x[4 * s : 4 * s + 8], y[4 * s : 4 * s + 8]) for s in range(4)]
     start = ws.trained_weights()
     before = flat.clone()
     client = zo_client_update(ws, batches, seeds, spec, local_steps=True)
@@ -219,5 +254,7 @@ def test_fedavg_replay_equals_the_clients_own_weights_bit_for_bit(scope):
     # FedSGD: one evaluation at the start weights, the estimate rebuilt by the server.
     sgd = zo_client_update(ws, batches[:1], seeds[:1], spec, local_steps=False)
     assert sgd.final_weights is None
-    assert rebuild_estimate(sgd.step_differences[0], seeds[0], spec, start.numel(),
-                            blocks).shape == start.shape
+    assert (
+        rebuild_estimate(sgd.step_differences[0], seeds[0], spec, start.numel(), blocks).shape
+        == start.shape
+    )

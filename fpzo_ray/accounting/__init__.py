@@ -17,7 +17,17 @@ from fpzo_ray.accounting.flops import (
     zo_vector_flops,
 )
 
-__all__ = ["LayerFlops", "bp_step_flops", "forward_flops", "layer_flops",
-           "stage_forward_flops", "update_flops", "zo_vector_flops",
-           "dense_update_upload_bytes", "pruning_download_bytes", "pruning_upload_bytes",
-           "train_download_bytes", "zo_scalar_upload_bytes"]
+__all__ = [
+    "LayerFlops",
+    "bp_step_flops",
+    "forward_flops",
+    "layer_flops",
+    "stage_forward_flops",
+    "update_flops",
+    "zo_vector_flops",
+    "dense_update_upload_bytes",
+    "pruning_download_bytes",
+    "pruning_upload_bytes",
+    "train_download_bytes",
+    "zo_scalar_upload_bytes",
+]

@@ -9,8 +9,8 @@ counts as twice its forward pass (gradients w.r.t. inputs and weights).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -41,13 +41,17 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> list[LayerFlops
             out_elems = output[0].numel()  # per sample
             per_output: int
             if isinstance(module, nn.Conv2d):
-                per_output = (module.in_channels // module.groups) * module.kernel_size[0] * \
-                    module.kernel_size[1]
+                per_output = (
+                    (module.in_channels // module.groups)
+                    * module.kernel_size[0]
+                    * module.kernel_size[1]
+                )
             else:
                 assert isinstance(module, nn.Linear)
                 per_output = module.in_features
             bias = out_elems if module.bias is not None else 0
             found.append(LayerFlops(f"{name}.weight", out_elems * per_output, bias))
+
         return hook
 
     for name, module in model.named_modules():
@@ -71,14 +75,16 @@ def _layer_forward(layer: LayerFlops, layer_density: Mapping[str, float] | None)
     return 2 * layer.multiply_adds * density + layer.bias_adds
 
 
-def forward_flops(layers: Sequence[LayerFlops],
-                  layer_density: Mapping[str, float] | None = None) -> int:
+def forward_flops(
+    layers: Sequence[LayerFlops], layer_density: Mapping[str, float] | None = None
+) -> int:
     """FLOPs of one forward pass of one sample; dense when ``layer_density`` is None."""
     return int(round(sum(_layer_forward(layer, layer_density) for layer in layers)))
 
 
-def stage_forward_flops(layers: Sequence[LayerFlops], num_stages: int,
-                        layer_density: Mapping[str, float] | None = None) -> list[int]:
+def stage_forward_flops(
+    layers: Sequence[LayerFlops], num_stages: int, layer_density: Mapping[str, float] | None = None
+) -> list[int]:
     """Per-sample forward FLOPs of each stage of a StagedModel."""
     per_stage = [0.0] * num_stages
     for layer in layers:

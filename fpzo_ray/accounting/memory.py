@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -33,8 +33,16 @@ from fpzo_ray.accounting.communication import mask_position_bytes
 from fpzo_ray.models.staged import StagedModel
 
 #: The categories live bytes are split into; ``other`` is for whatever a caller cannot name.
-CATEGORIES = ("parameters", "masks", "inputs", "activations", "gradients", "optimizer_state",
-              "zo_buffers", "other")
+CATEGORIES = (
+    "parameters",
+    "masks",
+    "inputs",
+    "activations",
+    "gradients",
+    "optimizer_state",
+    "zo_buffers",
+    "other",
+)
 FLOAT32_BYTES = 4
 INT32_BYTES = 4
 INT64_BYTES = 8
@@ -93,8 +101,11 @@ class MemoryMeter(TorchDispatchMode):
     finalizer can fire from garbage collection in the middle of our own bookkeeping).
     """
 
-    def __init__(self, default_category: str = "activations",
-                 cuda_device: torch.device | str | int | None = None) -> None:
+    def __init__(
+        self,
+        default_category: str = "activations",
+        cuda_device: torch.device | str | int | None = None,
+    ) -> None:
         super().__init__()
         self._check_category(default_category)
         self._category_stack: list[str] = [default_category]
@@ -194,7 +205,7 @@ class MemoryMeter(TorchDispatchMode):
                 self._add(storage, self.category)
         return out
 
-    def __enter__(self) -> "MemoryMeter":
+    def __enter__(self) -> MemoryMeter:
         if self._cuda_device is not None and self._cuda_device.type == "cuda":
             torch.cuda.synchronize(self._cuda_device)
             torch.cuda.reset_peak_memory_stats(self._cuda_device)
@@ -230,6 +241,7 @@ class MemoryMeter(TorchDispatchMode):
 
 # -- sparse storage ---------------------------------------------------------------------------
 
+
 def sparse_storage_bytes(num_kept: int, num_prunable: int, num_dense_params: int) -> int:
     """Bytes to hold a pruned model's parameters sparsely.
 
@@ -240,8 +252,9 @@ def sparse_storage_bytes(num_kept: int, num_prunable: int, num_dense_params: int
     """
     if num_dense_params < 0:
         raise ValueError(f"need num_dense_params >= 0, got {num_dense_params}")
-    return (FLOAT32_BYTES * (num_kept + num_dense_params)
-            + mask_position_bytes(num_kept, num_prunable))
+    return FLOAT32_BYTES * (num_kept + num_dense_params) + mask_position_bytes(
+        num_kept, num_prunable
+    )
 
 
 def sparse_peak_bytes(breakdown: Mapping[str, int], sparse_bytes: int) -> int:
@@ -277,15 +290,16 @@ def _per_sample_numel(value: object) -> int:
 
 def _aliases_input(inputs: tuple, output: object) -> bool:
     """True when the module returned (a view of) its input: Identity, Flatten, in-place ReLU."""
-    keys = {s._cdata for t in inputs if isinstance(t, torch.Tensor)
-            if (s := _storage_of(t)) is not None}
+    keys = {
+        s._cdata for t in inputs if isinstance(t, torch.Tensor) if (s := _storage_of(t)) is not None
+    }
     outs = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
-    return bool(outs) and all((s := _storage_of(t)) is not None and s._cdata in keys
-                              for t in outs)
+    return bool(outs) and all((s := _storage_of(t)) is not None and s._cdata in keys for t in outs)
 
 
-def _dry_run(model: nn.Module, input_shape: Sequence[int]
-             ) -> tuple[list[tuple[int, int, int]], list[int]]:
+def _dry_run(
+    model: nn.Module, input_shape: Sequence[int]
+) -> tuple[list[tuple[int, int, int]], list[int]]:
     """Per-sample element counts from one hooked forward pass.
 
     Returns, for each leaf module in execution order, (new output elements, elements held by
@@ -327,9 +341,14 @@ def _dry_run(model: nn.Module, input_shape: Sequence[int]
     return leaves, block_ends
 
 
-def analytical_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int,
-                          mode: str, num_trained: int | None = None,
-                          optimizer: str = "sgd") -> dict[str, int]:
+def analytical_peak_bytes(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    mode: str,
+    num_trained: int | None = None,
+    optimizer: str = "sgd",
+) -> dict[str, int]:
     """Estimated peak bytes of one local step, per category plus ``total``.
 
     All tensors are taken as float32; the input batch is ``batch_size`` images plus int64
@@ -377,8 +396,9 @@ def analytical_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
     else:
         saved_bytes = sum(FLOAT32_BYTES * numel + extra for numel, _, extra in leaves)
         estimate["gradients"] = FLOAT32_BYTES * trained
-        estimate["optimizer_state"] = (FLOAT32_BYTES * trained
-                                       * _OPTIMIZER_STATE_MULTIPLIER[optimizer])
+        estimate["optimizer_state"] = (
+            FLOAT32_BYTES * trained * _OPTIMIZER_STATE_MULTIPLIER[optimizer]
+        )
         estimate["activations"] = batch_size * saved_bytes
     estimate["total"] = sum(estimate.values())
     return estimate

@@ -19,8 +19,9 @@ Plain PyTorch: nothing here knows Ray. Where to add one: ``docs/ARCHITECTURE.md`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -53,8 +54,11 @@ class Upload:
     dense_update: torch.Tensor | None = None
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.dense_update] if self.dense_update is not None else list(
-            self.step_differences or ())
+        return (
+            [self.dense_update]
+            if self.dense_update is not None
+            else list(self.step_differences or ())
+        )
 
 
 @dataclass(frozen=True)
@@ -87,20 +91,38 @@ class FederatedAlgorithm(ABC):
 
     # -- client half ---------------------------------------------------------------------
     @abstractmethod
-    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
-                   round_index: int, client_id: int) -> LocalWork:
+    def local_work(
+        self,
+        model: ClientModel,
+        batches: Batches,
+        start: torch.Tensor,
+        round_index: int,
+        client_id: int,
+    ) -> LocalWork:
         """The client's work from the broadcast weights ``start``, loaded in ``model`` (and
         left there); ``batches`` holds one mini-batch per local step."""
 
     # -- server half ---------------------------------------------------------------------
     @abstractmethod
-    def contribution(self, upload: Upload, round_index: int, client_id: int,
-                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+    def contribution(
+        self,
+        upload: Upload,
+        round_index: int,
+        client_id: int,
+        start: torch.Tensor,
+        blocks: StageBlocks | None,
+    ) -> torch.Tensor:
         """The client's contribution in the server's coordinates, from its upload and the
         seeds both sides know; ``start`` is the round's broadcast weights."""
 
-    def worker_contribution(self, work: LocalWork, round_index: int, client_id: int,
-                            start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+    def worker_contribution(
+        self,
+        work: LocalWork,
+        round_index: int,
+        client_id: int,
+        start: torch.Tensor,
+        blocks: StageBlocks | None,
+    ) -> torch.Tensor:
         """The same contribution, computed where the client ran (``simulation.estimate_on:
         workers``): bit for bit what :meth:`contribution` gives from the upload. A client
         that moved already holds it as its update."""
@@ -124,5 +146,5 @@ class FederatedAlgorithm(ABC):
         """Server state of the algorithm beyond the optimizer's (checkpointed)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore :meth:`state_dict` (nothing to restore by default)."""

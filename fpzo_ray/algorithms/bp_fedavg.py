@@ -17,19 +17,47 @@ class BPFedAvg(FederatedAlgorithm):
     label = "BP FedAvg"
     dense_prefix = False
 
-    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
-                   round_index: int, client_id: int) -> LocalWork:
+    def local_work(
+        self,
+        model: ClientModel,
+        batches: Batches,
+        start: torch.Tensor,
+        round_index: int,
+        client_id: int,
+    ) -> LocalWork:
         ws, t = model.workspace, self.cfg.training
-        result = bp_client_update(ws.model, ws.layout, ws.flat, ws.kept_index, batches,
-                                  t.client_lr, t.client_momentum, t.bp_microbatch_size)
+        result = bp_client_update(
+            ws.model,
+            ws.layout,
+            ws.flat,
+            ws.kept_index,
+            batches,
+            t.client_lr,
+            t.client_momentum,
+            t.bp_microbatch_size,
+        )
         update = result.final_weights.cpu() - start
         forward = sum(int(y.shape[0]) for _, y in batches) * model.forward_flops_per_sample
-        flops = sum(bp_step_flops(int(y.shape[0]), model.forward_flops_per_sample,
-                                  model.num_trained) for _, y in batches)
-        return LocalWork(Upload(dense_update=update), update, result.base_loss, forward, flops,
-                         dense_update_upload_bytes(model.num_trained))
+        flops = sum(
+            bp_step_flops(int(y.shape[0]), model.forward_flops_per_sample, model.num_trained)
+            for _, y in batches
+        )
+        return LocalWork(
+            Upload(dense_update=update),
+            update,
+            result.base_loss,
+            forward,
+            flops,
+            dense_update_upload_bytes(model.num_trained),
+        )
 
-    def contribution(self, upload: Upload, round_index: int, client_id: int,
-                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+    def contribution(
+        self,
+        upload: Upload,
+        round_index: int,
+        client_id: int,
+        start: torch.Tensor,
+        blocks: StageBlocks | None,
+    ) -> torch.Tensor:
         assert upload.dense_update is not None
         return upload.dense_update

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 #: ``training.algorithm`` -> ``training.mode`` -> where its strategy class lives.
 REGISTRY: dict[str, dict[str, str]] = {
-    "zo": {"fedsgd": "fpzo_ray.algorithms.zo_fedsgd:ZOFedSGD",
-           "fedavg": "fpzo_ray.algorithms.zo_fedavg:ZOFedAvg"},
+    "zo": {
+        "fedsgd": "fpzo_ray.algorithms.zo_fedsgd:ZOFedSGD",
+        "fedavg": "fpzo_ray.algorithms.zo_fedavg:ZOFedAvg",
+    },
     "bp": {"fedavg": "fpzo_ray.algorithms.bp_fedavg:BPFedAvg"},
     "zo_momentum": {"fedsgd": "fpzo_ray.algorithms.zo_fedsgd_momentum:ZOFedSGDMomentum"},
 }

@@ -23,25 +23,53 @@ class ZOFedAvg(FederatedAlgorithm):
 
     label = "ZO FedAvg"
 
-    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
-                   round_index: int, client_id: int) -> LocalWork:
-        result, forward, flops = run_zo_steps(model, batches,
-                                              self.step_seeds(round_index, client_id),
-                                              self.spec, moves=True)
+    def local_work(
+        self,
+        model: ClientModel,
+        batches: Batches,
+        start: torch.Tensor,
+        round_index: int,
+        client_id: int,
+    ) -> LocalWork:
+        result, forward, flops = run_zo_steps(
+            model, batches, self.step_seeds(round_index, client_id), self.spec, moves=True
+        )
         assert result.final_weights is not None
         update = result.final_weights.cpu() - start
         if self.cfg.training.fedavg_upload == "dense_update":
-            return LocalWork(Upload(dense_update=update), update, result.base_loss, forward,
-                             flops, dense_update_upload_bytes(model.num_trained))
-        return LocalWork(Upload(step_differences=result.step_differences), update,
-                         result.base_loss, forward, flops,
-                         zo_scalar_upload_bytes(self.spec.num_perturbations, self.local_steps))
+            return LocalWork(
+                Upload(dense_update=update),
+                update,
+                result.base_loss,
+                forward,
+                flops,
+                dense_update_upload_bytes(model.num_trained),
+            )
+        return LocalWork(
+            Upload(step_differences=result.step_differences),
+            update,
+            result.base_loss,
+            forward,
+            flops,
+            zo_scalar_upload_bytes(self.spec.num_perturbations, self.local_steps),
+        )
 
-    def contribution(self, upload: Upload, round_index: int, client_id: int,
-                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+    def contribution(
+        self,
+        upload: Upload,
+        round_index: int,
+        client_id: int,
+        start: torch.Tensor,
+        blocks: StageBlocks | None,
+    ) -> torch.Tensor:
         if upload.dense_update is not None:
             return upload.dense_update
         assert upload.step_differences is not None
-        final = replay_local_steps(start, upload.step_differences,
-                                   self.step_seeds(round_index, client_id), self.spec, blocks)
+        final = replay_local_steps(
+            start,
+            upload.step_differences,
+            self.step_seeds(round_index, client_id),
+            self.spec,
+            blocks,
+        )
         return final - start

@@ -22,21 +22,37 @@ class ZOFedSGD(FederatedAlgorithm):
 
     label = "ZO"
 
-    def local_work(self, model: ClientModel, batches: Batches, start: torch.Tensor,
-                   round_index: int, client_id: int) -> LocalWork:
-        result, forward, flops = run_zo_steps(model, batches,
-                                              self.step_seeds(round_index, client_id),
-                                              self.spec, moves=False)
-        return LocalWork(Upload(step_differences=result.step_differences), None,
-                         result.base_loss, forward, flops,
-                         zo_scalar_upload_bytes(self.spec.num_perturbations, 1))
+    def local_work(
+        self,
+        model: ClientModel,
+        batches: Batches,
+        start: torch.Tensor,
+        round_index: int,
+        client_id: int,
+    ) -> LocalWork:
+        result, forward, flops = run_zo_steps(
+            model, batches, self.step_seeds(round_index, client_id), self.spec, moves=False
+        )
+        return LocalWork(
+            Upload(step_differences=result.step_differences),
+            None,
+            result.base_loss,
+            forward,
+            flops,
+            zo_scalar_upload_bytes(self.spec.num_perturbations, 1),
+        )
 
-    def contribution(self, upload: Upload, round_index: int, client_id: int,
-                     start: torch.Tensor, blocks: StageBlocks | None) -> torch.Tensor:
+    def contribution(
+        self,
+        upload: Upload,
+        round_index: int,
+        client_id: int,
+        start: torch.Tensor,
+        blocks: StageBlocks | None,
+    ) -> torch.Tensor:
         assert upload.step_differences is not None
         seeds = self.step_seeds(round_index, client_id)[0]
-        return rebuild_estimate(upload.step_differences[0], seeds, self.spec, start.numel(),
-                                blocks)
+        return rebuild_estimate(upload.step_differences[0], seeds, self.spec, start.numel(), blocks)
 
     @property
     def server_clip_inf_norm(self) -> float:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fpzo_ray.accounting import update_flops, zo_vector_flops
 from fpzo_ray.algorithms.base import Batches, ClientModel
 from fpzo_ray.zo.client_update import ZOClientResult, ZOUpdateSpec, zo_client_update
 
 
-def run_zo_steps(model: ClientModel, batches: Batches, seeds: Sequence[Sequence[int]],
-                 spec: ZOUpdateSpec, moves: bool) -> tuple[ZOClientResult, int, int]:
+def run_zo_steps(
+    model: ClientModel,
+    batches: Batches,
+    seeds: Sequence[Sequence[int]],
+    spec: ZOUpdateSpec,
+    moves: bool,
+) -> tuple[ZOClientResult, int, int]:
     """``zo.client_update.zo_client_update`` on the client's model (``moves``: the client
     takes its local steps, FedAvg), with the forward FLOPs and the total FLOPs it cost.
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 BENCHMARKS: dict[str, str] = {
     "zo-step": "fpzo_ray.bench.zo_step",
@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     module = importlib.import_module(BENCHMARKS[argv[0]])
-    parser = argparse.ArgumentParser(prog=f"python -m fpzo_ray.bench {argv[0]}",
-                                     description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m fpzo_ray.bench {argv[0]}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     from fpzo_ray.logs import configure

@@ -42,8 +42,9 @@ CADENCES = (1, 5, 10, 20, 50)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=str(data_root()))
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--sweep-repeats", type=int, default=3,
-                        help="end-to-end sweeps per setting (0 = skip)")
+    parser.add_argument(
+        "--sweep-repeats", type=int, default=3, help="end-to-end sweeps per setting (0 = skip)"
+    )
 
 
 def _checkpoint_seconds(server: FederatedServer, folder: Path) -> tuple[float, int]:
@@ -59,9 +60,13 @@ def _checkpoint_seconds(server: FederatedServer, folder: Path) -> tuple[float, i
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    cfg = config_from_dict({"data": {**workload_data(args.data_root), "num_clients": 100},
-                            "pruning": {"sparsity": 0.9, "iterations": 5},
-                            "training": {"rounds": args.rounds, "eval_every": args.rounds}})
+    cfg = config_from_dict(
+        {
+            "data": {**workload_data(args.data_root), "num_clients": 100},
+            "pruning": {"sparsity": 0.9, "iterations": 5},
+            "training": {"rounds": args.rounds, "eval_every": args.rounds},
+        }
+    )
     dataset, partition = federated_data(cfg)
     server = FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)))
     server.prune()
@@ -75,17 +80,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if r + 1 in (25, 100, args.rounds):
                 seconds, size = _checkpoint_seconds(server, Path(tmp))
                 per_round = statistics.median(round_times[-25:])
-                row = {"rounds_done": r + 1, "state_KiB": size / 1024,
-                       "checkpoint_ms": seconds * 1e3, "round_ms": per_round * 1e3}
+                row = {
+                    "rounds_done": r + 1,
+                    "state_KiB": size / 1024,
+                    "checkpoint_ms": seconds * 1e3,
+                    "round_ms": per_round * 1e3,
+                }
                 row.update({f"overhead_every_{c}": seconds / (c * per_round) for c in CADENCES})
                 rows.append(row)
-    print(f"\nServer checkpoint cost ({cfg.model_name}, {cfg.data.name}, 100 clients, 10 a round, "
-          f"K = 20, 90 % sparse)")
-    print(table(rows, ["rounds_done", "state_KiB", "checkpoint_ms", "round_ms",
-                       *[f"overhead_every_{c}" for c in CADENCES]]))
+    print(
+        f"\nServer checkpoint cost ({cfg.model_name}, {cfg.data.name}, 100 clients, 10 a round, "
+        f"K = 20, 90 % sparse)"
+    )
+    print(
+        table(
+            rows,
+            [
+                "rounds_done",
+                "state_KiB",
+                "checkpoint_ms",
+                "round_ms",
+                *[f"overhead_every_{c}" for c in CADENCES],
+            ],
+        )
+    )
     worst = rows[-1]["checkpoint_ms"] / (max(default, 1) * rows[-1]["round_ms"])
-    print(f"\nAt the default cadence (every {default} rounds) the overhead after "
-          f"{args.rounds} rounds is {100 * worst:.2f} % of the rounds' time.")
+    print(
+        f"\nAt the default cadence (every {default} rounds) the overhead after "
+        f"{args.rounds} rounds is {100 * worst:.2f} % of the rounds' time."
+    )
     out = {"rows": rows, "default_every": default, "overhead_at_default": worst}
     if args.sweep_repeats > 0:
         out.update(_sweep_overhead(args.sweep_repeats, default))
@@ -107,9 +130,15 @@ def _sweep_overhead(repeats: int, default: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             for every in seconds:
-                spec = load_sweep(find_sweep_file("sweeps/quick.yaml"), [
-                    "pruning.sparsity=0.7", "zo.num_perturbations=10",
-                    f"simulation.checkpoint_every={every}", "tracking.experiment=bench"])
+                spec = load_sweep(
+                    find_sweep_file("sweeps/quick.yaml"),
+                    [
+                        "pruning.sparsity=0.7",
+                        "zo.num_perturbations=10",
+                        f"simulation.checkpoint_every={every}",
+                        "tracking.experiment=bench",
+                    ],
+                )
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
                     outcome = run_sweep(spec, Path(tmp) / f"{every}_{i}")
@@ -117,7 +146,9 @@ def _sweep_overhead(repeats: int, default: int) -> dict[str, Any]:
                 assert not outcome.interrupted and set(outcome.trials["status"]) == {"OK"}
     ray.shutdown()
     off, on = (statistics.median(seconds[e]) for e in (0, default))
-    print(f"\nEnd to end, the quick sweep's two sparse K = 10 trials (200 rounds), median of "
-          f"{repeats} alternating runs: {off:.1f} s without checkpoints, {on:.1f} s with one "
-          f"every {default} rounds: overhead {100 * (on / off - 1):+.1f} %.")
+    print(
+        f"\nEnd to end, the quick sweep's two sparse K = 10 trials (200 rounds), median of "
+        f"{repeats} alternating runs: {off:.1f} s without checkpoints, {on:.1f} s with one "
+        f"every {default} rounds: overhead {100 * (on / off - 1):+.1f} %."
+    )
     return {"sweep_seconds": seconds, "sweep_overhead_at_default": on / off - 1}

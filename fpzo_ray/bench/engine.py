@@ -41,21 +41,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def workload(args: argparse.Namespace, workers: int, worker_cpus: float) -> RunConfig:
-    return config_from_dict({
-        "data": {**workload_data(args.data_root), "num_clients": 100},
-        "pruning": {"method": "dense"},
-        "training": {"rounds": args.warmup + args.rounds + 1, "clients_per_round": 10,
-                     "batch_size": 32, "eval_every": 10_000},
-        "zo": {"num_perturbations": 20},
-        "simulation": {"num_workers": workers, "worker_cpus": worker_cpus, "server_cpus": 0.1}})
+    return config_from_dict(
+        {
+            "data": {**workload_data(args.data_root), "num_clients": 100},
+            "pruning": {"method": "dense"},
+            "training": {
+                "rounds": args.warmup + args.rounds + 1,
+                "clients_per_round": 10,
+                "batch_size": 32,
+                "eval_every": 10_000,
+            },
+            "zo": {"num_perturbations": 20},
+            "simulation": {"num_workers": workers, "worker_cpus": worker_cpus, "server_cpus": 0.1},
+        }
+    )
 
 
 def plain_loop(cfg: RunConfig, args: argparse.Namespace) -> float:
     """Client updates per second of the clients' work alone, in this process."""
     torch.set_num_threads(1)
     dataset = load_dataset(cfg.data)
-    runtime = ClientRuntime(cfg, dataset, make_partition(cfg.data, dataset.train_labels,
-                                                         cfg.seed))
+    runtime = ClientRuntime(cfg, dataset, make_partition(cfg.data, dataset.train_labels, cfg.seed))
     mask = MaskBroadcast(1, Mask.dense(runtime.layout).prunable_kept)
     weights = runtime.initial_flat.clone()
     done, elapsed = 0, 0.0
@@ -80,14 +86,23 @@ def engine(cfg: RunConfig, args: argparse.Namespace) -> tuple[float, dict[str, f
         for r in range(args.warmup):
             ray.get(federation.server.run_round.remote(r))
         started = time.perf_counter()
-        rounds = [ray.get(federation.server.run_round.remote(args.warmup + r))
-                  for r in range(args.rounds)]
+        rounds = [
+            ray.get(federation.server.run_round.remote(args.warmup + r)) for r in range(args.rounds)
+        ]
         elapsed = time.perf_counter() - started
     finally:
         federation.shutdown()
-    split = {key: float(np.mean([m[key] for m in rounds])) for key in
-             ("time_round_s", "time_client_compute_s", "time_waiting_s", "time_ray_transfer_s",
-              "time_aggregation_s", "time_evaluation_s")}
+    split = {
+        key: float(np.mean([m[key] for m in rounds]))
+        for key in (
+            "time_round_s",
+            "time_client_compute_s",
+            "time_waiting_s",
+            "time_ray_transfer_s",
+            "time_aggregation_s",
+            "time_evaluation_s",
+        )
+    }
     return sum(m["aggregated_clients"] for m in rounds) / elapsed, split
 
 
@@ -101,16 +116,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loop_again = plain_loop(workload(args, 1, 1.0), args)  # the machine may have changed
     loop = (loop + loop_again) / 2
     cfg = workload(args, 1, 1.0)
-    rows = [{"setup": "loop (1 thread)", "updates_per_s": loop, "over_loop": 1.0},
-            {"setup": "engine, 1 worker", "updates_per_s": one, "over_loop": one / loop},
-            {"setup": "engine, 2 workers", "updates_per_s": two, "over_loop": two / loop}]
-    print(f"Client updates per second ({cfg.data.name}, {cfg.model_name}, K = 20, batch 32, "
-          f"10 clients a round, {args.rounds} rounds)")
+    rows = [
+        {"setup": "loop (1 thread)", "updates_per_s": loop, "over_loop": 1.0},
+        {"setup": "engine, 1 worker", "updates_per_s": one, "over_loop": one / loop},
+        {"setup": "engine, 2 workers", "updates_per_s": two, "over_loop": two / loop},
+    ]
+    print(
+        f"Client updates per second ({cfg.data.name}, {cfg.model_name}, K = 20, batch 32, "
+        f"10 clients a round, {args.rounds} rounds)"
+    )
     print(table(rows, ["setup", "updates_per_s", "over_loop"]))
-    splits = [{"workers": n, **{k: 1e3 * v for k, v in split.items()}}
-              for n, split in ((1, split_one), (2, split_two))]
+    splits = [
+        {"workers": n, **{k: 1e3 * v for k, v in split.items()}}
+        for n, split in ((1, split_one), (2, split_two))
+    ]
     print("\nMean engine round, milliseconds")
-    print(table(splits, ["workers", "time_round_s", "time_client_compute_s", "time_waiting_s",
-                         "time_ray_transfer_s", "time_aggregation_s", "time_evaluation_s"]))
-    return {"one_worker_over_loop": one / loop, "two_workers_over_loop": two / loop,
-            "rows": rows, "round_split_ms": splits}
+    print(
+        table(
+            splits,
+            [
+                "workers",
+                "time_round_s",
+                "time_client_compute_s",
+                "time_waiting_s",
+                "time_ray_transfer_s",
+                "time_aggregation_s",
+                "time_evaluation_s",
+            ],
+        )
+    )
+    return {
+        "one_worker_over_loop": one / loop,
+        "two_workers_over_loop": two / loop,
+        "rows": rows,
+        "round_split_ms": splits,
+    }

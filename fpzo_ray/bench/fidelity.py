@@ -34,15 +34,27 @@ HEADLINE, BASELINE, ABLATION = "ntk_sap_90", "dense_zo", "ntk_sap_90_fan_in"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding MNIST/raw (default: FPZO_DATA_ROOT, else ./data)")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding MNIST/raw (default: FPZO_DATA_ROOT, else ./data)",
+    )
     parser.add_argument("--study", default=STUDY_FILE, help="the study file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of the study (e.g. training.rounds=20 for a "
-                             "smoke run, study.seeds=2)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the study (e.g. training.rounds=20 for a "
+        "smoke run, study.seeds=2)",
+    )
     parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--resume", metavar="FOLDER", default=None,
-                        help="finish (or just re-read) a study started before: its folder")
+    parser.add_argument(
+        "--resume",
+        metavar="FOLDER",
+        default=None,
+        help="finish (or just re-read) a study started before: its folder",
+    )
 
 
 def _chosen_lr(row: dict[str, Any]) -> float | None:
@@ -69,8 +81,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     preflight(spec.validated_configs())
     outcome = run_sweep(spec, results_dir, folder)
     if outcome.interrupted:
-        raise SystemExit(f"the study was interrupted; finish it with: python -m fpzo_ray.bench "
-                         f"fidelity --resume {outcome.experiment_dir}")
+        raise SystemExit(
+            f"the study was interrupted; finish it with: python -m fpzo_ray.bench "
+            f"fidelity --resume {outcome.experiment_dir}"
+        )
 
     repeats: dict[str, list[TrialFigures]] = {}
     for f in outcome.figures:
@@ -85,15 +99,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = config_from_dict(spec.run_config(cell, {}))
         method, partition = cell.coordinates["method"], cell.coordinates["partition"]
         by_coordinates[(method, partition)] = cell.label
-        entry = {"method": method, "sparsity": cfg.pruning.sparsity,
-                 "partition": cfg.data.partition,
-                 "alpha": cfg.data.alpha if cfg.data.partition == "dirichlet" else None,
-                 "lr": _chosen_lr(row), "mean": row["test_accuracy_mean"],
-                 "ci95": row["test_accuracy_ci95"], "flops": row["client_flops_mean"]}
+        entry = {
+            "method": method,
+            "sparsity": cfg.pruning.sparsity,
+            "partition": cfg.data.partition,
+            "alpha": cfg.data.alpha if cfg.data.partition == "dirichlet" else None,
+            "lr": _chosen_lr(row),
+            "mean": row["test_accuracy_mean"],
+            "ci95": row["test_accuracy_ci95"],
+            "flops": row["client_flops_mean"],
+        }
         cells.append(entry)
-        rows.append({**entry, "cell_partition": partition, "seeds": row["seeds"],
-                     "upload_MB": row["upload_bytes_mean"] / 1e6,
-                     "peak_client_MB": row["peak_client_memory_bytes"] / 1e6})
+        rows.append(
+            {
+                **entry,
+                "cell_partition": partition,
+                "seeds": row["seeds"],
+                "upload_MB": row["upload_bytes_mean"] / 1e6,
+                "peak_client_MB": row["peak_client_memory_bytes"] / 1e6,
+            }
+        )
     dense_flops = {r["cell_partition"]: r["flops"] for r in rows if r["method"] == BASELINE}
     for row in rows:
         if row["cell_partition"] in dense_flops:
@@ -107,21 +132,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out[partition] = compare_cells(repeats.get(first, []), repeats.get(second, []))
 
     for row in rows:
-        row["test_accuracy"] = (f"{row['mean']:.4f} +- {row['ci95']:.4f}"
-                                if math.isfinite(row["ci95"]) else f"{row['mean']:.4f}")
+        row["test_accuracy"] = (
+            f"{row['mean']:.4f} +- {row['ci95']:.4f}"
+            if math.isfinite(row["ci95"])
+            else f"{row['mean']:.4f}"
+        )
         row["GFLOPs"] = row["flops"] / 1e9
-    print(f"\n{spec.name}: final test accuracy, mean +- 95 % CI over fresh seeds "
-          f"({outcome.experiment_dir})")
-    print(table(rows, ["method", "cell_partition", "lr", "seeds", "test_accuracy", "GFLOPs",
-                       "flops_vs_dense_zo", "upload_MB", "peak_client_MB"]))
-    for title, comparison in ((f"{HEADLINE} - {BASELINE}", claim),
-                              (f"ablation {ABLATION} - {HEADLINE}", ablation)):
+    print(
+        f"\n{spec.name}: final test accuracy, mean +- 95 % CI over fresh seeds "
+        f"({outcome.experiment_dir})"
+    )
+    print(
+        table(
+            rows,
+            [
+                "method",
+                "cell_partition",
+                "lr",
+                "seeds",
+                "test_accuracy",
+                "GFLOPs",
+                "flops_vs_dense_zo",
+                "upload_MB",
+                "peak_client_MB",
+            ],
+        )
+    )
+    for title, comparison in (
+        (f"{HEADLINE} - {BASELINE}", claim),
+        (f"ablation {ABLATION} - {HEADLINE}", ablation),
+    ):
         print(f"\n{title} (paired by seed; mean +- 95 % CI):")
         for partition, result in comparison.items():
             r, f = result["equal_rounds"], result["equal_flops"]
-            print(f"  {partition:15s} equal rounds {r['mean']:+.4f} +- {r['ci95']:.4f} (n={r['n']})"
-                  f"   equal client FLOPs ({f['flops_budget'] / 1e9:.4g} GFLOPs) "
-                  f"{f['mean']:+.4f} +- {f['ci95']:.4f} (n={f['n']})")
-    return json_ready({"cells": cells, "claim": claim, "ablation_init_scaling": ablation,
-                       "wall_s": time.time() - started,
-                       "experiment_dir": str(outcome.experiment_dir)})
+            print(
+                f"  {partition:15s} equal rounds {r['mean']:+.4f} +- {r['ci95']:.4f} (n={r['n']})"
+                f"   equal client FLOPs ({f['flops_budget'] / 1e9:.4g} GFLOPs) "
+                f"{f['mean']:+.4f} +- {f['ci95']:.4f} (n={f['n']})"
+            )
+    return json_ready(
+        {
+            "cells": cells,
+            "claim": claim,
+            "ablation_init_scaling": ablation,
+            "wall_s": time.time() - started,
+            "experiment_dir": str(outcome.experiment_dir),
+        }
+    )

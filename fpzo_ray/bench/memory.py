@@ -67,8 +67,9 @@ def _model(name: str):
 def _batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     _, shape, batch = CASES[name]
     gen = torch.Generator().manual_seed(0)
-    return torch.randn((batch, *shape), generator=gen), torch.randint(0, 10, (batch,),
-                                                                       generator=gen)
+    return torch.randn((batch, *shape), generator=gen), torch.randint(
+        0, 10, (batch,), generator=gen
+    )
 
 
 def measure_bp(name: str, microbatch: int = 0) -> MemoryMeter:
@@ -92,18 +93,22 @@ def measure_bp(name: str, microbatch: int = 0) -> MemoryMeter:
 
 def ntk_sap_mask(model, layout, shape, density: float) -> Mask:
     def scores(t: int, mask: Mask) -> torch.Tensor:
-        return keep_scores("ntk_sap", ntk_sap_mask_gradient(model, layout, mask, [t, 100 + t], 8,
-                                                            shape, 0.01))
+        return keep_scores(
+            "ntk_sap", ntk_sap_mask_gradient(model, layout, mask, [t, 100 + t], 8, shape, 0.01)
+        )
+
     return prune_iteratively(Mask.dense(layout), density, 3, scores)
 
 
-def measure_zo(name: str, k: int, density: float = 1.0, layerwise: bool = False,
-               microbatch: int = 0) -> tuple[MemoryMeter, Mask]:
+def measure_zo(
+    name: str, k: int, density: float = 1.0, layerwise: bool = False, microbatch: int = 0
+) -> tuple[MemoryMeter, Mask]:
     model = _model(name)
     flat, layout = bind_flat_buffer(model)
     x, y = _batch(name)
-    mask = Mask.dense(layout) if density >= 1 else ntk_sap_mask(model, layout,
-                                                                CASES[name][1], density)
+    mask = (
+        Mask.dense(layout) if density >= 1 else ntk_sap_mask(model, layout, CASES[name][1], density)
+    )
     kept_index = None if mask.is_dense else mask.kept_index()
     with torch.no_grad():
         flat.mul_(mask.kept_flat())
@@ -147,48 +152,75 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         zo_layerwise, _ = measure_zo(name, args.k, 0.1, layerwise=True)
         zo_micro, _ = measure_zo(name, args.k, 0.1, microbatch=8)
         params = mask.layout.total
-        stored = sparse_storage_bytes(mask.num_kept_prunable, mask.layout.num_prunable,
-                                      params - mask.layout.num_prunable)
+        stored = sparse_storage_bytes(
+            mask.num_kept_prunable, mask.layout.num_prunable, params - mask.layout.num_prunable
+        )
         # A device storing the model sparsely holds values + bitmap/index list instead of the
         # simulator's dense buffer and its int64 index of the trained coordinates.
         sparse_stored = sparse_peak_bytes(zo_sparse.peak_breakdown, stored)
         micro_stored = sparse_peak_bytes(zo_micro.peak_breakdown, stored)
-        estimate = {"bp_dense": analytical_peak_bytes(_model(name), shape, batch, "bp")["total"],
-                    "zo_dense": analytical_peak_bytes(_model(name), shape, batch, "zo")["total"],
-                    "zo_sparse90": analytical_peak_bytes(_model(name), shape, batch, "zo",
-                                                         num_trained=mask.num_trained)["total"]}
-        for label, meter in (("bp_dense", bp), ("bp_dense_microbatch8", bp_micro),
-                             ("zo_dense", zo_dense), ("zo_dense_microbatch8", zo_dense_micro),
-                             ("zo_sparse90", zo_sparse), ("zo_sparse90_layerwise", zo_layerwise),
-                             ("zo_sparse90_microbatch8", zo_micro)):
-            row = {"model": name, "step": label, "peak_MB": meter.peak_bytes / MB,
-                   "analytical_MB": estimate[label] / MB if label in estimate else None}
+        estimate = {
+            "bp_dense": analytical_peak_bytes(_model(name), shape, batch, "bp")["total"],
+            "zo_dense": analytical_peak_bytes(_model(name), shape, batch, "zo")["total"],
+            "zo_sparse90": analytical_peak_bytes(
+                _model(name), shape, batch, "zo", num_trained=mask.num_trained
+            )["total"],
+        }
+        for label, meter in (
+            ("bp_dense", bp),
+            ("bp_dense_microbatch8", bp_micro),
+            ("zo_dense", zo_dense),
+            ("zo_dense_microbatch8", zo_dense_micro),
+            ("zo_sparse90", zo_sparse),
+            ("zo_sparse90_layerwise", zo_layerwise),
+            ("zo_sparse90_microbatch8", zo_micro),
+        ):
+            row = {
+                "model": name,
+                "step": label,
+                "peak_MB": meter.peak_bytes / MB,
+                "analytical_MB": estimate[label] / MB if label in estimate else None,
+            }
             row.update({f"{k}_MB": v / MB for k, v in meter.peak_breakdown.items() if v})
             rows.append(row)
         rows.append({"model": name, "step": "zo_sparse90_stored", "peak_MB": sparse_stored / MB})
-        rows.append({"model": name, "step": "zo_sparse90_microbatch8_stored",
-                     "peak_MB": micro_stored / MB})
+        rows.append(
+            {"model": name, "step": "zo_sparse90_microbatch8_stored", "peak_MB": micro_stored / MB}
+        )
         ratios = {
             "bp_over_zo_dense": bp.peak_bytes / zo_dense.peak_bytes,
             "bp_over_zo_sparse": bp.peak_bytes / sparse_stored,
             "bp_microbatch8_over_zo_sparse_microbatch8": bp_micro.peak_bytes / micro_stored,
-            "bp_microbatch8_over_zo_dense_microbatch8":
-                bp_micro.peak_bytes / zo_dense_micro.peak_bytes,
+            "bp_microbatch8_over_zo_dense_microbatch8": bp_micro.peak_bytes
+            / zo_dense_micro.peak_bytes,
             "bp_over_zo_sparse_microbatch8": bp.peak_bytes / micro_stored,
         }
         result.update({f"{name}_{k}": v for k, v in ratios.items()})
-        print(f"{name} (kept {mask.density:.3f}, d = {mask.num_trained}), BP peak over ZO peak:\n"
-              f"  same batch, both dense:                    {ratios['bp_over_zo_dense']:.2f}x\n"
-              f"  same batch, ZO 90 % sparse stored sparsely: {ratios['bp_over_zo_sparse']:.2f}x\n"
-              f"  both micro-batched (8), ZO dense:           "
-              f"{ratios['bp_microbatch8_over_zo_dense_microbatch8']:.2f}x\n"
-              f"  both micro-batched (8), ZO 90 % sparse:     "
-              f"{ratios['bp_microbatch8_over_zo_sparse_microbatch8']:.2f}x\n"
-              f"  UNEQUAL: BP full batch, ZO sparse micro 8:  "
-              f"{ratios['bp_over_zo_sparse_microbatch8']:.2f}x", flush=True)
-    columns = ["model", "step", "peak_MB", "analytical_MB", "parameters_MB", "masks_MB",
-               "inputs_MB", "activations_MB", "gradients_MB", "optimizer_state_MB",
-               "zo_buffers_MB"]
+        print(
+            f"{name} (kept {mask.density:.3f}, d = {mask.num_trained}), BP peak over ZO peak:\n"
+            f"  same batch, both dense:                    {ratios['bp_over_zo_dense']:.2f}x\n"
+            f"  same batch, ZO 90 % sparse stored sparsely: {ratios['bp_over_zo_sparse']:.2f}x\n"
+            f"  both micro-batched (8), ZO dense:           "
+            f"{ratios['bp_microbatch8_over_zo_dense_microbatch8']:.2f}x\n"
+            f"  both micro-batched (8), ZO 90 % sparse:     "
+            f"{ratios['bp_microbatch8_over_zo_sparse_microbatch8']:.2f}x\n"
+            f"  UNEQUAL: BP full batch, ZO sparse micro 8:  "
+            f"{ratios['bp_over_zo_sparse_microbatch8']:.2f}x",
+            flush=True,
+        )
+    columns = [
+        "model",
+        "step",
+        "peak_MB",
+        "analytical_MB",
+        "parameters_MB",
+        "masks_MB",
+        "inputs_MB",
+        "activations_MB",
+        "gradients_MB",
+        "optimizer_state_MB",
+        "zo_buffers_MB",
+    ]
     print(f"\nPeak training memory of one local step (K = {args.k}), breakdown at the peak")
     print(table(rows, columns))
     return {**result, "rows": rows}

@@ -36,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=20)
 
 
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     data = workload_data(args.data_root)
@@ -50,8 +49,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for point in ("initial", "after 100 BP steps"):
         if point != "initial":
             for step in range(100):
-                xb, yb = dataset.train_batch(torch.arange(32 * step + 32, 32 * step + 64)
-                                             .remainder(dataset.num_train).numpy())
+                xb, yb = dataset.train_batch(
+                    torch.arange(32 * step + 32, 32 * step + 64)
+                    .remainder(dataset.num_train)
+                    .numpy()
+                )
                 model.zero_grad()
                 F.cross_entropy(model(xb), yb).backward()
                 with torch.no_grad():
@@ -67,16 +69,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for estimator in ("forward", "central"):
             for sigma in SIGMAS:
                 spec = EstimatorSpec(estimator, "gaussian", sigma)
-                result = loss_differences(lambda: float(F.cross_entropy(model(x), y)), flat,
-                                          None, seeds, spec)
+                result = loss_differences(
+                    lambda: float(F.cross_entropy(model(x), y)), flat, None, seeds, spec
+                )
                 scalars = result.loss_differences.double() * spec.scale
-                rows.append({"point": point, "estimator": estimator, "sigma": sigma,
-                             "scalar_rel_error": float((scalars - exact).norm() / exact.norm()),
-                             "sampling_rel_error": sampling})
-    print(f"\nLeNet-5, {data['name']}, batch 32, K = {args.k}, d = {layout.total}: relative error "
-          "of the uploaded scalars against the exact directional derivatives")
-    print(table(rows, ["point", "estimator", "sigma", "scalar_rel_error",
-                       "sampling_rel_error"]))
-    default = [r["scalar_rel_error"] for r in rows
-               if r["sigma"] == 1e-3 and r["estimator"] == "forward"]
+                rows.append(
+                    {
+                        "point": point,
+                        "estimator": estimator,
+                        "sigma": sigma,
+                        "scalar_rel_error": float((scalars - exact).norm() / exact.norm()),
+                        "sampling_rel_error": sampling,
+                    }
+                )
+    print(
+        f"\nLeNet-5, {data['name']}, batch 32, K = {args.k}, d = {layout.total}: relative error "
+        "of the uploaded scalars against the exact directional derivatives"
+    )
+    print(table(rows, ["point", "estimator", "sigma", "scalar_rel_error", "sampling_rel_error"]))
+    default = [
+        r["scalar_rel_error"] for r in rows if r["sigma"] == 1e-3 and r["estimator"] == "forward"
+    ]
     return {"rows": rows, "worst_scalar_rel_error_sigma_1e-3": max(default)}

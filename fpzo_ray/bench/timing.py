@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int,
-                        warmup: int = 2) -> dict[str, float]:
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per call of each candidate, measured in alternation."""
     for _ in range(warmup):
         for fn in candidates.values():

@@ -16,7 +16,8 @@ block input; unbiased, same leading variance). Keys: ``max_step_over_forwards``,
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,11 @@ class Problem:
 
         def scores(t: int, mask: Mask) -> torch.Tensor:
             seeds = [1000 * t + r for r in range(2)]
-            return keep_scores("ntk_sap", ntk_sap_mask_gradient(self.model, self.layout, mask,
-                                                                 seeds, 8, shape, 0.01))
+            return keep_scores(
+                "ntk_sap",
+                ntk_sap_mask_gradient(self.model, self.layout, mask, seeds, 8, shape, 0.01),
+            )
+
         return prune_iteratively(Mask.dense(self.layout), density, 5, scores)
 
     def loss(self) -> float:
@@ -72,11 +76,18 @@ class Problem:
         seeds = perturbation_seeds(0, 0, 0, 0, k)
         if variant == "layerwise":
             return lambda: layerwise_differences(
-                self.model, lambda out: float(F.cross_entropy(out, self.y)), self.x, self.flat,
-                self.blocks, seeds, spec)
+                self.model,
+                lambda out: float(F.cross_entropy(out, self.y)),
+                self.x,
+                self.flat,
+                self.blocks,
+                seeds,
+                spec,
+            )
         if variant == "vmap":
-            return lambda: vmap_differences(self.model, self.layout, self.flat, self.kept_index,
-                                            self.x, self.y, seeds, spec)
+            return lambda: vmap_differences(
+                self.model, self.layout, self.flat, self.kept_index, self.x, self.y, seeds, spec
+            )
         return lambda: loss_differences(self.loss, self.flat, self.kept_index, seeds, spec)
 
 
@@ -87,35 +98,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("lenet5", "resnet20"):
             problem = Problem(name)
             for k in (20, 100):
-                times = interleaved_medians({"forward": problem.loss, "step": problem.step(k)},
-                                            args.repeats if k == 20 else max(3, args.repeats // 3))
-                rows.append({"model": name, "K": k, "forward_ms": 1e3 * times["forward"],
-                             "step_ms": 1e3 * times["step"],
-                             "step_over_forwards": times["step"] / ((k + 1) * times["forward"])})
-    print("ZO step over its forward passes (forward differences, Gaussian, in-place loop, "
-          f"{args.threads} thread)")
+                times = interleaved_medians(
+                    {"forward": problem.loss, "step": problem.step(k)},
+                    args.repeats if k == 20 else max(3, args.repeats // 3),
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "K": k,
+                        "forward_ms": 1e3 * times["forward"],
+                        "step_ms": 1e3 * times["step"],
+                        "step_over_forwards": times["step"] / ((k + 1) * times["forward"]),
+                    }
+                )
+    print(
+        "ZO step over its forward passes (forward differences, Gaussian, in-place loop, "
+        f"{args.threads} thread)"
+    )
     print(table(rows, ["model", "K", "forward_ms", "step_ms", "step_over_forwards"]))
 
     dense, sparse = Problem("resnet20"), Problem("resnet20", 0.1)
     k = 20
     candidates = {
-        "dense full": dense.step(k), "dense layerwise": dense.step(k, "layerwise"),
-        "sparse90 full": sparse.step(k), "sparse90 vmap": sparse.step(k, "vmap"),
+        "dense full": dense.step(k),
+        "dense layerwise": dense.step(k, "layerwise"),
+        "sparse90 full": sparse.step(k),
+        "sparse90 vmap": sparse.step(k, "vmap"),
         "sparse90 layerwise": sparse.step(k, "layerwise"),
     }
     with torch.no_grad():
         times = interleaved_medians(candidates, max(3, args.repeats // 2))
     base = times["dense full"]
-    sparse_rows = [{"variant": n, "step_ms": 1e3 * t, "speedup_vs_dense_full": base / t}
-                   for n, t in times.items()]
+    sparse_rows = [
+        {"variant": n, "step_ms": 1e3 * t, "speedup_vs_dense_full": base / t}
+        for n, t in times.items()
+    ]
     kept = sparse.mask.layer_densities()
-    print(f"\nResNet-20, K = {k}, batch 32: 90 %-sparse NTK-SAP mask "
-          f"(kept {sparse.mask.density:.3f}; first conv {next(iter(kept.values())):.2f}, "
-          f"fc {list(kept.values())[-1]:.2f})")
+    print(
+        f"\nResNet-20, K = {k}, batch 32: 90 %-sparse NTK-SAP mask "
+        f"(kept {sparse.mask.density:.3f}; first conv {next(iter(kept.values())):.2f}, "
+        f"fc {list(kept.values())[-1]:.2f})"
+    )
     print(table(sparse_rows, ["variant", "step_ms", "speedup_vs_dense_full"]))
     share = [p.numel() / max(1, sparse.mask.num_trained) for p in sparse.blocks.positions]
-    print("trained coordinates per stage (share): "
-          + " ".join(f"{s:.2f}" for s in share))
-    return {"max_step_over_forwards": max(r["step_over_forwards"] for r in rows),
-            "sparse90_speedup_resnet20": base / times["sparse90 layerwise"],
-            "rows": rows, "sparse_rows": sparse_rows}
+    print("trained coordinates per stage (share): " + " ".join(f"{s:.2f}" for s in share))
+    return {
+        "max_step_over_forwards": max(r["step_over_forwards"] for r in rows),
+        "sparse90_speedup_resnet20": base / times["sparse90 layerwise"],
+        "rows": rows,
+        "sparse_rows": sparse_rows,
+    }

@@ -8,8 +8,8 @@ clients', so the two baselines differ only in how the gradient is obtained.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,23 +33,28 @@ def flat_gradient(model: nn.Module, layout: ParameterLayout) -> torch.Tensor:
     parts = []
     for slot in layout.slots:
         grad = params[slot.name].grad
-        parts.append(torch.zeros(slot.numel, device=params[slot.name].device) if grad is None
-                     else grad.reshape(-1))
+        parts.append(
+            torch.zeros(slot.numel, device=params[slot.name].device)
+            if grad is None
+            else grad.reshape(-1)
+        )
     return torch.cat(parts)
 
 
-def microbatches(x: torch.Tensor, y: torch.Tensor,
-                 size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def microbatches(
+    x: torch.Tensor, y: torch.Tensor, size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batch in chunks of ``size`` samples (the whole batch when ``size`` <= 0)."""
     if size <= 0 or size >= y.shape[0]:
         yield x, y
         return
     for start in range(0, y.shape[0], size):
-        yield x[start:start + size], y[start:start + size]
+        yield x[start : start + size], y[start : start + size]
 
 
-def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                        microbatch_size: int = 0) -> float:
+def accumulate_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, microbatch_size: int = 0
+) -> float:
     """Backpropagate the batch's mean cross-entropy into the parameters' ``.grad``.
 
     With ``microbatch_size`` > 0 the batch goes through forward and backward in chunks and
@@ -69,10 +74,16 @@ def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return total
 
 
-def bp_client_update(model: nn.Module, layout: ParameterLayout, flat: torch.Tensor,
-                     kept_index: torch.Tensor | None,
-                     batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float,
-                     momentum: float, microbatch_size: int = 0) -> BPClientResult:
+def bp_client_update(
+    model: nn.Module,
+    layout: ParameterLayout,
+    flat: torch.Tensor,
+    kept_index: torch.Tensor | None,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    momentum: float,
+    microbatch_size: int = 0,
+) -> BPClientResult:
     """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards."""
     start = read_trained(flat, kept_index)
     weights = start.clone()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,8 +21,9 @@ MODEL_CLASSES: dict[str, Callable[..., StagedModel]] = {
 }
 
 
-def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
-                init_seed: int | None = None) -> StagedModel:
+def build_model(
+    cfg: RunConfig, input_shape: Sequence[int], num_classes: int, init_seed: int | None = None
+) -> StagedModel:
     """A new model; with ``init_seed`` its initial weights are a function of that seed only."""
     if init_seed is not None:
         with torch.random.fork_rng(devices=[]):
@@ -30,11 +31,27 @@ def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
             return build_model(cfg, input_shape, num_classes)
     cls = MODEL_CLASSES[cfg.model_name]
     c, h, w = (int(v) for v in input_shape)
-    return cls(input_shape=(c, h, w), num_classes=num_classes, norm=cfg.model.norm,
-               norm_groups=cfg.model.norm_groups, activation=cfg.model.activation)
+    return cls(
+        input_shape=(c, h, w),
+        num_classes=num_classes,
+        norm=cfg.model.norm,
+        norm_groups=cfg.model.norm_groups,
+        activation=cfg.model.activation,
+    )
 
 
 from fpzo_ray.models.pruned import load_pruned  # noqa: E402 - it needs build_model
 
-__all__ = ["MODEL_CLASSES", "build_model", "load_pruned", "DigitsCNN", "LeNet5", "ResNet20", "ResNet18",
-           "StagedModel", "ParameterLayout", "bind_flat_buffer", "layout_of"]
+__all__ = [
+    "MODEL_CLASSES",
+    "build_model",
+    "load_pruned",
+    "DigitsCNN",
+    "LeNet5",
+    "ResNet20",
+    "ResNet18",
+    "StagedModel",
+    "ParameterLayout",
+    "bind_flat_buffer",
+    "layout_of",
+]

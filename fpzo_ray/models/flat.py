@@ -54,12 +54,16 @@ class ParameterLayout:
 
 
 def layout_of(model: nn.Module) -> ParameterLayout:
-    prunable = {f"{name}.weight" if name else "weight"
-                for name, module in model.named_modules() if isinstance(module, PRUNABLE_MODULES)}
+    prunable = {
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_MODULES)
+    }
     slots, offset = [], 0
     for name, param in model.named_parameters():
-        slots.append(ParameterSlot(name, offset, param.numel(), tuple(param.shape),
-                                   name in prunable))
+        slots.append(
+            ParameterSlot(name, offset, param.numel(), tuple(param.shape), name in prunable)
+        )
         offset += param.numel()
     return ParameterLayout(tuple(slots))
 
@@ -75,7 +79,7 @@ def bind_flat_buffer(model: nn.Module) -> tuple[torch.Tensor, ParameterLayout]:
     flat = torch.empty(layout.total, dtype=first.dtype, device=first.device)
     with torch.no_grad():
         for slot in layout.slots:
-            view = flat[slot.offset:slot.offset + slot.numel].view(slot.shape)
+            view = flat[slot.offset : slot.offset + slot.numel].view(slot.shape)
             view.copy_(params[slot.name])
             params[slot.name].data = view
     return flat, layout
@@ -86,8 +90,9 @@ def read_trained(flat: torch.Tensor, kept_index: torch.Tensor | None) -> torch.T
     return (flat if kept_index is None else flat[kept_index]).detach().clone()
 
 
-def write_trained(flat: torch.Tensor, kept_index: torch.Tensor | None,
-                  values: torch.Tensor) -> None:
+def write_trained(
+    flat: torch.Tensor, kept_index: torch.Tensor | None, values: torch.Tensor
+) -> None:
     """Write ``values`` into the trained coordinates, in place (pruned ones untouched)."""
     with torch.no_grad():
         if kept_index is None:

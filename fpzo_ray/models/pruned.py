@@ -19,8 +19,9 @@ it from a run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,19 +30,31 @@ FORMAT = "fpzo_ray.pruned_model/1"
 MODEL_FILE = "model.pt"  # its name in a trial or run folder and among the run's artifacts
 
 
-def pruned_state(config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int,
-                 flat_weights: torch.Tensor, kept_index: torch.Tensor,
-                 model: nn.Module, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+def pruned_state(
+    config: Mapping[str, Any],
+    input_shape: Sequence[int],
+    num_classes: int,
+    flat_weights: torch.Tensor,
+    kept_index: torch.Tensor,
+    model: nn.Module,
+    metrics: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """The file's content: ``flat_weights`` (the whole flat parameter vector, pruned
     coordinates zero) reduced to ``kept_index`` and its values, plus ``model``'s buffers."""
     total = int(flat_weights.numel())
     index_dtype = torch.int32 if total < 2**31 else torch.int64
     kept = kept_index.to(torch.int64).cpu()
-    return {"format": FORMAT, "config": dict(config), "input_shape": [int(v) for v in input_shape],
-            "num_classes": int(num_classes), "num_parameters": total,
-            "kept_index": kept.to(index_dtype), "kept_values": flat_weights.cpu()[kept].clone(),
-            "buffers": {name: b.detach().cpu().clone() for name, b in model.named_buffers()},
-            "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+    return {
+        "format": FORMAT,
+        "config": dict(config),
+        "input_shape": [int(v) for v in input_shape],
+        "num_classes": int(num_classes),
+        "num_parameters": total,
+        "kept_index": kept.to(index_dtype),
+        "kept_values": flat_weights.cpu()[kept].clone(),
+        "buffers": {name: b.detach().cpu().clone() for name, b in model.named_buffers()},
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+    }
 
 
 def save_pruned(state: Mapping[str, Any], path: str | Path) -> Path:
@@ -59,12 +72,15 @@ def load_pruned(path: str | Path, map_location: str | torch.device = "cpu") -> n
     state = torch.load(path, weights_only=True, map_location="cpu")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pruned model saved by fpzo_ray ({FORMAT})")
-    model = build_model(config_from_dict(state["config"]), state["input_shape"],
-                        state["num_classes"])
+    model = build_model(
+        config_from_dict(state["config"]), state["input_shape"], state["num_classes"]
+    )
     flat, _ = bind_flat_buffer(model)
     if flat.numel() != state["num_parameters"]:
-        raise ValueError(f"{path}: {state['num_parameters']} parameters saved, the rebuilt "
-                         f"model has {flat.numel()}")
+        raise ValueError(
+            f"{path}: {state['num_parameters']} parameters saved, the rebuilt "
+            f"model has {flat.numel()}"
+        )
     with torch.no_grad():
         flat.zero_()
         flat[state["kept_index"].to(torch.int64)] = state["kept_values"]

@@ -7,7 +7,7 @@ to name blocks. Every model of the registry is a :class:`StagedModel`.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

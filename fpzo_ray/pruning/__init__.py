@@ -12,7 +12,20 @@ from fpzo_ray.pruning.saliencies import (
 from fpzo_ray.pruning.schedule import kept_fractions, prune_iteratively
 from fpzo_ray.pruning.scopes import layerwise_top_k, random_layerwise_mask
 
-__all__ = ["Mask", "keep_top_k", "kept_count", "random_mask", "fresh_parameters",
-           "ntk_sap_mask_gradient", "grasp_contribution", "keep_scores", "magnitude_scores",
-           "snip_contribution", "synflow_scores", "kept_fractions", "prune_iteratively",
-           "layerwise_top_k", "random_layerwise_mask"]
+__all__ = [
+    "Mask",
+    "keep_top_k",
+    "kept_count",
+    "random_mask",
+    "fresh_parameters",
+    "ntk_sap_mask_gradient",
+    "grasp_contribution",
+    "keep_scores",
+    "magnitude_scores",
+    "snip_contribution",
+    "synflow_scores",
+    "kept_fractions",
+    "prune_iteratively",
+    "layerwise_top_k",
+    "random_layerwise_mask",
+]

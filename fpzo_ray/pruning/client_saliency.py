@@ -12,8 +12,8 @@ two), for the FLOPs accounting.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -51,21 +51,31 @@ class ClientSaliency:
 
 def _ntk_sap(inputs: SaliencyInputs, with_data: bool) -> torch.Tensor:
     images = [x for x, _ in inputs.batches] if with_data and inputs.batches else None
-    return ntk_sap_mask_gradient(inputs.model, inputs.layout, inputs.mask, inputs.draw_seeds,
-                                 inputs.batch_size, inputs.input_shape, inputs.epsilon,
-                                 inputs=images, draw_init=inputs.draw_init)
+    return ntk_sap_mask_gradient(
+        inputs.model,
+        inputs.layout,
+        inputs.mask,
+        inputs.draw_seeds,
+        inputs.batch_size,
+        inputs.input_shape,
+        inputs.epsilon,
+        inputs=images,
+        draw_init=inputs.draw_init,
+    )
 
 
 def _snip(inputs: SaliencyInputs) -> torch.Tensor:
     assert inputs.batches is not None
-    return snip_contribution(inputs.model, inputs.layout, inputs.mask, inputs.initial_weights,
-                             inputs.batches)
+    return snip_contribution(
+        inputs.model, inputs.layout, inputs.mask, inputs.initial_weights, inputs.batches
+    )
 
 
 def _grasp(inputs: SaliencyInputs) -> torch.Tensor:
     assert inputs.batches is not None
-    return grasp_contribution(inputs.model, inputs.layout, inputs.mask, inputs.initial_weights,
-                              inputs.batches)
+    return grasp_contribution(
+        inputs.model, inputs.layout, inputs.mask, inputs.initial_weights, inputs.batches
+    )
 
 
 #: Method -> its client part. NTK-SAP: two forward passes and a backward through both per

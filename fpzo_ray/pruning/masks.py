@@ -24,11 +24,12 @@ class Mask:
 
     def __post_init__(self) -> None:
         if self.prunable_kept.dtype != torch.bool or self.prunable_kept.shape != (
-                self.layout.num_prunable,):
+            self.layout.num_prunable,
+        ):
             raise ValueError("prunable_kept must be a bool vector over the prunable coordinates")
 
     @classmethod
-    def dense(cls, layout: ParameterLayout) -> "Mask":
+    def dense(cls, layout: ParameterLayout) -> Mask:
         return cls(layout, torch.ones(layout.num_prunable, dtype=torch.bool))
 
     @property
@@ -62,7 +63,7 @@ class Mask:
     def layer_densities(self) -> dict[str, float]:
         out, start = {}, 0
         for slot in self.layout.prunable_slots:
-            part = self.prunable_kept[start:start + slot.numel]
+            part = self.prunable_kept[start : start + slot.numel]
             out[slot.name] = float(part.float().mean())
             start += slot.numel
         return out
@@ -80,7 +81,7 @@ class Mask:
         densities = self.layer_densities()
         for slot in self.layout.prunable_slots:
             if densities[slot.name] > 0:
-                out[slot.offset:slot.offset + slot.numel] /= densities[slot.name] ** 0.5
+                out[slot.offset : slot.offset + slot.numel] /= densities[slot.name] ** 0.5
         return out
 
     def wire_bytes(self) -> int:
@@ -93,8 +94,11 @@ class Mask:
     def stored_bytes(self) -> int:
         """Bytes of a model under this mask stored sparsely: the d trained values and the
         mask (``accounting.memory.sparse_storage_bytes``)."""
-        return sparse_storage_bytes(self.num_kept_prunable, self.layout.num_prunable,
-                                    self.layout.total - self.layout.num_prunable)
+        return sparse_storage_bytes(
+            self.num_kept_prunable,
+            self.layout.num_prunable,
+            self.layout.total - self.layout.num_prunable,
+        )
 
 
 def keep_top_k(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
@@ -105,7 +109,9 @@ def keep_top_k(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Te
     """
     if not 0 <= k <= int(eligible.sum()):
         raise ValueError(f"cannot keep {k} of {int(eligible.sum())} eligible coordinates")
-    masked = torch.where(eligible, scores.double(), torch.tensor(float("-inf"), dtype=torch.float64))
+    masked = torch.where(
+        eligible, scores.double(), torch.tensor(float("-inf"), dtype=torch.float64)
+    )
     order = torch.sort(masked, descending=True, stable=True).indices
     kept = torch.zeros_like(eligible)
     kept[order[:k]] = True
@@ -122,5 +128,5 @@ def random_mask(layout: ParameterLayout, density: float, generator: torch.Genera
     p = layout.num_prunable
     order = torch.randperm(p, generator=generator)
     kept = torch.zeros(p, dtype=torch.bool)
-    kept[order[:kept_count(p, density)]] = True
+    kept[order[: kept_count(p, density)]] = True
     return Mask(layout, kept)

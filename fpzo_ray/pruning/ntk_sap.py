@@ -23,7 +23,7 @@ one centralised computation over the union of the draws.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -36,8 +36,9 @@ from fpzo_ray.seeding import generator
 _NORM_MODULES = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
 
 
-def fresh_parameters(model: nn.Module, layout: ParameterLayout, gen: torch.Generator,
-                     scheme: str = "model") -> dict[str, torch.Tensor]:
+def fresh_parameters(
+    model: nn.Module, layout: ParameterLayout, gen: torch.Generator, scheme: str = "model"
+) -> dict[str, torch.Tensor]:
     """A new initialisation of ``model``'s parameters (CPU tensors), drawn from ``gen``.
 
     ``model``: a fresh sample of the model's own initialiser: every module's
@@ -58,8 +59,11 @@ def fresh_parameters(model: nn.Module, layout: ParameterLayout, gen: torch.Gener
         return {slot.name: named[slot.name].detach().clone() for slot in layout.slots}
     if scheme != "kaiming_normal":
         raise ValueError(f"pruning.draw_init: unknown {scheme!r}")
-    norm_scales = {f"{name}.weight" for name, module in model.named_modules()
-                   if isinstance(module, _NORM_MODULES)}
+    norm_scales = {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, _NORM_MODULES)
+    }
     params = {}
     for slot in layout.slots:
         if slot.prunable:
@@ -73,11 +77,17 @@ def fresh_parameters(model: nn.Module, layout: ParameterLayout, gen: torch.Gener
     return params
 
 
-def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
-                          draw_seeds: Sequence[int], batch_size: int,
-                          input_shape: Sequence[int], epsilon: float,
-                          inputs: Sequence[torch.Tensor] | None = None,
-                          draw_init: str = "model") -> torch.Tensor:
+def ntk_sap_mask_gradient(
+    model: nn.Module,
+    layout: ParameterLayout,
+    mask: Mask,
+    draw_seeds: Sequence[int],
+    batch_size: int,
+    input_shape: Sequence[int],
+    epsilon: float,
+    inputs: Sequence[torch.Tensor] | None = None,
+    draw_init: str = "model",
+) -> torch.Tensor:
     """Signed gradient of the NTK-SAP objective w.r.t. the mask, summed over the draws.
 
     Data-free (``inputs`` None): draw ``r`` uses Gaussian inputs from its seed. Data-dependent
@@ -94,7 +104,7 @@ def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
     kept = mask.prunable_kept.to(torch.float32)
     mask_parts, start = {}, 0
     for slot in prunable:
-        part = kept[start:start + slot.numel].view(slot.shape).to(device)
+        part = kept[start : start + slot.numel].view(slot.shape).to(device)
         mask_parts[slot.name] = part.clone().requires_grad_(True)
         start += slot.numel
     total = [torch.zeros(slot.shape, device=device) for slot in prunable]
@@ -104,8 +114,11 @@ def ntk_sap_mask_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
         for r, seed in enumerate(draw_seeds):
             gen = generator(seed)
             theta = fresh_parameters(model, layout, gen, draw_init)
-            x = torch.randn((batch_size, *input_shape), generator=gen) if inputs is None \
+            x = (
+                torch.randn((batch_size, *input_shape), generator=gen)
+                if inputs is None
                 else inputs[r]
+            )
             delta = {s.name: torch.randn(s.shape, generator=gen) for s in prunable}
             theta = {k: v.to(device) for k, v in theta.items()}
             x = x.to(device)

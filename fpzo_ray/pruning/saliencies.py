@@ -21,7 +21,8 @@ top-k of ``keep_scores(method, summed)`` among the still-kept coordinates.
 from __future__ import annotations
 
 import copy
-from typing import Sequence, cast
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,24 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 #: Modules that SynFlow's linearised network replaces by the identity.
 NORM_MODULES: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU)
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardswish,
+    nn.SiLU,
+    nn.GELU,
+    nn.ELU,
+)
 
 #: Methods whose output is a final score (the others' are signed contributions, summed over
 #: clients before ranking: ``client_saliency.CLIENT_SALIENCIES``).
@@ -47,6 +62,7 @@ SCORE_METHODS = ("magnitude", "synflow")
 
 
 # ------------------------------------------------------------------------------------ helpers
+
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -56,23 +72,32 @@ def _kept(mask: Mask) -> torch.Tensor:
     return mask.prunable_kept.to(torch.float32)
 
 
-def _slot_tensors(layout: ParameterLayout, weights: torch.Tensor,
-                  device: torch.device) -> dict[str, torch.Tensor]:
+def _slot_tensors(
+    layout: ParameterLayout, weights: torch.Tensor, device: torch.device
+) -> dict[str, torch.Tensor]:
     """theta, one detached tensor per parameter (copies: never views of the caller's vector)."""
     if weights.shape != (layout.total,):
-        raise ValueError(f"weights must be a flat vector of length {layout.total}, "
-                         f"got shape {tuple(weights.shape)}")
-    return {s.name: weights[s.offset:s.offset + s.numel].detach().view(s.shape)
-            .to(device=device, dtype=torch.float32, copy=True) for s in layout.slots}
+        raise ValueError(
+            f"weights must be a flat vector of length {layout.total}, "
+            f"got shape {tuple(weights.shape)}"
+        )
+    return {
+        s.name: weights[s.offset : s.offset + s.numel]
+        .detach()
+        .view(s.shape)
+        .to(device=device, dtype=torch.float32, copy=True)
+        for s in layout.slots
+    }
 
 
-def _mask_parts(layout: ParameterLayout, mask: Mask, device: torch.device,
-                dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def _mask_parts(
+    layout: ParameterLayout, mask: Mask, device: torch.device, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """The mask as one float tensor per prunable weight (1 = kept)."""
     kept = _kept(mask).to(dtype)
     parts, start = {}, 0
     for slot in layout.prunable_slots:
-        parts[slot.name] = kept[start:start + slot.numel].view(slot.shape).to(device)
+        parts[slot.name] = kept[start : start + slot.numel].view(slot.shape).to(device)
         start += slot.numel
     return parts
 
@@ -89,6 +114,7 @@ def _flatten_prunable(layout: ParameterLayout, parts: dict[str, torch.Tensor]) -
 
 # ---------------------------------------------------------------------------------- magnitude
 
+
 def magnitude_scores(layout: ParameterLayout, mask: Mask, weights: torch.Tensor) -> torch.Tensor:
     """|theta| at the kept prunable coordinates: the magnitude-at-initialisation baseline.
 
@@ -102,8 +128,14 @@ def magnitude_scores(layout: ParameterLayout, mask: Mask, weights: torch.Tensor)
 
 # --------------------------------------------------------------------------------------- SNIP
 
-def snip_contribution(model: nn.Module, layout: ParameterLayout, mask: Mask,
-                      weights: torch.Tensor, batches: Sequence[Batch]) -> torch.Tensor:
+
+def snip_contribution(
+    model: nn.Module,
+    layout: ParameterLayout,
+    mask: Mask,
+    weights: torch.Tensor,
+    batches: Sequence[Batch],
+) -> torch.Tensor:
     """Signed mask gradient ``sum_batches dL/dm_j`` of the masked network (SNIP).
 
     SNIP (Lee et al., "SNIP: Single-shot network pruning based on connection sensitivity",
@@ -118,7 +150,9 @@ def snip_contribution(model: nn.Module, layout: ParameterLayout, mask: Mask,
     """
     device = _device(model)
     theta = _slot_tensors(layout, weights, device)
-    masks = {n: m.clone().requires_grad_(True) for n, m in _mask_parts(layout, mask, device).items()}
+    masks = {
+        n: m.clone().requires_grad_(True) for n, m in _mask_parts(layout, mask, device).items()
+    }
     total = {n: torch.zeros_like(m) for n, m in masks.items()}
     was_training = model.training
     model.train()
@@ -137,9 +171,15 @@ def snip_contribution(model: nn.Module, layout: ParameterLayout, mask: Mask,
 
 # -------------------------------------------------------------------------------------- GraSP
 
-def grasp_hessian_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask,
-                           weights: torch.Tensor, batches: Sequence[Batch],
-                           temperature: float = 200.0) -> torch.Tensor:
+
+def grasp_hessian_gradient(
+    model: nn.Module,
+    layout: ParameterLayout,
+    mask: Mask,
+    weights: torch.Tensor,
+    batches: Sequence[Batch],
+    temperature: float = 200.0,
+) -> torch.Tensor:
     """``H g`` over the prunable weights of the masked network, by double backpropagation.
 
     ``L(theta) = sum_batches CE(f(x; theta * m) / temperature, y)`` (summed over samples),
@@ -179,9 +219,14 @@ def grasp_hessian_gradient(model: nn.Module, layout: ParameterLayout, mask: Mask
     return _flatten_prunable(layout, dict(zip(leaves, hg)))
 
 
-def grasp_contribution(model: nn.Module, layout: ParameterLayout, mask: Mask,
-                       weights: torch.Tensor, batches: Sequence[Batch],
-                       temperature: float = 200.0) -> torch.Tensor:
+def grasp_contribution(
+    model: nn.Module,
+    layout: ParameterLayout,
+    mask: Mask,
+    weights: torch.Tensor,
+    batches: Sequence[Batch],
+    temperature: float = 200.0,
+) -> torch.Tensor:
     """GraSP's ``S = -theta * (H g)`` at the kept prunable coordinates.
 
     GraSP (Wang, Zhang & Grosse, "Picking winning tickets before training by preserving
@@ -209,6 +254,7 @@ def grasp_contribution(model: nn.Module, layout: ParameterLayout, mask: Mask,
 
 # ------------------------------------------------------------------------------------ SynFlow
 
+
 def linearised_copy(model: nn.Module) -> nn.Module:
     """A float64 deep copy with every normalisation and activation module replaced by identity.
 
@@ -225,8 +271,13 @@ def linearised_copy(model: nn.Module) -> nn.Module:
     return linear.double().eval()
 
 
-def synflow_scores(model: nn.Module, layout: ParameterLayout, mask: Mask,
-                   weights: torch.Tensor, input_shape: Sequence[int]) -> torch.Tensor:
+def synflow_scores(
+    model: nn.Module,
+    layout: ParameterLayout,
+    mask: Mask,
+    weights: torch.Tensor,
+    input_shape: Sequence[int],
+) -> torch.Tensor:
     """One SynFlow scoring pass: ``|theta * dR/dtheta|`` at the kept prunable coordinates.
 
     SynFlow (Tanaka, Kunin, Yamins & Ganguli, "Pruning neural networks without any data by
@@ -267,6 +318,7 @@ def synflow_scores(model: nn.Module, layout: ParameterLayout, mask: Mask,
 
 
 # ------------------------------------------------------------------------------------ ranking
+
 
 def keep_scores(method: str, total: torch.Tensor) -> torch.Tensor:
     """Map a summed contribution or a score to "higher = keep".

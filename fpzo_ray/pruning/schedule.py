@@ -8,7 +8,7 @@ each layer at the same fraction (``layer`` scope).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -25,8 +25,13 @@ def kept_fractions(density: float, iterations: int) -> list[float]:
     return [density ** (t / iterations) for t in range(1, iterations + 1)]
 
 
-def prune_iteratively(start: Mask, density: float, iterations: int,
-                      saliency_round: SaliencyRound, scope: str = "global") -> Mask:
+def prune_iteratively(
+    start: Mask,
+    density: float,
+    iterations: int,
+    saliency_round: SaliencyRound,
+    scope: str = "global",
+) -> Mask:
     """Shrink ``start`` to ``density`` in ``iterations`` steps of top-k."""
     mask = start
     for t, fraction in enumerate(kept_fractions(density, iterations)):
@@ -34,7 +39,8 @@ def prune_iteratively(start: Mask, density: float, iterations: int,
         if scope == "layer":
             kept = layerwise_top_k(scores, mask.prunable_kept, mask.layout, fraction)
         else:
-            kept = keep_top_k(scores, mask.prunable_kept,
-                              kept_count(mask.layout.num_prunable, fraction))
+            kept = keep_top_k(
+                scores, mask.prunable_kept, kept_count(mask.layout.num_prunable, fraction)
+            )
         mask = Mask(mask.layout, kept)
     return mask

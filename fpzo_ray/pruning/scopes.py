@@ -14,7 +14,7 @@ prunable layer instead:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -22,23 +22,28 @@ from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.pruning.masks import Mask, keep_top_k, kept_count
 
 
-def random_layerwise_mask(layout: ParameterLayout, reference: Mask,
-                          generator: torch.Generator) -> Mask:
+def random_layerwise_mask(
+    layout: ParameterLayout, reference: Mask, generator: torch.Generator
+) -> Mask:
     """A uniformly random mask with exactly ``reference``'s kept count in every prunable layer."""
     if reference.layout != layout:
         raise ValueError("reference mask belongs to another layout")
     kept = torch.zeros(layout.num_prunable, dtype=torch.bool)
     start = 0
     for slot in layout.prunable_slots:
-        count = int(reference.prunable_kept[start:start + slot.numel].sum())
+        count = int(reference.prunable_kept[start : start + slot.numel].sum())
         order = torch.randperm(slot.numel, generator=generator)
         kept[start + order[:count]] = True
         start += slot.numel
     return Mask(layout, kept)
 
 
-def layerwise_top_k(scores: torch.Tensor, eligible: torch.Tensor, layout: ParameterLayout,
-                    density: float | Mapping[str, float]) -> torch.Tensor:
+def layerwise_top_k(
+    scores: torch.Tensor,
+    eligible: torch.Tensor,
+    layout: ParameterLayout,
+    density: float | Mapping[str, float],
+) -> torch.Tensor:
     """In every prunable layer, the top ``round(density * layer_numel)`` (at least one) eligible
     coordinates by score, as a bool vector over the prunable coordinates.
 

@@ -12,25 +12,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from fpzo_ray.config import ConfigError
 from fpzo_ray.logs import configure as configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fpzo_ray.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", metavar="SOURCE",
-                        help="an experiment folder, or an MLflow tracking URI")
+    parser = argparse.ArgumentParser(
+        prog="python -m fpzo_ray.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "source", metavar="SOURCE", help="an experiment folder, or an MLflow tracking URI"
+    )
     parser.add_argument("--run-id", help="with a tracking URI: the sweep's parent run")
-    parser.add_argument("--experiment", help="with a tracking URI: the MLflow experiment "
-                                             "whose newest sweep to report")
-    parser.add_argument("--out", help="where to write (default: <folder>/report, or "
-                                      "./report_<parent run id> for a tracking URI)")
-    parser.add_argument("--no-log", action="store_true",
-                        help="do not log the report to the parent run")
+    parser.add_argument(
+        "--experiment",
+        help="with a tracking URI: the MLflow experiment whose newest sweep to report",
+    )
+    parser.add_argument(
+        "--out",
+        help="where to write (default: <folder>/report, or "
+        "./report_<parent run id> for a tracking URI)",
+    )
+    parser.add_argument(
+        "--no-log", action="store_true", help="do not log the report to the parent run"
+    )
     args = parser.parse_args(argv)
     configure_logging()
     # a wrong server address fails in seconds, not after MLflow's minutes of retries
@@ -38,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from fpzo_ray.failure import root_cause
     from fpzo_ray.report.document import write_report
-    from fpzo_ray.report.sources import record_from_folder, record_from_mlflow
     from fpzo_ray.report.publish import log_report
+    from fpzo_ray.report.sources import record_from_folder, record_from_mlflow
 
     folder = Path(args.source)
     try:
@@ -51,18 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out) if args.out else folder / "report"
         elif "://" in args.source or args.source.startswith("databricks"):
             if not (args.run_id or args.experiment):
-                raise ConfigError("config error: SOURCE: a tracking URI needs --run-id or "
-                                  "--experiment")
+                raise ConfigError(
+                    "config error: SOURCE: a tracking URI needs --run-id or --experiment"
+                )
             record = record_from_mlflow(args.source, args.run_id, args.experiment)
             tracking_uri = args.source
             out = Path(args.out) if args.out else Path(f"report_{record.parent_run_id}")
         else:
-            raise ConfigError(f"config error: SOURCE: {args.source}: neither an experiment "
-                              "folder nor an MLflow tracking URI")
+            raise ConfigError(
+                f"config error: SOURCE: {args.source}: neither an experiment "
+                "folder nor an MLflow tracking URI"
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except Exception as exc:  # the store or server could not be read
+    except Exception as exc:  # noqa: BLE001 - whatever the store or server raised: one line
         print(f"error: {args.source}: {root_cause(exc)}", file=sys.stderr)
         return 1
     files = write_report(record, out)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -61,29 +62,39 @@ def fairness_note(record: SweepRecord) -> str:
     """What the figures can and cannot support, from how the sweep was designed."""
     spec = record.spec
     if spec.study is None:
-        return ("One seed per cell and no repeats: every difference here is a smoke test of "
-                "the pipeline, not a comparison of methods (for that, run a study: a search "
-                "on the validation split per cell, then several seeds).")
-    tuned = ("each cell's hyperparameters were searched on the validation split "
-             f"({spec.search.metric}), never on test metrics, then "
-             if spec.search else "no hyperparameters were searched; ")
-    return (f"A study: {tuned}re-run on {spec.study.seeds} fresh seeds; figures show means "
-            "and 95 % Student-t intervals over those seeds. Compare two cells through paired "
-            "differences over their shared seeds.")
+        return (
+            "One seed per cell and no repeats: every difference here is a smoke test of "
+            "the pipeline, not a comparison of methods (for that, run a study: a search "
+            "on the validation split per cell, then several seeds)."
+        )
+    tuned = (
+        "each cell's hyperparameters were searched on the validation split "
+        f"({spec.search.metric}), never on test metrics, then "
+        if spec.search
+        else "no hyperparameters were searched; "
+    )
+    return (
+        f"A study: {tuned}re-run on {spec.study.seeds} fresh seeds; figures show means "
+        "and 95 % Student-t intervals over those seeds. Compare two cells through paired "
+        "differences over their shared seeds."
+    )
 
 
 def _overview(record: SweepRecord) -> list[tuple[str, str]]:
     spec = record.spec
     states = record.trials["status"].value_counts() if len(record.figures) else pd.Series()
     trial_wall = sum(f.wall_s for f in record.figures if math.isfinite(f.wall_s))
-    return [("sweep", spec.name), ("description", spec.description or "-"),
-            ("kind", f"{spec.kind} ({' then '.join(spec.phases)})"),
-            ("cells", str(spec.cell_count)),
-            ("trials", ", ".join(f"{n} {s}" for s, n in states.items()) or "none"),
-            ("sweep wall time", _duration(record.wall_s)),
-            ("trial time, summed over trials", _duration(trial_wall)),
-            ("experiment folder", record.experiment or "-"),
-            ("MLflow parent run", record.parent_run_id or "-")]
+    return [
+        ("sweep", spec.name),
+        ("description", spec.description or "-"),
+        ("kind", f"{spec.kind} ({' then '.join(spec.phases)})"),
+        ("cells", str(spec.cell_count)),
+        ("trials", ", ".join(f"{n} {s}" for s, n in states.items()) or "none"),
+        ("sweep wall time", _duration(record.wall_s)),
+        ("trial time, summed over trials", _duration(trial_wall)),
+        ("experiment folder", record.experiment or "-"),
+        ("MLflow parent run", record.parent_run_id or "-"),
+    ]
 
 
 def cell_configurations(record: SweepRecord) -> pd.DataFrame:
@@ -98,11 +109,14 @@ def cell_configurations(record: SweepRecord) -> pd.DataFrame:
         hyper = dict(chosen.hyperparameters) if chosen else {}
         resolved = flatten(config_to_dict(config_from_dict(spec.run_config(cell, hyper))))
         differs = {k: v for k, v in resolved.items() if shared.get(k) != v}
-        rows.append({"cell": cell.label, "method and mask": views[cell.label].method,
-                     "differs from the base": "; ".join(f"{k}={v}" for k, v in differs.items())
-                     or "-",
-                     "chosen on validation": "; ".join(f"{k}={v}" for k, v in hyper.items())
-                     or "-"})
+        rows.append(
+            {
+                "cell": cell.label,
+                "method and mask": views[cell.label].method,
+                "differs from the base": "; ".join(f"{k}={v}" for k, v in differs.items()) or "-",
+                "chosen on validation": "; ".join(f"{k}={v}" for k, v in hyper.items()) or "-",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -126,8 +140,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
     header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 
@@ -137,8 +150,10 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 def _html_pairs(pairs: list[tuple[str, str]] | Mapping[str, Any]) -> str:
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format(v))}</td></tr>"
-                   for k, v in items)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format(v))}</td></tr>"
+        for k, v in items
+    )
     return f'<table class="pairs">{rows}</table>'
 
 
@@ -154,28 +169,41 @@ figcaption { font-size: .9rem; color: #555; } .scroll { overflow-x: auto; }
 
 
 def render_html(record: SweepRecord, pngs: Mapping[str, bytes]) -> str:
-    parts = [f"<h1>Sweep {html.escape(record.spec.name)}</h1>",
-             f'<p class="note">{html.escape(fairness_note(record))}</p>',
-             _html_pairs(_overview(record)), "<h2>Figures</h2>"]
+    parts = [
+        f"<h1>Sweep {html.escape(record.spec.name)}</h1>",
+        f'<p class="note">{html.escape(fairness_note(record))}</p>',
+        _html_pairs(_overview(record)),
+        "<h2>Figures</h2>",
+    ]
     for name, data in pngs.items():
-        caption = CAPTIONS.get(name, "Mean final test accuracy over two swept axes."
-                               if name.startswith("heatmap_") else "")
+        caption = CAPTIONS.get(
+            name,
+            "Mean final test accuracy over two swept axes." if name.startswith("heatmap_") else "",
+        )
         encoded = base64.b64encode(data).decode("ascii")
-        parts.append(f'<figure id="{name}"><img alt="{name}" src="data:image/png;base64,'
-                     f'{encoded}"><figcaption><b>{name}</b>. {html.escape(caption)}'
-                     "</figcaption></figure>")
-    parts += ["<h2>Summary per cell</h2>",
-              '<div class="scroll">' + _html_table(summary_with_methods(record)) + "</div>",
-              "<h2>Configuration of each cell</h2>",
-              '<div class="scroll">' + _html_table(cell_configurations(record)) + "</div>",
-              "<details><summary>The base configuration every cell starts from</summary>",
-              _html_pairs(flatten(config_to_dict(config_from_dict(record.spec.base)))),
-              "</details>", "<h2>Every trial</h2>",
-              '<div class="scroll">' + _html_table(record.trials) + "</div>",
-              "<h2>Software and machine</h2>", _html_pairs(_flat_environment(record))]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>fpzo_ray report: {html.escape(record.spec.name)}</title>"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+        parts.append(
+            f'<figure id="{name}"><img alt="{name}" src="data:image/png;base64,'
+            f'{encoded}"><figcaption><b>{name}</b>. {html.escape(caption)}'
+            "</figcaption></figure>"
+        )
+    parts += [
+        "<h2>Summary per cell</h2>",
+        '<div class="scroll">' + _html_table(summary_with_methods(record)) + "</div>",
+        "<h2>Configuration of each cell</h2>",
+        '<div class="scroll">' + _html_table(cell_configurations(record)) + "</div>",
+        "<details><summary>The base configuration every cell starts from</summary>",
+        _html_pairs(flatten(config_to_dict(config_from_dict(record.spec.base)))),
+        "</details>",
+        "<h2>Every trial</h2>",
+        '<div class="scroll">' + _html_table(record.trials) + "</div>",
+        "<h2>Software and machine</h2>",
+        _html_pairs(_flat_environment(record)),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>fpzo_ray report: {html.escape(record.spec.name)}</title>"
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
 
 
 def _flat_environment(record: SweepRecord) -> dict[str, Any]:
@@ -187,9 +215,19 @@ def _flat_environment(record: SweepRecord) -> dict[str, Any]:
 def render_markdown(record: SweepRecord, figure_names: list[str]) -> str:
     lines = [f"# Sweep {record.spec.name}", "", f"> {fairness_note(record)}", ""]
     lines += [f"- **{k}**: {v}" for k, v in _overview(record)]
-    lines += ["", "## Summary per cell", "", markdown_table(summary_with_methods(record)), "",
-              "## Configuration of each cell", "", markdown_table(cell_configurations(record)),
-              "", "## Figures", ""]
+    lines += [
+        "",
+        "## Summary per cell",
+        "",
+        markdown_table(summary_with_methods(record)),
+        "",
+        "## Configuration of each cell",
+        "",
+        markdown_table(cell_configurations(record)),
+        "",
+        "## Figures",
+        "",
+    ]
     lines += [f"- `{FIGURES_DIR}/{name}.png`" for name in figure_names]
     lines += ["", "## Software and machine", ""]
     lines += [f"- {k}: {v}" for k, v in _flat_environment(record).items()]

@@ -10,16 +10,28 @@ import sys
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("fpzo_ray", "torch", "torchvision", "ray", "mlflow", "pandas", "numpy",
-            "matplotlib", "scikit-learn")
+PACKAGES = (
+    "fpzo_ray",
+    "torch",
+    "torchvision",
+    "ray",
+    "mlflow",
+    "pandas",
+    "numpy",
+    "matplotlib",
+    "scikit-learn",
+)
 
 
 def environment() -> dict[str, Any]:
     """Python, the packages that decide the numbers, the OS, CPU count and, where Ray runs,
     the cluster's totals."""
-    out: dict[str, Any] = {"python": sys.version.split()[0],
-                           "platform": platform.platform(), "machine": platform.machine(),
-                           "cpus_here": os.cpu_count()}
+    out: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus_here": os.cpu_count(),
+    }
     for package in PACKAGES:
         try:
             out[package] = metadata.version(package)
@@ -30,8 +42,11 @@ def environment() -> dict[str, Any]:
 
         if ray.is_initialized():
             totals = ray.cluster_resources()
-            out["ray_cluster"] = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-                                  "CPU": totals.get("CPU", 0), "GPU": totals.get("GPU", 0)}
+            out["ray_cluster"] = {
+                "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+                "CPU": totals.get("CPU", 0),
+                "GPU": totals.get("GPU", 0),
+            }
     except ImportError:
         pass
     try:

@@ -9,10 +9,18 @@ from __future__ import annotations
 from fpzo_ray.algorithms import algorithm_class
 from fpzo_ray.config import RunConfig
 
-PRUNING_NAMES = {"dense": "dense", "random": "random", "random_layerwise": "random (layer-matched)",
-                 "magnitude": "magnitude", "snip": "SNIP", "grasp": "GraSP",
-                 "synflow": "SynFlow", "ntk_sap": "NTK-SAP", "ntk_sap_data": "NTK-SAP (data)",
-                 "ntk_sap_central": "NTK-SAP (central)"}
+PRUNING_NAMES = {
+    "dense": "dense",
+    "random": "random",
+    "random_layerwise": "random (layer-matched)",
+    "magnitude": "magnitude",
+    "snip": "SNIP",
+    "grasp": "GraSP",
+    "synflow": "SynFlow",
+    "ntk_sap": "NTK-SAP",
+    "ntk_sap_data": "NTK-SAP (data)",
+    "ntk_sap_central": "NTK-SAP (central)",
+}
 
 
 def method_label(cfg: RunConfig) -> str:
@@ -22,5 +30,6 @@ def method_label(cfg: RunConfig) -> str:
     method = cfg.pruning_method
     if method == "dense":
         return f"dense {strategy.label}" if strategy.dense_prefix else strategy.label
-    return (f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + "
-            f"{strategy.label}")
+    return (
+        f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + {strategy.label}"
+    )

@@ -8,16 +8,35 @@ in as many columns as they need, so that 50 cells stay readable.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 #: Enough distinct colours for a legend of methods (tab20 after tab10).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
-           "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
@@ -34,8 +53,9 @@ def marker(index: int) -> str:
     return MARKERS[index % len(MARKERS)]
 
 
-def place_legend(ax: Axes, title: str | None = None, last: str | None = None,
-                 beside: bool = False) -> None:
+def place_legend(
+    ax: Axes, title: str | None = None, last: str | None = None, beside: bool = False
+) -> None:
     """A legend inside the axes when it is short, beside them (in columns) when it is long
     or when ``beside`` (plots that fill their axes); the entry labelled ``last`` (a reference
     line) goes at its end."""
@@ -50,8 +70,17 @@ def place_legend(ax: Axes, title: str | None = None, last: str | None = None,
         ax.legend(handles, labels, title=title, fontsize="small", title_fontsize="small")
         return
     columns = 1 + (len(handles) - 1) // 25
-    ax.legend(handles, labels, title=title, fontsize="x-small", title_fontsize="small",
-              ncols=columns, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.legend(
+        handles,
+        labels,
+        title=title,
+        fontsize="x-small",
+        title_fontsize="small",
+        ncols=columns,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
     figure = ax.get_figure(root=True)
     if len(handles) > 6 and isinstance(figure, Figure):
         width, height = figure.get_size_inches()

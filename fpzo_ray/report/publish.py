@@ -34,8 +34,9 @@ def write_run_figures(client: Any, run_id: str, cfg: RunConfig, folder: Path) ->
     history = run_history(client, run_id, HISTORY_KEYS)
     setup = run_setup(client.get_run(run_id).data.params)
     records = folder / "clients.csv"
-    clients = pd.read_csv(records) if records.is_file() and records.stat().st_size else \
-        pd.DataFrame()
+    clients = (
+        pd.read_csv(records) if records.is_file() and records.stat().st_size else pd.DataFrame()
+    )
     figures = run_figures(history, setup, clients, cfg, device_budgets(cfg))
     paths = save_figures(figures, folder / FIGURES_DIR)
     for path in paths:

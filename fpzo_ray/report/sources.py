@@ -5,18 +5,20 @@ Both sources give the same :class:`SweepRecord`: the sweep's spec, every trial's
 (``study.summary.TrialFigures``, built from the same per-round history by the same code),
 the search's choices, the software the sweep ran on and its wall time. In the folder these
 are ``fpzo_sweep.yaml``, each trial's ``params.json`` and ``result.json`` (written by Tune),
-``selection.json``, ``environment.json``, ``timing.json`` and ``mlflow_parent_run_id``; in MLflow they are the parent
-run's artifacts and the child runs' tags, parameters and metric histories.
+``selection.json``, ``environment.json``, ``timing.json`` and ``mlflow_parent_run_id``;
+in MLflow they are the parent run's artifacts and the child runs' tags, parameters and
+metric histories.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -37,10 +39,18 @@ PLAN_TAG = "fpzo_plan"
 #: Tag of a parent run: its experiment folder's name.
 EXPERIMENT_TAG = "fpzo_experiment"
 #: Per-round metrics a sweep report reads from each trial.
-TRIAL_HISTORY_KEYS = ("test_accuracy", "val_accuracy", "test_loss", "val_loss",
-                      "cumulative_client_flops", "cumulative_upload_bytes",
-                      "cumulative_download_bytes", "max_client_peak_memory_bytes",
-                      "max_client_sparse_memory_bytes", "time_total_s")
+TRIAL_HISTORY_KEYS = (
+    "test_accuracy",
+    "val_accuracy",
+    "test_loss",
+    "val_loss",
+    "cumulative_client_flops",
+    "cumulative_upload_bytes",
+    "cumulative_download_bytes",
+    "max_client_peak_memory_bytes",
+    "max_client_sparse_memory_bytes",
+    "time_total_s",
+)
 #: ``setup`` entries (the pruning summary) the figures read.
 SETUP_KEYS = ("kept_fraction", "pruning_client_flops", "num_trained")
 
@@ -76,17 +86,25 @@ class SweepRecord:
 
 def read_selections(text: str) -> dict[str, Selection]:
     saved = json.loads(text)
-    return {c: Selection(c, s["sample"], s["hyperparameters"],
-                         s["value"] if s["value"] is not None else math.nan, s["candidates"])
-            for c, s in saved.items()}
+    return {
+        c: Selection(
+            c,
+            s["sample"],
+            s["hyperparameters"],
+            s["value"] if s["value"] is not None else math.nan,
+            s["candidates"],
+        )
+        for c, s in saved.items()
+    }
 
 
 def planned_trials(spec: SweepSpec, selections: Mapping[str, Selection]) -> list[TrialPlan]:
     """Every trial the sweep plans: its first phase, then (a study) the repeats."""
     plans = spec.first_phase_plans()
     if spec.study is not None:
-        plans += spec.repeat_plans({c: (s.sample, s.hyperparameters)
-                                    for c, s in selections.items()})
+        plans += spec.repeat_plans(
+            {c: (s.sample, s.hyperparameters) for c, s in selections.items()}
+        )
     return plans
 
 
@@ -97,17 +115,28 @@ def _plan_key(plan: Mapping[str, Any]) -> tuple:
 def in_cell_order(spec: SweepSpec, figures: Iterable[TrialFigures]) -> list[TrialFigures]:
     position = {cell.label: i for i, cell in enumerate(spec.cells())}
     phases = {phase: i for i, phase in enumerate(spec.phases)}
-    return sorted(figures, key=lambda f: (phases.get(f.phase, 0),
-                                          position.get(f.cell, len(position)), f.sample, f.seed))
+    return sorted(
+        figures,
+        key=lambda f: (
+            phases.get(f.phase, 0),
+            position.get(f.cell, len(position)),
+            f.sample,
+            f.seed,
+        ),
+    )
 
 
-def _with_not_started(spec: SweepSpec, selections: Mapping[str, Selection],
-                      found: list[TrialFigures]) -> list[TrialFigures]:
+def _with_not_started(
+    spec: SweepSpec, selections: Mapping[str, Selection], found: list[TrialFigures]
+) -> list[TrialFigures]:
     seen = {(f.cell, f.phase, f.sample, f.seed) for f in found}
-    missing = [trial_figures(p.as_dict(), config_from_dict(p.run).training.rounds, None,
-                             status="NOT_STARTED")
-               for p in planned_trials(spec, selections)
-               if _plan_key(p.as_dict()) not in seen]
+    missing = [
+        trial_figures(
+            p.as_dict(), config_from_dict(p.run).training.rounds, None, status="NOT_STARTED"
+        )
+        for p in planned_trials(spec, selections)
+        if _plan_key(p.as_dict()) not in seen
+    ]
     return in_cell_order(spec, [*found, *missing])
 
 
@@ -137,8 +166,9 @@ def record_from_folder(folder: str | Path) -> SweepRecord:
 
     folder = Path(folder).resolve()
     if not (folder / SPEC_FILE).is_file():
-        raise SourceError(f"config error: SOURCE: {folder} is not a sweep's experiment folder "
-                          f"(no {SPEC_FILE})")
+        raise SourceError(
+            f"config error: SOURCE: {folder} is not a sweep's experiment folder (no {SPEC_FILE})"
+        )
     spec = load_saved_spec(folder)
     selections = {}
     if (folder / SELECTION_FILE).is_file():
@@ -153,13 +183,17 @@ def record_from_folder(folder: str | Path) -> SweepRecord:
             errors = sorted(trial.parent.glob("error*.txt"))
             error = error_summary(errors[-1].read_text()) if errors else ""
             done = int(history["round"].max()) if "round" in history and len(history) else 0
-            status = trial_status(done, planned, error,
-                                  (trial.parent / STOPPED_MARKER).is_file())
+            status = trial_status(done, planned, error, (trial.parent / STOPPED_MARKER).is_file())
             found.append(trial_figures(plan, planned, history, error, status))
-    return SweepRecord(spec, _with_not_started(spec, selections, found), selections,
-                       read_json(folder / ENVIRONMENT_FILE),
-                       float(read_json(folder / TIMING_FILE).get("wall_s", math.nan)),
-                       folder.name, _parent_run_id(folder))
+    return SweepRecord(
+        spec,
+        _with_not_started(spec, selections, found),
+        selections,
+        read_json(folder / ENVIRONMENT_FILE),
+        float(read_json(folder / TIMING_FILE).get("wall_s", math.nan)),
+        folder.name,
+        _parent_run_id(folder),
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -206,7 +240,7 @@ def _download_text(client: Any, run_id: str, path: str) -> str | None:
     try:
         with tempfile.TemporaryDirectory() as local:
             return Path(client.download_artifacts(run_id, path, local)).read_text()
-    except Exception:  # absent: MLflow raises a store-specific error
+    except Exception:  # noqa: BLE001 - an absent artifact raises a store-specific error
         return None
 
 
@@ -218,16 +252,21 @@ def find_parent_run(client: Any, run_id: str | None, experiment: str | None) -> 
         try:
             return client.get_run(run_id)
         except MlflowException:
-            raise SourceError(f"config error: --run-id: no run {run_id!r} in this store") \
-                from None
+            raise SourceError(f"config error: --run-id: no run {run_id!r} in this store") from None
     found = client.get_experiment_by_name(experiment or "")
     if found is None:
         raise SourceError(f"config error: --experiment: no MLflow experiment {experiment!r}")
-    runs = client.search_runs([found.experiment_id], f"tags.{EXPERIMENT_TAG} != ''",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [found.experiment_id],
+        f"tags.{EXPERIMENT_TAG} != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
-        raise SourceError(f"config error: --experiment: {experiment!r} holds no sweep (no run "
-                          f"tagged {EXPERIMENT_TAG})")
+        raise SourceError(
+            f"config error: --experiment: {experiment!r} holds no sweep (no run "
+            f"tagged {EXPERIMENT_TAG})"
+        )
     return runs[0]
 
 
@@ -246,8 +285,9 @@ def _child_figures(client: Any, run: Any) -> TrialFigures:
     return trial_figures(plan, planned, history, error, status)
 
 
-def record_from_mlflow(tracking_uri: str, run_id: str | None = None,
-                       experiment: str | None = None) -> SweepRecord:
+def record_from_mlflow(
+    tracking_uri: str, run_id: str | None = None, experiment: str | None = None
+) -> SweepRecord:
     """The record of the sweep whose parent run is ``run_id`` (or the newest sweep of the
     MLflow ``experiment``) in the store at ``tracking_uri``."""
     from mlflow.tracking import MlflowClient
@@ -257,8 +297,10 @@ def record_from_mlflow(tracking_uri: str, run_id: str | None = None,
     parent_id = parent.info.run_id
     raw = _download_text(client, parent_id, SPEC_ARTIFACT)
     if raw is None:
-        raise SourceError(f"config error: --run-id: run {parent_id} is not a sweep's parent run "
-                          f"(no {SPEC_ARTIFACT} artifact)")
+        raise SourceError(
+            f"config error: --run-id: run {parent_id} is not a sweep's parent run "
+            f"(no {SPEC_ARTIFACT} artifact)"
+        )
     spec = parse_sweep(yaml.safe_load(raw))
     selections = {}
     saved = _download_text(client, parent_id, SELECTION_FILE)
@@ -266,15 +308,25 @@ def record_from_mlflow(tracking_uri: str, run_id: str | None = None,
         selections = read_selections(saved)
     children, token = [], None
     while True:
-        page = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent_id}'",
-                                  run_view_type=3, max_results=1000, page_token=token)
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent_id}'",
+            run_view_type=3,
+            max_results=1000,
+            page_token=token,
+        )
         children += [_child_figures(client, run) for run in page if PLAN_TAG in run.data.tags]
         token = page.token
         if not token:
             break
     environment = _download_text(client, parent_id, ENVIRONMENT_FILE)
     wall = parent.data.metrics.get("sweep_wall_s", math.nan)
-    return SweepRecord(spec, _with_not_started(spec, selections, children), selections,
-                       json.loads(environment) if environment else {}, float(wall),
-                       parent.data.tags.get(EXPERIMENT_TAG, ""), parent_id)
+    return SweepRecord(
+        spec,
+        _with_not_started(spec, selections, children),
+        selections,
+        json.loads(environment) if environment else {},
+        float(wall),
+        parent.data.tags.get(EXPERIMENT_TAG, ""),
+        parent_id,
+    )

@@ -54,8 +54,14 @@ def cell_views(spec: SweepSpec) -> list[CellView]:
     for cell in spec.cells():
         method = method_label(config_from_dict(spec.run_config(cell, {})))
         others = ", ".join(f"{c}={cell.coordinates[c]}" for c in shown)
-        views.append(CellView(cell.label, method, f"{method}; {others}" if others else method,
-                              dict(cell.coordinates)))
+        views.append(
+            CellView(
+                cell.label,
+                method,
+                f"{method}; {others}" if others else method,
+                dict(cell.coordinates),
+            )
+        )
     return views
 
 
@@ -111,8 +117,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _accuracy_scatter(summary: pd.DataFrame, views: list[CellView], x_column: str,
-                      x_scale: float, xlabel: str, title: str, front: bool) -> Figure:
+def _accuracy_scatter(
+    summary: pd.DataFrame,
+    views: list[CellView],
+    x_column: str,
+    x_scale: float,
+    xlabel: str,
+    title: str,
+    front: bool,
+) -> Figure:
     figure, ax = new_figure()
     styles = _Styles(views)
     rows = summary.set_index("cell")
@@ -125,19 +138,37 @@ def _accuracy_scatter(summary: pd.DataFrame, views: list[CellView], x_column: st
         if not (_finite(x) and _finite(y)):
             continue
         ci = row.get("test_accuracy_ci95")
-        ax.errorbar(x / x_scale, y, yerr=ci if _finite(ci) else None, fmt=styles.marker(view.label),
-                    color=styles.color(view.label), capsize=3, markersize=7,
-                    label=styles.label(view.label))
+        ax.errorbar(
+            x / x_scale,
+            y,
+            yerr=ci if _finite(ci) else None,
+            fmt=styles.marker(view.label),
+            color=styles.color(view.label),
+            capsize=3,
+            markersize=7,
+            label=styles.label(view.label),
+        )
         points.append((x / x_scale, y))
     if front and len(points) > 1:
         line = pareto_front(points)
-        ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="black",
-                linestyle="--", linewidth=1, label="Pareto front", zorder=0)
+        ax.step(
+            [p[0] for p in line],
+            [p[1] for p in line],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto front",
+            zorder=0,
+        )
     if points and max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
     note = _seeds_note(summary)
-    ax.set(title=title + (f"\n({note})" if note else ""), xlabel=xlabel,
-           ylabel="final test accuracy (fraction correct)")
+    ax.set(
+        title=title + (f"\n({note})" if note else ""),
+        xlabel=xlabel,
+        ylabel="final test accuracy (fraction correct)",
+    )
     clip_to_fractions(ax)
     ax.grid(alpha=0.3)
     place_legend(ax, styles.legend_title, last="Pareto front")
@@ -145,52 +176,81 @@ def _accuracy_scatter(summary: pd.DataFrame, views: list[CellView], x_column: st
 
 
 def pareto_accuracy_vs_client_flops(summary: pd.DataFrame, views: list[CellView]) -> Figure:
-    return _accuracy_scatter(summary, views, "client_flops_mean", 1e9,
-                             "client GFLOPs per run, all clients (pruning phase included)",
-                             "Final test accuracy against client compute, per cell", front=True)
+    return _accuracy_scatter(
+        summary,
+        views,
+        "client_flops_mean",
+        1e9,
+        "client GFLOPs per run, all clients (pruning phase included)",
+        "Final test accuracy against client compute, per cell",
+        front=True,
+    )
 
 
 def accuracy_vs_upload(summary: pd.DataFrame, views: list[CellView]) -> Figure:
-    return _accuracy_scatter(summary, views, "upload_bytes_mean", 2**20,
-                             "bytes uploaded per run, all clients (MiB, pruning included)",
-                             "Final test accuracy against upload, per cell", front=False)
+    return _accuracy_scatter(
+        summary,
+        views,
+        "upload_bytes_mean",
+        2**20,
+        "bytes uploaded per run, all clients (MiB, pruning included)",
+        "Final test accuracy against upload, per cell",
+        front=False,
+    )
 
 
-def accuracy_vs_round(trials_by_cell: dict[str, list[TrialFigures]],
-                      views: list[CellView]) -> Figure:
+def accuracy_vs_round(
+    trials_by_cell: dict[str, list[TrialFigures]], views: list[CellView]
+) -> Figure:
     """Per cell: the mean test accuracy over its finished seeds at each evaluated round, with
     a 95 % t-interval band where there are two seeds or more."""
     figure, ax = new_figure()
     styles = _Styles(views)
     most_seeds = 0
     for view in views:
-        runs = [t for t in trials_by_cell.get(view.label, []) if t.status == "OK"
-                and not t.evaluations.empty]
+        runs = [
+            t
+            for t in trials_by_cell.get(view.label, [])
+            if t.status == "OK" and not t.evaluations.empty
+        ]
         if not runs:
             continue
-        table = pd.concat([t.evaluations.set_index("round")["test_accuracy"].rename(i)
-                           for i, t in enumerate(runs)], axis=1).sort_index()
+        table = pd.concat(
+            [
+                t.evaluations.set_index("round")["test_accuracy"].rename(i)
+                for i, t in enumerate(runs)
+            ],
+            axis=1,
+        ).sort_index()
         estimates = [t_interval(list(values)) for _, values in table.iterrows()]
         mean = np.array([e.mean for e in estimates])
         half = np.array([e.ci95 for e in estimates])
         shade = styles.color(view.label)
         ax.plot(table.index, mean, color=shade, label=styles.label(view.label), linewidth=1.5)
         if len(runs) > 1:
-            ax.fill_between(table.index, mean - half, mean + half, color=shade, alpha=0.15,
-                            linewidth=0)
+            ax.fill_between(
+                table.index, mean - half, mean + half, color=shade, alpha=0.15, linewidth=0
+            )
         most_seeds = max(most_seeds, len(runs))
-    band = (f"mean over seeds, 95 % band (up to {most_seeds} seeds)" if most_seeds > 1
-            else "one seed per cell: no band (a smoke test, not a comparison)")
-    ax.set(title=f"Test accuracy by round, per cell\n({band})", xlabel="round",
-           ylabel="test accuracy (fraction correct)")
+    band = (
+        f"mean over seeds, 95 % band (up to {most_seeds} seeds)"
+        if most_seeds > 1
+        else "one seed per cell: no band (a smoke test, not a comparison)"
+    )
+    ax.set(
+        title=f"Test accuracy by round, per cell\n({band})",
+        xlabel="round",
+        ylabel="test accuracy (fraction correct)",
+    )
     clip_to_fractions(ax)
     ax.grid(alpha=0.3)
     place_legend(ax, styles.legend_title)
     return figure
 
 
-def accuracy_heatmap(summary: pd.DataFrame, spec: SweepSpec, rows_axis: str,
-                     columns_axis: str) -> Figure:
+def accuracy_heatmap(
+    summary: pd.DataFrame, spec: SweepSpec, rows_axis: str, columns_axis: str
+) -> Figure:
     """Mean final test accuracy for each pair of values of two axes (columns of the summary),
     averaged over the cells of the other axes."""
     axes = {a.column: a for a in spec.axes}
@@ -203,22 +263,36 @@ def accuracy_heatmap(summary: pd.DataFrame, spec: SweepSpec, rows_axis: str,
             values = [v for v in chosen["test_accuracy_mean"] if _finite(v)]
             if values:
                 grid[i, j] = float(np.mean(values))
-    figure, ax = new_figure(max(5.0, 1.1 * len(column_values) + 3),
-                            max(3.5, 0.6 * len(row_values) + 2))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=np.nanmin(grid) if
-                      np.isfinite(grid).any() else 0, vmax=np.nanmax(grid) if
-                      np.isfinite(grid).any() else 1)
+    figure, ax = new_figure(
+        max(5.0, 1.1 * len(column_values) + 3), max(3.5, 0.6 * len(row_values) + 2)
+    )
+    image = ax.imshow(
+        grid,
+        cmap="viridis",
+        aspect="auto",
+        vmin=np.nanmin(grid) if np.isfinite(grid).any() else 0,
+        vmax=np.nanmax(grid) if np.isfinite(grid).any() else 1,
+    )
     for i, j in itertools.product(range(len(row_values)), range(len(column_values))):
         if np.isfinite(grid[i, j]):
-            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize="small",
-                    color="white" if grid[i, j] < np.nanmean(grid) else "black")
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.3f}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if grid[i, j] < np.nanmean(grid) else "black",
+            )
     ax.set_xticks(range(len(column_values)), [str(v) for v in column_values])
     ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
     others = [a.column for a in spec.axes if a.column not in (rows_axis, columns_axis)]
     over = f", mean over {', '.join(others)}" if others else ""
-    ax.set(title=f"Final test accuracy by {rows_axis} and {columns_axis}{over}",
-           xlabel=f"{columns_axis} ({axes[columns_axis].key})",
-           ylabel=f"{rows_axis} ({axes[rows_axis].key})")
+    ax.set(
+        title=f"Final test accuracy by {rows_axis} and {columns_axis}{over}",
+        xlabel=f"{columns_axis} ({axes[columns_axis].key})",
+        ylabel=f"{rows_axis} ({axes[rows_axis].key})",
+    )
     figure.colorbar(image, ax=ax, label="final test accuracy (fraction correct)")
     return figure
 
@@ -228,14 +302,18 @@ def heatmap_pairs(spec: SweepSpec) -> list[tuple[str, str]]:
     return list(itertools.combinations(swept, 2))[:MAX_HEATMAPS]
 
 
-def sweep_figures(spec: SweepSpec, summary: pd.DataFrame,
-                  trials_by_cell: dict[str, list[TrialFigures]]) -> dict[str, Figure]:
+def sweep_figures(
+    spec: SweepSpec, summary: pd.DataFrame, trials_by_cell: dict[str, list[TrialFigures]]
+) -> dict[str, Figure]:
     """Every figure of a sweep, by file name (without ``.png``)."""
     views = cell_views(spec)
-    out = {"pareto_accuracy_vs_client_flops": pareto_accuracy_vs_client_flops(summary, views),
-           "accuracy_vs_round": accuracy_vs_round(trials_by_cell, views),
-           "accuracy_vs_upload": accuracy_vs_upload(summary, views)}
+    out = {
+        "pareto_accuracy_vs_client_flops": pareto_accuracy_vs_client_flops(summary, views),
+        "accuracy_vs_round": accuracy_vs_round(trials_by_cell, views),
+        "accuracy_vs_upload": accuracy_vs_upload(summary, views),
+    }
     for rows_axis, columns_axis in heatmap_pairs(spec):
-        out[f"heatmap_{rows_axis}_x_{columns_axis}"] = accuracy_heatmap(summary, spec,
-                                                                       rows_axis, columns_axis)
+        out[f"heatmap_{rows_axis}_x_{columns_axis}"] = accuracy_heatmap(
+            summary, spec, rows_axis, columns_axis
+        )
     return out

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -39,16 +40,16 @@ def load_server_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else \
-            type(exc).__name__
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
     if not isinstance(state, dict) or "rounds_done" not in state:
         raise CheckpointError(f"checkpoint {path} does not hold a server state")
     return state
 
 
-def newest_readable(folders: list[Path],
-                    warn: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
+def newest_readable(
+    folders: list[Path], warn: Callable[[str], Any] | None = None
+) -> dict[str, Any] | None:
     """The state in the first of ``folders`` (newest first) that can be read; every one that
     cannot is reported through ``warn`` (default: a logged warning) and skipped. None when
     none can be read."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -55,14 +55,19 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 class ClientRuntime:
     """One model serving many virtual clients (see the module docstring)."""
 
-    def __init__(self, cfg: RunConfig, dataset: ImageDataset,
-                 partition: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+    ) -> None:
         self.cfg = cfg
         self.dataset = dataset
         self.partition = partition
         self.device = torch.device(cfg.simulation.device)
-        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
-                                 init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
+        self.model = build_model(
+            cfg,
+            dataset.input_shape,
+            dataset.num_classes,
+            init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT),
+        )
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.initial_flat = self.flat.detach().clone()
@@ -82,9 +87,11 @@ class ClientRuntime:
         self.workspace = ZOWorkspace(self.model, self.layout, self.flat, kept, blocks)
         density = mask.layer_densities()
         self.client_model = ClientModel(
-            self.workspace, forward_flops(self.layers, density),
+            self.workspace,
+            forward_flops(self.layers, density),
             tuple(stage_forward_flops(self.layers, len(self.model.stages), density)),
-            mask.num_trained)
+            mask.num_trained,
+        )
         # batch size -> (measured peak, the same with the model stored sparsely), per mask
         self.peak_memory: dict[int, tuple[int, int]] = {}
 
@@ -102,13 +109,15 @@ class ClientRuntime:
             raise RuntimeError(f"worker holds mask {self.mask_version}, round needs {version}")
 
     # -- one virtual client: training ----------------------------------------------------
-    def _batches(self, purpose: Purpose, index: int, client_id: int, count: int,
-                 batch_size: int) -> Batches:
+    def _batches(
+        self, purpose: Purpose, index: int, client_id: int, count: int, batch_size: int
+    ) -> Batches:
         part = self.partition[client_id]
         out = []
         for step in range(count):
-            idx = minibatch_indices(self.cfg.seed, purpose, index, client_id, step, part,
-                                    batch_size)
+            idx = minibatch_indices(
+                self.cfg.seed, purpose, index, client_id, step, part, batch_size
+            )
             x, y = self.dataset.train_batch(idx)
             out.append((x.to(self.device), y.to(self.device)))
         return out
@@ -123,8 +132,13 @@ class ClientRuntime:
         the measured step otherwise; either way it delivers nothing.
         """
         round_index = broadcast.round_index
-        batches = self._batches(Purpose.MINIBATCH, round_index, client_id,
-                                self.algorithm.local_steps, self.cfg.training.batch_size)
+        batches = self._batches(
+            Purpose.MINIBATCH,
+            round_index,
+            client_id,
+            self.algorithm.local_steps,
+            self.cfg.training.batch_size,
+        )
         batch = int(batches[0][1].shape[0])
         download = train_download_bytes(self.mask.num_trained, self.mask.wire_bytes())
         if batch in self.peak_memory:
@@ -133,34 +147,51 @@ class ClientRuntime:
                 return failure
         meter = None if batch in self.peak_memory else self._meter(batches)
         with meter if meter is not None else contextlib.nullcontext():
-            work = self.algorithm.local_work(self.client_model, batches, broadcast.weights,
-                                             round_index, client_id)
+            work = self.algorithm.local_work(
+                self.client_model, batches, broadcast.weights, round_index, client_id
+            )
         if meter is not None:
-            self.peak_memory[batch] = (meter.peak_bytes, sparse_peak_bytes(
-                meter.peak_breakdown, self.mask.stored_bytes()))
+            self.peak_memory[batch] = (
+                meter.peak_bytes,
+                sparse_peak_bytes(meter.peak_breakdown, self.mask.stored_bytes()),
+            )
             failure = self._out_of_memory(client_id, batch, download)
             if failure is not None:
                 return failure
         contribution = None
         if self.cfg.simulation.estimate_on == "workers":
             contribution = self.algorithm.worker_contribution(
-                work, round_index, client_id, broadcast.weights, self.workspace.blocks)
+                work, round_index, client_id, broadcast.weights, self.workspace.blocks
+            )
         dense, sparse = self.peak_memory[batch]
         return TrainReply(
-            client_id=client_id, num_samples=int(self.partition[client_id].shape[0]),
-            batch_size=batch, base_loss=work.base_loss, upload=work.upload,
-            contribution=contribution, forward_flops=int(work.forward_flops),
-            flops=int(work.flops), upload_bytes=work.upload_bytes, download_bytes=download,
-            peak_memory_bytes=dense, sparse_memory_bytes=sparse)
+            client_id=client_id,
+            num_samples=int(self.partition[client_id].shape[0]),
+            batch_size=batch,
+            base_loss=work.base_loss,
+            upload=work.upload,
+            contribution=contribution,
+            forward_flops=int(work.forward_flops),
+            flops=int(work.flops),
+            upload_bytes=work.upload_bytes,
+            download_bytes=download,
+            peak_memory_bytes=dense,
+            sparse_memory_bytes=sparse,
+        )
 
     def _out_of_memory(self, client_id: int, batch: int, download: int) -> ClientFailure | None:
         over = self.gate.check(client_id, *self.peak_memory[batch])
         if over is None:
             return None
         log.info("client %d: %s", client_id, over.message())
-        return ClientFailure(client_id, over.message(), kind="oom",
-                             peak_memory_bytes=over.peak_bytes, budget_bytes=over.budget_bytes,
-                             download_bytes=download)
+        return ClientFailure(
+            client_id,
+            over.message(),
+            kind="oom",
+            peak_memory_bytes=over.peak_bytes,
+            budget_bytes=over.budget_bytes,
+            download_bytes=download,
+        )
 
     def _meter(self, batches: Batches) -> MemoryMeter:
         meter = MemoryMeter()
@@ -181,24 +212,49 @@ class ClientRuntime:
             raise ValueError(f"pruning method {broadcast.method!r} is not computed by clients")
         batches = None
         if saliency.data_batches:
-            batches = self._batches(Purpose.PRUNING_DRAW, broadcast.iteration, client_id,
-                                    p.draws_per_client, p.batch_size)
-        signed = saliency.compute(SaliencyInputs(
-            self.model, self.layout, self.mask, self.initial_flat,
-            pruning_draw_seeds(self.cfg, broadcast.iteration, client_id), batches,
-            p.batch_size, self.dataset.input_shape, p.epsilon, p.draw_init))
-        flops = (saliency.forward_passes * p.batch_size * p.draws_per_client
-                 * self.client_model.forward_flops_per_sample)
+            batches = self._batches(
+                Purpose.PRUNING_DRAW,
+                broadcast.iteration,
+                client_id,
+                p.draws_per_client,
+                p.batch_size,
+            )
+        signed = saliency.compute(
+            SaliencyInputs(
+                self.model,
+                self.layout,
+                self.mask,
+                self.initial_flat,
+                pruning_draw_seeds(self.cfg, broadcast.iteration, client_id),
+                batches,
+                p.batch_size,
+                self.dataset.input_shape,
+                p.epsilon,
+                p.draw_init,
+            )
+        )
+        flops = (
+            saliency.forward_passes
+            * p.batch_size
+            * p.draws_per_client
+            * self.client_model.forward_flops_per_sample
+        )
         kept = self.mask.prunable_kept
         return PruningReply(
-            client_id=client_id, kept_scores=signed[kept].clone(), flops=int(flops),
+            client_id=client_id,
+            kept_scores=signed[kept].clone(),
+            flops=int(flops),
             upload_bytes=pruning_upload_bytes(self.mask.num_kept_prunable),
-            download_bytes=pruning_download_bytes(self.mask.wire_bytes()))
+            download_bytes=pruning_download_bytes(self.mask.wire_bytes()),
+        )
 
 
-def serve_clients(runtime: ClientRuntime, mask: MaskBroadcast | None,
-                  broadcast: TrainBroadcast | PruningBroadcast,
-                  client_ids: Sequence[int]) -> list[TrainReply | PruningReply | ClientFailure]:
+def serve_clients(
+    runtime: ClientRuntime,
+    mask: MaskBroadcast | None,
+    broadcast: TrainBroadcast | PruningBroadcast,
+    client_ids: Sequence[int],
+) -> list[TrainReply | PruningReply | ClientFailure]:
     """Run a batch of virtual clients on one runtime, one after another.
 
     A client that raises becomes a :class:`ClientFailure` carrying its error message; the

@@ -13,9 +13,10 @@ The virtual clock: a participant's simulated time in a round is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +27,13 @@ if TYPE_CHECKING:
     from fpzo_ray.config import RunConfig
 
 SHIPPED_PROFILES = Path(__file__).with_name("devices.yaml")
-_FIELDS = {"memory_mb": (0.0, math.inf), "flops_per_s": (0.0, math.inf),
-           "uplink_mbit_s": (0.0, math.inf), "downlink_mbit_s": (0.0, math.inf),
-           "availability": (0.0, 1.0)}
+_FIELDS = {
+    "memory_mb": (0.0, math.inf),
+    "flops_per_s": (0.0, math.inf),
+    "uplink_mbit_s": (0.0, math.inf),
+    "downlink_mbit_s": (0.0, math.inf),
+    "availability": (0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,11 @@ class DeviceProfile:
 
     def seconds(self, flops: float, upload_bytes: float, download_bytes: float) -> float:
         """Simulated wall time of one client round on this device."""
-        return (download_bytes * 8 / (self.downlink_mbit_s * 1e6) + flops / self.flops_per_s
-                + upload_bytes * 8 / (self.uplink_mbit_s * 1e6))
+        return (
+            download_bytes * 8 / (self.downlink_mbit_s * 1e6)
+            + flops / self.flops_per_s
+            + upload_bytes * 8 / (self.uplink_mbit_s * 1e6)
+        )
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,9 @@ class DeviceCatalog:
         return [p.name for p in self.profiles].index(name)
 
 
-def load_catalog(path: str | Path | None = None,
-                 population: Mapping[str, float] | None = None) -> DeviceCatalog:
+def load_catalog(
+    path: str | Path | None = None, population: Mapping[str, float] | None = None
+) -> DeviceCatalog:
     """Profiles from ``path`` (default: the shipped file), and the population mix to use."""
     source = Path(path) if path else SHIPPED_PROFILES
     raw = read_yaml(source, "devices.profiles_file" if path else None)
@@ -75,20 +84,25 @@ def load_catalog(path: str | Path | None = None,
     mix = population if population is not None else raw.get("population") or {}
     for key, value in (("profiles", listed), ("population", mix)):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config error: {where}: {key}: got {show(value)}, must be a "
-                              "mapping")
+            raise ConfigError(f"config error: {where}: {key}: got {show(value)}, must be a mapping")
     for name, fields in listed.items():
         if not isinstance(fields, Mapping) or set(fields) != set(_FIELDS):
-            raise ConfigError(f"config error: {where}: profile {name!r} needs exactly "
-                              f"{', '.join(_FIELDS)}")
+            raise ConfigError(
+                f"config error: {where}: profile {name!r} needs exactly {', '.join(_FIELDS)}"
+            )
         values = {}
         for key, (low, high) in _FIELDS.items():
             value = fields[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    low < value <= high if key != "availability" else low <= value <= high
-            ) or not math.isfinite(value):
-                raise ConfigError(f"config error: {where}: {name}.{key}: got {show(value)}, "
-                                  f"must be a number in {'(0, inf)' if high == math.inf else '[0, 1]'}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (low < value <= high if key != "availability" else low <= value <= high)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"config error: {where}: {name}.{key}: got {show(value)}, "
+                    f"must be a number in {'(0, inf)' if high == math.inf else '[0, 1]'}"
+                )
             values[key] = float(value)
         profiles.append(DeviceProfile(str(name), **values))
     if not profiles:
@@ -97,12 +111,20 @@ def load_catalog(path: str | Path | None = None,
     names = {p.name for p in profiles}
     for name, share in mix.items():
         if name not in names:
-            raise ConfigError(f"config error: devices.population: unknown profile {name!r}, "
-                              f"allowed: {', '.join(sorted(names))}")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or share < 0 \
-                or not math.isfinite(share):
-            raise ConfigError(f"config error: devices.population.{name}: got {show(share)}, "
-                              "must be a finite number >= 0")
+            raise ConfigError(
+                f"config error: devices.population: unknown profile {name!r}, "
+                f"allowed: {', '.join(sorted(names))}"
+            )
+        if (
+            isinstance(share, bool)
+            or not isinstance(share, (int, float))
+            or share < 0
+            or not math.isfinite(share)
+        ):
+            raise ConfigError(
+                f"config error: devices.population.{name}: got {show(share)}, "
+                "must be a finite number >= 0"
+            )
     total = sum(mix.values())
     if total <= 0:
         raise ConfigError("config error: devices.population: the fractions must sum to > 0")
@@ -118,13 +140,19 @@ def assign_devices(catalog: DeviceCatalog, num_clients: int, run_seed: int) -> n
     return lookup[picks]
 
 
-def reachable(catalog: DeviceCatalog, device_of: np.ndarray, run_seed: int, round_index: int,
-              clients: list[int]) -> list[bool]:
+def reachable(
+    catalog: DeviceCatalog,
+    device_of: np.ndarray,
+    run_seed: int,
+    round_index: int,
+    clients: list[int],
+) -> list[bool]:
     """Whether each sampled client answers this round (its profile's availability)."""
     out = []
     for c in clients:
-        u = np.random.default_rng(derive_seed(run_seed, Purpose.AVAILABILITY, round_index,
-                                              c)).random()
+        u = np.random.default_rng(
+            derive_seed(run_seed, Purpose.AVAILABILITY, round_index, c)
+        ).random()
         out.append(bool(u < catalog.profiles[int(device_of[c])].availability))
     return out
 
@@ -140,7 +168,7 @@ class ClientDevices:
         return self.catalog.profiles[int(self.device_of[client_id])]
 
 
-def client_devices(cfg: "RunConfig") -> ClientDevices | None:
+def client_devices(cfg: RunConfig) -> ClientDevices | None:
     """The run's client devices, or None when device profiles are off. A function of the
     configuration: the server and every worker build the same table."""
     if not cfg.devices.enabled:
@@ -171,7 +199,7 @@ class MemoryGate:
     figure: str = "sparse"
 
     @classmethod
-    def of(cls, cfg: "RunConfig") -> "MemoryGate":
+    def of(cls, cfg: RunConfig) -> MemoryGate:
         return cls(client_devices(cfg), cfg.devices.memory_figure)
 
     def check(self, client_id: int, dense_bytes: int, sparse_bytes: int) -> OverBudget | None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch
@@ -42,8 +43,7 @@ ServerActor = ray.remote(_ServerProcess)
 WorkerActor = ray.remote(ClientWorker)
 
 
-def resolve_num_workers(cfg: RunConfig, cpus: float | None = None,
-                        concurrent_runs: int = 1) -> int:
+def resolve_num_workers(cfg: RunConfig, cpus: float | None = None, concurrent_runs: int = 1) -> int:
     """``simulation.num_workers``, or (when 0) as many workers as the CPUs allow.
 
     ``cpus`` defaults to the connected cluster's total; the share of one of
@@ -96,10 +96,14 @@ class Federation:
 def start_federation(cfg: RunConfig) -> Federation:
     dataset, partition = federated_data(cfg)
     dataset_ref, partition_ref = ray.put(dataset), ray.put(partition)
-    pool = RayWorkerPool(functools.partial(_spawn_worker, cfg, dataset_ref, partition_ref),
-                         resolve_num_workers(cfg), cfg.simulation.on_worker_failure)
+    pool = RayWorkerPool(
+        functools.partial(_spawn_worker, cfg, dataset_ref, partition_ref),
+        resolve_num_workers(cfg),
+        cfg.simulation.on_worker_failure,
+    )
     server = ServerActor.options(num_cpus=cfg.simulation.server_cpus, num_gpus=0).remote(
-        cfg, dataset_ref, pool, client_devices(cfg))
+        cfg, dataset_ref, pool, client_devices(cfg)
+    )
     return Federation(server, pool)
 
 
@@ -111,8 +115,11 @@ class FederatedResult:
     model: dict[str, Any]  # the final global model, ``models.pruned.save_pruned``-ready
 
 
-def run_federated(cfg: RunConfig, report: Callable[[dict, dict | None], None],
-                  resume_state: dict[str, Any] | None = None) -> FederatedResult:
+def run_federated(
+    cfg: RunConfig,
+    report: Callable[[dict, dict | None], None],
+    resume_state: dict[str, Any] | None = None,
+) -> FederatedResult:
     """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records
     and the final global model.
 
@@ -136,7 +143,8 @@ def run_federated(cfg: RunConfig, report: Callable[[dict, dict | None], None],
                 metrics = {**metrics, "setup": setup}
             due = every > 0 and (r + 1) % every == 0 and r + 1 < cfg.training.rounds
             report(metrics, ray.get(server.state_dict.remote()) if due else None)
-        return FederatedResult(ray.get(server.records.remote()),
-                               ray.get(server.export_model.remote()))
+        return FederatedResult(
+            ray.get(server.records.remote()), ray.get(server.export_model.remote())
+        )
     finally:
         federation.shutdown()

@@ -65,7 +65,8 @@ class TrainReply:
     def is_finite(self) -> bool:
         """False when the loss or the upload holds a NaN or an infinity (never aggregated)."""
         return math.isfinite(self.base_loss) and all(
-            bool(torch.isfinite(t).all()) for t in self.upload.tensors())
+            bool(torch.isfinite(t).all()) for t in self.upload.tensors()
+        )
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ pool is in ``sim.ray_pool``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import (
@@ -68,8 +69,9 @@ class RoundReport:
 class ClientPool(Protocol):
     """Runs a round's clients somewhere: in this process, or on Ray worker actors."""
 
-    def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> RoundReport:
+    def run(
+        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> RoundReport:
         """Run ``client_ids`` under ``mask`` and ``broadcast``."""
         ...
 
@@ -84,8 +86,9 @@ class InProcessPool:
     def __init__(self, runtime: ClientRuntime) -> None:
         self.runtime = runtime
 
-    def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> RoundReport:
+    def run(
+        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> RoundReport:
         started = time.perf_counter()
         replies = by_client(serve_clients(self.runtime, mask, broadcast, client_ids))
         seconds = time.perf_counter() - started

@@ -16,13 +16,15 @@ Iterative methods follow the exponential schedule density^(t/T), T = ``pruning.i
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
+from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import (
     Mask,
     kept_count,
@@ -30,7 +32,6 @@ from fpzo_ray.pruning import (
     prune_iteratively,
     random_mask,
 )
-from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning.client_saliency import CLIENT_SALIENCIES
 from fpzo_ray.pruning.saliencies import keep_scores, magnitude_scores, synflow_scores
 from fpzo_ray.pruning.scopes import random_layerwise_mask
@@ -49,9 +50,16 @@ class PruningPhase:
     """Builds the global mask, federated or on the server (see the module docstring); its
     ``cost`` counts the clients' FLOPs and bytes."""
 
-    def __init__(self, cfg: RunConfig, model: StagedModel, layout: ParameterLayout,
-                 initial_flat: torch.Tensor, input_shape: tuple[int, int, int],
-                 pool: ClientPool, first_version: int) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: StagedModel,
+        layout: ParameterLayout,
+        initial_flat: torch.Tensor,
+        input_shape: tuple[int, int, int],
+        pool: ClientPool,
+        first_version: int,
+    ) -> None:
         self.cfg = cfg
         self.model = model
         self.layout = layout
@@ -59,19 +67,26 @@ class PruningPhase:
         self.input_shape = input_shape
         self.pool = pool
         self.version = first_version
-        self.cost = {"pruning_client_flops": 0, "pruning_upload_bytes": 0,
-                     "pruning_download_bytes": 0, "pruning_failed_clients": 0}
+        self.cost = {
+            "pruning_client_flops": 0,
+            "pruning_upload_bytes": 0,
+            "pruning_download_bytes": 0,
+            "pruning_failed_clients": 0,
+        }
 
     def _federated_round(self, method: str) -> Callable[[int, Mask], torch.Tensor]:
         def saliency_round(iteration: int, mask: Mask) -> torch.Tensor:
             self.version += 1
-            report = self.pool.run(MaskBroadcast(self.version, mask.prunable_kept),
-                                   PruningBroadcast(iteration, self.version, method),
-                                   pruning_participants(self.cfg, iteration))
+            report = self.pool.run(
+                MaskBroadcast(self.version, mask.prunable_kept),
+                PruningBroadcast(iteration, self.version, method),
+                pruning_participants(self.cfg, iteration),
+            )
             total = torch.zeros(self.layout.num_prunable, dtype=torch.float64)
             for reply in report.replies:
                 if not isinstance(reply, PruningReply) or not bool(
-                        torch.isfinite(reply.kept_scores).all()):
+                    torch.isfinite(reply.kept_scores).all()
+                ):
                     self.cost["pruning_failed_clients"] += 1
                     continue
                 total[mask.prunable_kept] += reply.kept_scores.double()
@@ -79,6 +94,7 @@ class PruningPhase:
                 self.cost["pruning_upload_bytes"] += reply.upload_bytes
                 self.cost["pruning_download_bytes"] += reply.download_bytes
             return keep_scores(method, total)
+
         return saliency_round
 
     def _server_round(self, method: str) -> Callable[[int, Mask], torch.Tensor]:
@@ -88,13 +104,26 @@ class PruningPhase:
             if method == "magnitude":
                 return magnitude_scores(self.layout, mask, self.initial_flat)
             if method == "synflow":
-                return synflow_scores(self.model, self.layout, mask, self.initial_flat,
-                                      self.input_shape)
-            seeds = [s for c in pruning_participants(self.cfg, iteration)
-                     for s in pruning_draw_seeds(self.cfg, iteration, c)]
-            signed = ntk_sap_mask_gradient(self.model, self.layout, mask, seeds, p.batch_size,
-                                           self.input_shape, p.epsilon, draw_init=p.draw_init)
+                return synflow_scores(
+                    self.model, self.layout, mask, self.initial_flat, self.input_shape
+                )
+            seeds = [
+                s
+                for c in pruning_participants(self.cfg, iteration)
+                for s in pruning_draw_seeds(self.cfg, iteration, c)
+            ]
+            signed = ntk_sap_mask_gradient(
+                self.model,
+                self.layout,
+                mask,
+                seeds,
+                p.batch_size,
+                self.input_shape,
+                p.epsilon,
+                draw_init=p.draw_init,
+            )
             return keep_scores("ntk_sap", signed)
+
         return saliency_round
 
     def build(self, method: str, density: float) -> Mask:
@@ -106,12 +135,14 @@ class PruningPhase:
         gen = generator(derive_seed(self.cfg.seed, Purpose.RANDOM_MASK))
         if method == "random":
             if cfg.scope == "layer":
-                return random_layerwise_mask(self.layout, _uniform_layers(self.layout, density),
-                                             gen)
+                return random_layerwise_mask(
+                    self.layout, _uniform_layers(self.layout, density), gen
+                )
             return random_mask(self.layout, density, gen)
         if method == "random_layerwise":
-            return random_layerwise_mask(self.layout, self.build(cfg.reference_method, density),
-                                         gen)
+            return random_layerwise_mask(
+                self.layout, self.build(cfg.reference_method, density), gen
+            )
         if method in CLIENT_SALIENCIES:
             saliency_round = self._federated_round(method)
         elif method in SERVER_METHODS:
@@ -121,9 +152,14 @@ class PruningPhase:
         return prune_iteratively(dense, density, cfg.iterations, saliency_round, cfg.scope)
 
     def summary(self, mask: Mask) -> dict[str, Any]:
-        return {"kept_fraction": mask.density, "num_trained": mask.num_trained,
-                "num_prunable": self.layout.num_prunable, "mask_bytes": mask.wire_bytes(),
-                "layer_density": mask.layer_densities(), **self.cost}
+        return {
+            "kept_fraction": mask.density,
+            "num_trained": mask.num_trained,
+            "num_prunable": self.layout.num_prunable,
+            "mask_bytes": mask.wire_bytes(),
+            "layer_density": mask.layer_densities(),
+            **self.cost,
+        }
 
 
 def _uniform_layers(layout: ParameterLayout, density: float) -> Mask:
@@ -131,6 +167,6 @@ def _uniform_layers(layout: ParameterLayout, density: float) -> Mask:
     kept = torch.zeros(layout.num_prunable, dtype=torch.bool)
     start = 0
     for slot in layout.prunable_slots:
-        kept[start:start + kept_count(slot.numel, density)] = True
+        kept[start : start + kept_count(slot.numel, density)] = True
         start += slot.numel
     return Mask(layout, kept)

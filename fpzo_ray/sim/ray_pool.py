@@ -15,9 +15,11 @@ arrival order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -35,8 +37,9 @@ class RayWorkerPool:
     """A fixed pool of worker actors (see the module docstring); ``make_worker`` starts one,
     also to replace a dead one."""
 
-    def __init__(self, make_worker: Callable[[], Any], size: int,
-                 on_worker_failure: str = "retry") -> None:
+    def __init__(
+        self, make_worker: Callable[[], Any], size: int, on_worker_failure: str = "retry"
+    ) -> None:
         if on_worker_failure not in ("retry", "drop"):
             raise ValueError(f"simulation.on_worker_failure: unknown {on_worker_failure!r}")
         self.make_worker = make_worker
@@ -46,31 +49,35 @@ class RayWorkerPool:
         self.worker_failures = 0
         self.retried_clients = 0
 
-    def _submit(self, index: int, mask: MaskBroadcast, broadcast_ref: Any,
-                chunk: list[int]) -> Any:
+    def _submit(self, index: int, mask: MaskBroadcast, broadcast_ref: Any, chunk: list[int]) -> Any:
         stale = self.mask_version[index] != mask.version
         self.mask_version[index] = mask.version
         return self.workers[index].run.remote(mask if stale else None, broadcast_ref, chunk)
 
     def _replace(self, index: int) -> None:
         self.worker_failures += 1
-        log.warning("worker %d died; starting a replacement (%d worker failures so far)",
-                    index, self.worker_failures)
-        try:
+        log.warning(
+            "worker %d died; starting a replacement (%d worker failures so far)",
+            index,
+            self.worker_failures,
+        )
+        with contextlib.suppress(Exception):  # it is already gone
             ray.kill(self.workers[index], no_restart=True)
-        except Exception:  # noqa: BLE001 - it is already gone
-            pass
         self.workers[index] = self.make_worker()
         self.mask_version[index] = -1
 
-    def run(self, mask: MaskBroadcast, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> RoundReport:
+    def run(
+        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> RoundReport:
         started = time.perf_counter()
         ids = np.asarray(sorted(client_ids), dtype=np.int64)
         chunks = [list(map(int, c)) for c in np.array_split(ids, len(self.workers))]
         broadcast_ref = ray.put(broadcast)
-        pending = {self._submit(i, mask, broadcast_ref, chunk): (i, chunk, 0)
-                   for i, chunk in enumerate(chunks) if chunk}
+        pending = {
+            self._submit(i, mask, broadcast_ref, chunk): (i, chunk, 0)
+            for i, chunk in enumerate(chunks)
+            if chunk
+        }
         submitted = time.perf_counter()
         replies: list[Reply] = []
         compute: list[float] = []
@@ -84,22 +91,39 @@ class RayWorkerPool:
                 if self.on_worker_failure == "retry" and attempt < MAX_RETRIES:
                     self.retried_clients += len(chunk)
                     target = (index + 1) % len(self.workers)  # a live one, if there is another
-                    log.info("rerunning clients %s of the dead worker on worker %d (attempt "
-                             "%d)", chunk, target, attempt + 1)
+                    log.info(
+                        "rerunning clients %s of the dead worker on worker %d (attempt %d)",
+                        chunk,
+                        target,
+                        attempt + 1,
+                    )
                     pending[self._submit(target, mask, broadcast_ref, chunk)] = (
-                        target, chunk, attempt + 1)
+                        target,
+                        chunk,
+                        attempt + 1,
+                    )
                 else:
-                    log.warning("dropping clients %s of the dead worker (%s)", chunk,
-                                "policy drop" if self.on_worker_failure == "drop"
-                                else f"{MAX_RETRIES} workers lost to them")
-                    replies.extend(ClientFailure(c, f"worker lost: {type(error).__name__}",
-                                                 kind="worker_lost")
-                                   for c in chunk)
+                    log.warning(
+                        "dropping clients %s of the dead worker (%s)",
+                        chunk,
+                        "policy drop"
+                        if self.on_worker_failure == "drop"
+                        else f"{MAX_RETRIES} workers lost to them",
+                    )
+                    replies.extend(
+                        ClientFailure(c, f"worker lost: {type(error).__name__}", kind="worker_lost")
+                        for c in chunk
+                    )
                 continue
             replies.extend(batch)
             compute.append(seconds)
         done = time.perf_counter()
-        timing = RoundTiming(submitted - started, done - submitted, max(compute, default=0.0),
-                             float(np.mean(compute)) if compute else 0.0)
-        return RoundReport(by_client(replies), timing,
-                           FailureCounts(self.worker_failures, self.retried_clients))
+        timing = RoundTiming(
+            submitted - started,
+            done - submitted,
+            max(compute, default=0.0),
+            float(np.mean(compute)) if compute else 0.0,
+        )
+        return RoundReport(
+            by_client(replies), timing, FailureCounts(self.worker_failures, self.retried_clients)
+        )

@@ -22,8 +22,7 @@ from fpzo_ray.sim.messages import ClientFailure, TrainReply
 class RoundTally:
     """What became of each sampled client of one round, its counters and its clock."""
 
-    def __init__(self, round_number: int, devices: ClientDevices | None,
-                 deadline_s: float) -> None:
+    def __init__(self, round_number: int, devices: ClientDevices | None, deadline_s: float) -> None:
         self.round_number = round_number
         self.devices = devices
         self.deadline_s = deadline_s
@@ -38,8 +37,15 @@ class RoundTally:
 
     def _record(self, client_id: int, status: str, **fields: Any) -> None:
         device = self.devices.profile(client_id).name if self.devices is not None else None
-        self.records.append({"round": self.round_number, "client_id": client_id,
-                             "device": device, "status": status, **fields})
+        self.records.append(
+            {
+                "round": self.round_number,
+                "client_id": client_id,
+                "device": device,
+                "status": status,
+                **fields,
+            }
+        )
 
     def unavailable(self, client_id: int) -> None:
         self.counts["unavailable"] += 1
@@ -51,26 +57,38 @@ class RoundTally:
             self.missing = True
             self.sums["download"] += reply.download_bytes
             self.counts["oom" if reply.kind == "oom" else "failed"] += 1
-            self._record(reply.client_id, reply.kind, error=reply.error,
-                         peak_memory_bytes=reply.peak_memory_bytes,
-                         budget_bytes=reply.budget_bytes, download_bytes=reply.download_bytes)
+            self._record(
+                reply.client_id,
+                reply.kind,
+                error=reply.error,
+                peak_memory_bytes=reply.peak_memory_bytes,
+                budget_bytes=reply.budget_bytes,
+                download_bytes=reply.download_bytes,
+            )
             return False
         seconds = None
         if self.devices is not None:
             seconds = self.devices.profile(reply.client_id).seconds(
-                reply.flops, reply.upload_bytes, reply.download_bytes)
+                reply.flops, reply.upload_bytes, reply.download_bytes
+            )
         self.sums["forward_flops"] += reply.forward_flops
         self.sums["flops"] += reply.flops
         self.sums["upload"] += reply.upload_bytes
         self.sums["download"] += reply.download_bytes
         self.peak_memory = max(self.peak_memory, reply.peak_memory_bytes or 0)
         self.sparse_memory = max(self.sparse_memory, reply.sparse_memory_bytes or 0)
-        fields = dict(num_samples=reply.num_samples, batch_size=reply.batch_size,
-                      base_loss=reply.base_loss, forward_flops=reply.forward_flops,
-                      flops=reply.flops, upload_bytes=reply.upload_bytes,
-                      download_bytes=reply.download_bytes,
-                      peak_memory_bytes=reply.peak_memory_bytes,
-                      sparse_memory_bytes=reply.sparse_memory_bytes, simulated_s=seconds)
+        fields = dict(
+            num_samples=reply.num_samples,
+            batch_size=reply.batch_size,
+            base_loss=reply.base_loss,
+            forward_flops=reply.forward_flops,
+            flops=reply.flops,
+            upload_bytes=reply.upload_bytes,
+            download_bytes=reply.download_bytes,
+            peak_memory_bytes=reply.peak_memory_bytes,
+            sparse_memory_bytes=reply.sparse_memory_bytes,
+            simulated_s=seconds,
+        )
         if not finite:
             self.counts["failed"] += 1
             self.missing = True
@@ -98,8 +116,11 @@ class RoundTally:
     def round_metrics(self) -> dict[str, Any]:
         weight = sum(w for _, w in self.losses)
         metrics: dict[str, Any] = {
-            "train_loss": sum(l * w for l, w in self.losses) / weight if weight else float("nan"),
-            "failed_clients": self.counts["failed"], "oom_clients": self.counts["oom"],
+            "train_loss": sum(loss * w for loss, w in self.losses) / weight
+            if weight
+            else float("nan"),
+            "failed_clients": self.counts["failed"],
+            "oom_clients": self.counts["oom"],
             "unavailable_clients": self.counts["unavailable"],
             "stragglers": self.counts["stragglers"],
             "round_client_forward_flops": self.sums["forward_flops"],
@@ -116,14 +137,16 @@ class RoundTally:
 
     def totals(self) -> dict[str, float]:
         """This round's increments of the run's cumulative counters."""
-        out: dict[str, float] = {"cumulative_client_forward_flops": self.sums["forward_flops"],
-               "cumulative_client_flops": self.sums["flops"],
-               "cumulative_upload_bytes": self.sums["upload"],
-               "cumulative_download_bytes": self.sums["download"],
-               "cumulative_failed_clients": self.counts["failed"],
-               "cumulative_oom_clients": self.counts["oom"],
-               "cumulative_unavailable_clients": self.counts["unavailable"],
-               "cumulative_stragglers": self.counts["stragglers"]}
+        out: dict[str, float] = {
+            "cumulative_client_forward_flops": self.sums["forward_flops"],
+            "cumulative_client_flops": self.sums["flops"],
+            "cumulative_upload_bytes": self.sums["upload"],
+            "cumulative_download_bytes": self.sums["download"],
+            "cumulative_failed_clients": self.counts["failed"],
+            "cumulative_oom_clients": self.counts["oom"],
+            "cumulative_unavailable_clients": self.counts["unavailable"],
+            "cumulative_stragglers": self.counts["stragglers"],
+        }
         seconds = self.round_seconds()
         if seconds is not None:
             out["simulated_time_s"] = seconds

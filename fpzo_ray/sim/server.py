@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,13 @@ def _plain_number(value: Any) -> Any:
 class FederatedServer:
     """The global state of a run and its two phases (see the module docstring)."""
 
-    def __init__(self, cfg: RunConfig, dataset: ImageDataset, pool: ClientPool,
-                 devices: ClientDevices | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        dataset: ImageDataset,
+        pool: ClientPool,
+        devices: ClientDevices | None = None,
+    ) -> None:
         self.cfg = cfg
         self.pool = pool
         self.device = torch.device(cfg.simulation.device)
@@ -60,8 +66,12 @@ class FederatedServer:
         self.validation = dataset.validation_set()
         self.input_shape = dataset.input_shape
         self.num_classes = dataset.num_classes
-        self.model = build_model(cfg, dataset.input_shape, dataset.num_classes,
-                                 init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT))
+        self.model = build_model(
+            cfg,
+            dataset.input_shape,
+            dataset.num_classes,
+            init_seed=derive_seed(cfg.seed, Purpose.MODEL_INIT),
+        )
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.initial_flat = self.flat.detach().cpu().clone()
@@ -84,10 +94,15 @@ class FederatedServer:
         start = self.initial_flat
         if self.cfg.pruning.init_scaling == "fan_in":
             start = self.mask.fan_in_rescaled(start)
-        return ServerOptimizer(start[self.mask.kept_index()], t.server_optimizer,
-                               t.server_lr, (t.adam_beta1, t.adam_beta2),
-                               self.algorithm.server_clip_inf_norm, self.cfg.zo.ema_decay,
-                               t.server_momentum)
+        return ServerOptimizer(
+            start[self.mask.kept_index()],
+            t.server_optimizer,
+            t.server_lr,
+            (t.adam_beta1, t.adam_beta2),
+            self.algorithm.server_clip_inf_norm,
+            self.cfg.zo.ema_decay,
+            t.server_momentum,
+        )
 
     @property
     def num_trained(self) -> int:
@@ -97,20 +112,28 @@ class FederatedServer:
     def prune(self) -> dict[str, Any]:
         """Build the global mask the configuration asks for; returns a summary of the phase."""
         cfg = self.cfg
-        phase = PruningPhase(cfg, self.model, self.layout, self.initial_flat, self.input_shape,
-                             self.pool, self.mask_version)
+        phase = PruningPhase(
+            cfg,
+            self.model,
+            self.layout,
+            self.initial_flat,
+            self.input_shape,
+            self.pool,
+            self.mask_version,
+        )
         self.mask = phase.build(cfg.pruning_method, 1.0 - cfg.pruning.sparsity)
         self.mask_version = phase.version + 1
         if cfg.zo.perturbation_scope == "layerwise":
-            self.blocks = stage_blocks(self.layout, self.mask.kept_index(),
-                                       len(self.model.stages))
+            self.blocks = stage_blocks(self.layout, self.mask.kept_index(), len(self.model.stages))
         self.optimizer = self._new_optimizer()
         self.totals["cumulative_upload_bytes"] = phase.cost["pruning_upload_bytes"]
         self.totals["cumulative_download_bytes"] = phase.cost["pruning_download_bytes"]
         self.pruning_summary = {
-            "pruning_method": cfg.pruning_method, **phase.summary(self.mask),
-            "sparse_forward_flops_per_sample": forward_flops(self.layers,
-                                                             self.mask.layer_densities()),
+            "pruning_method": cfg.pruning_method,
+            **phase.summary(self.mask),
+            "sparse_forward_flops_per_sample": forward_flops(
+                self.layers, self.mask.layer_densities()
+            ),
             "dense_forward_flops_per_sample": forward_flops(self.layers),
         }
         return self.pruning_summary
@@ -123,14 +146,16 @@ class FederatedServer:
         sampled = round_participants(cfg, round_index)
         present = sampled
         if self.devices is not None:
-            answers = reachable(self.devices.catalog, self.devices.device_of, cfg.seed,
-                                round_index, sampled)
+            answers = reachable(
+                self.devices.catalog, self.devices.device_of, cfg.seed, round_index, sampled
+            )
             present = [c for c, ok in zip(sampled, answers) if ok]
         start = self.optimizer.weights.detach().clone()
         broadcast = TrainBroadcast(round_index, self.mask_version, start)
         if present:
-            report = self.pool.run(MaskBroadcast(self.mask_version, self.mask.prunable_kept),
-                                   broadcast, present)
+            report = self.pool.run(
+                MaskBroadcast(self.mask_version, self.mask.prunable_kept), broadcast, present
+            )
             self.engine_faults = report.failures
         else:
             report = RoundReport([], failures=self.engine_faults)
@@ -154,51 +179,64 @@ class FederatedServer:
 
         for key, value in tally.totals().items():
             self.totals[key] = self.totals.get(key, 0) + value
-        metrics: dict[str, Any] = {"round": round_index + 1, "participants": len(sampled),
-                                   "aggregated_clients": len(contributions),
-                                   **tally.round_metrics(), **self.totals}
+        metrics: dict[str, Any] = {
+            "round": round_index + 1,
+            "participants": len(sampled),
+            "aggregated_clients": len(contributions),
+            **tally.round_metrics(),
+            **self.totals,
+        }
         metrics["cumulative_worker_failures"] = report.failures.worker_failures
         metrics["cumulative_retried_clients"] = report.failures.retried_clients
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:
             metrics.update(self.evaluate())
             target = cfg.training.target_accuracy
-            if target > 0 and "time_to_target_s" not in self.reached and \
-                    metrics["test_accuracy"] >= target:
+            if (
+                target > 0
+                and "time_to_target_s" not in self.reached
+                and metrics["test_accuracy"] >= target
+            ):
                 self.reached["time_to_target_s"] = self.totals.get("simulated_time_s", 0.0)
                 self.reached["rounds_to_target"] = round_index + 1
         metrics.update(self.reached)
         metrics.update(_timing(report.timing, started, pooled, aggregated))
         return metrics
 
-    def _contribution(self, reply: TrainReply, round_index: int,
-                      start: torch.Tensor) -> torch.Tensor:
+    def _contribution(
+        self, reply: TrainReply, round_index: int, start: torch.Tensor
+    ) -> torch.Tensor:
         """A client's contribution in the server's coordinates: rebuilt here from its upload
         and the seeds by the algorithm, unless the worker already did (the same numbers:
         see ``simulation.estimate_on``)."""
         if reply.contribution is not None:
             return reply.contribution
-        return self.algorithm.contribution(reply.upload, round_index, reply.client_id, start,
-                                           self.blocks)
+        return self.algorithm.contribution(
+            reply.upload, round_index, reply.client_id, start, self.blocks
+        )
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly (seeds make the rest stateless)."""
         # The client records, one per sampled client and round, are most of the state and
         # grow with the run: as one JSON text they save and load 5x faster than as objects.
-        return {"rounds_done": self.rounds_done, "mask": self.mask.prunable_kept.clone(),
-                "mask_version": self.mask_version, "optimizer": self.optimizer.state_dict(),
-                "algorithm": self.algorithm.state_dict(),
-                "totals": dict(self.totals), "reached": dict(self.reached),
-                "client_records": json.dumps(self.client_records, default=_plain_number),
-                "pruning_summary": dict(self.pruning_summary)}
+        return {
+            "rounds_done": self.rounds_done,
+            "mask": self.mask.prunable_kept.clone(),
+            "mask_version": self.mask_version,
+            "optimizer": self.optimizer.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "totals": dict(self.totals),
+            "reached": dict(self.reached),
+            "client_records": json.dumps(self.client_records, default=_plain_number),
+            "pruning_summary": dict(self.pruning_summary),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mask = Mask(self.layout, state["mask"])
         self.mask_version = state["mask_version"]
         if self.cfg.zo.perturbation_scope == "layerwise":
-            self.blocks = stage_blocks(self.layout, self.mask.kept_index(),
-                                       len(self.model.stages))
+            self.blocks = stage_blocks(self.layout, self.mask.kept_index(), len(self.model.stages))
         self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))
@@ -233,13 +271,14 @@ class FederatedServer:
         return metrics
 
     @torch.no_grad()
-    def _accuracy_and_loss(self, images: torch.Tensor, labels: torch.Tensor,
-                           batch_size: int = 1024) -> tuple[float, float]:
+    def _accuracy_and_loss(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+    ) -> tuple[float, float]:
         self.model.eval()
         correct, loss_sum = 0, 0.0
         for start in range(0, labels.shape[0], batch_size):
-            x = images[start:start + batch_size].to(self.device)
-            y = labels[start:start + batch_size].to(self.device)
+            x = images[start : start + batch_size].to(self.device)
+            y = labels[start : start + batch_size].to(self.device)
             logits = self.model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -256,23 +295,35 @@ class FederatedServer:
         from fpzo_ray.models.pruned import pruned_state
 
         metrics = self.evaluate()
-        return pruned_state(config_to_dict(self.cfg), self.input_shape, self.num_classes,
-                            self.global_flat_weights(), self.mask.kept_index(), self.model,
-                            metrics)
+        return pruned_state(
+            config_to_dict(self.cfg),
+            self.input_shape,
+            self.num_classes,
+            self.global_flat_weights(),
+            self.mask.kept_index(),
+            self.model,
+            metrics,
+        )
 
 
-def _timing(pool: RoundTiming, started: float, pooled: float,
-            aggregated: float) -> dict[str, float]:
+def _timing(
+    pool: RoundTiming, started: float, pooled: float, aggregated: float
+) -> dict[str, float]:
     """This round's wall time, split: client compute, waiting, Ray, aggregation, evaluation."""
     now = time.perf_counter()
-    return {"time_round_s": now - started, "time_aggregation_s": aggregated - pooled,
-            "time_evaluation_s": now - aggregated, "time_client_compute_s": pool.compute_max_s,
-            "time_waiting_s": pool.waiting_s,
-            "time_ray_transfer_s": pool.transfer_s + pool.dispatch_s}
+    return {
+        "time_round_s": now - started,
+        "time_aggregation_s": aggregated - pooled,
+        "time_evaluation_s": now - aggregated,
+        "time_client_compute_s": pool.compute_max_s,
+        "time_waiting_s": pool.waiting_s,
+        "time_ray_transfer_s": pool.transfer_s + pool.dispatch_s,
+    }
 
 
-def run_in_process(cfg: RunConfig, dataset: ImageDataset,
-                   partition: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+def run_in_process(
+    cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+) -> list[dict[str, Any]]:
     """A whole run in this process, no Ray: the reference the Ray engine must agree with.
 
     ``dataset, partition``: ``data.federated_data(cfg)``, as the Ray engine builds them.
@@ -281,7 +332,8 @@ def run_in_process(cfg: RunConfig, dataset: ImageDataset,
     from fpzo_ray.sim.devices import client_devices
     from fpzo_ray.sim.pool import InProcessPool
 
-    server = FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)),
-                             client_devices(cfg))
+    server = FederatedServer(
+        cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)), client_devices(cfg)
+    )
     server.prune()
     return [server.run_round(r) for r in range(cfg.training.rounds)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,14 +29,16 @@ def threads_for(num_cpus: float) -> int:
 class ClientWorker:
     """A worker actor's body: one :class:`ClientRuntime` serving chunks of virtual clients."""
 
-    def __init__(self, cfg: RunConfig, dataset: ImageDataset,
-                 partition: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+    ) -> None:
         configure_logging()
         torch.set_num_threads(threads_for(cfg.simulation.worker_cpus))
         self.runtime = ClientRuntime(cfg, dataset, partition)
 
-    def run(self, mask: MaskBroadcast | None, broadcast: Broadcast,
-            client_ids: Sequence[int]) -> tuple[list[Reply], float]:
+    def run(
+        self, mask: MaskBroadcast | None, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> tuple[list[Reply], float]:
         """The clients' replies, and the seconds this worker spent computing them."""
         started = time.perf_counter()
         replies = serve_clients(self.runtime, mask, broadcast, client_ids)
@@ -54,8 +56,12 @@ class ClientWorker:
 
         import psutil
 
-        live = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                for t in gc.get_objects()
-                if isinstance(t, torch.Tensor)}
-        return {"rss_bytes": psutil.Process().memory_info().rss,
-                "tensor_bytes": int(sum(live.values()))}
+        live = {
+            t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in gc.get_objects()
+            if isinstance(t, torch.Tensor)
+        }
+        return {
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "tensor_bytes": int(sum(live.values())),
+        }

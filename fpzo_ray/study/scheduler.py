@@ -26,8 +26,7 @@ class PerCellASHA(FIFOScheduler):
     """ASHA early stopping, deciding within each cell only (a BP trial never competes
     with a ZO one), over rounds, at the first evaluation at or after each rung."""
 
-    def __init__(self, metric: str, mode: str, grace_period: int,
-                 reduction_factor: float) -> None:
+    def __init__(self, metric: str, mode: str, grace_period: int, reduction_factor: float) -> None:
         super().__init__()
         # Not ``self._metric``: Tune would then insist that every result carries it, and the
         # metric is only reported at evaluation rounds.
@@ -43,8 +42,13 @@ class PerCellASHA(FIFOScheduler):
         if cell not in self.by_cell:
             rounds = config_from_dict(plan["run"]).training.rounds
             self.by_cell[cell] = AsyncHyperBandScheduler(
-                time_attr="round", metric=self.selection_metric, mode=self.mode, max_t=rounds,
-                grace_period=self.grace_period, reduction_factor=self.reduction_factor)
+                time_attr="round",
+                metric=self.selection_metric,
+                mode=self.mode,
+                max_t=rounds,
+                grace_period=self.grace_period,
+                reduction_factor=self.reduction_factor,
+            )
         return self.by_cell[cell]
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -117,19 +118,21 @@ def parse_dimension(where: str, key: str, raw: Any) -> Dimension:
         detail = str(exc).split(": ", 2)[-1]
         raise ConfigError(f"config error: {where}: {detail}") from None
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise ConfigError(f"config error: {where}: got {raw!r}, must be one of "
-                          f"{{{' | '.join(f'{k}: [...]' for k in DOMAIN_KINDS)}}}")
+        raise ConfigError(
+            f"config error: {where}: got {raw!r}, must be one of "
+            f"{{{' | '.join(f'{k}: [...]' for k in DOMAIN_KINDS)}}}"
+        )
     kind, args = next(iter(raw.items()))
     if kind not in DOMAIN_KINDS:
-        raise ConfigError(f"config error: {where}: unknown domain {kind!r}, allowed: "
-                          f"{', '.join(DOMAIN_KINDS)}")
+        raise ConfigError(
+            f"config error: {where}: unknown domain {kind!r}, allowed: {', '.join(DOMAIN_KINDS)}"
+        )
     if not isinstance(args, list) or not args:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be a non-empty list")
     if kind in ("choice", "grid"):
         return Dimension(key, kind, tuple(args))
     if tp not in (int, float):
-        raise ConfigError(f"config error: {where}.{kind}: {key} is not numeric, use choice "
-                          "or grid")
+        raise ConfigError(f"config error: {where}.{kind}: {key} is not numeric, use choice or grid")
     if len(args) != 2:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be [low, high]")
     low, high = (_number(f"{where}.{kind}", v) for v in args)
@@ -139,16 +142,17 @@ def parse_dimension(where: str, key: str, raw: Any) -> Dimension:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, low must be > 0")
     integer = tp is int
     if integer and not all(isinstance(v, int) for v in (low, high)):
-        raise ConfigError(f"config error: {where}.{kind}: {key} is an integer field, "
-                          f"got {args!r}")
+        raise ConfigError(f"config error: {where}.{kind}: {key} is an integer field, got {args!r}")
     return Dimension(key, kind, (low, high), integer)
 
 
 def parse_space(where: str, raw: Any) -> SearchSpace:
     """A ``{dotted field: {kind: arguments}}`` mapping; ``where`` is its place in the file."""
     if not isinstance(raw, Mapping) or not raw:
-        raise ConfigError(f"config error: {where}: got {raw!r}, must map config fields to "
-                          "domains, e.g. {training.server_lr: {loguniform: [0.001, 0.1]}}")
+        raise ConfigError(
+            f"config error: {where}: got {raw!r}, must map config fields to "
+            "domains, e.g. {training.server_lr: {loguniform: [0.001, 0.1]}}"
+        )
     dims = []
     for key, value in raw.items():
         if not isinstance(key, str):

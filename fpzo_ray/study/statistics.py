@@ -10,8 +10,8 @@ per-seed differences cancel what the seed does to both.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -45,8 +45,7 @@ def t_interval(values: Sequence[float]) -> Estimate:
 
 def paired_difference(a: dict[int, float], b: dict[int, float]) -> Estimate:
     """Mean and interval of ``a[s] - b[s]`` over the seeds ``s`` both have a value for."""
-    seeds = sorted(s for s in set(a) & set(b)
-                   if math.isfinite(a[s]) and math.isfinite(b[s]))
+    seeds = sorted(s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s]))
     return t_interval([a[s] - b[s] for s in seeds])
 
 

@@ -12,8 +12,9 @@ method pays for its mask.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -78,17 +79,29 @@ def _last(history: pd.DataFrame, column: str) -> float:
     return float(values.iloc[-1]) if len(values) else math.nan
 
 
-def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFrame | None,
-                  error: str = "", status: str | None = None) -> TrialFigures:
+def trial_figures(
+    plan: dict[str, Any],
+    planned_rounds: int,
+    history: pd.DataFrame | None,
+    error: str = "",
+    status: str | None = None,
+) -> TrialFigures:
     """Figures of one trial from its plan (``sweep_spec.TrialPlan`` as a dict) and the
     per-round results it reported (one row per round; nested keys joined by ``/``).
 
     ``status`` as the sweep knows it (OK, STOPPED, ERROR, INTERRUPTED, NOT_STARTED); without
     it: ERROR with an error, else OK when every planned round ran, else STOPPED.
     """
-    figures = TrialFigures(plan["cell"], plan["phase"], int(plan["sample"]), int(plan["seed"]),
-                           dict(plan.get("hyperparameters") or {}), planned_rounds,
-                           status or "ERROR", error)
+    figures = TrialFigures(
+        plan["cell"],
+        plan["phase"],
+        int(plan["sample"]),
+        int(plan["seed"]),
+        dict(plan.get("hyperparameters") or {}),
+        planned_rounds,
+        status or "ERROR",
+        error,
+    )
     if history is None or history.empty or "round" not in history:
         return figures
     history = history.sort_values("round").drop_duplicates("round", keep="last")
@@ -97,8 +110,9 @@ def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFra
     flops = history.get("cumulative_client_flops", pd.Series(math.nan, index=history.index))
     evaluated = history["test_accuracy"].notna() if "test_accuracy" in history else None
     if evaluated is not None:
-        columns = [c for c in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
-                   if c in history]
+        columns = [
+            c for c in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if c in history
+        ]
         evaluations = history.loc[evaluated, ["round", *columns]].copy()
         evaluations["client_flops"] = flops[evaluated] + pruning_flops
         figures.evaluations = evaluations.reset_index(drop=True)
@@ -106,8 +120,10 @@ def trial_figures(plan: dict[str, Any], planned_rounds: int, history: pd.DataFra
     figures.client_flops = _last(history, "cumulative_client_flops") + pruning_flops
     figures.upload_bytes = _last(history, "cumulative_upload_bytes")
     figures.download_bytes = _last(history, "cumulative_download_bytes")
-    for attr, column in (("peak_memory_bytes", "max_client_peak_memory_bytes"),
-                         ("sparse_memory_bytes", "max_client_sparse_memory_bytes")):
+    for attr, column in (
+        ("peak_memory_bytes", "max_client_peak_memory_bytes"),
+        ("sparse_memory_bytes", "max_client_sparse_memory_bytes"),
+    ):
         if column in history:
             setattr(figures, attr, float(history[column].max()))
     figures.kept_fraction = _last(history, "setup/kept_fraction")
@@ -128,13 +144,18 @@ class Selection:
     candidates: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cell": self.cell, "sample": self.sample,
-                "hyperparameters": self.hyperparameters, "value": self.value,
-                "candidates": self.candidates}
+        return {
+            "cell": self.cell,
+            "sample": self.sample,
+            "hyperparameters": self.hyperparameters,
+            "value": self.value,
+            "candidates": self.candidates,
+        }
 
 
-def select(trials: Iterable[TrialFigures], metric: str, mode: str,
-           scope: str = "last") -> dict[str, Selection]:
+def select(
+    trials: Iterable[TrialFigures], metric: str, mode: str, scope: str = "last"
+) -> dict[str, Selection]:
     """Per cell, the candidate with the best ``metric`` (``mode`` max or min).
 
     Candidates are the trials that ran their planned rounds; trials stopped early by a
@@ -147,8 +168,7 @@ def select(trials: Iterable[TrialFigures], metric: str, mode: str,
     chosen = {}
     sign = 1.0 if mode == "max" else -1.0
     for cell, group in by_cell.items():
-        scored = [(t, t.score(metric, mode, scope)) for t in group
-                  if t.status in ("OK", "STOPPED")]
+        scored = [(t, t.score(metric, mode, scope)) for t in group if t.status in ("OK", "STOPPED")]
         scored = [(t, v) for t, v in scored if math.isfinite(v)]
         complete = [(t, v) for t, v in scored if t.status == "OK"]
         pool = complete or scored
@@ -162,8 +182,12 @@ def select(trials: Iterable[TrialFigures], metric: str, mode: str,
 def default_budgets(trials_by_cell: dict[str, list[TrialFigures]]) -> list[float]:
     """Budgets at fixed fractions of the smallest client-FLOPs total any repeat reached, so
     that every repeat of every cell can be read at every budget."""
-    totals = [t.client_flops for ts in trials_by_cell.values() for t in ts
-              if t.status == "OK" and math.isfinite(t.client_flops) and t.client_flops > 0]
+    totals = [
+        t.client_flops
+        for ts in trials_by_cell.values()
+        for t in ts
+        if t.status == "OK" and math.isfinite(t.client_flops) and t.client_flops > 0
+    ]
     if not totals:
         return []
     return [_three_digits_down(f * min(totals)) for f in DEFAULT_BUDGET_FRACTIONS]
@@ -184,13 +208,23 @@ def accuracy_at_budget(trial: TrialFigures, budget: float) -> float:
 
 
 def _estimate_columns(prefix: str, estimate: Estimate) -> dict[str, float]:
-    return {f"{prefix}_mean": estimate.mean, f"{prefix}_std": estimate.std,
-            f"{prefix}_ci95": estimate.ci95}
+    return {
+        f"{prefix}_mean": estimate.mean,
+        f"{prefix}_std": estimate.std,
+        f"{prefix}_ci95": estimate.ci95,
+    }
 
 
-def cell_summary(cell: str, coordinates: dict[str, Any], selection: Selection | None,
-                 trials: Sequence[TrialFigures], planned: int, budgets: Sequence[float],
-                 target_accuracy: float, metric: str) -> dict[str, Any]:
+def cell_summary(
+    cell: str,
+    coordinates: dict[str, Any],
+    selection: Selection | None,
+    trials: Sequence[TrialFigures],
+    planned: int,
+    budgets: Sequence[float],
+    target_accuracy: float,
+    metric: str,
+) -> dict[str, Any]:
     """One row of the summary table: what the cell chose and what its repeats measured."""
     ok = [t for t in trials if t.status == "OK"]
     row: dict[str, Any] = {"cell": cell, **coordinates}
@@ -199,8 +233,9 @@ def cell_summary(cell: str, coordinates: dict[str, Any], selection: Selection | 
         row[f"selected_{metric}"] = selection.value
         row["candidates"] = selection.candidates
     row["seeds"] = f"{len(ok)}/{planned}"
-    row.update(_estimate_columns("test_accuracy", t_interval([t.final("test_accuracy")
-                                                              for t in ok])))
+    row.update(
+        _estimate_columns("test_accuracy", t_interval([t.final("test_accuracy") for t in ok]))
+    )
     row["val_accuracy_mean"] = t_interval([t.final("val_accuracy") for t in ok]).mean
     for budget in budgets:
         estimate = t_interval([accuracy_at_budget(t, budget) for t in ok])
@@ -219,8 +254,9 @@ def cell_summary(cell: str, coordinates: dict[str, Any], selection: Selection | 
     for name in ("client_flops", "upload_bytes", "download_bytes", "kept_fraction", "wall_s"):
         row[f"{name}_mean"] = t_interval([getattr(t, name) for t in ok]).mean
     row["peak_client_memory_bytes"] = max((t.peak_memory_bytes for t in ok), default=math.nan)
-    row["peak_client_sparse_memory_bytes"] = max((t.sparse_memory_bytes for t in ok),
-                                                 default=math.nan)
+    row["peak_client_sparse_memory_bytes"] = max(
+        (t.sparse_memory_bytes for t in ok), default=math.nan
+    )
     return row
 
 
@@ -230,15 +266,25 @@ def compare_cells(a: Sequence[TrialFigures], b: Sequence[TrialFigures]) -> dict[
     their seeds reached, interpolated between evaluations)."""
     a_ok = [t for t in a if t.status == "OK"]
     b_ok = [t for t in b if t.status == "OK"]
-    rounds = paired_difference({t.seed: t.final("test_accuracy") for t in a_ok},
-                               {t.seed: t.final("test_accuracy") for t in b_ok})
+    rounds = paired_difference(
+        {t.seed: t.final("test_accuracy") for t in a_ok},
+        {t.seed: t.final("test_accuracy") for t in b_ok},
+    )
     totals = [t.client_flops for t in (*a_ok, *b_ok) if math.isfinite(t.client_flops)]
     budget = min(totals) if totals else math.nan
-    flops = paired_difference({t.seed: accuracy_at_budget(t, budget) for t in a_ok},
-                              {t.seed: accuracy_at_budget(t, budget) for t in b_ok})
-    return {"equal_rounds": {"mean": rounds.mean, "ci95": rounds.ci95, "n": rounds.n},
-            "equal_flops": {"mean": flops.mean, "ci95": flops.ci95, "n": flops.n,
-                            "flops_budget": budget}}
+    flops = paired_difference(
+        {t.seed: accuracy_at_budget(t, budget) for t in a_ok},
+        {t.seed: accuracy_at_budget(t, budget) for t in b_ok},
+    )
+    return {
+        "equal_rounds": {"mean": rounds.mean, "ci95": rounds.ci95, "n": rounds.n},
+        "equal_flops": {
+            "mean": flops.mean,
+            "ci95": flops.ci95,
+            "n": flops.n,
+            "flops_budget": budget,
+        },
+    }
 
 
 def json_ready(value: Any) -> Any:

@@ -12,6 +12,16 @@ from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
 from fpzo_ray.zo.perturbation import direction, perturbation_seeds
 from fpzo_ray.zo.server_optimizer import ServerOptimizer, weighted_average
 
-__all__ = ["EstimatorSpec", "ZOResult", "estimate_from_differences", "forward_difference",
-           "loss_differences", "client_sgd_step", "clip_inf_norm_", "direction",
-           "perturbation_seeds", "ServerOptimizer", "weighted_average"]
+__all__ = [
+    "EstimatorSpec",
+    "ZOResult",
+    "estimate_from_differences",
+    "forward_difference",
+    "loss_differences",
+    "client_sgd_step",
+    "clip_inf_norm_",
+    "direction",
+    "perturbation_seeds",
+    "ServerOptimizer",
+    "weighted_average",
+]

@@ -1,4 +1,5 @@
-"""ZO differences with the K perturbed models batched by ``torch.func.vmap`` (``zo.batching: vmap``).
+"""ZO differences with the K perturbed models batched by ``torch.func.vmap``
+(``zo.batching: vmap``).
 
 The directions are evaluated in chunks: a chunk of C perturbed flat parameter vectors is
 stacked and one vmapped functional forward computes their C losses. On a GPU this fills the
@@ -10,7 +11,7 @@ Same seeds, same directions, same estimator as :func:`fpzo_ray.zo.estimator.loss
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +23,24 @@ from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
 from fpzo_ray.zo.perturbation import direction
 
 
-def vmap_differences(model: nn.Module, layout: ParameterLayout, flat: torch.Tensor,
-                     kept_index: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
-                     seeds: Sequence[int], spec: EstimatorSpec, chunk_size: int = 8,
-                     with_estimate: bool = False) -> ZOResult:
+def vmap_differences(
+    model: nn.Module,
+    layout: ParameterLayout,
+    flat: torch.Tensor,
+    kept_index: torch.Tensor | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    spec: EstimatorSpec,
+    chunk_size: int = 8,
+    with_estimate: bool = False,
+) -> ZOResult:
     base = flat.detach().clone()
     trained = torch.arange(layout.total, device=flat.device) if kept_index is None else kept_index
     dim = trained.numel()
 
     def loss_at(vector: torch.Tensor) -> torch.Tensor:
-        params = {s.name: vector[s.offset:s.offset + s.numel].view(s.shape) for s in layout.slots}
+        params = {s.name: vector[s.offset : s.offset + s.numel].view(s.shape) for s in layout.slots}
         return F.cross_entropy(functional_call(model, params, (x,)), y)
 
     batched_loss = vmap(loss_at)
@@ -42,7 +51,7 @@ def vmap_differences(model: nn.Module, layout: ParameterLayout, flat: torch.Tens
     with torch.no_grad():
         base_loss = float(loss_at(base))
         for start in range(0, len(seeds), chunk_size):
-            chunk = seeds[start:start + chunk_size]
+            chunk = seeds[start : start + chunk_size]
             z = torch.stack([direction(s, dim, kind=spec.direction) for s in chunk])
             directions.extend(z)
             z = z.to(flat.device)

@@ -9,8 +9,8 @@ weights bit for bit, or the client uploads its masked dense update instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,17 +64,46 @@ class ZOWorkspace:
         write_trained(self.flat, self.kept_index, weights)
 
 
-def _differences(ws: ZOWorkspace, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int],
-                 spec: ZOUpdateSpec, with_estimate: bool) -> ZOResult:
+def _differences(
+    ws: ZOWorkspace,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    spec: ZOUpdateSpec,
+    with_estimate: bool,
+) -> ZOResult:
     if spec.perturbation_scope == "layerwise":
         assert ws.blocks is not None
-        return layerwise_differences(ws.model, lambda out: float(F.cross_entropy(out, y)), x,
-                                     ws.flat, ws.blocks, seeds, spec.estimator, with_estimate)
+        return layerwise_differences(
+            ws.model,
+            lambda out: float(F.cross_entropy(out, y)),
+            x,
+            ws.flat,
+            ws.blocks,
+            seeds,
+            spec.estimator,
+            with_estimate,
+        )
     if spec.batching == "vmap":
-        return vmap_differences(ws.model, ws.layout, ws.flat, ws.kept_index, x, y, seeds,
-                                spec.estimator, with_estimate=with_estimate)
-    return loss_differences(lambda: batch_loss(ws.model, x, y, spec.microbatch_size), ws.flat,
-                            ws.kept_index, seeds, spec.estimator, with_estimate)
+        return vmap_differences(
+            ws.model,
+            ws.layout,
+            ws.flat,
+            ws.kept_index,
+            x,
+            y,
+            seeds,
+            spec.estimator,
+            with_estimate=with_estimate,
+        )
+    return loss_differences(
+        lambda: batch_loss(ws.model, x, y, spec.microbatch_size),
+        ws.flat,
+        ws.kept_index,
+        seeds,
+        spec.estimator,
+        with_estimate,
+    )
 
 
 def batch_loss(model: StagedModel, x: torch.Tensor, y: torch.Tensor, microbatch_size: int) -> float:
@@ -103,9 +132,13 @@ class ZOClientResult:
     final_weights: torch.Tensor | None  # after the local steps (None in FedSGD)
 
 
-def zo_client_update(ws: ZOWorkspace, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                     step_seeds: Sequence[Sequence[int]], spec: ZOUpdateSpec,
-                     local_steps: bool) -> ZOClientResult:
+def zo_client_update(
+    ws: ZOWorkspace,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    step_seeds: Sequence[Sequence[int]],
+    spec: ZOUpdateSpec,
+    local_steps: bool,
+) -> ZOClientResult:
     """Run a client's ZO work from the weights currently loaded in ``ws``.
 
     ``batches`` and ``step_seeds`` have one entry per local step. With ``local_steps`` the
@@ -123,37 +156,54 @@ def zo_client_update(ws: ZOWorkspace, batches: Sequence[tuple[torch.Tensor, torc
             if local_steps:
                 assert result.estimate is not None
                 gradient = clip_inf_norm_(result.estimate.to(weights.device), spec.clip_inf_norm)
-                momentum = client_sgd_step(weights, gradient, momentum, spec.client_lr,
-                                           spec.client_momentum)
+                momentum = client_sgd_step(
+                    weights, gradient, momentum, spec.client_lr, spec.client_momentum
+                )
                 ws.load(weights)
     finally:
         ws.load(start)
     return ZOClientResult(
-        tuple(r.loss_differences for r in results), tuple(results),
-        sum(r.base_loss for r in results) / len(results), weights if local_steps else None)
+        tuple(r.loss_differences for r in results),
+        tuple(results),
+        sum(r.base_loss for r in results) / len(results),
+        weights if local_steps else None,
+    )
 
 
-def rebuild_estimate(differences: torch.Tensor, seeds: Sequence[int], spec: ZOUpdateSpec,
-                     dim: int, blocks: StageBlocks | None) -> torch.Tensor:
+def rebuild_estimate(
+    differences: torch.Tensor,
+    seeds: Sequence[int],
+    spec: ZOUpdateSpec,
+    dim: int,
+    blocks: StageBlocks | None,
+) -> torch.Tensor:
     """Server side: one step's estimate from its differences and seeds."""
     if differences.numel() != spec.num_perturbations or len(seeds) != spec.num_perturbations:
-        raise ValueError(f"a step has K = {spec.num_perturbations} differences and seeds, got "
-                         f"{differences.numel()} and {len(seeds)}")
+        raise ValueError(
+            f"a step has K = {spec.num_perturbations} differences and seeds, got "
+            f"{differences.numel()} and {len(seeds)}"
+        )
     if spec.perturbation_scope == "layerwise":
         assert blocks is not None
         return layerwise_estimate_from_differences(differences, seeds, spec.estimator, blocks)
     return estimate_from_differences(differences, seeds, spec.estimator, dim)
 
 
-def replay_local_steps(start: torch.Tensor, step_differences: Sequence[torch.Tensor],
-                       step_seeds: Sequence[Sequence[int]], spec: ZOUpdateSpec,
-                       blocks: StageBlocks | None) -> torch.Tensor:
+def replay_local_steps(
+    start: torch.Tensor,
+    step_differences: Sequence[torch.Tensor],
+    step_seeds: Sequence[Sequence[int]],
+    spec: ZOUpdateSpec,
+    blocks: StageBlocks | None,
+) -> torch.Tensor:
     """Server side: the client's final weights, replayed from its scalars and seeds."""
     weights = start.clone()
     momentum: torch.Tensor | None = None
     for differences, seeds in zip(step_differences, step_seeds):
-        gradient = clip_inf_norm_(rebuild_estimate(differences, seeds, spec, weights.numel(),
-                                                   blocks), spec.clip_inf_norm)
-        momentum = client_sgd_step(weights, gradient, momentum, spec.client_lr,
-                                   spec.client_momentum)
+        gradient = clip_inf_norm_(
+            rebuild_estimate(differences, seeds, spec, weights.numel(), blocks), spec.clip_inf_norm
+        )
+        momentum = client_sgd_step(
+            weights, gradient, momentum, spec.client_lr, spec.client_momentum
+        )
     return weights

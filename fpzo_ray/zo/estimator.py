@@ -17,8 +17,8 @@ any number of steps the weights are bit-identical to before.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -61,14 +61,14 @@ class ZOResult:
     stage_runs: tuple[int, ...] | None = None  # per stage, when passes were partial
 
 
-def accumulate(estimate: torch.Tensor, difference: float, scale: float,
-               z: torch.Tensor) -> None:
+def accumulate(estimate: torch.Tensor, difference: float, scale: float, z: torch.Tensor) -> None:
     """``estimate += difference * scale * z``: the one place both sides do this arithmetic."""
     estimate.add_(z, alpha=difference * scale)
 
 
-def _shift(flat: torch.Tensor, kept_index: torch.Tensor | None, z: torch.Tensor,
-           step: float) -> None:
+def _shift(
+    flat: torch.Tensor, kept_index: torch.Tensor | None, z: torch.Tensor, step: float
+) -> None:
     """``w += step * z`` on the trained coordinates, in place (no weight-sized temporary)."""
     if kept_index is None:
         flat.add_(z, alpha=step)
@@ -76,9 +76,14 @@ def _shift(flat: torch.Tensor, kept_index: torch.Tensor | None, z: torch.Tensor,
         flat.index_add_(0, kept_index, z, alpha=step)
 
 
-def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tensor | None,
-                     seeds: Sequence[int], spec: EstimatorSpec,
-                     with_estimate: bool = False) -> ZOResult:
+def loss_differences(
+    loss_fn: LossFn,
+    flat: torch.Tensor,
+    kept_index: torch.Tensor | None,
+    seeds: Sequence[int],
+    spec: EstimatorSpec,
+    with_estimate: bool = False,
+) -> ZOResult:
     """Evaluate the loss at the seeded perturbations of the trained coordinates.
 
     ``flat`` is the model's flat parameter buffer; ``kept_index`` the trained coordinates
@@ -123,22 +128,30 @@ def loss_differences(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tens
     return ZOResult(base_loss, differences, estimate, spec.num_passes(len(seeds)))
 
 
-def estimate_from_differences(differences: torch.Tensor, seeds: Sequence[int],
-                              spec: EstimatorSpec, dim: int) -> torch.Tensor:
+def estimate_from_differences(
+    differences: torch.Tensor, seeds: Sequence[int], spec: EstimatorSpec, dim: int
+) -> torch.Tensor:
     """Rebuild a client's estimate from its uploaded differences and the seeds (server side)."""
     if differences.numel() != len(seeds):
         raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
     estimate = torch.zeros(dim, dtype=torch.float32)
     z = torch.empty(dim, dtype=torch.float32)
     for difference, seed in zip(differences.tolist(), seeds):
-        accumulate(estimate, difference, spec.scale, direction(seed, dim, out=z,
-                                                               kind=spec.direction))
+        accumulate(
+            estimate, difference, spec.scale, direction(seed, dim, out=z, kind=spec.direction)
+        )
     return estimate.div_(len(seeds))
 
 
-def forward_difference(loss_fn: LossFn, flat: torch.Tensor, kept_index: torch.Tensor | None,
-                       seeds: Sequence[int], sigma: float,
-                       with_estimate: bool = False) -> ZOResult:
+def forward_difference(
+    loss_fn: LossFn,
+    flat: torch.Tensor,
+    kept_index: torch.Tensor | None,
+    seeds: Sequence[int],
+    sigma: float,
+    with_estimate: bool = False,
+) -> ZOResult:
     """The default estimator (forward differences, Gaussian directions)."""
-    return loss_differences(loss_fn, flat, kept_index, seeds, EstimatorSpec(sigma=sigma),
-                            with_estimate)
+    return loss_differences(
+        loss_fn, flat, kept_index, seeds, EstimatorSpec(sigma=sigma), with_estimate
+    )

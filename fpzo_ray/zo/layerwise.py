@@ -20,8 +20,8 @@ of a full forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -49,21 +49,23 @@ class StageBlocks:
         return float(self.cumulative[stage]) - previous
 
 
-def stage_blocks(layout: ParameterLayout, kept_index: torch.Tensor | None,
-                 num_stages: int) -> StageBlocks:
+def stage_blocks(
+    layout: ParameterLayout, kept_index: torch.Tensor | None, num_stages: int
+) -> StageBlocks:
     """Group the trained coordinates by stage (parameter names start with ``stages.<i>.``)."""
     stage_of_flat = torch.empty(layout.total, dtype=torch.int64)
     for slot in layout.slots:
         parts = slot.name.split(".")
         if parts[0] != "stages":
             raise ValueError(f"layerwise ZO needs a StagedModel; {slot.name} is outside stages")
-        stage_of_flat[slot.offset:slot.offset + slot.numel] = int(parts[1])
+        stage_of_flat[slot.offset : slot.offset + slot.numel] = int(parts[1])
     trained = torch.arange(layout.total) if kept_index is None else kept_index.cpu()
     stage_of_trained = stage_of_flat[trained]
     positions = tuple(torch.nonzero(stage_of_trained == s).squeeze(1) for s in range(num_stages))
     sizes = torch.tensor([p.numel() for p in positions], dtype=torch.float64)
-    return StageBlocks(positions, tuple(trained[p] for p in positions),
-                       torch.cumsum(sizes / sizes.sum(), 0))
+    return StageBlocks(
+        positions, tuple(trained[p] for p in positions), torch.cumsum(sizes / sizes.sum(), 0)
+    )
 
 
 def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, torch.Tensor]:
@@ -77,17 +79,24 @@ def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, to
     return stage, fill_direction(z, gen, kind)
 
 
-def _directions(seeds: Sequence[int], blocks: StageBlocks,
-                kind: str) -> list[tuple[int, int, torch.Tensor]]:
+def _directions(
+    seeds: Sequence[int], blocks: StageBlocks, kind: str
+) -> list[tuple[int, int, torch.Tensor]]:
     """(stage, k, z) for every direction, in processing order: by stage, then by k."""
     drawn = [(*_block_direction(seed, blocks, kind), k) for k, seed in enumerate(seeds)]
     return sorted(((stage, k, z) for stage, z, k in drawn), key=lambda t: (t[0], t[1]))
 
 
-def layerwise_differences(model: StagedModel, loss_of_output: Callable[[torch.Tensor], float],
-                          x: torch.Tensor, flat: torch.Tensor, blocks: StageBlocks,
-                          seeds: Sequence[int], spec: EstimatorSpec,
-                          with_estimate: bool = False) -> ZOResult:
+def layerwise_differences(
+    model: StagedModel,
+    loss_of_output: Callable[[torch.Tensor], float],
+    x: torch.Tensor,
+    flat: torch.Tensor,
+    blocks: StageBlocks,
+    seeds: Sequence[int],
+    spec: EstimatorSpec,
+    with_estimate: bool = False,
+) -> ZOResult:
     """The layer-wise step on one mini-batch ``x``; ``flat`` is restored exactly."""
     directions = _directions(seeds, blocks, spec.direction)
     plus = torch.empty(len(seeds), dtype=torch.float64)
@@ -129,8 +138,13 @@ def layerwise_differences(model: StagedModel, loss_of_output: Callable[[torch.Te
     return ZOResult(base_loss, differences, estimate, equivalent, tuple(runs))
 
 
-def _combine(differences: torch.Tensor, directions: list[tuple[int, int, torch.Tensor]],
-             blocks: StageBlocks, spec: EstimatorSpec, count: int) -> torch.Tensor:
+def _combine(
+    differences: torch.Tensor,
+    directions: list[tuple[int, int, torch.Tensor]],
+    blocks: StageBlocks,
+    spec: EstimatorSpec,
+    count: int,
+) -> torch.Tensor:
     dim = sum(p.numel() for p in blocks.positions)
     estimate = torch.zeros(dim, dtype=torch.float32)
     for stage, k, z in directions:
@@ -140,10 +154,12 @@ def _combine(differences: torch.Tensor, directions: list[tuple[int, int, torch.T
     return estimate.div_(count)
 
 
-def layerwise_estimate_from_differences(differences: torch.Tensor, seeds: Sequence[int],
-                                        spec: EstimatorSpec, blocks: StageBlocks) -> torch.Tensor:
+def layerwise_estimate_from_differences(
+    differences: torch.Tensor, seeds: Sequence[int], spec: EstimatorSpec, blocks: StageBlocks
+) -> torch.Tensor:
     """Server side: rebuild the layer-wise estimate from the differences and the seeds."""
     if differences.numel() != len(seeds):
         raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
-    return _combine(differences, _directions(seeds, blocks, spec.direction), blocks, spec,
-                    len(seeds))
+    return _combine(
+        differences, _directions(seeds, blocks, spec.direction), blocks, spec, len(seeds)
+    )

@@ -19,9 +19,13 @@ def clip_inf_norm_(estimate: torch.Tensor, bound: float) -> torch.Tensor:
     return estimate
 
 
-def client_sgd_step(weights: torch.Tensor, gradient: torch.Tensor,
-                    momentum_buffer: torch.Tensor | None, lr: float,
-                    momentum: float) -> torch.Tensor | None:
+def client_sgd_step(
+    weights: torch.Tensor,
+    gradient: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    lr: float,
+    momentum: float,
+) -> torch.Tensor | None:
     """``w -= lr * v`` with ``v = momentum * v + g`` (plain SGD when momentum is 0).
 
     Updates ``weights`` in place; returns the new momentum buffer (None without momentum).

@@ -18,15 +18,19 @@ from fpzo_ray.seeding import Purpose, derive_seed, generator
 DIRECTION_KINDS = ("gaussian", "rademacher")
 
 
-def perturbation_seeds(run_seed: int, round_index: int, client_id: int, step: int,
-                       num_perturbations: int) -> list[int]:
+def perturbation_seeds(
+    run_seed: int, round_index: int, client_id: int, step: int, num_perturbations: int
+) -> list[int]:
     """The K seeds of one client step."""
-    return [derive_seed(run_seed, Purpose.PERTURBATION, round_index, client_id, step, k)
-            for k in range(num_perturbations)]
+    return [
+        derive_seed(run_seed, Purpose.PERTURBATION, round_index, client_id, step, k)
+        for k in range(num_perturbations)
+    ]
 
 
-def direction(seed: int, dim: int, out: torch.Tensor | None = None,
-              kind: str = "gaussian") -> torch.Tensor:
+def direction(
+    seed: int, dim: int, out: torch.Tensor | None = None, kind: str = "gaussian"
+) -> torch.Tensor:
     """A direction of length ``dim`` drawn on the CPU from ``seed``."""
     if out is None:
         out = torch.empty(dim, dtype=torch.float32)

@@ -6,7 +6,7 @@ not represented at all, so they stay exactly zero whatever the optimizer does.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -26,13 +26,21 @@ class ServerOptimizer:
     """Adam, SGD or SGD with momentum over the kept coordinates, with infinity-norm clipping
     of the incoming (pseudo-)gradient and an exponential moving average of the weights."""
 
-    def __init__(self, weights: torch.Tensor, kind: str, lr: float,
-                 betas: tuple[float, float] = (0.9, 0.99), clip_inf_norm: float = 0.0,
-                 ema_decay: float = 0.0, momentum: float = 0.9) -> None:
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        kind: str,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.99),
+        clip_inf_norm: float = 0.0,
+        ema_decay: float = 0.0,
+        momentum: float = 0.9,
+    ) -> None:
         self.weights = torch.nn.Parameter(weights.detach().clone(), requires_grad=False)
         if kind == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam([self.weights], lr=lr,
-                                                                      betas=betas)
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                [self.weights], lr=lr, betas=betas
+            )
         elif kind == "sgd":
             self.optimizer = torch.optim.SGD([self.weights], lr=lr)
         elif kind == "sgd_momentum":
@@ -59,8 +67,11 @@ class ServerOptimizer:
         return self.ema if self.ema is not None else self.weights.detach()
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights.detach().clone(), "optimizer": self.optimizer.state_dict(),
-                "ema": None if self.ema is None else self.ema.clone()}
+        return {
+            "weights": self.weights.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": None if self.ema is None else self.ema.clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
