@@ -1,10 +1,16 @@
-"""Small sweeps the tests share (plain data), and the one place that writes them to disk."""
+"""What the tests share: small sweeps (plain data), writing them to disk, and resuming an
+interrupted sweep or run through its command line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: A federation small enough for seconds per trial.
 BASE = {
@@ -39,3 +45,21 @@ def write_sweep(folder: Path, spec: dict) -> Path:
     path = folder / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def command_env() -> dict[str, str]:
+    """The environment of a command-line run under test (this checkout first on the path)."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+
+
+def resume(module: str, folder: Path) -> subprocess.CompletedProcess:
+    """``python -m <module> --resume <folder>`` to its end; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--resume", str(folder)],
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done

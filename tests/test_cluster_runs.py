@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from studies import command_env, resume
 
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.data import federated_data
@@ -21,7 +22,6 @@ from fpzo_ray.tracking import MLflowTracker
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # its own Ray, in subprocesses
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW = {
     "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
     "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
@@ -53,10 +53,6 @@ cluster.shutdown()
 """
 
 
-def _env():
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-
-
 def _figures(metrics):
     return {
         k: v
@@ -73,7 +69,7 @@ def _reference(raw):
 def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     out = subprocess.run(
         [sys.executable, "-c", MULTINODE, json.dumps(RAW)],
-        env=_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -130,7 +126,7 @@ def _start_driver(module: str, *args: str) -> subprocess.Popen:
     instance it starts), output merged."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env=_env(),
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -173,14 +169,7 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "resume_test", results)
     assert {r.info.status for r in _all_runs(client, "resume_test")} == {"KILLED"}
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resume("fpzo_ray.sweep", experiment)
     # Every reported result, in order; rounds between the last checkpoint and the kill were
     # reported twice (before the kill and after the resume): the later one counts.
     reported = {}
@@ -242,14 +231,7 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     assert corrupted
     for folder in corrupted:
         (folder / STATE_FILE).write_bytes(b"not a checkpoint")
-    resumed = subprocess.run(
-        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resumed = resume("fpzo_ray.sweep", experiment)
     said = resumed.stdout + resumed.stderr
     assert any(
         f"warning: checkpoint {folder / STATE_FILE} cannot be read" in said for folder in corrupted
@@ -288,14 +270,7 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     (run,) = _all_runs(client, "run_resume_test")
     assert run.info.status == "KILLED" and "ended without closing it" in run.data.tags["killed"]
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "fpzo_ray.run", "--resume", str(folder)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resumed = resume("fpzo_ray.run", folder)
     assert "Resuming after round" in resumed.stdout
     (run,) = _all_runs(client, "run_resume_test")
     assert run.info.status == "FINISHED"

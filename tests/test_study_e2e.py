@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from studies import BASE, STUDY, write_sweep
+from studies import BASE, STUDY, command_env, resume, write_sweep
 
 from fpzo_ray.sweep import load_sweep, run_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _runs(results: Path, experiment: str):
@@ -71,10 +69,6 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
     assert sum("stopped_early" in r.data.tags for r in children) == stopped
 
 
-def _env():
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-
-
 def _comparable(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=[c for c in summary.columns if c.startswith("wall_s")])
 
@@ -88,7 +82,7 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(
     command = [sys.executable, "-m", "fpzo_ray.sweep", str(path), "--results-dir", str(killed)]
     driver = subprocess.Popen(
         command,
-        env=_env(),
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -103,14 +97,7 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(
     driver.wait()
     experiment = next(killed.glob("ray_results/study_*"))
     assert (experiment / "selection.json").is_file() and not (experiment / "summary.csv").exists()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resume("fpzo_ray.sweep", experiment)
 
     straight = finished_study.outcome
     after_resume = pd.read_csv(experiment / "summary.csv")

@@ -65,48 +65,38 @@ def _evaluations(history: pd.DataFrame) -> pd.DataFrame:
     return history[history["test_accuracy"].notna()]
 
 
-def accuracy_vs_round(history: pd.DataFrame, cfg: RunConfig) -> Figure:
+def _accuracy_figure(x: pd.Series, evaluated: pd.DataFrame, title: str, xlabel: str) -> Figure:
+    """Test (and, when there is a validation split, validation) accuracy against ``x``."""
     figure, ax = new_figure()
-    evaluated = _evaluations(history)
-    ax.plot(evaluated["round"], evaluated["test_accuracy"], marker=".", label="test")
+    ax.plot(x, evaluated["test_accuracy"], marker=".", label="test")
     if "val_accuracy" in evaluated and evaluated["val_accuracy"].notna().any():
-        ax.plot(
-            evaluated["round"],
-            evaluated["val_accuracy"],
-            marker=".",
-            linestyle="--",
-            label="validation",
-        )
-    ax.set(
-        title=f"Accuracy by round\n{run_title(cfg)}",
-        xlabel="round",
-        ylabel="accuracy (fraction correct)",
-    )
+        ax.plot(x, evaluated["val_accuracy"], marker=".", linestyle="--", label="validation")
+    ax.set(title=title, xlabel=xlabel, ylabel="accuracy (fraction correct)")
     clip_to_fractions(ax)
     ax.grid(alpha=0.3)
     place_legend(ax)
     return figure
+
+
+def accuracy_vs_round(history: pd.DataFrame, cfg: RunConfig) -> Figure:
+    evaluated = _evaluations(history)
+    return _accuracy_figure(
+        evaluated["round"], evaluated, f"Accuracy by round\n{run_title(cfg)}", "round"
+    )
 
 
 def accuracy_vs_client_flops(
     history: pd.DataFrame, setup: Mapping[str, Any], cfg: RunConfig
 ) -> Figure:
-    figure, ax = new_figure()
     evaluated = _evaluations(history)
     pruning = float(setup.get("pruning_client_flops", 0) or 0)
     gflops = (evaluated.get("cumulative_client_flops", pd.Series(dtype=float)) + pruning) / 1e9
-    ax.plot(gflops, evaluated["test_accuracy"], marker=".", label="test")
-    if "val_accuracy" in evaluated and evaluated["val_accuracy"].notna().any():
-        ax.plot(gflops, evaluated["val_accuracy"], marker=".", linestyle="--", label="validation")
-    ax.set(
-        title=f"Accuracy by client compute\n{run_title(cfg)}",
-        xlabel="cumulative client GFLOPs, all clients (pruning phase included)",
-        ylabel="accuracy (fraction correct)",
+    return _accuracy_figure(
+        gflops,
+        evaluated,
+        f"Accuracy by client compute\n{run_title(cfg)}",
+        "cumulative client GFLOPs, all clients (pruning phase included)",
     )
-    clip_to_fractions(ax)
-    ax.grid(alpha=0.3)
-    place_legend(ax)
-    return figure
 
 
 def mask_layer_density(setup: Mapping[str, Any], cfg: RunConfig) -> Figure:
