@@ -12,8 +12,8 @@ from fpzo_ray.algorithms.zo_fedsgd_momentum import ZOFedSGDMomentum
 from fpzo_ray.config import ConfigError, config_from_dict
 from fpzo_ray.data import federated_data
 from fpzo_ray.sim.client import ClientRuntime
-from fpzo_ray.sim.pool import InProcessPool
-from fpzo_ray.sim.server import FederatedServer, run_in_process
+from fpzo_ray.sim.in_process import InProcessPool, run_in_process
+from fpzo_ray.sim.server import FederatedServer
 
 SMALL = {
     "data": {"num_clients": 16},

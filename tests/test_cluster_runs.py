@@ -17,7 +17,7 @@ from studies import command_env, resume
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.data import federated_data
 from fpzo_ray.sim.checkpoint import STATE_FILE, load_server_state
-from fpzo_ray.sim.server import run_in_process
+from fpzo_ray.sim.in_process import run_in_process
 from fpzo_ray.tracking import MLflowTracker
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # its own Ray, in subprocesses

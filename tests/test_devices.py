@@ -16,8 +16,8 @@ from fpzo_ray.sim.devices import (
     client_devices,
     load_catalog,
 )
+from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.messages import TrainReply
-from fpzo_ray.sim.pool import InProcessPool
 from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.sim.server import FederatedServer
 

@@ -6,7 +6,7 @@ import torch
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import federated_data, make_partition
 from fpzo_ray.sim.federation import run_federated
-from fpzo_ray.sim.server import run_in_process
+from fpzo_ray.sim.in_process import run_in_process
 
 RAW = {
     "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
@@ -51,7 +51,7 @@ def test_ray_run_equals_in_process_run(ray_session, reference, num_workers):
 def test_server_state_round_trips_to_the_same_run(digits):
     """Checkpoint after 2 rounds, restore into a fresh server: rounds 3-4 are identical."""
     from fpzo_ray.sim.client import ClientRuntime
-    from fpzo_ray.sim.pool import InProcessPool
+    from fpzo_ray.sim.in_process import InProcessPool
     from fpzo_ray.sim.server import FederatedServer
 
     cfg = config_from_dict(RAW)
@@ -125,7 +125,7 @@ def _core(metrics):
 )
 def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sections):
     from fpzo_ray.sim.client import ClientRuntime
-    from fpzo_ray.sim.pool import InProcessPool
+    from fpzo_ray.sim.in_process import InProcessPool
     from fpzo_ray.sim.server import FederatedServer
 
     runs = {}

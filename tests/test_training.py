@@ -8,7 +8,7 @@ from fpzo_ray.data import make_partition
 from fpzo_ray.protocol import sample_clients
 from fpzo_ray.seeding import Purpose
 from fpzo_ray.sim.client import ClientRuntime
-from fpzo_ray.sim.pool import InProcessPool
+from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.server import FederatedServer
 
 SMALL = {

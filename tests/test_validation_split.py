@@ -6,7 +6,7 @@ import pytest
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import federated_data, hold_out_validation, load_dataset, stratified_holdout
 from fpzo_ray.seeding import Purpose, derive_seed
-from fpzo_ray.sim.server import run_in_process
+from fpzo_ray.sim.in_process import run_in_process
 
 
 def test_validation_split_is_disjoint_from_every_client_and_from_the_test_set():

@@ -33,7 +33,7 @@ from fpzo_ray.config import SimulationConfig, config_from_dict
 from fpzo_ray.data import federated_data
 from fpzo_ray.sim.checkpoint import load_server_state, save_server_state
 from fpzo_ray.sim.client import ClientRuntime
-from fpzo_ray.sim.pool import InProcessPool
+from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.server import FederatedServer
 
 CADENCES = (1, 5, 10, 20, 50)

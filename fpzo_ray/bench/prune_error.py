@@ -41,7 +41,7 @@ from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
 from fpzo_ray.pruning.saliencies import keep_scores
 from fpzo_ray.sim.client import ClientRuntime
-from fpzo_ray.sim.pool import InProcessPool
+from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.pruning_phase import PruningPhase
 
 

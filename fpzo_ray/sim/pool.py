@@ -1,20 +1,17 @@
-"""How a round's virtual clients are executed: the pool protocol, its round report, and the
-in-process pool.
+"""How a round's virtual clients are executed: the pool protocol and its round report.
 
 Every pool answers with a :class:`RoundReport`: the replies sorted by client id (never in
 arrival order, so aggregation, and hence the whole run, is bit-identical whatever the number
-of workers), the engine faults it survived so far and where the round's time went. The Ray
-pool is in ``sim.ray_pool``.
+of workers), the engine faults it survived so far and where the round's time went. The pools:
+``sim.in_process.InProcessPool`` and ``sim.ray_pool.RayWorkerPool``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import (
     ClientFailure,
     MaskBroadcast,
@@ -78,18 +75,3 @@ class ClientPool(Protocol):
 
 def by_client(replies: list[Reply]) -> list[Reply]:
     return sorted(replies, key=lambda r: r.client_id)
-
-
-class InProcessPool:
-    """All clients on one runtime in this process (tests, benchmarks, plain loops)."""
-
-    def __init__(self, runtime: ClientRuntime) -> None:
-        self.runtime = runtime
-
-    def run(
-        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
-    ) -> RoundReport:
-        started = time.perf_counter()
-        replies = by_client(serve_clients(self.runtime, mask, broadcast, client_ids))
-        seconds = time.perf_counter() - started
-        return RoundReport(replies, RoundTiming(0.0, seconds, seconds, seconds))

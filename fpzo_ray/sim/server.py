@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fpzo_ray.accounting import forward_flops, layer_flops
 from fpzo_ray.algorithms import algorithm_for
@@ -34,6 +32,7 @@ from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.devices import ClientDevices, reachable
+from fpzo_ray.sim.evaluation import Evaluator
 from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
@@ -62,8 +61,6 @@ class FederatedServer:
         self.cfg = cfg
         self.pool = pool
         self.device = torch.device(cfg.simulation.device)
-        self.test_x, self.test_y = dataset.test_set()
-        self.validation = dataset.validation_set()
         self.input_shape = dataset.input_shape
         self.num_classes = dataset.num_classes
         self.model = build_model(
@@ -74,6 +71,7 @@ class FederatedServer:
         )
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
+        self.evaluator = Evaluator(self.model, self.flat, dataset, self.device)
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
@@ -254,36 +252,9 @@ class FederatedServer:
         full[self.mask.kept_index()] = weights.cpu()
         return full
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The global model on the validation split (when there is one) and the test split.
-
-        Validation metrics are what selection and early stopping read; test metrics are
-        only reported.
-        """
-        self.flat.copy_(self.global_flat_weights().to(self.device))
-        metrics: dict[str, float] = {}
-        if self.validation is not None:
-            accuracy, loss = self._accuracy_and_loss(*self.validation)
-            metrics.update(val_accuracy=accuracy, val_loss=loss)
-        accuracy, loss = self._accuracy_and_loss(self.test_x, self.test_y)
-        metrics.update(test_accuracy=accuracy, test_loss=loss)
-        return metrics
-
-    @torch.no_grad()
-    def _accuracy_and_loss(
-        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
-    ) -> tuple[float, float]:
-        self.model.eval()
-        correct, loss_sum = 0, 0.0
-        for start in range(0, labels.shape[0], batch_size):
-            x = images[start : start + batch_size].to(self.device)
-            y = labels[start : start + batch_size].to(self.device)
-            logits = self.model(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-        n = int(labels.shape[0])
-        return correct / n, loss_sum / n
+        """The global model (EMA weights when on) on the validation and test splits."""
+        return self.evaluator.evaluate(self.global_flat_weights())
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.client_records)
@@ -319,21 +290,3 @@ def _timing(
         "time_waiting_s": pool.waiting_s,
         "time_ray_transfer_s": pool.transfer_s + pool.dispatch_s,
     }
-
-
-def run_in_process(
-    cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
-) -> list[dict[str, Any]]:
-    """A whole run in this process, no Ray: the reference the Ray engine must agree with.
-
-    ``dataset, partition``: ``data.federated_data(cfg)``, as the Ray engine builds them.
-    """
-    from fpzo_ray.sim.client import ClientRuntime
-    from fpzo_ray.sim.devices import client_devices
-    from fpzo_ray.sim.pool import InProcessPool
-
-    server = FederatedServer(
-        cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)), client_devices(cfg)
-    )
-    server.prune()
-    return [server.run_round(r) for r in range(cfg.training.rounds)]

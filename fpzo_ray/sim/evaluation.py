@@ -1,0 +1,58 @@
+"""The global model on the validation and test splits, as the server reports it.
+
+Validation metrics are what selection and early stopping read; test metrics are only
+reported. The evaluator owns nothing: it loads the weights it is given into the server's
+model and scores it in batches, with the model's own normalisation in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpzo_ray.data.registry import ImageDataset
+
+
+class Evaluator:
+    """Scores flat global weights on a data set's validation (when held out) and test splits."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        flat: torch.Tensor,
+        dataset: ImageDataset,
+        device: torch.device,
+        batch_size: int = 1024,
+    ) -> None:
+        self.model = model
+        self.flat = flat
+        self.device = device
+        self.batch_size = batch_size
+        self.test = dataset.test_set()
+        self.validation = dataset.validation_set()
+
+    @torch.no_grad()
+    def evaluate(self, weights: torch.Tensor) -> dict[str, float]:
+        """``val_accuracy`` and ``val_loss`` (with a validation split), ``test_accuracy`` and
+        ``test_loss`` of the model with the full flat ``weights``."""
+        self.flat.copy_(weights.to(self.device))
+        metrics: dict[str, float] = {}
+        if self.validation is not None:
+            accuracy, loss = self._accuracy_and_loss(*self.validation)
+            metrics.update(val_accuracy=accuracy, val_loss=loss)
+        accuracy, loss = self._accuracy_and_loss(*self.test)
+        metrics.update(test_accuracy=accuracy, test_loss=loss)
+        return metrics
+
+    def _accuracy_and_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        self.model.eval()
+        correct, loss_sum = 0, 0.0
+        for start in range(0, labels.shape[0], self.batch_size):
+            x = images[start : start + self.batch_size].to(self.device)
+            y = labels[start : start + self.batch_size].to(self.device)
+            logits = self.model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        n = int(labels.shape[0])
+        return correct / n, loss_sum / n
