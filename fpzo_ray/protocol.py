@@ -100,6 +100,7 @@ def zo_update_spec(cfg: RunConfig) -> ZOUpdateSpec:
         num_perturbations=cfg.zo.num_perturbations,
         perturbation_scope=cfg.zo.perturbation_scope,
         batching=cfg.zo.batching,
+        chunk_size=cfg.zo.chunk_size,
         client_lr=cfg.training.client_lr,
         client_momentum=cfg.training.client_momentum,
         clip_inf_norm=cfg.zo.clip_inf_norm if fedavg else 0.0,

@@ -28,6 +28,10 @@ def test_defaults_are_valid_and_frozen():
         ({"zo": {"num_perturbation": 3}}, "zo.num_perturbation"),
         ({"training": {"clients_per_round": 80}}, "training.clients_per_round"),
         ({"model": {"name": "lenet5"}}, "model.name"),
+        ({"zo": {"batching": "stacked"}}, "zo.batching"),
+        ({"zo": {"batching": "batched", "perturbation_scope": "layerwise"}}, "zo.batching"),
+        ({"zo": {"chunk_size": -1}}, "zo.chunk_size"),
+        ({"simulation": {"compile": "yes"}}, "simulation.compile"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

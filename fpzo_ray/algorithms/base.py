@@ -27,6 +27,7 @@ import torch
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.protocol import local_steps, step_seeds, zo_update_spec
+from fpzo_ray.wire import WireRecord
 from fpzo_ray.zo.client_update import ZOWorkspace
 from fpzo_ray.zo.layerwise import StageBlocks
 from fpzo_ray.zo.server_optimizer import ServerOptimizer
@@ -46,7 +47,7 @@ class ClientModel:
 
 
 @dataclass(frozen=True)
-class Upload:
+class Upload(WireRecord):
     """What a client sends: ZO scalars (one (K,) tensor per local step) or a dense update
     of the trained coordinates; exactly one of the two."""
 
@@ -71,6 +72,9 @@ class LocalWork:
     forward_flops: int  # forward passes only
     flops: int  # everything: forward, backward, vector work, client updates
     upload_bytes: int
+    # What the server would rebuild from the upload, when the step produced it on the way
+    # (a simulation shortcut, see ``FederatedAlgorithm.local_work``'s ``shortcuts``).
+    contribution: torch.Tensor | None = None
 
 
 class FederatedAlgorithm(ABC):
@@ -98,9 +102,13 @@ class FederatedAlgorithm(ABC):
         start: torch.Tensor,
         round_index: int,
         client_id: int,
+        shortcuts: bool = False,
     ) -> LocalWork:
         """The client's work from the broadcast weights ``start``, loaded in ``model`` (and
-        left there); ``batches`` holds one mini-batch per local step."""
+        left there); ``batches`` holds one mini-batch per local step. With ``shortcuts`` the
+        step may also compute, on the way, what the server would rebuild from its upload
+        (``LocalWork.contribution``); it is never asked of a step whose memory is measured,
+        which must hold only what the client holds."""
 
     # -- server half ---------------------------------------------------------------------
     @abstractmethod
@@ -126,6 +134,8 @@ class FederatedAlgorithm(ABC):
         """The same contribution, computed where the client ran (``simulation.estimate_on:
         workers``): bit for bit what :meth:`contribution` gives from the upload. A client
         that moved already holds it as its update."""
+        if work.contribution is not None:
+            return work.contribution
         if work.update is not None:
             return work.update
         return self.contribution(work.upload, round_index, client_id, start, blocks)

@@ -24,6 +24,7 @@ class BPFedAvg(FederatedAlgorithm):
         start: torch.Tensor,
         round_index: int,
         client_id: int,
+        shortcuts: bool = False,
     ) -> LocalWork:
         ws, t = model.workspace, self.cfg.training
         result = bp_client_update(

@@ -30,6 +30,7 @@ class ZOFedAvg(FederatedAlgorithm):
         start: torch.Tensor,
         round_index: int,
         client_id: int,
+        shortcuts: bool = False,
     ) -> LocalWork:
         result, forward, flops = run_zo_steps(
             model, batches, self.step_seeds(round_index, client_id), self.spec, moves=True

@@ -29,10 +29,15 @@ class ZOFedSGD(FederatedAlgorithm):
         start: torch.Tensor,
         round_index: int,
         client_id: int,
+        shortcuts: bool = False,
     ) -> LocalWork:
+        seeds = self.step_seeds(round_index, client_id)
         result, forward, flops = run_zo_steps(
-            model, batches, self.step_seeds(round_index, client_id), self.spec, moves=False
+            model, batches, seeds, self.spec, moves=False, with_estimate=shortcuts
         )
+        # the estimate accumulated in the step: the server's rebuild, bit for bit, without
+        # drawing the K directions a second time
+        estimate = result.step_results[0].estimate if shortcuts else None
         return LocalWork(
             Upload(step_differences=result.step_differences),
             None,
@@ -40,6 +45,7 @@ class ZOFedSGD(FederatedAlgorithm):
             forward,
             flops,
             zo_scalar_upload_bytes(self.spec.num_perturbations, 1),
+            estimate,
         )
 
     def contribution(

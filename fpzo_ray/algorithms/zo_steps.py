@@ -15,6 +15,7 @@ def run_zo_steps(
     seeds: Sequence[Sequence[int]],
     spec: ZOUpdateSpec,
     moves: bool,
+    with_estimate: bool = False,
 ) -> tuple[ZOClientResult, int, int]:
     """``zo.client_update.zo_client_update`` on the client's model (``moves``: the client
     takes its local steps, FedAvg), with the forward FLOPs and the total FLOPs it cost.
@@ -22,8 +23,10 @@ def run_zo_steps(
     Forward FLOPs count each stage's passes (the layer-wise variant resumes the forward pass
     from a cached stage input, so later stages run more often than earlier ones); the total
     adds the vector work over the d trained coordinates and, when moving, the client steps.
+    ``with_estimate`` (FedSGD only) accumulates the estimate in the step, a simulation
+    shortcut not counted as the client's work.
     """
-    result = zo_client_update(model.workspace, batches, seeds, spec, moves)
+    result = zo_client_update(model.workspace, batches, seeds, spec, moves, with_estimate)
     stages = model.stage_flops_per_sample
     central = spec.estimator.estimator == "central"
     forward = vector = 0

@@ -46,6 +46,7 @@ from fpzo_ray.sim.messages import (
     TrainReply,
 )
 from fpzo_ray.zo.client_update import ZOWorkspace
+from fpzo_ray.zo.compiled import compile_forwards
 from fpzo_ray.zo.layerwise import stage_blocks
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class ClientRuntime:
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
         self.gate = MemoryGate.of(cfg)
+        self.compiled = compile_forwards(self.model) if cfg.simulation.compile else None
         self.mask_version = -1
         self._install(Mask.dense(self.layout))
 
@@ -84,7 +86,9 @@ class ClientRuntime:
         blocks = None
         if self.cfg.zo.perturbation_scope == "layerwise":
             blocks = stage_blocks(self.layout, kept, len(self.model.stages))
-        self.workspace = ZOWorkspace(self.model, self.layout, self.flat, kept, blocks)
+        self.workspace = ZOWorkspace(
+            self.model, self.layout, self.flat, kept, blocks, self.compiled
+        )
         density = mask.layer_densities()
         self.client_model = ClientModel(
             self.workspace,
@@ -146,9 +150,12 @@ class ClientRuntime:
             if failure is not None:
                 return failure
         meter = None if batch in self.peak_memory else self._meter(batches)
+        # Shortcuts (the server's rebuild computed on the way) only where memory is not
+        # measured: a metered step holds what the client holds, nothing more.
+        shortcuts = meter is None and self.cfg.simulation.estimate_on == "workers"
         with meter if meter is not None else contextlib.nullcontext():
             work = self.algorithm.local_work(
-                self.client_model, batches, broadcast.weights, round_index, client_id
+                self.client_model, batches, broadcast.weights, round_index, client_id, shortcuts
             )
         if meter is not None:
             self.peak_memory[batch] = (

@@ -9,8 +9,9 @@ weights bit for bit, or the client uploads its masked dense update instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,10 @@ from fpzo_ray.zo.layerwise import (
     layerwise_estimate_from_differences,
 )
 from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
+from fpzo_ray.zo.stacked import stacked_differences, stacked_losses
+
+if TYPE_CHECKING:
+    from fpzo_ray.zo.compiled import CompiledForwards
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ class ZOUpdateSpec:
     estimator: EstimatorSpec
     num_perturbations: int = 20  # K: the seeds of a step are this many
     perturbation_scope: str = "full"  # full | layerwise
-    batching: str = "loop"  # loop | vmap
+    batching: str = "loop"  # loop | vmap | batched
+    chunk_size: int = 0  # batched / vmap: models per stacked pass (0: all)
     client_lr: float = 0.01
     client_momentum: float = 0.0
     clip_inf_norm: float = 0.0
@@ -56,6 +62,7 @@ class ZOWorkspace:
     flat: torch.Tensor
     kept_index: torch.Tensor | None  # None: every coordinate is trained
     blocks: StageBlocks | None  # for the layer-wise variant
+    compiled: CompiledForwards | None = None  # ``simulation.compile``
 
     def trained_weights(self) -> torch.Tensor:
         return read_trained(self.flat, self.kept_index)
@@ -84,6 +91,20 @@ def _differences(
             spec.estimator,
             with_estimate,
         )
+    if spec.batching == "batched":
+        return stacked_differences(
+            ws.model,
+            ws.layout,
+            ws.flat,
+            ws.kept_index,
+            x,
+            y,
+            seeds,
+            spec.estimator,
+            spec.chunk_size,
+            with_estimate,
+            ws.compiled.stacked_losses if ws.compiled else stacked_losses,
+        )
     if spec.batching == "vmap":
         return vmap_differences(
             ws.model,
@@ -94,10 +115,13 @@ def _differences(
             y,
             seeds,
             spec.estimator,
+            chunk_size=spec.chunk_size or 8,
             with_estimate=with_estimate,
         )
     return loss_differences(
-        lambda: batch_loss(ws.model, x, y, spec.microbatch_size),
+        lambda: batch_loss(
+            ws.compiled.model if ws.compiled else ws.model, x, y, spec.microbatch_size
+        ),
         ws.flat,
         ws.kept_index,
         seeds,
@@ -106,7 +130,12 @@ def _differences(
     )
 
 
-def batch_loss(model: StagedModel, x: torch.Tensor, y: torch.Tensor, microbatch_size: int) -> float:
+def batch_loss(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    microbatch_size: int,
+) -> float:
     """Mean cross-entropy of the batch, streamed through chunks of ``microbatch_size`` samples.
 
     A ZO step needs only the scalar loss, so the batch need not pass through the network at
@@ -138,12 +167,15 @@ def zo_client_update(
     step_seeds: Sequence[Sequence[int]],
     spec: ZOUpdateSpec,
     local_steps: bool,
+    with_estimate: bool = False,
 ) -> ZOClientResult:
     """Run a client's ZO work from the weights currently loaded in ``ws``.
 
     ``batches`` and ``step_seeds`` have one entry per local step. With ``local_steps`` the
     client moves: estimate, clip, client SGD step, E times (FedAvg); without, it evaluates its
-    differences once at the loaded weights (FedSGD). The workspace's weights are restored.
+    differences once at the loaded weights (FedSGD), and with ``with_estimate`` also
+    accumulates the estimate the server would rebuild from them (bit for bit, from the very
+    directions it drew). The workspace's weights are restored.
     """
     start = ws.trained_weights()
     weights = start.clone()
@@ -151,7 +183,7 @@ def zo_client_update(
     results = []
     try:
         for (x, y), seeds in zip(batches, step_seeds):
-            result = _differences(ws, x, y, seeds, spec, with_estimate=local_steps)
+            result = _differences(ws, x, y, seeds, spec, local_steps or with_estimate)
             results.append(result)
             if local_steps:
                 assert result.estimate is not None

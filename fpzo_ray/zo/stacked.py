@@ -1,0 +1,295 @@
+"""ZO differences with the perturbed models stacked into one forward pass
+(``zo.batching: batched``).
+
+A ZO step evaluates the same mini-batch under K + 1 weight vectors (central: 2K). Instead of
+K + 1 forward passes of one model, this runs C of them at once as one wider model:
+
+- the first convolution (or linear layer) sees the shared input once, with the C copies'
+  filters stacked as C x more output channels;
+- later convolutions are grouped convolutions (groups x C) over the stacked channels, so copy
+  c only ever sees its own channels;
+- normalisation is per copy by construction: GroupNorm over C x G groups, BatchNorm (batch
+  statistics, no running buffers) over the stacked channels, each channel belonging to one
+  copy, so both are exactly the per-copy statistics;
+- linear layers are batched matrix products over (copy, sample, feature) tensors;
+- activations, pooling and residual additions act element- or channel-wise.
+
+The K directions are the same seeded ones as the loop's (``zo.perturbation``), applied to
+copies of the flat parameter vector; chunks of ``chunk_size`` copies bound the memory (the
+activations of C models live at once: the memory meter measures what this mode really
+holds). The losses agree with the loop's to float32 rounding, not bit for bit (grouped and
+batched kernels sum in another order); a run in this mode is a function of its config and
+seed like any other, whatever the number of workers.
+
+Supported modules: those of every shipped model (``Conv2d`` with zero padding, ``Linear``,
+``GroupNorm``, ``BatchNorm2d`` without running statistics, ``Flatten``, ``MaxPool2d``,
+``AdaptiveAvgPool2d``, ``Hardswish``, ``ReLU``, ``Identity``, ``Sequential`` and the ResNet
+``BasicBlock``); anything else raises ``NotImplementedError`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.models.resnet import BasicBlock
+from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
+from fpzo_ray.zo.perturbation import direction
+
+#: Grouped convolutions whose groups are at least this long (input channels x kernel size)
+#: run on ATen's kernel, shorter ones on oneDNN (see ``_conv``).
+ATEN_GROUP_LENGTH = 100
+
+#: Modules that act on each channel (or element) alone: the same on stacked channels.
+CHANNELWISE = (nn.Hardswish, nn.ReLU, nn.Identity, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """An activation of C stacked models: ``shared`` (one tensor all copies read: the input),
+    ``channels`` (B, C * ch, ...: copy c holds channels c * ch ... (c + 1) * ch - 1) or
+    ``features`` (C, B, F)."""
+
+    value: torch.Tensor
+    kind: str
+    copies: int
+
+    def as_channels(self) -> Stacked:
+        """A shared activation repeated for every copy (before a per-copy operation)."""
+        if self.kind != "shared":
+            return self
+        repeats = (1, self.copies) + (1,) * (self.value.dim() - 2)
+        return Stacked(self.value.repeat(*repeats), "channels", self.copies)
+
+
+Params = dict[str, torch.Tensor]  # parameter name -> (C, *shape)
+
+
+def _max_pool(module: nn.MaxPool2d, value: torch.Tensor) -> torch.Tensor:
+    """Max pooling; the 2 x 2, stride 2 case (every shipped model's) as two element-wise
+    maxima over rows then columns, the same values 3-6x faster than ``max_pool2d`` on CPU
+    tensors with many channels (which also computes indices)."""
+    h, w = value.shape[-2:]
+    square = module.kernel_size in (2, (2, 2)) and module.stride in (2, (2, 2))
+    plain = module.padding in (0, (0, 0)) and module.dilation in (1, (1, 1))
+    if not (square and plain and h % 2 == 0 and w % 2 == 0):
+        return module(value)
+    lead = value.shape[:-2]
+    rows = value.contiguous().view(*lead, h // 2, 2, w)
+    rows = torch.maximum(rows[..., 0, :], rows[..., 1, :]).view(*lead, h // 2, w // 2, 2)
+    return torch.maximum(rows[..., 0], rows[..., 1])
+
+
+def _conv(module: nn.Conv2d, x: Stacked, params: Params, prefix: str) -> Stacked:
+    if module.padding_mode != "zeros":
+        raise NotImplementedError(f"{prefix}: padding_mode {module.padding_mode!r}")
+    if x.kind == "shared" and module.groups != 1:
+        x = x.as_channels()
+    c = x.copies
+    weight = params[prefix + "weight"]
+    weight = weight.reshape(c * weight.shape[1], *weight.shape[2:])
+    bias = params.get(prefix + "bias")
+    groups = module.groups if x.kind == "shared" else module.groups * c
+    # Grouped convolutions over the stacked copies: ATen's own kernel (one matrix product per
+    # group) beat oneDNN by ~1.2x on LeNet-5's 6 x 5 x 5 = 150-long groups here, oneDNN on
+    # channels-last input beat it by ~1.15x on the digits CNN's 8 x 3 x 3 = 72. The choice is
+    # a function of the layer's shape only, so every worker makes the same one.
+    value = x.value
+    aten = False
+    if groups > 1 and value.device.type == "cpu":
+        aten = weight[0].numel() >= ATEN_GROUP_LENGTH  # input channels x kernel of a group
+        if not aten:
+            value = value.contiguous(memory_format=torch.channels_last)
+    with torch.backends.mkldnn.flags(
+        enabled=not aten, deterministic=None, allow_tf32=None, fp32_precision=None
+    ):
+        out = F.conv2d(
+            value,
+            weight,
+            None if bias is None else bias.reshape(-1),
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups,
+        )
+    return Stacked(out, "channels", c)
+
+
+def _linear(module: nn.Linear, x: Stacked, params: Params, prefix: str) -> Stacked:
+    c = x.copies
+    weight = params[prefix + "weight"]  # (C, out, in)
+    bias = params.get(prefix + "bias")  # (C, out)
+    if x.kind == "shared":  # (B, in): every copy reads the same input
+        flat_bias = None if bias is None else bias.reshape(-1)
+        out = F.linear(x.value, weight.reshape(-1, weight.shape[2]), flat_bias)
+        return Stacked(out.view(out.shape[0], c, -1).transpose(0, 1), "features", c)
+    if x.kind != "features":
+        raise NotImplementedError(f"{prefix}: a linear layer on stacked channels")
+    if bias is None:
+        return Stacked(torch.bmm(x.value, weight.transpose(1, 2)), "features", c)
+    return Stacked(torch.baddbmm(bias.unsqueeze(1), x.value, weight.transpose(1, 2)), "features", c)
+
+
+def _group_norm(module: nn.GroupNorm, x: Stacked, params: Params, prefix: str) -> Stacked:
+    if x.kind == "shared" and not module.affine:
+        return Stacked(module(x.value), "shared", x.copies)
+    x = x.as_channels()
+    c = x.copies
+    weight = params[prefix + "weight"].reshape(-1) if module.affine else None
+    bias = params[prefix + "bias"].reshape(-1) if module.affine else None
+    out = F.group_norm(x.value.contiguous(), module.num_groups * c, weight, bias, module.eps)
+    return Stacked(out, "channels", c)
+
+
+def _batch_norm(module: nn.BatchNorm2d, x: Stacked, params: Params, prefix: str) -> Stacked:
+    if module.track_running_stats:
+        raise NotImplementedError(f"{prefix}: BatchNorm with running statistics")
+    if x.kind == "shared" and not module.affine:
+        return Stacked(module(x.value), "shared", x.copies)
+    x = x.as_channels()
+    weight = params[prefix + "weight"].reshape(-1) if module.affine else None
+    bias = params[prefix + "bias"].reshape(-1) if module.affine else None
+    out = F.batch_norm(x.value, None, None, weight, bias, True, 0.0, module.eps)
+    return Stacked(out, "channels", x.copies)
+
+
+def _flatten(module: nn.Flatten, x: Stacked) -> Stacked:
+    if module.start_dim != 1 or module.end_dim != -1:
+        raise NotImplementedError("Flatten other than start_dim=1")
+    if x.kind == "shared":
+        return Stacked(x.value.flatten(1), "shared", x.copies)
+    if x.kind == "features":
+        return x
+    batch = x.value.shape[0]
+    return Stacked(x.value.reshape(batch, x.copies, -1).transpose(0, 1), "features", x.copies)
+
+
+def _block(module: BasicBlock, x: Stacked, params: Params, prefix: str) -> Stacked:
+    out = forward(module.conv1, x, params, prefix + "conv1.")
+    out = forward(module.act1, forward(module.norm1, out, params, prefix + "norm1."), params, "")
+    out = forward(
+        module.norm2,
+        forward(module.conv2, out, params, prefix + "conv2."),
+        params,
+        prefix + "norm2.",
+    )
+    shortcut = forward(module.shortcut, x, params, prefix + "shortcut.").as_channels()
+    return Stacked(module.act2(out.value + shortcut.value), "channels", x.copies)
+
+
+def forward(module: nn.Module, x: Stacked, params: Params, prefix: str = "") -> Stacked:
+    """``module`` applied to C stacked models at once (``prefix``: its parameters' names)."""
+    if isinstance(module, (nn.Sequential, nn.ModuleList)):
+        for name, child in module.named_children():
+            x = forward(child, x, params, f"{prefix}{name}.")
+        return x
+    if isinstance(module, nn.Conv2d):
+        return _conv(module, x, params, prefix)
+    if isinstance(module, nn.Linear):
+        return _linear(module, x, params, prefix)
+    if isinstance(module, nn.GroupNorm):
+        return _group_norm(module, x, params, prefix)
+    if isinstance(module, nn.BatchNorm2d):
+        return _batch_norm(module, x, params, prefix)
+    if isinstance(module, nn.Flatten):
+        return _flatten(module, x)
+    if isinstance(module, BasicBlock):
+        return _block(module, x, params, prefix)
+    if isinstance(module, nn.MaxPool2d) and x.kind != "features":
+        return Stacked(_max_pool(module, x.value), x.kind, x.copies)
+    if isinstance(module, CHANNELWISE):
+        if x.kind == "features" and not isinstance(module, (nn.Hardswish, nn.ReLU, nn.Identity)):
+            raise NotImplementedError(f"{prefix}: {type(module).__name__} on features")
+        return Stacked(module(x.value), x.kind, x.copies)
+    stages = getattr(module, "stages", None)
+    if isinstance(stages, nn.ModuleList):  # a StagedModel
+        return forward(stages, x, params, f"{prefix}stages.")
+    raise NotImplementedError(
+        f"zo.batching batched: no stacked form for "
+        f"{type(module).__name__} ({prefix.rstrip('.') or 'the model'})"
+    )
+
+
+def stacked_losses(
+    model: nn.Module, layout: ParameterLayout, flats: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """The mean cross-entropy of the batch under each of the C flat parameter vectors in the
+    rows of ``flats`` (C, P): a (C,) float32 tensor."""
+    copies = flats.shape[0]
+    params = {
+        s.name: flats[:, s.offset : s.offset + s.numel].view(copies, *s.shape) for s in layout.slots
+    }
+    logits = forward(model, Stacked(x, "shared", copies), params)
+    if logits.kind != "features":
+        raise NotImplementedError("the model's output is not per copy")
+    per_sample = F.cross_entropy(
+        logits.value.reshape(copies * y.shape[0], -1), y.repeat(copies), reduction="none"
+    )
+    return per_sample.view(copies, -1).mean(1)
+
+
+def stacked_differences(
+    model: nn.Module,
+    layout: ParameterLayout,
+    flat: torch.Tensor,
+    kept_index: torch.Tensor | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    spec: EstimatorSpec,
+    chunk_size: int = 0,
+    with_estimate: bool = False,
+    losses_fn: Callable[..., torch.Tensor] | None = None,
+) -> ZOResult:
+    """The ZO step of ``estimator.loss_differences`` with the K + 1 (central: 2K) forward
+    passes stacked, ``chunk_size`` models a pass (0: all of them in one)."""
+    base = flat.detach()
+    trained = torch.arange(layout.total, device=flat.device) if kept_index is None else kept_index
+    dim = trained.numel()
+    central = spec.estimator == "central"
+    signs = (1.0, -1.0) if central else (1.0,)
+    # Every model of the step in order: the base (forward differences), then each direction
+    # with each sign; each row of a chunk is one of them.
+    rows: list[tuple[int, float]] = [] if central else [(-1, 0.0)]
+    rows += [(k, sign) for k in range(len(seeds)) for sign in signs]
+    size = chunk_size if chunk_size > 0 else len(rows)
+    alive: dict[int, torch.Tensor] = {}  # directions drawn and not yet accumulated
+    losses: dict[tuple[int, float], float] = {}
+    differences = torch.empty(len(seeds), dtype=torch.float32)
+    estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
+    done = 0  # directions whose difference is known (and accumulated, in order)
+    with torch.no_grad():
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            stacked = base.expand(len(chunk), -1).clone()
+            steps = torch.zeros(len(chunk), dim, dtype=torch.float32)
+            for row, (k, sign) in enumerate(chunk):
+                if k >= 0:
+                    if k not in alive:
+                        alive[k] = direction(seeds[k], dim, kind=spec.direction)
+                    steps[row].add_(alive[k], alpha=sign * spec.sigma)
+            stacked.index_add_(1, trained, steps.to(flat.device))
+            del steps
+            values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
+            losses.update(zip(chunk, values))
+            # Each direction whose losses are all in: its difference, then (in k order, as
+            # the server's rebuild does) its share of the estimate; then it is dropped.
+            while done < len(seeds) and all((done, s) in losses for s in signs):
+                if central:
+                    difference = losses[(done, 1.0)] - losses[(done, -1.0)]
+                else:
+                    difference = losses[(done, 1.0)] - losses[(-1, 0.0)]
+                differences[done] = difference
+                if estimate is not None:
+                    accumulate(estimate, float(differences[done]), spec.scale, alive[done])
+                del alive[done]
+                done += 1
+    base_loss = sum(losses.values()) / (2 * len(seeds)) if central else losses[-1, 0.0]
+    if estimate is not None:
+        estimate.div_(len(seeds))
+    return ZOResult(base_loss, differences, estimate, spec.num_passes(len(seeds)))
