@@ -168,24 +168,26 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     last_round = 0
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
-        """Log a round (once, even when a resumed run reports it again), then keep its
-        checkpoint: a round whose logging failed is never behind the newest checkpoint."""
+        """Log a round (once, even when a resumed run reports it again; queued, off the
+        round loop), then keep its checkpoint once every round before it is in the store: a
+        round whose logging failed is never behind the newest checkpoint."""
         nonlocal last_round
         last_round = int(metrics["round"])
         if last_round > logged:
             _log_round(metrics)
         if state is not None:
+            tracker.flush()
             folder.save(state)
 
     def _log_round(metrics: dict[str, Any]) -> None:
         if SETUP_KEY in metrics:
-            tracker.log_params(run_id, {SETUP_KEY: metrics[SETUP_KEY]})
+            tracker.queue(tracker.log_params, run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]
             print(
                 f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
                 f" {setup['num_trained']} trained coordinates"
             )
-        tracker.log_metrics(run_id, round_metrics(metrics), last_round)
+        tracker.queue_metrics(run_id, round_metrics(metrics), last_round)
         if "test_accuracy" in metrics:
             val = (
                 f"val accuracy {metrics['val_accuracy']:.4f}  " if "val_accuracy" in metrics else ""
@@ -199,6 +201,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
 
     try:
         result = run_federated(cfg, report, resume_state=state)
+        tracker.flush()
         save_pruned(result.model, folder.path / MODEL_FILE)
         pd.DataFrame(result.records).to_csv(folder.path / "clients.csv", index=False)
         for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):

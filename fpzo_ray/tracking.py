@@ -23,8 +23,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from ray.tune import Callback
 
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
 from fpzo_ray.failure import error_summary
+from fpzo_ray.mlflow_writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class MLflowTracker:
         # report it in one line and save the traceback (``failure``).
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.identity = driver_identity()
+        self.writer = StoreWriter(self.client)
         self.close_orphans()
 
     def close_orphans(self) -> int:
@@ -206,8 +207,10 @@ class MLflowTracker:
 
     def end_run_if_possible(self, run_id: str, status: str, message: str) -> None:
         """End a run on the way out of a failure, which may be the store's own (a full disk):
-        then say so; the run's process being gone, the next start marks it KILLED."""
+        then say so; the run's process being gone, the next start marks it KILLED. The
+        writes queued before it go first."""
         try:
+            self.flush()
             self.end_run(run_id, status, message)
         except Exception as exc:  # noqa: BLE001 - on the way out of a failure, never raise
             _cannot_close(f"run {run_id}", exc)
@@ -241,16 +244,22 @@ class MLflowTracker:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), now, step)
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-        ]
+        items = _metric_entities(metrics, step)
         if items:
             self.client.log_batch(run_id, metrics=items)
+
+    def queue_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        """:meth:`log_metrics` off the caller's thread, coalesced with the rounds queued
+        before it (``mlflow_writer``); :meth:`flush` waits for them."""
+        self.writer.metrics(run_id, _metric_entities(metrics, step))
+
+    def queue(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Any other write (``self.log_params``, ``self.end_run``, ...), after the queued ones."""
+        self.writer.call(fn, *args)
+
+    def flush(self) -> None:
+        """Wait for every queued write (raising the first that failed)."""
+        self.writer.flush()
 
     def log_artifact(self, run_id: str, path: str | Path) -> None:
         self.client.log_artifact(run_id, str(path))
@@ -279,6 +288,18 @@ def log_run_figures(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder:
         write_run_figures(tracker.client, run_id, cfg, folder)
     except Exception as exc:  # noqa: BLE001 - a figure must not end a run
         log.warning("the figures of run %s could not be made (%s)", run_id, root_cause(exc))
+
+
+def _metric_entities(metrics: Mapping[str, Any], step: int) -> list[Any]:
+    """The finite numbers of ``metrics`` as MLflow metrics at ``step``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
 
 
 def round_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -325,6 +346,14 @@ class MLflowTrialCallback(Callback):
     configuration (every field, defaults included) as parameters. A resumed trial continues
     its run without logging again the rounds it had logged; a trial the sweep leaves
     unfinished (interrupted) ends KILLED.
+
+    Every trial's next round waits until the driver has taken its last result, so the writes
+    (metrics, the pruning summary, artifacts, figures, the end of a run) are queued, in
+    order, on the tracker's writer thread (``mlflow_writer``): the driver's loop never waits
+    on the store, except at a checkpoint, when it waits for the writes queued so far (a
+    resumed trial restarts from its checkpoint and must find every round before it logged).
+    A write that fails is raised at the next result, and at the end of the experiment, which
+    waits for every write.
     """
 
     def __init__(self, tracker: MLflowTracker, sweep_name: str, parent_run_id: str) -> None:
@@ -334,14 +363,6 @@ class MLflowTrialCallback(Callback):
         self.run_ids: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # run id -> last round logged
         self.closed: set[str] = set()
-        # A finished trial's figures are drawn on a thread of their own: the driver's loop,
-        # which every trial's next round waits on, goes on meanwhile.
-        self._drawing: ThreadPoolExecutor | None = None
-        self._drawn: list[Future] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its callbacks with the experiment; a thread pool cannot be."""
-        return {**self.__dict__, "_drawing": None, "_drawn": []}
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
@@ -371,50 +392,46 @@ class MLflowTrialCallback(Callback):
         if step <= self.logged.get(run_id, 0):
             return  # logged before an interruption: the same numbers again
         if SETUP_KEY in result:
-            self.tracker.log_params(run_id, {SETUP_KEY: result[SETUP_KEY]})
-        self.tracker.log_metrics(run_id, round_metrics(result), step)
+            self.tracker.queue(self.tracker.log_params, run_id, {SETUP_KEY: result[SETUP_KEY]})
+        self.tracker.queue_metrics(run_id, round_metrics(result), step)
         self.logged[run_id] = step
 
-    def _log_trial_artifacts(self, run_id: str, trial: Any) -> None:
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        """Every round up to the checkpoint is in the store before Tune records it."""
+        self.tracker.flush()
+
+    def _finish(
+        self, run_id: str, trial: Any, status: str, tags: dict[str, str], message: str | None = None
+    ) -> None:
+        """Queue a trial's last writes: its tags, artifacts and figures, then its end."""
         folder = Path(trial.local_path) if trial.local_path else None
-        if folder is None:
-            return
-        for name in RUN_ARTIFACTS:
-            if (folder / name).is_file():
-                self.tracker.log_artifact(run_id, folder / name)
-        if self._drawing is None:
-            self._drawing = ThreadPoolExecutor(1, thread_name_prefix="run-figures")
-        self._drawn.append(
-            self._drawing.submit(
-                log_run_figures,
-                self.tracker,
-                run_id,
-                config_from_dict(trial.config["trial"]["run"]),
-                folder,
-            )
-        )
+        cfg = config_from_dict(trial.config["trial"]["run"])
+        if tags:
+            self.tracker.queue(self.tracker.set_tags, run_id, tags)
+        if folder is not None:
+            for name in RUN_ARTIFACTS:
+                if (folder / name).is_file():
+                    self.tracker.queue(self.tracker.log_artifact, run_id, folder / name)
+            self.tracker.queue(log_run_figures, self.tracker, run_id, cfg, folder)
+        self.tracker.queue(self.tracker.end_run, run_id, status, message)
+        self.closed.add(run_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
         planned = config_from_dict(trial.config["trial"]["run"]).training.rounds
         done = int((trial.last_result or {}).get("round", 0))
-        if done < planned:  # a scheduler stopped it
-            self.tracker.set_tags(run_id, {"stopped_early": f"after round {done} of {planned}"})
-        self._log_trial_artifacts(run_id, trial)
-        self.tracker.end_run(run_id)
-        self.closed.add(run_id)
+        tags = {} if done >= planned else {"stopped_early": f"after round {done} of {planned}"}
+        self._finish(run_id, trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
-        message = error_summary(trial_error_text(trial))
-        self._log_trial_artifacts(run_id, trial)
-        self.tracker.end_run(run_id, "FAILED", message)
-        self.closed.add(run_id)
+        self._finish(run_id, trial, "FAILED", {}, error_summary(trial_error_text(trial)))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Every figure is drawn; runs still open belong to interrupted trials."""
-        wait(self._drawn)
-        self._drawn.clear()
+        """Every write is done; runs still open belong to interrupted trials."""
+        self.tracker.flush()
         for run_id in set(self.run_ids.values()) - self.closed:
             self.tracker.end_run(
                 run_id, "KILLED", f"interrupted after round {self.logged.get(run_id, 0)}"

@@ -37,6 +37,20 @@ def _strip(metrics):
     return {k: v for k, v in metrics.items() if k != "setup" and not k.startswith("time_")}
 
 
+def test_batched_ray_run_is_the_same_with_one_or_two_workers(ray_session):
+    """``zo.batching: batched`` sums in another order than the loop (float32 rounding), but a
+    run in that mode is still a function of its config and seed, whatever the worker count."""
+    raw = {**RAW, "zo": {**RAW["zo"], "batching": "batched"}}
+    runs = []
+    for workers in (1, 2):
+        reports: list = []
+        cfg = config_from_dict({**raw, "simulation": {**raw["simulation"], "num_workers": workers}})
+        run_federated(cfg, lambda metrics, _state, out=reports: out.append(metrics))
+        runs.append([_core(m) for m in reports])
+    assert runs[0] == runs[1]
+    assert runs[0][-1]["test_accuracy"] > 0
+
+
 @pytest.mark.parametrize("num_workers", [1, 3])
 def test_ray_run_equals_in_process_run(ray_session, reference, num_workers):
     reports, records = _ray_run(num_workers)
@@ -48,13 +62,14 @@ def test_ray_run_equals_in_process_run(ray_session, reference, num_workers):
     assert "test_accuracy" in reports[1] and "test_accuracy" not in reports[0]
 
 
-def test_server_state_round_trips_to_the_same_run(digits):
+@pytest.mark.parametrize("batching", ["loop", "batched"])
+def test_server_state_round_trips_to_the_same_run(digits, batching):
     """Checkpoint after 2 rounds, restore into a fresh server: rounds 3-4 are identical."""
     from fpzo_ray.sim.client import ClientRuntime
     from fpzo_ray.sim.in_process import InProcessPool
     from fpzo_ray.sim.server import FederatedServer
 
-    cfg = config_from_dict(RAW)
+    cfg = config_from_dict({**RAW, "zo": {**RAW["zo"], "batching": batching}})
     parts = make_partition(cfg.data, digits.train_labels, cfg.seed)
 
     def server():
@@ -121,6 +136,9 @@ def _core(metrics):
         {"training": {"mode": "fedavg", "local_steps": 2, "client_lr": 0.05}},
         {"zo": {"perturbation_scope": "layerwise"}},
         {},
+        {"zo": {"batching": "batched"}},
+        {"zo": {"batching": "batched", "estimator": "central", "chunk_size": 4}},
+        {"zo": {"batching": "vmap"}},
     ],
 )
 def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sections):

@@ -127,6 +127,10 @@ def run_federated(
     pruning summary under ``"setup"``) and, every ``simulation.checkpoint_every`` rounds, the
     server's state (else None), in one call so that a checkpoint and its round are recorded
     together; ``resume_state`` continues a run from such a state, round for round identical.
+
+    The next round is submitted before this one is reported, so that reporting (MLflow, Tune)
+    overlaps the clients' work instead of adding to it. The server actor runs its calls in
+    order, so a checkpoint asked for after round r and before round r + 1 is round r's.
     """
     federation = start_federation(cfg)
     every = cfg.simulation.checkpoint_every
@@ -137,12 +141,16 @@ def run_federated(
             setup, first = resume_state["pruning_summary"], resume_state["rounds_done"]
         else:
             setup, first = ray.get(server.prune.remote()), 0
-        for r in range(first, cfg.training.rounds):
-            metrics = ray.get(server.run_round.remote(r))
+        rounds = cfg.training.rounds
+        running: Any = server.run_round.remote(first) if first < rounds else None
+        for r in range(first, rounds):
+            metrics: dict[str, Any] = ray.get(running)
             if r == first:
                 metrics = {**metrics, "setup": setup}
-            due = every > 0 and (r + 1) % every == 0 and r + 1 < cfg.training.rounds
-            report(metrics, ray.get(server.state_dict.remote()) if due else None)
+            due = every > 0 and (r + 1) % every == 0 and r + 1 < rounds
+            state = server.state_dict.remote() if due else None
+            running = server.run_round.remote(r + 1) if r + 1 < rounds else None
+            report(metrics, ray.get(state) if state is not None else None)
         return FederatedResult(
             ray.get(server.records.remote()), ray.get(server.export_model.remote())
         )

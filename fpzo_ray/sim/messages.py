@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from fpzo_ray.algorithms.base import Upload
+from fpzo_ray.wire import WireRecord
 
 
 @dataclass(frozen=True)
-class MaskBroadcast:
+class MaskBroadcast(WireRecord):
     """The current mask, sent once per mask version; workers cache it."""
 
     version: int
@@ -24,13 +26,15 @@ class MaskBroadcast:
 
 
 @dataclass(frozen=True)
-class TrainBroadcast:
+class TrainBroadcast(WireRecord):
     """A training round's broadcast: the global weights (workers derive everything else,
     seeds and device budgets included, from the configuration they hold)."""
 
     round_index: int
     mask_version: int
-    weights: torch.Tensor  # float32, the d trained coordinates
+    weights: torch.Tensor  # float32, the d trained coordinates (read-only on arrival)
+
+    BORROWED: ClassVar[tuple[str, ...]] = ("weights",)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class PruningBroadcast:
 
 
 @dataclass(frozen=True)
-class TrainReply:
+class TrainReply(WireRecord):
     """A client's round: its upload and the figures the simulator attaches."""
 
     client_id: int
@@ -70,7 +74,7 @@ class TrainReply:
 
 
 @dataclass(frozen=True)
-class PruningReply:
+class PruningReply(WireRecord):
     """A client's saliency contribution in a pruning iteration."""
 
     client_id: int
