@@ -1,7 +1,8 @@
 """``python -m fpzo_ray.bench NAME``: benchmarks that print ratios measured side by side in one
 run, and end with one JSON line of their headline figures.
 
-Names: zo-step, memory, fidelity, prune-error, sigma, checkpoint, population, engine
+Names: zo-step, memory, fidelity, prune-error, sigma, checkpoint, population, engine,
+throughput
 (``--help`` after a name for its options).
 """
 
@@ -22,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "checkpoint": "fpzo_ray.bench.checkpoint",
     "population": "fpzo_ray.bench.population",
     "engine": "fpzo_ray.bench.engine",
+    "throughput": "fpzo_ray.bench.throughput",
 }
 
 

@@ -11,6 +11,11 @@ every step timed side by side with the dense default step:
 (the named variant: each direction perturbs one block, the forward resumes from the cached
 block input; unbiased, same leading variance). Keys: ``max_step_over_forwards``,
 ``sparse90_speedup_resnet20`` (dense full step / 90 %-sparse layer-wise step).
+
+Part 3, execution modes (``zo.batching``): one dense step (K = 20) of each shipped model in
+``loop``, ``batched`` (all K + 1 models stacked in one pass, and in chunks of 7) and ``vmap``,
+timed side by side, with each mode's measured peak memory (the meter the simulator's budget
+check uses). Key: ``batched_over_loop`` (per model: loop step time / batched step time).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.bench.timing import interleaved_medians, table
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
@@ -30,8 +36,20 @@ from fpzo_ray.pruning.saliencies import keep_scores
 from fpzo_ray.zo import EstimatorSpec, loss_differences, perturbation_seeds
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks
+from fpzo_ray.zo.stacked import stacked_differences
 
-SHAPES = {"lenet5": ("mnist", (1, 28, 28), 64), "resnet20": ("cifar10", (3, 32, 32), 32)}
+SHAPES = {
+    "digits_cnn": ("digits", (1, 8, 8), 32),
+    "lenet5": ("mnist", (1, 28, 28), 64),
+    "resnet20": ("cifar10", (3, 32, 32), 32),
+}
+#: Part 3's models: (label, model name, normalisation).
+MODE_MODELS = (
+    ("digits_cnn", "digits_cnn", "group"),
+    ("lenet5", "lenet5", "group"),
+    ("resnet20", "resnet20", "group"),
+    ("resnet20 batch norm", "resnet20", "batch"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Problem:
     """A model with flat parameters, a mask and one batch: what a client step works on."""
 
-    def __init__(self, model_name: str, mask_density: float = 1.0) -> None:
+    def __init__(self, model_name: str, mask_density: float = 1.0, norm: str = "group") -> None:
         dataset, shape, batch = SHAPES[model_name]
-        cfg = config_from_dict({"data": {"name": dataset}, "model": {"name": model_name}})
+        cfg = config_from_dict(
+            {"data": {"name": dataset}, "model": {"name": model_name, "norm": norm}}
+        )
         self.model = build_model(cfg, shape, 10, init_seed=0)
         self.flat, self.layout = bind_flat_buffer(self.model)
         gen = torch.Generator().manual_seed(0)
@@ -87,6 +107,19 @@ class Problem:
         if variant == "vmap":
             return lambda: vmap_differences(
                 self.model, self.layout, self.flat, self.kept_index, self.x, self.y, seeds, spec
+            )
+        if variant.startswith("batched"):
+            chunk = int(variant.partition(" ")[2] or 0)
+            return lambda: stacked_differences(
+                self.model,
+                self.layout,
+                self.flat,
+                self.kept_index,
+                self.x,
+                self.y,
+                seeds,
+                spec,
+                chunk,
             )
         return lambda: loss_differences(self.loss, self.flat, self.kept_index, seeds, spec)
 
@@ -142,9 +175,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(table(sparse_rows, ["variant", "step_ms", "speedup_vs_dense_full"]))
     share = [p.numel() / max(1, sparse.mask.num_trained) for p in sparse.blocks.positions]
     print("trained coordinates per stage (share): " + " ".join(f"{s:.2f}" for s in share))
+    mode_rows = execution_modes(args.repeats)
     return {
         "max_step_over_forwards": max(r["step_over_forwards"] for r in rows),
         "sparse90_speedup_resnet20": base / times["sparse90 layerwise"],
+        "batched_over_loop": {
+            r["model"]: r["speedup_vs_loop"] for r in mode_rows if r["mode"] == "batched"
+        },
         "rows": rows,
         "sparse_rows": sparse_rows,
+        "mode_rows": mode_rows,
     }
+
+
+def peak_bytes(problem: Problem, step: Callable[[], Any]) -> int:
+    """The step's peak of live tensor storages, as the simulator's memory meter counts it."""
+    meter = MemoryMeter()
+    meter.track(problem.flat, "parameters")
+    meter.track(problem.x, "inputs")
+    meter.track(problem.y, "inputs")
+    with meter:
+        step()
+    return meter.peak_bytes
+
+
+def execution_modes(repeats: int, k: int = 20) -> list[dict[str, Any]]:
+    """Part 3: every model's dense step in each ``zo.batching`` mode, side by side."""
+    rows = []
+    for label, name, norm in MODE_MODELS:
+        problem = Problem(name, norm=norm)
+        modes = {m: problem.step(k, m) for m in ("loop", "batched", "batched 7", "vmap")}
+        with torch.no_grad():
+            times = interleaved_medians(modes, max(3, repeats // 2))
+            peaks = {m: peak_bytes(problem, step) for m, step in modes.items()}
+        for mode, seconds in times.items():
+            rows.append(
+                {
+                    "model": label,
+                    "mode": mode.replace("batched 7", "batched, chunks of 7"),
+                    "step_ms": 1e3 * seconds,
+                    "speedup_vs_loop": times["loop"] / seconds,
+                    "peak_MB": peaks[mode] / 1e6,
+                    "peak_vs_loop": peaks[mode] / peaks["loop"],
+                }
+            )
+    batch = ", ".join(f"{n} {SHAPES[n][2]}" for n in SHAPES)
+    print(f"\nExecution modes, dense step, K = {k}, batches: {batch}")
+    print(table(rows, ["model", "mode", "step_ms", "speedup_vs_loop", "peak_MB", "peak_vs_loop"]))
+    return rows
