@@ -29,6 +29,7 @@ Supported modules: those of every shipped model (``Conv2d`` with zero padding, `
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -100,14 +101,15 @@ def _conv(module: nn.Conv2d, x: Stacked, params: Params, prefix: str) -> Stacked
     # channels-last input beat it by ~1.15x on the digits CNN's 8 x 3 x 3 = 72. The choice is
     # a function of the layer's shape only, so every worker makes the same one.
     value = x.value
-    aten = False
+    kernel: contextlib.AbstractContextManager = contextlib.nullcontext()
     if groups > 1 and value.device.type == "cpu":
-        aten = weight[0].numel() >= ATEN_GROUP_LENGTH  # input channels x kernel of a group
-        if not aten:
+        if weight[0].numel() >= ATEN_GROUP_LENGTH:  # input channels x kernel of a group
+            kernel = torch.backends.mkldnn.flags(
+                enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None
+            )
+        else:
             value = value.contiguous(memory_format=torch.channels_last)
-    with torch.backends.mkldnn.flags(
-        enabled=not aten, deterministic=None, allow_tf32=None, fp32_precision=None
-    ):
+    with kernel:
         out = F.conv2d(
             value,
             weight,
