@@ -12,7 +12,7 @@ from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.zo import perturbation_seeds
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
-from fpzo_ray.zo.stacked import Stacked, forward, stacked_differences
+from fpzo_ray.zo.stacked import Stacked, forward, stacked_differences, stacked_losses
 
 MODELS = [
     ("digits_cnn", "digits", (1, 8, 8), "group"),
@@ -56,6 +56,36 @@ def test_stacked_passes_give_the_loops_differences(name, data, shape, norm, esti
         )
         assert stacked.num_forward_passes == loop.num_forward_passes
     assert torch.equal(flat, before)  # the model is untouched
+
+
+@pytest.mark.parametrize("name, data, shape, norm", MODELS[:2])
+def test_a_dense_model_is_perturbed_as_a_mask_of_every_coordinate(name, data, shape, norm):
+    """The dense rows are written directly, masked ones scattered: the same numbers."""
+    model, flat, layout = _model(name, data, shape, norm)
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, *shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    seeds = perturbation_seeds(0, 1, 2, 0, 5)
+    spec = EstimatorSpec("forward", "gaussian", 1e-3)
+    every = torch.arange(layout.total)
+    dense = stacked_differences(model, layout, flat, None, x, y, seeds, spec, 0, True)
+    masked = stacked_differences(model, layout, flat, every, x, y, seeds, spec, 0, True)
+    assert torch.equal(dense.loss_differences, masked.loss_differences)
+    assert torch.equal(dense.estimate, masked.estimate)
+    loop = loss_differences(lambda: float(F.cross_entropy(model(x), y)), flat, None, seeds, spec)
+    torch.testing.assert_close(dense.loss_differences, loop.loss_differences, rtol=0, atol=2e-6)
+
+
+def test_activations_in_place_leave_the_input_alone():
+    """Activations run in place on stacked outputs, never on the shared input batch."""
+    model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(4, 3), nn.Hardswish(), nn.Linear(3, 2))
+    flat, layout = bind_flat_buffer(model)
+    x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 1, 0, 1])
+    before = x.clone()
+    losses = stacked_losses(model, layout, flat.detach().expand(2, -1).clone(), x, y)
+    assert torch.equal(x, before)
+    with torch.no_grad():
+        alone = F.cross_entropy(model(x), y)
+    torch.testing.assert_close(losses, alone.expand(2), rtol=1e-6, atol=1e-7)
 
 
 def test_every_copy_sees_only_its_own_weights():

@@ -16,6 +16,9 @@ Part 3, execution modes (``zo.batching``): one dense step (K = 20) of each shipp
 ``loop``, ``batched`` (all K + 1 models stacked in one pass, and in chunks of 7) and ``vmap``,
 timed side by side, with each mode's measured peak memory (the meter the simulator's budget
 check uses). Key: ``batched_over_loop`` (per model: loop step time / batched step time).
+
+Every part runs with the worker actors' allocator setting (``sim.allocator``: freed memory
+stays with the process), so the steps cost what they cost on a worker.
 """
 
 from __future__ import annotations
@@ -125,7 +128,10 @@ class Problem:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from fpzo_ray.sim.allocator import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the worker actors run their steps
     rows = []
     with torch.no_grad():
         for name in ("lenet5", "resnet20"):

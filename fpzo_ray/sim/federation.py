@@ -21,6 +21,7 @@ from ray.util import get_current_placement_group
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import federated_data
 from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.devices import client_devices
 from fpzo_ray.sim.ray_pool import RayWorkerPool
 from fpzo_ray.sim.server import FederatedServer
@@ -30,11 +31,13 @@ DRIVER_CPUS = 0.1
 
 
 class _ServerProcess(FederatedServer):
-    """The server, with torch's threads matched to its CPU share."""
+    """The server, with torch's threads matched to its CPU share, keeping the memory it frees
+    (``allocator``) as the workers do."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cfg: RunConfig = args[0]
         configure_logging()
+        keep_freed_memory()
         torch.set_num_threads(threads_for(cfg.simulation.server_cpus))
         super().__init__(*args, **kwargs)
 

@@ -2,7 +2,8 @@
 
 It builds its model once and keeps the data set (shared read-only through Ray's object
 store). Torch's thread count follows the actor's CPU share, so fractional actors do not
-oversubscribe the cores they emulate.
+oversubscribe the cores they emulate, and the process keeps the memory it frees
+(``allocator``): every step allocates the same activations again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ImageDataset
 from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import MaskBroadcast
 from fpzo_ray.sim.pool import Broadcast, Reply
@@ -33,6 +35,7 @@ class ClientWorker:
         self, cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
     ) -> None:
         configure_logging()
+        keep_freed_memory()
         torch.set_num_threads(threads_for(cfg.simulation.worker_cpus))
         self.runtime = ClientRuntime(cfg, dataset, partition)
 

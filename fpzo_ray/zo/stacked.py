@@ -49,6 +49,13 @@ ATEN_GROUP_LENGTH = 100
 #: Modules that act on each channel (or element) alone: the same on stacked channels.
 CHANNELWISE = (nn.Hardswish, nn.ReLU, nn.Identity, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
+#: Activations, applied in place to the stacked outputs of the layer before them (which the
+#: forward pass produced and nothing else holds): one activation-sized buffer less.
+ACTIVATIONS: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
+    nn.Hardswish: F.hardswish,
+    nn.ReLU: F.relu,
+}
+
 
 @dataclass(frozen=True)
 class Stacked:
@@ -204,6 +211,9 @@ def forward(module: nn.Module, x: Stacked, params: Params, prefix: str = "") -> 
         return _block(module, x, params, prefix)
     if isinstance(module, nn.MaxPool2d) and x.kind != "features":
         return Stacked(_max_pool(module, x.value), x.kind, x.copies)
+    if type(module) in ACTIVATIONS and x.kind != "shared":
+        # In place: every non-shared activation here is a fresh output no one else reads.
+        return Stacked(ACTIVATIONS[type(module)](x.value, inplace=True), x.kind, x.copies)
     if isinstance(module, CHANNELWISE):
         if x.kind == "features" and not isinstance(module, (nn.Hardswish, nn.ReLU, nn.Identity)):
             raise NotImplementedError(f"{prefix}: {type(module).__name__} on features")
@@ -233,6 +243,37 @@ def stacked_losses(
         logits.value.reshape(copies * y.shape[0], -1), y.repeat(copies), reduction="none"
     )
     return per_sample.view(copies, -1).mean(1)
+
+
+def _perturbed_rows(
+    base: torch.Tensor,
+    trained: torch.Tensor,
+    dense: bool,
+    chunk: Sequence[tuple[int, float]],
+    directions: dict[int, torch.Tensor],
+    sigma: float,
+) -> torch.Tensor:
+    """(len(chunk), P): row i is ``base`` with direction k scaled by sign x sigma added on the
+    trained coordinates, for the i-th (k, sign) of ``chunk`` (k = -1: ``base`` itself).
+
+    Each perturbed coordinate is base + (sign x sigma x z) with the step rounded first, the
+    same two roundings whether the model is dense (written row by row) or masked (scattered).
+    """
+    stacked = torch.empty(len(chunk), base.numel(), dtype=base.dtype, device=base.device)
+    if dense:
+        for row, (k, sign) in enumerate(chunk):
+            if k < 0:
+                stacked[row].copy_(base)
+            else:
+                step = directions[k].to(base.device) * (sign * sigma)
+                torch.add(base, step, out=stacked[row])
+        return stacked
+    stacked.copy_(base.expand(len(chunk), -1))
+    steps = torch.zeros(len(chunk), trained.numel(), dtype=torch.float32)
+    for row, (k, sign) in enumerate(chunk):
+        if k >= 0:
+            steps[row].add_(directions[k], alpha=sign * sigma)
+    return stacked.index_add_(1, trained, steps.to(base.device))
 
 
 def stacked_differences(
@@ -268,15 +309,10 @@ def stacked_differences(
     with torch.no_grad():
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            stacked = base.expand(len(chunk), -1).clone()
-            steps = torch.zeros(len(chunk), dim, dtype=torch.float32)
-            for row, (k, sign) in enumerate(chunk):
-                if k >= 0:
-                    if k not in alive:
-                        alive[k] = direction(seeds[k], dim, kind=spec.direction)
-                    steps[row].add_(alive[k], alpha=sign * spec.sigma)
-            stacked.index_add_(1, trained, steps.to(flat.device))
-            del steps
+            for k, _ in chunk:
+                if k >= 0 and k not in alive:
+                    alive[k] = direction(seeds[k], dim, kind=spec.direction)
+            stacked = _perturbed_rows(base, trained, kept_index is None, chunk, alive, spec.sigma)
             values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
             losses.update(zip(chunk, values))
             # Each direction whose losses are all in: its difference, then (in k order, as
