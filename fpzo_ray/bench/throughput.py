@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=str(data_root()))
     parser.add_argument("--rounds", type=int, default=15, help="measured rounds per setup")
     parser.add_argument("--warmup", type=int, default=3, help="rounds before measuring")
-    parser.add_argument("--passes", type=int, default=2, help="interleaved passes (medians)")
+    parser.add_argument("--passes", type=int, default=3, help="interleaved passes (medians)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled modes")
 
 

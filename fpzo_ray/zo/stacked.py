@@ -212,7 +212,8 @@ def forward(module: nn.Module, x: Stacked, params: Params, prefix: str = "") -> 
     if isinstance(module, nn.MaxPool2d) and x.kind != "features":
         return Stacked(_max_pool(module, x.value), x.kind, x.copies)
     if type(module) in ACTIVATIONS and x.kind != "shared":
-        # In place: every non-shared activation here is a fresh output no one else reads.
+        # In place: in the shipped models an activation follows a convolution, a norm, a
+        # linear layer or a residual sum, whose fresh output nothing else reads.
         return Stacked(ACTIVATIONS[type(module)](x.value, inplace=True), x.kind, x.copies)
     if isinstance(module, CHANNELWISE):
         if x.kind == "features" and not isinstance(module, (nn.Hardswish, nn.ReLU, nn.Identity)):
