@@ -4,10 +4,9 @@ A ZO step allocates and frees the same large activations (megabytes each in the 
 mode) every time it runs. glibc's malloc serves blocks above its mmap threshold with fresh
 ``mmap`` calls, and returns the top of the heap to the OS once more than its trim threshold
 is free, so each step faults every page of those activations in again; on a virtual machine
-a page fault costs microseconds. Measured here (``bench throughput`` and ``bench zo-step``
-note it): the stacked LeNet-5 step (K = 20, batch 32) went from 55-60 ms to 39-43 ms, the
-stacked convolution alone from 14-18 ms to 5-7 ms; the loop mode and the digits CNN, whose
-activations are small, did not change.
+a page fault costs microseconds. Measured here, one thread: the stacked LeNet-5 step
+(K = 20, batch 32) went from 55-60 ms to 39-43 ms, its first convolution from 14-18 ms to
+6.6-7.4 ms; the loop mode and the digits CNN, whose activations are small, did not change.
 
 A worker repeats the same step for the whole run, so memory it freed is memory it will need
 again: the process keeps its peak resident, which is what it holds anyway at each step's
