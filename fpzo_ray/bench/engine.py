@@ -75,26 +75,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for batching in ("loop", "batched"):
         cfg = workload(data, total, batching)
         loop = plain_loop(cfg, args.warmup, args.rounds)[0]
-        one, split_one = engine(workload(data, total, batching), args.warmup, args.rounds)
+        one, split_one = engine(cfg, args.warmup, args.rounds)
         two, split_two = engine(
             workload(data, total, batching, workers=2, worker_cpus=0.9), args.warmup, args.rounds
         )
         loop = (loop + plain_loop(cfg, args.warmup, args.rounds)[0]) / 2  # the machine drifts
         ratios[batching] = (one / loop, two / loop)
         rows += [
-            {"mode": batching, "setup": "loop (1 thread)", "updates_per_s": loop, "over_loop": 1},
-            {
-                "mode": batching,
-                "setup": "engine, 1 worker",
-                "updates_per_s": one,
-                "over_loop": one / loop,
-            },
-            {
-                "mode": batching,
-                "setup": "engine, 2 workers",
-                "updates_per_s": two,
-                "over_loop": two / loop,
-            },
+            {"mode": batching, "setup": setup, "updates_per_s": rate, "over_loop": rate / loop}
+            for setup, rate in (
+                ("loop (1 thread)", loop),
+                ("engine, 1 worker", one),
+                ("engine, 2 workers", two),
+            )
         ]
         splits += [
             {"mode": batching, "workers": n, **{k: 1e3 * v for k, v in split.items()}}

@@ -248,20 +248,20 @@ def stacked_losses(
 
 def _perturbed_rows(
     base: torch.Tensor,
-    trained: torch.Tensor,
-    dense: bool,
+    kept_index: torch.Tensor | None,
     chunk: Sequence[tuple[int, float]],
     directions: dict[int, torch.Tensor],
     sigma: float,
 ) -> torch.Tensor:
     """(len(chunk), P): row i is ``base`` with direction k scaled by sign x sigma added on the
-    trained coordinates, for the i-th (k, sign) of ``chunk`` (k = -1: ``base`` itself).
+    trained coordinates (``kept_index``; None: all of them), for the i-th (k, sign) of
+    ``chunk`` (k = -1: ``base`` itself).
 
     Each perturbed coordinate is base + (sign x sigma x z) with the step rounded first, the
     same two roundings whether the model is dense (written row by row) or masked (scattered).
     """
     stacked = torch.empty(len(chunk), base.numel(), dtype=base.dtype, device=base.device)
-    if dense:
+    if kept_index is None:
         for row, (k, sign) in enumerate(chunk):
             if k < 0:
                 stacked[row].copy_(base)
@@ -270,11 +270,11 @@ def _perturbed_rows(
                 torch.add(base, step, out=stacked[row])
         return stacked
     stacked.copy_(base.expand(len(chunk), -1))
-    steps = torch.zeros(len(chunk), trained.numel(), dtype=torch.float32)
+    steps = torch.zeros(len(chunk), kept_index.numel(), dtype=torch.float32)
     for row, (k, sign) in enumerate(chunk):
         if k >= 0:
             steps[row].add_(directions[k], alpha=sign * sigma)
-    return stacked.index_add_(1, trained, steps.to(base.device))
+    return stacked.index_add_(1, kept_index, steps.to(base.device))
 
 
 def stacked_differences(
@@ -293,8 +293,7 @@ def stacked_differences(
     """The ZO step of ``estimator.loss_differences`` with the K + 1 (central: 2K) forward
     passes stacked, ``chunk_size`` models a pass (0: all of them in one)."""
     base = flat.detach()
-    trained = torch.arange(layout.total, device=flat.device) if kept_index is None else kept_index
-    dim = trained.numel()
+    dim = layout.total if kept_index is None else kept_index.numel()
     central = spec.estimator == "central"
     signs = (1.0, -1.0) if central else (1.0,)
     # Every model of the step in order: the base (forward differences), then each direction
@@ -313,7 +312,7 @@ def stacked_differences(
             for k, _ in chunk:
                 if k >= 0 and k not in alive:
                     alive[k] = direction(seeds[k], dim, kind=spec.direction)
-            stacked = _perturbed_rows(base, trained, kept_index is None, chunk, alive, spec.sigma)
+            stacked = _perturbed_rows(base, kept_index, chunk, alive, spec.sigma)
             values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
             losses.update(zip(chunk, values))
             # Each direction whose losses are all in: its difference, then (in k order, as
