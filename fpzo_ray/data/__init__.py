@@ -18,18 +18,31 @@ from fpzo_ray.data.registry import DATASET_LOADERS, ImageDataset, load_dataset
 from fpzo_ray.data.validation import hold_out_validation, stratified_holdout
 
 
-def federated_data(cfg: RunConfig,
-                   loaded: ImageDataset | None = None) -> tuple[ImageDataset, list[np.ndarray]]:
+def federated_data(
+    cfg: RunConfig, loaded: ImageDataset | None = None
+) -> tuple[ImageDataset, list[np.ndarray]]:
     """What a run trains and evaluates on: the data set with its validation split held out,
     and the partition of the remaining training pool. ``loaded``: the data set as loaded
     (``load_dataset(cfg.data)``), when the caller has it already."""
-    dataset = hold_out_validation(loaded if loaded is not None else load_dataset(cfg.data),
-                                  cfg.data.validation_fraction, cfg.seed)
+    dataset = hold_out_validation(
+        loaded if loaded is not None else load_dataset(cfg.data),
+        cfg.data.validation_fraction,
+        cfg.seed,
+    )
     return dataset, make_partition(cfg.data, dataset.train_labels, cfg.seed)
 
 
 __all__ = [
-    "DATASET_LOADERS", "ImageDataset", "PartitionError", "dirichlet_partition",
-    "federated_data", "hold_out_validation", "iid_partition", "label_histograms",
-    "load_dataset", "make_partition", "shards_partition", "stratified_holdout",
+    "DATASET_LOADERS",
+    "ImageDataset",
+    "PartitionError",
+    "dirichlet_partition",
+    "federated_data",
+    "hold_out_validation",
+    "iid_partition",
+    "label_histograms",
+    "load_dataset",
+    "make_partition",
+    "shards_partition",
+    "stratified_holdout",
 ]

@@ -22,8 +22,9 @@ def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator) 
     return [np.sort(part).astype(np.int64) for part in np.array_split(order, num_clients)]
 
 
-def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float,
-                        min_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def dirichlet_partition(
+    labels: np.ndarray, num_clients: int, alpha: float, min_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Label skew by a Dirichlet prior over each client's class mix.
 
     Every client gets an equal share of the samples (sizes differ by at most one) and its own
@@ -43,7 +44,9 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float,
     n = labels.shape[0]
     if n // num_clients < min_size:
         raise PartitionError(
-            f"config error: data.min_partition_size: {num_clients} clients x {min_size} > {n} training samples")
+            f"config error: data.min_partition_size: {num_clients} clients x {min_size} > {n} "
+            "training samples"
+        )
     classes, counts = np.unique(labels, return_counts=True)
     prior = counts / n
     pools = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
@@ -67,14 +70,15 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float,
         pieces = []
         for c, k in enumerate(take):
             start = counts[c] - remaining[c]
-            pieces.append(pools[c][start:start + k])
+            pieces.append(pools[c][start : start + k])
         remaining -= take
         parts[client] = np.sort(np.concatenate(pieces)).astype(np.int64)
     return parts
 
 
-def shards_partition(labels: np.ndarray, num_clients: int, shards_per_client: int,
-                     rng: np.random.Generator) -> list[np.ndarray]:
+def shards_partition(
+    labels: np.ndarray, num_clients: int, shards_per_client: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """The pathological non-IID split of McMahan et al. (2017): a few label-sorted shards each.
 
     Sample indices are sorted by label (a stable sort of a random permutation, so the order
@@ -90,7 +94,8 @@ def shards_partition(labels: np.ndarray, num_clients: int, shards_per_client: in
     if num_shards > n:
         raise PartitionError(
             f"config error: data.shards_per_client: {num_clients} clients x {shards_per_client} "
-            f"shards > {n} training samples")
+            f"shards > {n} training samples"
+        )
     shuffled = rng.permutation(n)
     by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
     shards = np.array_split(by_label, num_shards)
@@ -105,7 +110,8 @@ def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[n
         if cfg.num_clients * cfg.min_partition_size > labels.shape[0]:
             raise PartitionError(
                 f"config error: data.min_partition_size: {cfg.num_clients} clients x "
-                f"{cfg.min_partition_size} > {labels.shape[0]} training samples")
+                f"{cfg.min_partition_size} > {labels.shape[0]} training samples"
+            )
         return iid_partition(labels.shape[0], cfg.num_clients, rng)
     if cfg.partition == "shards":
         # The smallest client holds shards_per_client shards of the smaller size.
@@ -115,7 +121,8 @@ def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[n
             raise PartitionError(
                 f"config error: data.min_partition_size: {labels.shape[0]} training samples cut "
                 f"into {cfg.num_clients} clients x {cfg.shards_per_client} shards leave "
-                f"{smallest} < {cfg.min_partition_size} on the smallest client")
+                f"{smallest} < {cfg.min_partition_size} on the smallest client"
+            )
         return shards_partition(labels, cfg.num_clients, cfg.shards_per_client, rng)
     return dirichlet_partition(labels, cfg.num_clients, cfg.alpha, cfg.min_partition_size, rng)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -87,15 +87,26 @@ def load_digits_dataset(cfg: DataConfig) -> ImageDataset:
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None, :, :]
     labels = bunch.target.astype(np.uint8)
-    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=0.2,
-                                              stratify=labels, random_state=0)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=0.2, stratify=labels, random_state=0
+    )
     pixels = x_tr.astype(np.float64) / 16.0
-    return ImageDataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10, pixel_max=16.0,
-                        mean=float(pixels.mean()), std=float(pixels.std()))
+    return ImageDataset(
+        "digits",
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        num_classes=10,
+        pixel_max=16.0,
+        mean=float(pixels.mean()),
+        std=float(pixels.std()),
+    )
 
 
-def _pooled_scalar_stats(channel_means: tuple[float, ...],
-                         channel_stds: tuple[float, ...]) -> tuple[float, float]:
+def _pooled_scalar_stats(
+    channel_means: tuple[float, ...], channel_stds: tuple[float, ...]
+) -> tuple[float, float]:
     """One ``(mean, std)`` for all channels from published per-channel statistics.
 
     :class:`ImageDataset` normalises with scalars so that every data set goes through the same
@@ -105,7 +116,7 @@ def _pooled_scalar_stats(channel_means: tuple[float, ...],
     """
     means = np.asarray(channel_means, dtype=np.float64)
     stds = np.asarray(channel_stds, dtype=np.float64)
-    return float(means.mean()), float(np.sqrt((stds ** 2).mean() + means.var()))
+    return float(means.mean()), float(np.sqrt((stds**2).mean() + means.var()))
 
 
 # Per-channel training-set statistics as commonly published for these data sets (pixels scaled
@@ -114,7 +125,9 @@ def _pooled_scalar_stats(channel_means: tuple[float, ...],
 # CIFAR-100 (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762) -> 0.4782 / 0.2682
 # SVHN train (0.4377, 0.4438, 0.4728) / (0.1980, 0.2010, 0.1970) -> 0.4514 / 0.1993
 CIFAR10_MEAN, CIFAR10_STD = _pooled_scalar_stats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-CIFAR100_MEAN, CIFAR100_STD = _pooled_scalar_stats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+CIFAR100_MEAN, CIFAR100_STD = _pooled_scalar_stats(
+    (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+)
 SVHN_MEAN, SVHN_STD = _pooled_scalar_stats((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
 # Single-channel data sets: the published scalar training-set statistics.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -129,11 +142,13 @@ def _not_found(title: str, root: Path, expected: str) -> FileNotFoundError:
     """
     return FileNotFoundError(
         f"data.root: {title} not found under {root}; point data.root at a folder holding "
-        f"{expected}, or set data.download=true")
+        f"{expected}, or set data.download=true"
+    )
 
 
-def _load_idx_dataset(cfg: DataConfig, name: str, title: str, dataset_cls: type,
-                      mean: float, std: float) -> ImageDataset:
+def _load_idx_dataset(
+    cfg: DataConfig, name: str, title: str, dataset_cls: type, mean: float, std: float
+) -> ImageDataset:
     """An MNIST-format data set (IDX files under ``<root>/<ClassName>/raw``)."""
     root = Path(cfg.root).expanduser()
     try:
@@ -143,9 +158,15 @@ def _load_idx_dataset(cfg: DataConfig, name: str, title: str, dataset_cls: type,
         raise _not_found(title, root, f"{dataset_cls.__name__}/raw") from None
     return ImageDataset(
         name,
-        train.data.numpy()[:, None, :, :], train.targets.numpy().astype(np.uint8),
-        test.data.numpy()[:, None, :, :], test.targets.numpy().astype(np.uint8),
-        num_classes=10, pixel_max=255.0, mean=mean, std=std)
+        train.data.numpy()[:, None, :, :],
+        train.targets.numpy().astype(np.uint8),
+        test.data.numpy()[:, None, :, :],
+        test.targets.numpy().astype(np.uint8),
+        num_classes=10,
+        pixel_max=255.0,
+        mean=mean,
+        std=std,
+    )
 
 
 def load_mnist_dataset(cfg: DataConfig) -> ImageDataset:
@@ -159,8 +180,9 @@ def load_fashion_mnist_dataset(cfg: DataConfig) -> ImageDataset:
     """Fashion-MNIST through torchvision: MNIST's format under ``<root>/FashionMNIST/raw``."""
     from torchvision.datasets import FashionMNIST
 
-    return _load_idx_dataset(cfg, "fashion_mnist", "Fashion-MNIST", FashionMNIST,
-                             FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    return _load_idx_dataset(
+        cfg, "fashion_mnist", "Fashion-MNIST", FashionMNIST, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    )
 
 
 @functools.cache
@@ -180,8 +202,10 @@ def _existence_checked_datasets() -> dict[str, type]:
     def cifar_files_exist(dataset) -> bool:
         folder = os.path.join(dataset.root, dataset.base_folder)
         names = [name for name, _ in dataset.train_list + dataset.test_list]
-        return all(os.path.isfile(os.path.join(folder, name))
-                   for name in names + [dataset.meta["filename"]])
+        return all(
+            os.path.isfile(os.path.join(folder, name))
+            for name in names + [dataset.meta["filename"]]
+        )
 
     class ExistenceCheckedCIFAR10(CIFAR10):
         """CIFAR-10 whose integrity check is the files' existence (no md5 pass per load)."""
@@ -206,12 +230,16 @@ def _existence_checked_datasets() -> dict[str, type]:
             if not self._check_integrity():
                 super().download()
 
-    return {"cifar10": ExistenceCheckedCIFAR10, "cifar100": ExistenceCheckedCIFAR100,
-            "svhn": ExistenceCheckedSVHN}
+    return {
+        "cifar10": ExistenceCheckedCIFAR10,
+        "cifar100": ExistenceCheckedCIFAR100,
+        "svhn": ExistenceCheckedSVHN,
+    }
 
 
-def _load_cifar_dataset(cfg: DataConfig, name: str, title: str, num_classes: int,
-                        mean: float, std: float) -> ImageDataset:
+def _load_cifar_dataset(
+    cfg: DataConfig, name: str, title: str, num_classes: int, mean: float, std: float
+) -> ImageDataset:
     """CIFAR-10 or CIFAR-100 (python pickle batches) as ``uint8`` NCHW arrays."""
     dataset_cls = _existence_checked_datasets()[name]
     root = Path(cfg.root).expanduser()
@@ -227,8 +255,17 @@ def _load_cifar_dataset(cfg: DataConfig, name: str, title: str, num_classes: int
     def labels(split) -> np.ndarray:
         return np.asarray(split.targets, dtype=np.uint8)
 
-    return ImageDataset(name, nchw(train), labels(train), nchw(test), labels(test),
-                        num_classes=num_classes, pixel_max=255.0, mean=mean, std=std)
+    return ImageDataset(
+        name,
+        nchw(train),
+        labels(train),
+        nchw(test),
+        labels(test),
+        num_classes=num_classes,
+        pixel_max=255.0,
+        mean=mean,
+        std=std,
+    )
 
 
 def load_cifar10_dataset(cfg: DataConfig) -> ImageDataset:
@@ -261,8 +298,17 @@ def load_svhn_dataset(cfg: DataConfig) -> ImageDataset:
     def labels(split) -> np.ndarray:
         return np.asarray(split.labels, dtype=np.uint8)
 
-    return ImageDataset("svhn", images(train), labels(train), images(test), labels(test),
-                        num_classes=10, pixel_max=255.0, mean=SVHN_MEAN, std=SVHN_STD)
+    return ImageDataset(
+        "svhn",
+        images(train),
+        labels(train),
+        images(test),
+        labels(test),
+        num_classes=10,
+        pixel_max=255.0,
+        mean=SVHN_MEAN,
+        std=SVHN_STD,
+    )
 
 
 DATASET_LOADERS: dict[str, Callable[[DataConfig], ImageDataset]] = {

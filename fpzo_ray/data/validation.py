@@ -17,8 +17,9 @@ from fpzo_ray.data.registry import ImageDataset
 from fpzo_ray.seeding import Purpose, derive_seed
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``(kept, held_out)`` sorted index arrays: ``round(fraction * n_c)`` of each class out."""
     labels = np.asarray(labels)
     held = []
@@ -39,5 +40,8 @@ def hold_out_validation(dataset: ImageDataset, fraction: float, run_seed: int) -
     kept, held_out = stratified_holdout(dataset.train_labels, fraction, rng)
     return dataclasses.replace(
         dataset,
-        train_images=dataset.train_images[kept], train_labels=dataset.train_labels[kept],
-        val_images=dataset.train_images[held_out], val_labels=dataset.train_labels[held_out])
+        train_images=dataset.train_images[kept],
+        train_labels=dataset.train_labels[kept],
+        val_images=dataset.train_images[held_out],
+        val_labels=dataset.train_labels[held_out],
+    )
