@@ -31,6 +31,7 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
 from fpzo_ray.seeding import Purpose, derive_seed
+from fpzo_ray.sim.checkpoint import CheckpointError
 from fpzo_ray.sim.devices import ClientDevices, reachable
 from fpzo_ray.sim.evaluation import Evaluator
 from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
@@ -231,7 +232,27 @@ class FederatedServer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mask = Mask(self.layout, state["mask"])
+        """Continue from ``state``, a :meth:`state_dict` that ``sim.checkpoint`` has checked.
+
+        What only this model can tell is checked first, before anything changes: the mask
+        covers the model's prunable weights, and the trained vector holds the coordinates the
+        mask trains. A checkpoint of another model (the run folder's configuration edited)
+        raises a one-line :class:`CheckpointError` naming the field.
+        """
+        kept = state["mask"]
+        if kept.shape != (self.layout.num_prunable,):
+            raise CheckpointError(
+                f"checkpoint field 'mask' has {kept.numel()} entries, but this model has "
+                f"{self.layout.num_prunable} prunable weights"
+            )
+        mask = Mask(self.layout, kept)
+        trained = state["optimizer"]["weights"].numel()
+        if trained != mask.num_trained:
+            raise CheckpointError(
+                f"checkpoint field 'optimizer.weights' holds {trained} values, but the mask "
+                f"trains {mask.num_trained} coordinates of this model"
+            )
+        self.mask = mask
         self.mask_version = state["mask_version"]
         if self.cfg.zo.perturbation_scope == "layerwise":
             self.blocks = stage_blocks(self.layout, self.mask.kept_index(), len(self.model.stages))
