@@ -79,8 +79,99 @@ MEMORY_FIGURES = ("sparse", "dense")
 ESTIMATE_PLACES = ("workers", "server")
 
 
+#: Limits on what a configuration or sweep file may be: far above any real one, low enough
+#: that a hostile file is refused before it costs memory, time or a stack overflow.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+#: Values (scalars, lists, mappings) a document may hold once its aliases are expanded: a
+#: sweep of 10^6 trials (a 1,000 x 1,000 grid) is written with about 2,000; a 342-byte
+#: "billion laughs" alias bomb expands to 10^9.
+MAX_NODES = 100_000
+#: Integers are 64-bit everywhere they go (seeds, counts, torch, numpy).
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+class _Refused(Exception):
+    """A document the loader refuses to compose; the message says why, without the file."""
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; researchers write it as a number, so accept it."""
+    """A safe YAML loader that measures the document while composing it.
+
+    An alias is the node its anchor composed, not a copy, so a few hundred bytes of nested
+    aliases can stand for 10^9 values: every later walk (validation, merging, saving) would
+    expand them. Each composed node's expanded size (1 + its children's) and height are
+    computed once and memoised by node, so measuring is linear in the document's text, and
+    a document is refused as soon as any node expands past ``MAX_NODES`` values or sits more
+    than ``MAX_DEPTH`` collections deep (checked before descending: a deep document never
+    reaches the recursion limit). An alias met while its anchor is still being composed is
+    recursive (an infinite value) and refused. Merge keys (``<<``) cannot escape the limit:
+    a merge replaces the measured alias by the anchored mapping's pairs, never more.
+
+    Duplicate keys in a mapping are refused (YAML forbids them; PyYAML keeps the last
+    silently, so ``rounds: 5`` then ``rounds: 7`` would run 7 rounds unnoticed). Keys are
+    compared as resolved scalars (tag and text), before merge keys are expanded: a key
+    overriding a merged one is not a duplicate.
+
+    YAML 1.1 reads ``1e-4`` as a string; researchers write it as a number, so it is one.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._measured: dict[yaml.Node, tuple[int, int]] = {}  # node -> (size, height)
+        self._level = 0  # collections enclosing the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None and anchored not in self._measured:
+                raise _Refused(
+                    f"recursive alias *{event.anchor} (line {event.start_mark.line + 1})"
+                )
+            node = super().compose_node(parent, index)  # an undefined alias raises here
+        else:
+            collection = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+            if collection and self._level >= MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+            self._level += collection
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._level -= collection
+            assert node is not None
+            self._measure(node)
+        assert node is not None
+        size, height = self._measured[node]
+        if size > MAX_NODES:
+            raise _Refused(f"holds more than {MAX_NODES} values once its aliases are expanded")
+        if self._level + height > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+        return node
+
+    def _measure(self, node: yaml.Node) -> None:
+        """Memoise a freshly composed node's expanded size and height; refuse duplicate keys."""
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+            seen: set[tuple[str, str]] = set()
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue  # an unhashable key: refused when constructed
+                if (key.tag, key.value) in seen:
+                    raise _Refused(
+                        f"duplicate key {show(key.value)} (line {key.start_mark.line + 1})"
+                    )
+                seen.add((key.tag, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            self._measured[node] = (1, 0)
+            return
+        sizes = [self._measured[child] for child in children]
+        self._measured[node] = (
+            1 + sum(size for size, _ in sizes),
+            1 + max((height for _, height in sizes), default=0),
+        )
 
 
 _Loader.add_implicit_resolver(
@@ -92,14 +183,6 @@ _Loader.add_implicit_resolver(
 )
 
 
-#: Limits on what a configuration or sweep file may be: far above any real one, low enough
-#: that a hostile file is refused before it costs memory or a stack overflow.
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 32
-#: Integers are 64-bit everywhere they go (seeds, counts, torch, numpy).
-INT_RANGE = (-(2**63), 2**63 - 1)
-
-
 def show(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for one-line error messages (a hostile value
     may be a 400-digit integer or a huge mapping)."""
@@ -109,33 +192,16 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of lists and mappings (iteratively: a deep value must not overflow)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, Mapping):
-            children = list(node.values())
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def load_yaml_text(text: str, where: str) -> Any:
-    """Parse YAML; anything unreadable is a one-line :class:`ConfigError` about ``where``."""
+    """Parse YAML; anything unreadable, too large once its aliases are expanded, too deeply
+    nested or holding a duplicate key is a one-line :class:`ConfigError` about ``where``."""
     try:
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as exc:
+        raise ConfigError(f"config error: {where}: {exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config error: {where}: not valid YAML ({first})") from None
-    except RecursionError:
-        raise ConfigError(
-            f"config error: {where}: nested more than {MAX_DEPTH} levels deep"
-        ) from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer too long to convert
         why = (
             "an integer of more than 4300 digits"
@@ -143,9 +209,24 @@ def load_yaml_text(text: str, where: str) -> Any:
             else str(exc).splitlines()[0][:80]
         )
         raise ConfigError(f"config error: {where}: cannot be read ({why})") from None
-    if _depth(value) > MAX_DEPTH:
-        raise ConfigError(f"config error: {where}: nested more than {MAX_DEPTH} levels deep")
-    return value
+
+
+def require_utf8_paths(paths: Mapping[str, str | Path | None]) -> None:
+    """Raise :class:`ConfigError` for the first path (keyed by the argument or field that
+    gave it; None = not given) that is not valid UTF-8.
+
+    Python hands undecodable command-line bytes over as lone surrogates; the file system
+    accepts them, but Ray, MLflow and the YAML files that record paths cannot encode them,
+    and would fail after the run had started. The message names the argument, never the
+    path itself (it cannot be printed as given).
+    """
+    for name, path in paths.items():
+        if path is None:
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"config error: {name}: the path is not valid UTF-8") from None
 
 
 class ConfigError(ValueError):
@@ -160,10 +241,20 @@ def _spec(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    max_len: int | None = None,
     doc: str = "",
 ) -> Any:
-    """A dataclass field carrying its own validation rule in its metadata."""
-    rule = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    """A dataclass field carrying its own validation rule in its metadata (``max_len``: of a
+    string, which must then also be non-empty)."""
+    rule = {
+        "choices": choices,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "max_len": max_len,
+        "doc": doc,
+    }
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults: the config is frozen")
     return field(default=default, metadata=rule)
@@ -402,7 +493,11 @@ class DevicesConfig:
 class TrackingConfig:
     """``tracking.*``: where MLflow records the run."""
 
-    experiment: str = _spec("fpzo_ray", doc="MLflow experiment name")
+    experiment: str = _spec(
+        "fpzo_ray",
+        max_len=256,
+        doc="MLflow experiment name (its SQL stores hold at most 256 characters)",
+    )
 
 
 @dataclass(frozen=True)
@@ -452,6 +547,12 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config error: {path}: got {show(value)}, must be a string")
+        max_len = rule.get("max_len")
+        if max_len is not None and not 1 <= len(value) <= max_len:
+            raise ConfigError(
+                f"config error: {path}: got {show(value)} ({len(value)} characters), must be "
+                f"1 to {max_len} characters"
+            )
     elif typing.get_origin(tp) in (types.UnionType, typing.Union):  # a mapping of numbers, or None
         if value is None:
             return None
@@ -633,9 +734,11 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path, field: str | None = None) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable, oversized, binary, malformed or too deeply
-    nested file is a one-line :class:`ConfigError` naming the file (and the ``field`` that
-    pointed at it, when one did)."""
+    """Read a YAML mapping; a path that is not UTF-8, a missing, unreadable, oversized,
+    binary, malformed or too deeply nested file, or one with an alias bomb or a duplicate key
+    is a one-line :class:`ConfigError` naming the file (and the ``field`` that pointed at it,
+    when one did)."""
+    require_utf8_paths({field or "config file": path})
     path = Path(path)
     where = f"{field}: {path}" if field else str(path)
     if not path.is_file():
@@ -700,6 +803,7 @@ __all__ = [
     "merge",
     "parse_overrides",
     "read_yaml",
+    "require_utf8_paths",
     "set_dotted",
     "describe",
 ]

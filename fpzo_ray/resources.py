@@ -10,12 +10,13 @@ is watched: one line every ``report_every_s`` while nothing runs, and after
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from fpzo_ray.config import ConfigError, RunConfig
+from fpzo_ray.config import ConfigError, RunConfig, SimulationConfig, show
 
 #: The configuration field behind each placement-group bundle, for error messages.
 _DRIVER, _SERVER, _WORKER = 0, 1, 2
@@ -74,6 +75,7 @@ def check_resources(
         if cfg.simulation in seen:
             continue
         seen.add(cfg.simulation)
+        _check_device(cfg.simulation, nodes)
         workers = resolve_num_workers(cfg, total.get("CPU", 1.0), concurrent)
         group = bundles(cfg, workers)
         for index, bundle in enumerate(group):
@@ -97,6 +99,44 @@ def check_resources(
                     f"{_amount(resource, amount)} {resource} (driver, server and {workers} "
                     f"workers), the cluster has {_amount(resource, total.get(resource, 0.0))}"
                 )
+
+
+def _check_device(sim: SimulationConfig, nodes: list[dict[str, float]]) -> None:
+    """``simulation.device: cuda`` needs GPUs in the cluster, reserved by the workers.
+
+    Where the driver runs says nothing (a head node often has no GPU, its workers do): what
+    counts are the nodes' GPU resources (the local machine's CUDA devices for a local run,
+    ``cluster_nodes``). Without any, every actor would die on its first CUDA call after Ray
+    started; without a GPU share per worker, Ray may place the workers on a GPU-less node.
+    """
+    if sim.device != "cuda":
+        return
+    if not any(n.get("GPU", 0.0) > 0 for n in nodes):
+        raise ConfigError(
+            "config error: simulation.device: got 'cuda', but no node of the cluster has a GPU "
+            "(locally: torch finds no CUDA device); use cpu, or a cluster with GPUs"
+        )
+    if sim.worker_gpus <= 0:
+        raise ConfigError(
+            "config error: simulation.worker_gpus: got 0, but simulation.device is cuda: each "
+            "worker must reserve a GPU share (e.g. 0.25) so that Ray places it by a GPU"
+        )
+
+
+def give_up_after(text: str) -> float:
+    """``--give-up-after``: seconds, a finite number >= 0 (0 = wait forever). Parsed here,
+    not by argparse, so that a bad value is one line naming the argument, like every other
+    input error."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"config error: --give-up-after: got {show(text)}, must be a finite number of "
+            "seconds >= 0 (0 = wait forever)"
+        )
+    return seconds
 
 
 def _amount(resource: str, value: float) -> str:

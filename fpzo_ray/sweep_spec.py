@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from fpzo_ray.config import (
     parse_overrides,
     read_yaml,
     set_dotted,
+    show,
 )
 from fpzo_ray.study.search_space import SearchSpace, parse_space
 
@@ -77,6 +79,9 @@ SCOPES = ("last", "best")
 DEFAULT_MAX_TRIALS = 10_000
 #: Up to this many first-phase trials every one is validated; above, the axes one by one.
 FULL_VALIDATION_LIMIT = 2_000
+#: The longest sweep name (see ``_sweep_name``).
+MAX_NAME_LENGTH = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _located(where: str, exc: ConfigError) -> ConfigError:
@@ -593,6 +598,25 @@ def _parse_study(raw: Any) -> StudySettings:
     return StudySettings(seeds, tuple(float(b) for b in budgets), float(target))
 
 
+def _sweep_name(name: Any, given: bool) -> str:
+    """The sweep's name, which starts its experiment folder's name (``<name>_<time>``):
+    ASCII letters, digits, ``.``, ``_`` and ``-`` only, starting with a letter or digit, at
+    most ``MAX_NAME_LENGTH`` characters, so that the folder can be made on any file system
+    (their names hold at most 255 bytes) and is neither hidden nor taken for an option."""
+    source = "" if given else " (the sweep file's name: the file sets no name)"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"config error: name: got {show(name)}{source}, must be ASCII letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(
+            f"config error: name: got {show(name)}{source} ({len(name)} characters), must be "
+            f"at most {MAX_NAME_LENGTH}"
+        )
+    return name
+
+
 def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpec:
     """A sweep from the mapping of a sweep file (``--set`` already applied)."""
     raw = _mapping("sweep", raw, SWEEP_KEYS)
@@ -637,9 +661,7 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
             raise ConfigError("config error: search.space.seed: a study draws its own seeds")
     concurrent = _int("max_concurrent_trials", raw.get("max_concurrent_trials", 2), 1)
     max_trials = _int("max_trials", raw.get("max_trials", DEFAULT_MAX_TRIALS), 1)
-    name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"config error: name: got {name!r}, must be letters, digits, _ or -")
+    name = _sweep_name(raw.get("name", default_name), "name" in raw)
     # the raw file keeps the name it was given, so that a saved copy reads back the same
     spec = SweepSpec(
         name,

@@ -39,6 +39,19 @@ def _nested(depth: int) -> str:
     return "a: " + "[" * depth + "]" * depth
 
 
+def _alias_bomb() -> str:
+    """The 342-byte "billion laughs": 9 anchors, each 9 aliases of the one before."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+#: A file or folder name that is not UTF-8: ``b"\xff.yaml"`` as Python hands it over
+#: (a lone surrogate); subprocess passes it on as those very bytes.
+NOT_UTF8 = os.fsdecode(b"\xff.yaml")
+
+
 # (command, arguments, {file name: content}, what the one line must name). In arguments,
 # {tmp} is the test's folder; files are written there first.
 CASES = {
@@ -223,6 +236,130 @@ CASES = {
         {"s.yaml": _sweep({"seed": [0]}, bogus=1)},
         "bogus",
     ),
+    "YAML alias bomb as a run config": (
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": _alias_bomb()},
+        "c.yaml: holds more than",
+    ),
+    "YAML alias bomb as a sweep file": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _alias_bomb()},
+        "s.yaml: holds more than",
+    ),
+    "recursive YAML alias": (
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": "training: &t {rounds: [*t]}\n"},
+        "c.yaml: recursive alias *t (line 1)",
+    ),
+    "duplicate key in a run config": (
+        "run",
+        ["--config", "{tmp}/c.yaml"],
+        {"c.yaml": "training:\n  rounds: 5\n  rounds: 7\n"},
+        "c.yaml: duplicate key 'rounds' (line 3)",
+    ),
+    "duplicate key in a sweep file": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": "name: a\ngrid: {seed: [0]}\nname: b\n"},
+        "s.yaml: duplicate key 'name' (line 3)",
+    ),
+    "duplicate key in a --set value": (
+        "sweep",
+        ["--set", "training={rounds: 5, rounds: 7}"],
+        {},
+        "--set training: duplicate key 'rounds' (line 1)",
+    ),
+    "config path not UTF-8": (
+        "run",
+        ["--config", f"{{tmp}}/{NOT_UTF8}"],
+        {NOT_UTF8: "seed: 1\n"},
+        "--config: the path is not valid UTF-8",
+    ),
+    "sweep path not UTF-8": (
+        "sweep",
+        [f"{{tmp}}/{NOT_UTF8}"],
+        {NOT_UTF8: _sweep({"seed": [0]})},
+        "sweep file: the path is not valid UTF-8",
+    ),
+    "results dir not UTF-8 (run)": (
+        "run",
+        ["--results-dir", f"{{tmp}}/{NOT_UTF8}"],
+        {},
+        "--results-dir: the path is not valid UTF-8",
+    ),
+    "results dir not UTF-8 (sweep)": (
+        "sweep",
+        ["--results-dir", f"{{tmp}}/{NOT_UTF8}"],
+        {},
+        "--results-dir: the path is not valid UTF-8",
+    ),
+    "resume folder not UTF-8 (run)": (
+        "run",
+        ["--resume", f"{{tmp}}/{NOT_UTF8}"],
+        {},
+        "--resume: the path is not valid UTF-8",
+    ),
+    "resume folder not UTF-8 (sweep)": (
+        "sweep",
+        ["--resume", f"{{tmp}}/{NOT_UTF8}"],
+        {},
+        "--resume: the path is not valid UTF-8",
+    ),
+    "sweep name of 300 characters": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": [0]}, name="n" * 300)},
+        "config error: name: ",
+    ),
+    "sweep name of 300 characters via --set": (
+        "sweep",
+        ["--set", f"name={'n' * 300}"],
+        {},
+        "config error: name: ",
+    ),
+    "sweep name of 100 non-ASCII letters (300 bytes)": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": [0]}, name="\u540d" * 100)},
+        "config error: name: ",
+    ),
+    "MLflow experiment of 5000 characters (run)": (
+        "run",
+        ["--set", f"tracking.experiment={'e' * 5000}"],
+        {},
+        "tracking.experiment",
+    ),
+    "MLflow experiment of 5000 characters (sweep)": (
+        "sweep",
+        ["--set", f"tracking.experiment={'e' * 5000}"],
+        {},
+        "tracking.experiment",
+    ),
+    # without a GPU: the cluster (this machine) has none; with one: no GPU share reserved
+    "cuda without a GPU (run)": (
+        "run",
+        ["--set", "simulation.device=cuda"],
+        {},
+        "simulation.device",
+    ),
+    "cuda without a GPU (sweep)": (
+        "sweep",
+        ["--set", "simulation.device=cuda"],
+        {},
+        "simulation.device",
+    ),
+    "give up after a negative time": (
+        "sweep",
+        ["--give-up-after", "-1"],
+        {},
+        "--give-up-after",
+    ),
+    "give up after NaN seconds": ("sweep", ["--give-up-after", "nan"], {}, "--give-up-after"),
+    "give up after infinite seconds": ("sweep", ["--give-up-after", "inf"], {}, "--give-up-after"),
+    "give up after no number": ("sweep", ["--give-up-after", "soon"], {}, "--give-up-after"),
 }
 
 
@@ -256,6 +393,31 @@ def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
     assert "Traceback" not in out.stderr + out.stdout
     assert not ray_tmp.exists()  # no Ray session was started
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "nodes, settings, named",
+    [
+        ([{"CPU": 8.0, "GPU": 0.0}], {"device": "cuda", "worker_gpus": 0.5}, "simulation.device"),
+        ([{"CPU": 8.0}, {"CPU": 8.0}], {"device": "cuda"}, "simulation.device"),
+        ([{"CPU": 2.0}, {"CPU": 8.0, "GPU": 4.0}], {"device": "cuda"}, "simulation.worker_gpus"),
+        ([{"CPU": 2.0}, {"CPU": 8.0, "GPU": 4.0}], {"device": "cuda", "worker_gpus": 0.5}, None),
+        ([{"CPU": 8.0}], {"device": "cpu"}, None),
+    ],
+)
+def test_cuda_needs_gpus_in_the_cluster_reserved_by_the_workers(nodes, settings, named):
+    """What counts is the cluster's nodes, not the driver's machine: a GPU-less head node
+    with GPU workers runs cuda, provided the workers reserve a GPU share."""
+    from fpzo_ray.config import config_from_dict
+    from fpzo_ray.resources import check_resources
+
+    cfg = config_from_dict({"simulation": settings})
+    if named is None:
+        check_resources([cfg], nodes=nodes)
+        return
+    with pytest.raises(ConfigError) as err:
+        check_resources([cfg], nodes=nodes)
+    assert str(err.value).startswith(f"config error: {named}: ")
 
 
 def test_validation_of_a_huge_sweep_is_linear_in_its_axes(tmp_path):
@@ -298,15 +460,39 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
     assert target.exists()
 
 
+def _small_state(rounds_done: int) -> dict:
+    """The smallest server state the checkpoint schema accepts (``sim.checkpoint``): two
+    prunable weights, one kept, plus one always-trained coordinate."""
+    from fpzo_ray.zo import ServerOptimizer
+
+    return {
+        "rounds_done": rounds_done,
+        "mask": torch.tensor([True, False]),
+        "mask_version": 1,
+        "optimizer": ServerOptimizer(torch.ones(2), "sgd", 0.1).state_dict(),
+        "totals": {},
+        "reached": {},
+        "client_records": "[]",
+        "pruning_summary": {
+            "pruning_method": "random",
+            "kept_fraction": 0.5,
+            "num_trained": 2,
+            "num_prunable": 2,
+        },
+    }
+
+
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    """More bad files and every schema case: ``tests/test_checkpoint_files.py``."""
     older, newer = tmp_path / "checkpoint_000001", tmp_path / "checkpoint_000002"
-    save_server_state({"rounds_done": 10, "weights": torch.ones(3)}, older / STATE_FILE)
-    save_server_state({"rounds_done": 20, "weights": torch.ones(3)}, newer / STATE_FILE)
+    save_server_state(_small_state(10), older / STATE_FILE)
+    save_server_state(_small_state(20), newer / STATE_FILE)
     (newer / STATE_FILE).write_bytes((newer / STATE_FILE).read_bytes()[:100])  # truncated
     warnings: list[str] = []
     state = newest_readable([newer, older], warnings.append)
     assert state["rounds_done"] == 10
     assert len(warnings) == 1 and str(newer / STATE_FILE) in warnings[0]
+    assert "\n" not in warnings[0]
     assert newest_readable([newer], warnings.append) is None
 
 
