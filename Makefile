@@ -41,8 +41,8 @@ lint: $(VENV)/.installed
 ## lets a sweep stop its trials and close its MLflow runs.
 ray-up: $(VENV)/.installed
 	. $(VENV)/bin/activate && ray get-auth-token --generate > /dev/null && \
-	  { [ ! -f ~/.ray/auth_token ] || chmod 600 ~/.ray/auth_token; } && \
-	  RAY_JOB_STOP_WAIT_TIME_S=30 ray start --head
+	  chmod 600 "$$HOME/.ray/auth_token" && \
+	  RAY_JOB_STOP_WAIT_TIME_S=30 ray start --head $(RAY_START_FLAGS)
 ray-join: $(VENV)/.installed
 	. $(VENV)/bin/activate && ray start --address=$(HEAD):6379
 job: $(VENV)/.installed

@@ -32,8 +32,11 @@ from fpzo_ray.config import (
     merge,
     parse_overrides,
     read_yaml,
+    require_utf8_paths,
 )
 from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.ray_session import add_address_option, use_address_option
+from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
 
 CONFIG_FILE = "config.yaml"
 RUN_ID_FILE = "mlflow_run_id"
@@ -91,13 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="continue an interrupted run: its run folder",
     )
+    add_address_option(parser)
     args = parser.parse_args(argv)
+    install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()
+    use_address_option(args)
     from fpzo_ray.resources import check_resources
     from fpzo_ray.tracking import default_results_dir, prepare_results_dir
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
+        paths = {"--config": args.config, "--results-dir": args.results_dir}
+        require_utf8_paths({**paths, "--resume": args.resume})
         if args.resume:
             folder = RunFolder(Path(args.resume).resolve())
             cfg = folder.config()
@@ -115,9 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from fpzo_ray.sim.ray_session import stop_like_ctrl_c_on_sigterm
-
-    stop_like_ctrl_c_on_sigterm()  # until Ray starts (init_ray installs it again after)
+    except KeyboardInterrupt:  # stopped while checking: nothing was started
+        print("Stopped before any work.", file=sys.stderr)
+        return STOPPED_EXIT_CODE
     return _run(cfg, results_dir, folder)
 
 
@@ -139,6 +147,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         ui_command,
     )
 
+    init_ray()  # before any MLflow run is opened: a stop while Ray starts leaves none RUNNING
     tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
     state, logged = None, 0
     if folder is None:
@@ -155,15 +164,16 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         return 0
     else:
         run_id = (folder.path / RUN_ID_FILE).read_text().strip()
+        # Read (and checked) before the run is RUNNING again: a bad checkpoint is a warning
+        # and a fallback, and a stop while a large one loads leaves the run as it was.
+        state = newest_readable(folder.checkpoints(), rounds=cfg.training.rounds)
         logged = tracker.reopen(run_id)
-        state = newest_readable(folder.checkpoints())
         print(
             f"Resuming after round {state['rounds_done'] if state else 0} "
             f"(MLflow has the rounds up to {logged})",
             flush=True,
         )
     print(f"Run folder: {folder.path}", flush=True)
-    init_ray()
     started = time.time()
     last_round = 0
 
@@ -213,7 +223,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
             f"\nInterrupted after round {last_round}. Resume with:\n  {folder.resume_command()}",
             file=sys.stderr,
         )
-        return 130
+        return STOPPED_EXIT_CODE
     except Exception as exc:  # noqa: BLE001 - any error after the start: one line, resumable
         tracker.end_run_if_possible(run_id, "FAILED", root_cause(exc))
         print(stopped_on_error(exc, folder.path, folder.resume_command()), file=sys.stderr)
@@ -221,7 +231,7 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     tracker.end_run(run_id)
     print(
         f"MLflow run {run_id} in {tracker.tracking_uri}\nOpen the MLflow UI:  "
-        f"{ui_command(tracker.tracking_uri)}"
+        f"{ui_command(tracker.tracking_uri, tracker.experiment_id)}"
     )
     return 0
 

@@ -28,14 +28,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fpzo_ray.config import ConfigError, config_from_dict, merge
+from fpzo_ray.config import ConfigError, config_from_dict, merge, require_utf8_paths
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.report.sources import (
     ENVIRONMENT_FILE,
@@ -47,7 +47,8 @@ from fpzo_ray.report.sources import (
     read_json,
     read_selections,
 )
-from fpzo_ray.sim.ray_session import init_ray, stop_like_ctrl_c_on_sigterm
+from fpzo_ray.sim.ray_session import add_address_option, init_ray, use_address_option
+from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
 from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
 from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
@@ -170,48 +171,66 @@ def _run_phase(
     return tuner.fit()
 
 
-def _trial_state(result: Any, history: pd.DataFrame | None, planned: int) -> str:
+def _trial_state(
+    result: Any, history: pd.DataFrame | None, planned: int, logged: int | None
+) -> str:
     """What became of a trial: OK (it reported every round), STOPPED (by the scheduler),
-    ERROR, INTERRUPTED (it reported some rounds, then the sweep stopped) or NOT_STARTED."""
+    ERROR, INTERRUPTED (it started, then the sweep stopped) or NOT_STARTED. ``logged``: the
+    rounds the MLflow callback logged for it in this session (None: it did not start here)."""
     from fpzo_ray.study.summary import STOPPED_MARKER
 
-    folder = Path(result.path) if result.path else None
-    if result.error:
+    if result is not None and result.error:
         return "ERROR"
-    done = 0
+    done = logged or 0
     if history is not None and not history.empty and "round" in history:
-        done = int(history["round"].max())
+        done = max(done, int(history["round"].max()))
     if done >= planned:
         return "OK"
+    folder = Path(result.path) if result is not None and result.path else None
     if folder is not None and (folder / STOPPED_MARKER).is_file():
         return "STOPPED"
-    return "INTERRUPTED" if done > 0 else "NOT_STARTED"
+    return "INTERRUPTED" if done > 0 or logged is not None else "NOT_STARTED"
 
 
-def _figures(result_grid: Any, plans: list[TrialPlan], spec: SweepSpec) -> list[TrialFigures]:
-    """Each planned trial's figures, in cell order, then by sample and seed; a plan Tune
-    never created (the phase was interrupted first) is NOT_STARTED."""
+def _plan_of(result: Any) -> dict[str, Any] | None:
+    """A result's trial plan: from its config, or (a trial Tune had not started when the
+    experiment stopped comes back without one) from the ``params.json`` in its folder."""
+    if result.config:
+        return result.config["trial"]
+    params = Path(result.path) / "params.json" if result.path else None
+    if params is not None and params.is_file():
+        return json.loads(params.read_text())["trial"]
+    return None
+
+
+def _figures(
+    result_grid: Any,
+    plans: list[TrialPlan],
+    spec: SweepSpec,
+    rounds_logged: Callable[[dict[str, Any]], int | None],
+) -> list[TrialFigures]:
+    """Each planned trial's figures, in cell order, then by sample and seed; a plan without
+    a result (the phase stopped before Tune created or started it) is NOT_STARTED unless
+    MLflow saw it start."""
     from fpzo_ray.failure import error_summary
-
-    def key(plan: dict[str, Any]) -> tuple:
-        return plan["cell"], plan["phase"], plan["sample"], plan["seed"]
+    from fpzo_ray.tracking import plan_key
 
     out, seen = [], set()
     for result in result_grid:
-        plan = result.config["trial"]
-        seen.add(key(plan))
+        plan = _plan_of(result)
+        if plan is None:
+            continue  # listed from the plans below
+        seen.add(plan_key(plan))
         planned = config_from_dict(plan["run"]).training.rounds
         history = result.metrics_dataframe
         error = error_summary(str(result.error)) if result.error else ""
-        out.append(
-            trial_figures(
-                plan, planned, history, error, status=_trial_state(result, history, planned)
-            )
-        )
+        status = _trial_state(result, history, planned, rounds_logged(plan))
+        out.append(trial_figures(plan, planned, history, error, status=status))
     for plan in (p.as_dict() for p in plans):
-        if key(plan) not in seen:
+        if plan_key(plan) not in seen:
             rounds = config_from_dict(plan["run"]).training.rounds
-            out.append(trial_figures(plan, rounds, None, status="NOT_STARTED"))
+            status = _trial_state(None, None, rounds, rounds_logged(plan))
+            out.append(trial_figures(plan, rounds, None, status=status))
     position = {cell.label: i for i, cell in enumerate(spec.cells())}
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
@@ -293,15 +312,16 @@ def run_sweep(
                 plans = spec.first_phase_plans()
             plans = _pin_workers(plans, spec.max_concurrent_trials)
             print(f"Phase {phase!r}: {len(plans)} trials", flush=True)
+            mirror = MLflowTrialCallback(tracker, spec.name, parent)
             callbacks = [
-                MLflowTrialCallback(tracker, spec.name, parent),
+                mirror,
                 TrialProgress(
                     started, phase, plans, lambda line: tracker.set_tags(parent, {"progress": line})
                 ),
                 resource_watch(give_up_after_s),
             ]
             results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
-            figures += _figures(results, plans, spec)
+            figures += _figures(results, plans, spec, mirror.rounds_logged)
             if any(f.status in UNFINISHED for f in figures):
                 _add_wall_time(experiment_dir, time.time() - started)
                 return _interrupted(tracker, parent, spec, experiment_dir, figures, selections)
@@ -344,7 +364,7 @@ def run_sweep(
     if report is not None:
         print(f"Report: {report}")
     print(f"MLflow store: {tracking_uri} (experiment {mlflow_experiment!r}, parent run {parent})")
-    print(f"Open the MLflow UI:  {ui_command(tracking_uri)}")
+    print(f"Open the MLflow UI:  {ui_command(tracking_uri, tracker.experiment_id)}")
     return SweepOutcome(experiment_dir, parent, trials, summary, selections, figures)
 
 
@@ -545,22 +565,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--give-up-after",
-        type=float,
-        default=1800.0,
+        default="1800",
         metavar="SECONDS",
         help="stop (resumable) when no trial could start for this long for "
         "want of free resources; 0 = wait forever (default 1800)",
     )
+    add_address_option(parser)
     args = parser.parse_args(argv)
+    install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()
+    use_address_option(args)
     from fpzo_ray.failure import StoppedOnError
-    from fpzo_ray.resources import ResourceWaitTimeout, check_resources
+    from fpzo_ray.resources import ResourceWaitTimeout, check_resources, give_up_after
     from fpzo_ray.tracking import default_results_dir, prepare_results_dir
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     resume = Path(args.resume).resolve() if args.resume else None
     try:
+        paths = {"sweep file": args.sweep, "--results-dir": args.results_dir}
+        require_utf8_paths({**paths, "--resume": args.resume})
+        give_up_after_s = give_up_after(args.give_up_after)
         if resume is not None:
             spec = load_saved_spec(resume)
             results_dir = resume.parent.parent  # <results>/ray_results/<experiment>
@@ -575,9 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    stop_like_ctrl_c_on_sigterm()  # until Ray starts (init_ray installs it again after)
+    except KeyboardInterrupt:  # stopped while checking: nothing was started
+        print("Stopped before any work.", file=sys.stderr)
+        return STOPPED_EXIT_CODE
     try:
-        outcome = run_sweep(spec, results_dir, resume, args.give_up_after)
+        outcome = run_sweep(spec, results_dir, resume, give_up_after_s)
     except ResourceWaitTimeout as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -585,9 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # outside Tune's own handling (which returns an outcome)
-        return 130
+        return STOPPED_EXIT_CODE
     if outcome.interrupted:
-        return 130
+        return STOPPED_EXIT_CODE
     return 1 if (outcome.trials["status"] == "ERROR").any() else 0
 
 

@@ -91,12 +91,17 @@ def prepare_results_dir(path: Path) -> Path:
     return path
 
 
-def ui_command(tracking_uri: str) -> str:
+def ui_command(tracking_uri: str, experiment_id: str | None = None) -> str:
     """The command that opens the MLflow UI on ``tracking_uri``, runnable as printed (this
-    interpreter's mlflow, whether or not its virtual environment is active)."""
+    interpreter's mlflow, whether or not its virtual environment is active), and the page to
+    open: the experiment's runs. MLflow 3's UI opens on its GenAI views unless the address
+    asks for model training (``workflowType``), whatever the experiment's kind tag says."""
+    page = "http://127.0.0.1:5000"
+    if experiment_id is not None:
+        page += f"/#/experiments/{experiment_id}?workflowType=machine_learning"
     return (
         f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri} --port 5000"
-        "   # then open http://127.0.0.1:5000"
+        f"   # then open {page}"
     )
 
 
@@ -140,6 +145,12 @@ def _cannot_close(what: str, exc: Exception) -> None:
     )
 
 
+# MLflow 3's UI opens an experiment whose kind it cannot tell on its GenAI overview (traces,
+# tokens, latency); this tag says the experiment is model training, so it opens on the runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 class MLflowTracker:
     """Writes runs by id. Every run it opens is tagged with this process's identity
     (``fpzo_driver``): runs whose process died without closing them (SIGKILL, a lost node,
@@ -154,12 +165,18 @@ class MLflowTracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older fpzo_ray, or by hand
+                self.client.set_experiment_tag(
+                    self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+                )
         else:
             location = None
             if tracking_uri.startswith("sqlite:"):
                 location = (Path(results_dir).resolve() / "mlartifacts").as_uri()
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
+                experiment,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
             )
         # MLflow logs a store error's whole traceback before raising it; the entry points
         # report it in one line and save the traceback (``failure``).
@@ -339,6 +356,11 @@ def child_tags(plan: Mapping[str, Any], sweep_name: str) -> dict[str, str]:
     return tags
 
 
+def plan_key(plan: dict[str, Any]) -> tuple[str, str, int, int]:
+    """What tells one planned trial of a sweep from every other: cell, phase, sample, seed."""
+    return plan["cell"], plan["phase"], int(plan["sample"]), int(plan["seed"])
+
+
 class MLflowTrialCallback(Callback):
     """Mirrors every Tune trial into one MLflow child run of the sweep's parent run.
 
@@ -363,6 +385,13 @@ class MLflowTrialCallback(Callback):
         self.run_ids: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # run id -> last round logged
         self.closed: set[str] = set()
+        self.plan_runs: dict[tuple, str] = {}  # plan_key -> run id, for every trial started
+
+    def rounds_logged(self, plan: dict[str, Any]) -> int | None:
+        """The last round logged for the trial of ``plan`` (0: it started, nothing yet), or
+        None when it has not started in this session."""
+        run_id = self.plan_runs.get(plan_key(plan))
+        return None if run_id is None else self.logged.get(run_id, 0)
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
@@ -379,6 +408,7 @@ class MLflowTrialCallback(Callback):
             else:
                 self.logged[existing] = self.tracker.reopen(existing)
             self.run_ids[trial.trial_id] = existing
+            self.plan_runs[plan_key(trial.config["trial"])] = existing
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

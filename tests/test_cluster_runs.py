@@ -279,3 +279,253 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     }
     expected = _reference({**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}})
     _assert_logged_once(client, run.info.run_id, expected)
+
+
+# -- every way a sweep or run is stopped -----------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A one-node Ray head beside whatever Ray already runs here (the session's): every port
+    that has a fixed default is moved (as the README's cluster section says). Returns the
+    ``ray start --block`` process and the dashboard's address, for ``ray job``."""
+    ports = {
+        flag: _free_port()
+        for flag in (
+            "--port",
+            "--dashboard-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--ray-client-server-port",
+            "--metrics-export-port",
+            "--runtime-env-agent-port",
+        )
+    }
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
+        + [f"{flag}={port}" for flag, port in ports.items()]
+        + [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    deadline = time.time() + 120
+    while True:
+        assert head.poll() is None, "ray start --head failed"
+        try:
+            _ray_cli("job", "list", "--address", dashboard, env=env, timeout=30)
+            return head, dashboard
+        except AssertionError:
+            assert time.time() < deadline, "the Ray head did not answer in 120 s"
+            time.sleep(2)
+
+
+def _stop_head(head: subprocess.Popen, temp_dir: Path) -> None:
+    """Stop this head and only it (``ray stop`` would stop every Ray on the machine)."""
+    if head.poll() is None:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)
+
+
+def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -> None:
+    """Every trial in the printed table with its true state, which its MLflow run agrees
+    with (OK: FINISHED, INTERRUPTED: KILLED, NOT_STARTED: no run); the parent KILLED; the
+    resume command printed."""
+    table = output[output.index(f"Sweep {name!r} INTERRUPTED") :].splitlines()
+    assert table[1].split()[:6] == ["K", "phase", "sample", "seed", "status", "rounds"]
+    states = {int(row.split()[0]): row.split()[4] for row in table[2:4]}
+    assert set(states.values()) - {"OK"}, "nothing was interrupted"
+    assert f"-m fpzo_ray.sweep --resume {experiment}" in output
+    runs = _all_runs(client, name)
+    trial_runs = {
+        int(r.data.params["zo.num_perturbations"]): r.info.status
+        for r in runs
+        if r.data.tags.get("phase") == "grid"
+    }
+    for K, state in states.items():
+        assert trial_runs.get(K) == {"OK": "FINISHED", "INTERRUPTED": "KILLED"}.get(state)
+    (parent,) = [r for r in runs if r.data.tags.get("phase") != "grid"]
+    assert parent.info.status == "KILLED"
+
+
+def _two_trial_sweep(tmp_path: Path, name: str) -> tuple[Path, dict]:
+    base = _resumable(60, name)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "max_concurrent_trials": 1,
+                "base": base,
+                "grid": {"zo.num_perturbations": [6, 3]},
+            }
+        )
+    )
+    return sweep, base
+
+
+def _assert_resumed_to_the_uninterrupted_result(client, name: str, base: dict) -> None:
+    runs = _all_runs(client, name)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        if run.data.tags.get("phase") == "grid":
+            K = int(run.data.params["zo.num_perturbations"])
+            raw = {**base, "zo": {"num_perturbations": K}}
+            sim = {**base["simulation"], "checkpoint_every": 0}
+            _assert_logged_once(client, run.info.run_id, _reference({**raw, "simulation": sim}))
+
+
+def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishes_it(tmp_path):
+    """The design card's entry point, ``ray job submit -- python -m fpzo_ray.sweep``, stopped
+    with ``ray job stop``: the table of trial states, runs KILLED, the resume command; then
+    ``--resume`` ends with the uninterrupted result, every metric point logged once."""
+    import secrets
+    import tempfile
+
+    sweep, base = _two_trial_sweep(tmp_path, "job_stop")
+    results = tmp_path / "results"
+    env = {
+        **command_env(),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "RAY_JOB_STOP_WAIT_TIME_S": "30",
+    }
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # Ray's socket paths are short
+    head, dashboard = _start_head(temp_dir, env)
+    try:
+        entrypoint = [sys.executable, "-m", "fpzo_ray.sweep", str(sweep)]
+        job = ["--address", dashboard, "--submission-id", "sweep"]
+        _ray_cli(
+            "job",
+            "submit",
+            *job,
+            "--no-wait",
+            "--",
+            *entrypoint,
+            "--results-dir",
+            str(results),
+            env=env,
+        )
+        deadline = time.time() + 300
+        while not _latest_checkpoints(results):
+            assert time.time() < deadline, _ray_cli("job", "logs", *job[:2], "sweep", env=env)
+            time.sleep(0.5)
+        _ray_cli("job", "stop", *job[:2], "sweep", env=env, timeout=180)
+        status = _ray_cli("job", "status", *job[:2], "sweep", env=env)
+        output = _ray_cli("job", "logs", *job[:2], "sweep", env=env)
+    finally:
+        _stop_head(head, temp_dir)
+    assert "was stopped" in status
+    experiment = next(results.glob("ray_results/job_stop_*"))
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    _check_interrupted_sweep(output, experiment, client, "job_stop")
+    assert "Traceback" not in output
+
+    resume("fpzo_ray.sweep", experiment)
+    _assert_resumed_to_the_uninterrupted_result(client, "job_stop", base)
+
+
+@pytest.mark.parametrize(
+    "module, stop_with",
+    [("fpzo_ray.sweep", signal.SIGTERM), ("fpzo_ray.run", signal.SIGINT)],
+    ids=["sweep-sigterm", "run-sigint"],
+)
+def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, stop_with):
+    """``python -m ... &`` in a script inherits SIGINT as ignored; SIGINT and SIGTERM still
+    stop it the way Ctrl-C does: exit 130, runs KILLED, the resume command printed."""
+    name = f"background_{module.rsplit('.', 1)[1]}"
+    results = tmp_path / "results"
+    if module == "fpzo_ray.sweep":
+        sweep, _ = _two_trial_sweep(tmp_path, name)
+        args = [str(sweep)]
+        progress = lambda: any(p.name >= "checkpoint_000001" for p in _latest_checkpoints(results))  # noqa: E731
+    else:
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump(_resumable(60, name)))
+        args = ["--config", str(config)]
+        progress = lambda: any(results.glob("runs/*/checkpoint_000010"))  # noqa: E731
+    probe = f"{sys.executable} -c 'import signal as s; print(s.getsignal(s.SIGINT) == s.SIG_IGN)'"
+    inherited = subprocess.run(["bash", "-c", f"{probe} & wait"], capture_output=True, text=True)
+    assert inherited.stdout.strip() == "True"  # what the command below inherits
+    command = " ".join([sys.executable, "-m", module, *args, "--results-dir", str(results)])
+    script = subprocess.Popen(
+        ["bash", "-c", f"{command} & echo $!; wait $!"],  # non-interactive: SIGINT ignored
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        pid = int(script.stdout.readline())
+        _wait_for(progress, script)
+        os.kill(pid, stop_with)
+        output = script.communicate(timeout=180)[0].decode()
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 130, output[-3000:]
+    assert "Resume with:" in output and "--resume" in output
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    if module == "fpzo_ray.sweep":
+        _check_interrupted_sweep(output, next(results.glob("ray_results/*")), client, name)
+    else:
+        (run,) = _all_runs(client, name)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["killed"].startswith("interrupted after round")
+
+
+def test_a_local_run_starts_its_own_ray_whatever_cluster_ray_last_recorded(tmp_path):
+    """Ray records the last ``ray start --head`` of the machine; a head that died without
+    ``ray stop`` leaves that record behind. A local run starts its own Ray regardless, and
+    says so; a cluster named in RAY_ADDRESS that does not answer is one line, at once."""
+    import tempfile
+
+    dead = f"127.0.0.1:{_free_port()}"
+    temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths are short
+    (temp / "ray").mkdir()
+    (temp / "ray" / "ray_current_cluster").write_text(dead)
+    raw = {**_resumable(2, "stale_record"), "simulation": {"num_workers": 1}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {**command_env(), "TMPDIR": str(temp)}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "fpzo_ray.run", "--config", str(config)]
+    command += ["--results-dir", str(tmp_path / "results")]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "Ray: started a local instance" in done.stdout
+        # within the timeout, not after Ray's minute of retries
+        named = subprocess.run(
+            [*command, "--address", dead], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(temp)], check=False)
+    assert named.returncode == 2, named.stderr[-3000:]
+    (line,) = named.stderr.strip().splitlines()
+    assert dead in line and "no Ray cluster answers" in line and "--address" in line
+    assert len(list((tmp_path / "results" / "runs").iterdir())) == 1  # no folder for it

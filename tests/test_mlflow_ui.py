@@ -127,6 +127,8 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
         pytest.skip("the playwright package is not installed (pip install -e '.[test]')")
     from mlflow.tracking import MlflowClient
 
+    from fpzo_ray.tracking import ui_command
+
     client = MlflowClient(finished_study.tracking_uri)
     experiment = client.get_experiment_by_name("study_e2e").experiment_id
     parent = client.get_run(finished_study.outcome.parent_run_id)
@@ -134,9 +136,18 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
     assert len(children) == 8
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
+    kind = client.get_experiment(experiment).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # The page a sweep tells its user to open is the experiment's runs table, not
+        # MLflow's GenAI overview.
+        printed = ui_command(finished_study.tracking_uri, experiment).split("then open ")[1]
+        page.goto(printed.replace("http://127.0.0.1:5000", mlflow_server))
+        page.get_by_text(parent.info.run_name, exact=True).wait_for(timeout=60_000)
+        assert page.get_by_text(f"{len(children) + 1} matching runs").is_visible()
+        page.screenshot(path=SCREENSHOTS / "experiment_landing.png")
         # The experiment's runs: the parent, and its children once expanded.
         page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs")
         page.get_by_text(parent.info.run_name, exact=True).wait_for(timeout=60_000)
@@ -171,5 +182,6 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
         assert report.locator("img[src^='data:image/png']").count() == 3
         page.screenshot(path=SCREENSHOTS / "parent_report.png")
         browser.close()
-    for name in ("experiment_runs.png", "parent_pareto_figure.png", "parent_report.png"):
+    names = ("experiment_landing.png", "experiment_runs.png", "parent_pareto_figure.png")
+    for name in (*names, "parent_report.png"):
         assert (SCREENSHOTS / name).stat().st_size > 10_000

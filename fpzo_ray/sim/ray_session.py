@@ -1,28 +1,104 @@
-"""The process's Ray session: joined or started once, stopped like Ctrl-C on SIGTERM."""
+"""The process's Ray session: a cluster joined only when one is named, else a Ray of its own.
+
+``ray.init()`` with no address joins whatever cluster Ray last recorded on this machine (its
+``ray_current_cluster`` file): after a ``ray start --head`` that died without ``ray stop``, a
+local run then waits on the dead head, and beside a live unrelated head it silently runs
+there. A run here starts its own local Ray unless ``RAY_ADDRESS`` (which ``ray job submit``
+sets, and which ``--address`` on the command lines sets) names the cluster to join; a named
+cluster that does not answer is one line within seconds, not a minute of retries.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
-import signal
-import threading
+import socket
+
+from fpzo_ray.config import ConfigError
+from fpzo_ray.stopping import install_stop_handlers
+
+#: How long a named cluster may take to accept a connection before it counts as down.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def cluster_address() -> str | None:
+    """The cluster this process must join (``RAY_ADDRESS``), or None: start a local Ray."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def add_address_option(parser: argparse.ArgumentParser) -> None:
+    """The command lines' ``--address``: which Ray cluster to join."""
+    parser.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="join this Ray cluster (its GCS address, or 'auto' for the one `ray start` "
+        "recorded on this machine); default: RAY_ADDRESS if set (ray job submit sets it), "
+        "else start a local Ray",
+    )
+
+
+def use_address_option(args: argparse.Namespace) -> None:
+    """``--address`` wins over ``RAY_ADDRESS``; set in the environment, every part of the
+    process (and Ray's own tools) sees the same choice."""
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
 
 
 def init_ray() -> None:
-    """Join the cluster of ``RAY_ADDRESS`` (set by ``ray job submit``), or start Ray locally."""
+    """Join the cluster of :func:`cluster_address`, or start Ray locally; say which."""
     import ray
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+    address = cluster_address()
+    if address is None:
+        ray.init(address="local", include_dashboard=False)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        print(f"Ray: started a local instance ({cpus:g} CPUs)", flush=True)
     else:
-        ray.init(include_dashboard=False)
-    stop_like_ctrl_c_on_sigterm()
+        gcs = _reachable_gcs(address)
+        ray.init(address=gcs)
+        total = ray.cluster_resources()
+        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+        print(
+            f"Ray: joined the cluster at {gcs} ({alive} nodes, {total.get('CPU', 0):g} CPUs, "
+            f"{total.get('GPU', 0):g} GPUs)",
+            flush=True,
+        )
+    install_stop_handlers()  # ray.init replaces the SIGTERM handler with one that exits
 
 
-def stop_like_ctrl_c_on_sigterm() -> None:
-    """SIGTERM (``ray job stop``, a batch scheduler, ``kill``) stops the way Ctrl-C does:
-    Tune checkpoints its experiment, runs end KILLED, the resume command is printed. Installed
-    after ``ray.init``, whose own handler would otherwise end the process on the spot."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+def _named(address: str) -> str:
+    return f"Ray address {address} (--address or RAY_ADDRESS)"
+
+
+def _reachable_gcs(address: str) -> str:
+    """``address`` as the ``host:port`` of a cluster's GCS that accepts connections, or a
+    :class:`ConfigError` naming it. ``auto`` is the cluster Ray recorded on this machine."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if "://" in address:
+        raise ConfigError(
+            f"config error: {_named(address)}: Ray Client addresses are not supported; "
+            "name the cluster's GCS as host:port (ray job submit sets it so)"
+        )
+    try:
+        gcs = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(f"config error: {_named(address)}: {exc}") from None
+    if gcs is None:  # "local"
+        raise ConfigError(
+            f"config error: {_named(address)}: names no cluster; unset it to start a local Ray"
+        )
+    host, _, port = gcs.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"config error: {_named(address)}: no Ray cluster answers at {gcs} ({reason} "
+            f"within {CONNECT_TIMEOUT_S:g} s); start it, or name none to run on a local Ray"
+        ) from None
+    return gcs
