@@ -215,22 +215,23 @@ def _figures(
     from fpzo_ray.failure import error_summary
     from fpzo_ray.tracking import plan_key
 
+    def figures_of(plan: dict[str, Any], result: Any) -> TrialFigures:
+        planned = config_from_dict(plan["run"]).training.rounds
+        history = result.metrics_dataframe if result is not None else None
+        error = error_summary(str(result.error)) if result is not None and result.error else ""
+        logged = rounds_logged(plan)
+        status = _trial_state(result, history, planned, logged)
+        figures = trial_figures(plan, planned, history, error, status=status)
+        figures.rounds = max(figures.rounds, logged or 0)  # the rounds it reached, as logged
+        return figures
+
     out, seen = [], set()
     for result in result_grid:
         plan = _plan_of(result)
-        if plan is None:
-            continue  # listed from the plans below
-        seen.add(plan_key(plan))
-        planned = config_from_dict(plan["run"]).training.rounds
-        history = result.metrics_dataframe
-        error = error_summary(str(result.error)) if result.error else ""
-        status = _trial_state(result, history, planned, rounds_logged(plan))
-        out.append(trial_figures(plan, planned, history, error, status=status))
-    for plan in (p.as_dict() for p in plans):
-        if plan_key(plan) not in seen:
-            rounds = config_from_dict(plan["run"]).training.rounds
-            status = _trial_state(None, None, rounds, rounds_logged(plan))
-            out.append(trial_figures(plan, rounds, None, status=status))
+        if plan is not None:  # else listed from the plans below
+            seen.add(plan_key(plan))
+            out.append(figures_of(plan, result))
+    out += [figures_of(p, None) for p in (p.as_dict() for p in plans) if plan_key(p) not in seen]
     position = {cell.label: i for i, cell in enumerate(spec.cells())}
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
