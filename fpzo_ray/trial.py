@@ -29,23 +29,24 @@ from fpzo_ray.sim.federation import run_federated
 log = logging.getLogger(__name__)
 
 
-def _restored_state() -> dict[str, Any] | None:
-    """The newest readable checkpoint of this trial (older ones when the newest is corrupt);
-    None for a fresh trial, or when none can be read (it then starts over, saying so)."""
+def _restored_state(rounds: int) -> dict[str, Any] | None:
+    """The newest usable checkpoint of this trial (older ones when the newest is corrupt or
+    not a valid state of a ``rounds``-round run); None for a fresh trial, or when none can be
+    used (it then starts over, saying so)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     newest = Path(checkpoint.path)
     if not newest.is_dir():  # storage elsewhere: fetch the newest only
         with checkpoint.as_directory() as local:
-            return newest_readable([Path(local)])
+            return newest_readable([Path(local)], rounds=rounds)
     # Tune names the newest checkpoint whose results the driver recorded; one written after
     # it (just before an interruption) holds rounds nobody logged, so only older ones are
     # fallbacks.
     older = sorted(
         (f for f in newest.parent.glob("checkpoint_*") if f.name < newest.name), reverse=True
     )
-    state = newest_readable([newest, *older])
+    state = newest_readable([newest, *older], rounds=rounds)
     if state is None:
         log.warning("no readable checkpoint under %s; the trial starts over", newest.parent)
     return state
@@ -69,6 +70,6 @@ def federated_trial(config: dict[str, Any]) -> None:
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    result = run_federated(cfg, _report, resume_state=_restored_state())
+    result = run_federated(cfg, _report, resume_state=_restored_state(cfg.training.rounds))
     save_pruned(result.model, trial_dir / MODEL_FILE)
     pd.DataFrame(result.records).to_csv(trial_dir / "clients.csv", index=False)

@@ -512,7 +512,8 @@ def test_a_local_run_starts_its_own_ray_whatever_cluster_ray_last_recorded(tmp_p
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {**command_env(), "TMPDIR": str(temp)}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "RAY_TMPDIR"):  # Ray would look there first
+        env.pop(name, None)
     command = [sys.executable, "-m", "fpzo_ray.run", "--config", str(config)]
     command += ["--results-dir", str(tmp_path / "results")]
     try:
