@@ -172,24 +172,26 @@ def _run_phase(
 
 
 def _trial_state(
-    result: Any, history: pd.DataFrame | None, planned: int, logged: int | None
+    result: Any, history: pd.DataFrame | None, planned: int, seen: tuple[int, bool] | None
 ) -> str:
-    """What became of a trial: OK (it reported every round), STOPPED (by the scheduler),
-    ERROR, INTERRUPTED (it started, then the sweep stopped) or NOT_STARTED. ``logged``: the
-    rounds the MLflow callback logged for it in this session (None: it did not start here)."""
+    """What became of a trial: OK (it reported every round and Tune ended it), STOPPED (by the
+    scheduler), ERROR, INTERRUPTED (it started, then the sweep stopped) or NOT_STARTED.
+    ``seen``: what the MLflow callback saw of it in this session (the rounds it logged,
+    whether Tune ended it), None when it did not start here."""
     from fpzo_ray.study.summary import STOPPED_MARKER
 
     if result is not None and result.error:
         return "ERROR"
-    done = logged or 0
+    logged, ended = seen if seen is not None else (0, True)
+    done = logged
     if history is not None and not history.empty and "round" in history:
         done = max(done, int(history["round"].max()))
-    if done >= planned:
+    if done >= planned and ended:
         return "OK"
     folder = Path(result.path) if result is not None and result.path else None
     if folder is not None and (folder / STOPPED_MARKER).is_file():
         return "STOPPED"
-    return "INTERRUPTED" if done > 0 or logged is not None else "NOT_STARTED"
+    return "INTERRUPTED" if done > 0 or seen is not None else "NOT_STARTED"
 
 
 def _plan_of(result: Any) -> dict[str, Any] | None:
@@ -207,7 +209,7 @@ def _figures(
     result_grid: Any,
     plans: list[TrialPlan],
     spec: SweepSpec,
-    rounds_logged: Callable[[dict[str, Any]], int | None],
+    progress_of: Callable[[dict[str, Any]], tuple[int, bool] | None],
 ) -> list[TrialFigures]:
     """Each planned trial's figures, in cell order, then by sample and seed; a plan without
     a result (the phase stopped before Tune created or started it) is NOT_STARTED unless
@@ -219,19 +221,20 @@ def _figures(
         planned = config_from_dict(plan["run"]).training.rounds
         history = result.metrics_dataframe if result is not None else None
         error = error_summary(str(result.error)) if result is not None and result.error else ""
-        logged = rounds_logged(plan)
-        status = _trial_state(result, history, planned, logged)
+        seen = progress_of(plan)
+        status = _trial_state(result, history, planned, seen)
         figures = trial_figures(plan, planned, history, error, status=status)
-        figures.rounds = max(figures.rounds, logged or 0)  # the rounds it reached, as logged
+        if seen is not None:  # the rounds it reached, as logged
+            figures.rounds = max(figures.rounds, seen[0])
         return figures
 
-    out, seen = [], set()
+    out, placed = [], set()
     for result in result_grid:
         plan = _plan_of(result)
         if plan is not None:  # else listed from the plans below
-            seen.add(plan_key(plan))
+            placed.add(plan_key(plan))
             out.append(figures_of(plan, result))
-    out += [figures_of(p, None) for p in (p.as_dict() for p in plans) if plan_key(p) not in seen]
+    out += [figures_of(p, None) for p in (p.as_dict() for p in plans) if plan_key(p) not in placed]
     position = {cell.label: i for i, cell in enumerate(spec.cells())}
     return sorted(out, key=lambda f: (position.get(f.cell, len(position)), f.sample, f.seed))
 
@@ -322,7 +325,7 @@ def run_sweep(
                 resource_watch(give_up_after_s),
             ]
             results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
-            figures += _figures(results, plans, spec, mirror.rounds_logged)
+            figures += _figures(results, plans, spec, mirror.progress_of)
             if any(f.status in UNFINISHED for f in figures):
                 _add_wall_time(experiment_dir, time.time() - started)
                 return _interrupted(tracker, parent, spec, experiment_dir, figures, selections)

@@ -387,11 +387,12 @@ class MLflowTrialCallback(Callback):
         self.closed: set[str] = set()
         self.plan_runs: dict[tuple, str] = {}  # plan_key -> run id, for every trial started
 
-    def rounds_logged(self, plan: dict[str, Any]) -> int | None:
-        """The last round logged for the trial of ``plan`` (0: it started, nothing yet), or
-        None when it has not started in this session."""
+    def progress_of(self, plan: dict[str, Any]) -> tuple[int, bool] | None:
+        """For the trial of ``plan``, if it started in this session: the last round logged
+        for it (0: none yet) and whether Tune ended it (completed or failed; a trial that
+        reported its last round just before an interruption was not). Else None."""
         run_id = self.plan_runs.get(plan_key(plan))
-        return None if run_id is None else self.logged.get(run_id, 0)
+        return None if run_id is None else (self.logged.get(run_id, 0), run_id in self.closed)
 
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.run_ids:
