@@ -31,9 +31,9 @@ def cluster_nodes() -> list[dict[str, float]]:
     the local Ray this machine would start (its CPUs, GPUs and memory), without starting it."""
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        from fpzo_ray.sim.ray_session import init_ray
+    from fpzo_ray.sim.ray_session import cluster_address, init_ray
 
+    if ray.is_initialized() or cluster_address() is not None:
         init_ray()
         return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     import psutil

@@ -22,8 +22,10 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def cluster_address() -> str | None:
-    """The cluster this process must join (``RAY_ADDRESS``), or None: start a local Ray."""
-    return os.environ.get("RAY_ADDRESS") or None
+    """The cluster this process must join (``RAY_ADDRESS``), or None: start a local Ray
+    (also for Ray's own ``local``)."""
+    address = os.environ.get("RAY_ADDRESS")
+    return None if address in (None, "", "local") else address
 
 
 def add_address_option(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +89,7 @@ def _reachable_gcs(address: str) -> str:
         gcs = canonicalize_bootstrap_address(address)
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(f"config error: {_named(address)}: {exc}") from None
-    if gcs is None:  # "local"
-        raise ConfigError(
-            f"config error: {_named(address)}: names no cluster; unset it to start a local Ray"
-        )
+    assert gcs is not None  # None only for "local", which cluster_address() never returns
     host, _, port = gcs.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
