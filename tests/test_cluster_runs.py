@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from studies import command_env, resume
+from studies import command_env, free_port, resume
 
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.data import federated_data
@@ -282,14 +282,6 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
 
 
 # -- every way a sweep or run is stopped -----------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ray"), *args],
@@ -307,7 +299,7 @@ def _start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, 
     that has a fixed default is moved (as the README's cluster section says). Returns the
     ``ray start --block`` process and the dashboard's address, for ``ray job``."""
     ports = {
-        flag: _free_port()
+        flag: free_port()
         for flag in (
             "--port",
             "--dashboard-port",
@@ -504,7 +496,7 @@ def test_a_local_run_starts_its_own_ray_whatever_cluster_ray_last_recorded(tmp_p
     says so; a cluster named in RAY_ADDRESS that does not answer is one line, at once."""
     import tempfile
 
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths are short
     (temp / "ray").mkdir()
     (temp / "ray" / "ray_current_cluster").write_text(dead)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from studies import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FPZO_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "mlflow_ui"
@@ -46,16 +46,10 @@ def _chromium() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(finished_study):
     """``mlflow server`` on the finished study's store, on a free local port."""
-    port = _free_port()
+    port = free_port()
     log_path = finished_study.results / "mlflow_server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
