@@ -38,14 +38,14 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 def _write_mnist_format(raw: Path) -> dict[str, np.ndarray]:
     raw.mkdir(parents=True)
     arrays = {
-        "train_images": _random_images(1, (N_TRAIN, 28, 28)),
+        "train_inputs": _random_images(1, (N_TRAIN, 28, 28)),
         "train_labels": (np.arange(N_TRAIN) * 3 % 10).astype(np.uint8),
-        "test_images": _random_images(2, (N_TEST, 28, 28)),
+        "test_inputs": _random_images(2, (N_TEST, 28, 28)),
         "test_labels": (9 - np.arange(N_TEST)).astype(np.uint8),
     }
-    _write_idx(raw / "train-images-idx3-ubyte", arrays["train_images"])
+    _write_idx(raw / "train-images-idx3-ubyte", arrays["train_inputs"])
     _write_idx(raw / "train-labels-idx1-ubyte", arrays["train_labels"])
-    _write_idx(raw / "t10k-images-idx3-ubyte", arrays["test_images"])
+    _write_idx(raw / "t10k-images-idx3-ubyte", arrays["test_inputs"])
     _write_idx(raw / "t10k-labels-idx1-ubyte", arrays["test_labels"])
     return arrays
 
@@ -55,16 +55,16 @@ def test_mnist_format_round_trip(tmp_path, name, folder):
     written = _write_mnist_format(tmp_path / folder / "raw")
     ds = load_dataset(DataConfig(name=name, root=str(tmp_path)))
     assert ds.name == name and ds.num_classes == 10 and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 1, 28, 28) and ds.test_images.shape == (
+    assert ds.train_inputs.shape == (N_TRAIN, 1, 28, 28) and ds.test_inputs.shape == (
         N_TEST,
         1,
         28,
         28,
     )
-    assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
-    assert ds.train_images[7, 0, 3, 21] == written["train_images"][7, 3, 21]
-    np.testing.assert_array_equal(ds.train_images[:, 0], written["train_images"])
-    np.testing.assert_array_equal(ds.test_images[:, 0], written["test_images"])
+    assert ds.train_inputs.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+    assert ds.train_inputs[7, 0, 3, 21] == written["train_inputs"][7, 3, 21]
+    np.testing.assert_array_equal(ds.train_inputs[:, 0], written["train_inputs"])
+    np.testing.assert_array_equal(ds.test_inputs[:, 0], written["test_inputs"])
     np.testing.assert_array_equal(ds.train_labels, written["train_labels"])
     np.testing.assert_array_equal(ds.test_labels, written["test_labels"])
     assert ds.input_shape == (1, 28, 28)
@@ -188,20 +188,20 @@ def _write_cifar100(folder: Path) -> dict[str, np.ndarray]:
 
 def _check_cifar(ds, written: dict[str, np.ndarray], num_classes: int) -> None:
     assert ds.num_classes == num_classes and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (
+    assert ds.train_inputs.shape == (N_TRAIN, 3, 32, 32) and ds.test_inputs.shape == (
         N_TEST,
         3,
         32,
         32,
     )
-    assert ds.train_images.dtype == np.uint8 and ds.test_labels.dtype == np.uint8
-    assert ds.train_images.flags.c_contiguous
+    assert ds.train_inputs.dtype == np.uint8 and ds.test_labels.dtype == np.uint8
+    assert ds.train_inputs.flags.c_contiguous
     # A pixel (c, h, w) is byte c*1024 + h*32 + w of its row: channel planes survive HWC->CHW.
     row = written["train_rows"][13]
     for c, h, w in [(0, 0, 0), (1, 5, 30), (2, 31, 7)]:
-        assert ds.train_images[13, c, h, w] == row[c * 1024 + h * 32 + w]
-    np.testing.assert_array_equal(ds.train_images.reshape(N_TRAIN, -1), written["train_rows"])
-    np.testing.assert_array_equal(ds.test_images.reshape(N_TEST, -1), written["test_rows"])
+        assert ds.train_inputs[13, c, h, w] == row[c * 1024 + h * 32 + w]
+    np.testing.assert_array_equal(ds.train_inputs.reshape(N_TRAIN, -1), written["train_rows"])
+    np.testing.assert_array_equal(ds.test_inputs.reshape(N_TEST, -1), written["test_rows"])
     np.testing.assert_array_equal(ds.train_labels, written["train_labels"])
     np.testing.assert_array_equal(ds.test_labels, written["test_labels"])
 
@@ -256,17 +256,17 @@ def test_svhn_round_trip_maps_label_10_to_digit_0(tmp_path):
     x_test, y_test = _write_svhn(tmp_path, "test", 8, N_TEST)
     ds = load_dataset(DataConfig(name="svhn", root=str(tmp_path)))
     assert ds.name == "svhn" and ds.num_classes == 10 and ds.pixel_max == 255.0
-    assert ds.train_images.shape == (N_TRAIN, 3, 32, 32) and ds.test_images.shape == (
+    assert ds.train_inputs.shape == (N_TRAIN, 3, 32, 32) and ds.test_inputs.shape == (
         N_TEST,
         3,
         32,
         32,
     )
-    assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
-    assert ds.train_images.flags.c_contiguous
-    assert ds.train_images[4, 2, 10, 25] == x_train[10, 25, 2, 4]  # X is (H, W, C, N)
-    np.testing.assert_array_equal(ds.train_images, x_train.transpose(3, 2, 0, 1))
-    np.testing.assert_array_equal(ds.test_images, x_test.transpose(3, 2, 0, 1))
+    assert ds.train_inputs.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+    assert ds.train_inputs.flags.c_contiguous
+    assert ds.train_inputs[4, 2, 10, 25] == x_train[10, 25, 2, 4]  # X is (H, W, C, N)
+    np.testing.assert_array_equal(ds.train_inputs, x_train.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(ds.test_inputs, x_test.transpose(3, 2, 0, 1))
     assert y_train[9, 0] == 10 and ds.train_labels[9] == 0
     np.testing.assert_array_equal(ds.train_labels, y_train[:, 0] % 10)
     np.testing.assert_array_equal(ds.test_labels, y_test[:, 0] % 10)
@@ -325,12 +325,12 @@ def test_real_mnist():
     if not (REAL_DATA_ROOT / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not available under {REAL_DATA_ROOT}")
     ds = load_dataset(DataConfig(name="mnist", root=str(REAL_DATA_ROOT)))
-    assert ds.train_images.shape == (60000, 1, 28, 28) and ds.test_images.shape == (
+    assert ds.train_inputs.shape == (60000, 1, 28, 28) and ds.test_inputs.shape == (
         10000,
         1,
         28,
         28,
     )
-    assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+    assert ds.train_inputs.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert int((ds.train_labels == 1).sum()) == 6742
     assert np.bincount(ds.train_labels, minlength=10).sum() == 60000

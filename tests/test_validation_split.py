@@ -19,11 +19,11 @@ def test_validation_split_is_disjoint_from_every_client_and_from_the_test_set():
     per_class = np.round(0.1 * np.bincount(raw.train_labels)).sum()  # 142 of 1,437 digits
     assert held_out.shape[0] == dataset.num_validation == per_class
     assert np.intersect1d(kept, held_out).size == 0
-    assert np.array_equal(dataset.val_images, raw.train_images[held_out])
-    assert np.array_equal(dataset.train_images, raw.train_images[kept])
+    assert np.array_equal(dataset.val_inputs, raw.train_inputs[held_out])
+    assert np.array_equal(dataset.train_inputs, raw.train_inputs[kept])
     # Every remaining training sample is on exactly one client; the test split is untouched.
     assert np.array_equal(np.sort(np.concatenate(partition)), np.arange(kept.shape[0]))
-    assert np.array_equal(dataset.test_images, raw.test_images)
+    assert np.array_equal(dataset.test_inputs, raw.test_inputs)
 
 
 def test_validation_split_is_stratified_and_a_function_of_the_seed():
@@ -31,8 +31,8 @@ def test_validation_split_is_stratified_and_a_function_of_the_seed():
     a = hold_out_validation(raw, 0.2, run_seed=5)
     b = hold_out_validation(raw, 0.2, run_seed=5)
     c = hold_out_validation(raw, 0.2, run_seed=6)
-    assert np.array_equal(a.val_images, b.val_images) and np.array_equal(a.val_labels, b.val_labels)
-    assert not np.array_equal(a.val_images, c.val_images)
+    assert np.array_equal(a.val_inputs, b.val_inputs) and np.array_equal(a.val_labels, b.val_labels)
+    assert not np.array_equal(a.val_inputs, c.val_inputs)
     held = np.bincount(a.val_labels, minlength=10)
     total = np.bincount(raw.train_labels, minlength=10)
     assert np.array_equal(held, np.round(0.2 * total).astype(int))
@@ -44,7 +44,7 @@ def test_validation_split_is_stratified_and_a_function_of_the_seed():
     }
     first = federated_data(config_from_dict(cfg), raw)[0]
     second = federated_data(config_from_dict(other), raw)[0]
-    assert np.array_equal(first.val_images, second.val_images)
+    assert np.array_equal(first.val_inputs, second.val_inputs)
 
 
 def test_zero_fraction_holds_nothing_out():

@@ -36,7 +36,7 @@ from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import RunConfig, config_from_dict
 from fpzo_ray.data import load_dataset, make_partition
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
 from fpzo_ray.pruning.saliencies import keep_scores
@@ -167,7 +167,7 @@ def _max_layer_diff(a: Mask, b: Mask) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     rows = []
-    dataset: ImageDataset | None = None
+    dataset: ArrayDataset | None = None
 
     def runtime_for(cfg: RunConfig) -> ClientRuntime:
         assert dataset is not None

@@ -14,13 +14,13 @@ from fpzo_ray.data.partition import (
     make_partition,
     shards_partition,
 )
-from fpzo_ray.data.registry import DATASET_LOADERS, ImageDataset, load_dataset
+from fpzo_ray.data.registry import DATASET_LOADERS, ArrayDataset, load_dataset
 from fpzo_ray.data.validation import hold_out_validation, stratified_holdout
 
 
 def federated_data(
-    cfg: RunConfig, loaded: ImageDataset | None = None
-) -> tuple[ImageDataset, list[np.ndarray]]:
+    cfg: RunConfig, loaded: ArrayDataset | None = None
+) -> tuple[ArrayDataset, list[np.ndarray]]:
     """What a run trains and evaluates on: the data set with its validation split held out,
     and the partition of the remaining training pool. ``loaded``: the data set as loaded
     (``load_dataset(cfg.data)``), when the caller has it already."""
@@ -34,7 +34,7 @@ def federated_data(
 
 __all__ = [
     "DATASET_LOADERS",
-    "ImageDataset",
+    "ArrayDataset",
     "PartitionError",
     "dirichlet_partition",
     "federated_data",

@@ -1,4 +1,4 @@
-"""The data set registry: every loader returns an :class:`ImageDataset`.
+"""The data set registry: every loader returns an :class:`ArrayDataset`.
 
 Images are kept as raw ``uint8`` arrays and normalised batch by batch. That keeps the
 footprint small (MNIST's training set is 47 MB instead of 188 MB) and lets Ray share one copy
@@ -20,29 +20,29 @@ from fpzo_ray.config import DataConfig
 
 
 @dataclass(frozen=True)
-class ImageDataset:
+class ArrayDataset:
     """A train/test split of images with integer labels, and optionally a validation split.
 
-    ``train_images`` has shape ``(N, C, H, W)`` and dtype ``uint8``; a pixel ``p`` becomes
+    ``train_inputs`` has shape ``(N, C, H, W)`` and dtype ``uint8``; a pixel ``p`` becomes
     ``(p / pixel_max - mean) / std`` when a batch is built. The validation split (empty as
     loaded) is carved out of the training pool by ``data.validation.hold_out_validation``.
     """
 
     name: str
-    train_images: np.ndarray
+    train_inputs: np.ndarray
     train_labels: np.ndarray
-    test_images: np.ndarray
+    test_inputs: np.ndarray
     test_labels: np.ndarray
     num_classes: int
     pixel_max: float
     mean: float
     std: float
-    val_images: np.ndarray | None = None
+    val_inputs: np.ndarray | None = None
     val_labels: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train_images.shape[1:]
+        c, h, w = self.train_inputs.shape[1:]
         return int(c), int(h), int(w)
 
     @property
@@ -56,11 +56,11 @@ class ImageDataset:
     def train_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images and labels of the given training indices (a copy)."""
         labels = torch.from_numpy(self.train_labels[indices].astype(np.int64))
-        return self.normalise(self.train_images[indices]), labels
+        return self.normalise(self.train_inputs[indices]), labels
 
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.from_numpy(self.test_labels.astype(np.int64))
-        return self.normalise(self.test_images), labels
+        return self.normalise(self.test_inputs), labels
 
     @property
     def num_validation(self) -> int:
@@ -70,12 +70,12 @@ class ImageDataset:
         """Normalised validation images and labels, or None when nothing was held out."""
         if self.num_validation == 0:
             return None
-        assert self.val_images is not None and self.val_labels is not None
+        assert self.val_inputs is not None and self.val_labels is not None
         labels = torch.from_numpy(self.val_labels.astype(np.int64))
-        return self.normalise(self.val_images), labels
+        return self.normalise(self.val_inputs), labels
 
 
-def load_digits_dataset(cfg: DataConfig) -> ImageDataset:
+def load_digits_dataset(cfg: DataConfig) -> ArrayDataset:
     """scikit-learn's bundled 8x8 digits (1,797 images, no network).
 
     The held-out test split is fixed (stratified, 20 %, random_state 0) so that runs with
@@ -91,7 +91,7 @@ def load_digits_dataset(cfg: DataConfig) -> ImageDataset:
         images, labels, test_size=0.2, stratify=labels, random_state=0
     )
     pixels = x_tr.astype(np.float64) / 16.0
-    return ImageDataset(
+    return ArrayDataset(
         "digits",
         x_tr,
         y_tr,
@@ -109,7 +109,7 @@ def _pooled_scalar_stats(
 ) -> tuple[float, float]:
     """One ``(mean, std)`` for all channels from published per-channel statistics.
 
-    :class:`ImageDataset` normalises with scalars so that every data set goes through the same
+    :class:`ArrayDataset` normalises with scalars so that every data set goes through the same
     code path. The scalar mean is the average of the channel means; the scalar std is the std
     of all pixels pooled over channels, ``sqrt(mean(std_c**2) + var(mean_c))`` (channels have
     equally many pixels), so normalised pixels still have unit variance overall.
@@ -148,7 +148,7 @@ def _not_found(title: str, root: Path, expected: str) -> FileNotFoundError:
 
 def _load_idx_dataset(
     cfg: DataConfig, name: str, title: str, dataset_cls: type, mean: float, std: float
-) -> ImageDataset:
+) -> ArrayDataset:
     """An MNIST-format data set (IDX files under ``<root>/<ClassName>/raw``)."""
     root = Path(cfg.root).expanduser()
     try:
@@ -156,7 +156,7 @@ def _load_idx_dataset(
         test = dataset_cls(str(root), train=False, download=cfg.download)
     except RuntimeError:
         raise _not_found(title, root, f"{dataset_cls.__name__}/raw") from None
-    return ImageDataset(
+    return ArrayDataset(
         name,
         train.data.numpy()[:, None, :, :],
         train.targets.numpy().astype(np.uint8),
@@ -169,14 +169,14 @@ def _load_idx_dataset(
     )
 
 
-def load_mnist_dataset(cfg: DataConfig) -> ImageDataset:
+def load_mnist_dataset(cfg: DataConfig) -> ArrayDataset:
     """MNIST through torchvision from ``cfg.root`` (downloads only if ``cfg.download``)."""
     from torchvision.datasets import MNIST
 
     return _load_idx_dataset(cfg, "mnist", "MNIST", MNIST, MNIST_MEAN, MNIST_STD)
 
 
-def load_fashion_mnist_dataset(cfg: DataConfig) -> ImageDataset:
+def load_fashion_mnist_dataset(cfg: DataConfig) -> ArrayDataset:
     """Fashion-MNIST through torchvision: MNIST's format under ``<root>/FashionMNIST/raw``."""
     from torchvision.datasets import FashionMNIST
 
@@ -239,7 +239,7 @@ def _existence_checked_datasets() -> dict[str, type]:
 
 def _load_cifar_dataset(
     cfg: DataConfig, name: str, title: str, num_classes: int, mean: float, std: float
-) -> ImageDataset:
+) -> ArrayDataset:
     """CIFAR-10 or CIFAR-100 (python pickle batches) as ``uint8`` NCHW arrays."""
     dataset_cls = _existence_checked_datasets()[name]
     root = Path(cfg.root).expanduser()
@@ -255,7 +255,7 @@ def _load_cifar_dataset(
     def labels(split) -> np.ndarray:
         return np.asarray(split.targets, dtype=np.uint8)
 
-    return ImageDataset(
+    return ArrayDataset(
         name,
         nchw(train),
         labels(train),
@@ -268,17 +268,17 @@ def _load_cifar_dataset(
     )
 
 
-def load_cifar10_dataset(cfg: DataConfig) -> ImageDataset:
+def load_cifar10_dataset(cfg: DataConfig) -> ArrayDataset:
     """CIFAR-10 from ``<root>/cifar-10-batches-py`` (downloads only if ``cfg.download``)."""
     return _load_cifar_dataset(cfg, "cifar10", "CIFAR-10", 10, CIFAR10_MEAN, CIFAR10_STD)
 
 
-def load_cifar100_dataset(cfg: DataConfig) -> ImageDataset:
+def load_cifar100_dataset(cfg: DataConfig) -> ArrayDataset:
     """CIFAR-100 with its 100 fine labels from ``<root>/cifar-100-python``."""
     return _load_cifar_dataset(cfg, "cifar100", "CIFAR-100", 100, CIFAR100_MEAN, CIFAR100_STD)
 
 
-def load_svhn_dataset(cfg: DataConfig) -> ImageDataset:
+def load_svhn_dataset(cfg: DataConfig) -> ArrayDataset:
     """SVHN's cropped digits (``train_32x32.mat``, ``test_32x32.mat`` directly in ``cfg.root``).
 
     The ``extra`` split is not used. torchvision already maps SVHN's label 10 to digit 0 and
@@ -298,7 +298,7 @@ def load_svhn_dataset(cfg: DataConfig) -> ImageDataset:
     def labels(split) -> np.ndarray:
         return np.asarray(split.labels, dtype=np.uint8)
 
-    return ImageDataset(
+    return ArrayDataset(
         "svhn",
         images(train),
         labels(train),
@@ -311,7 +311,7 @@ def load_svhn_dataset(cfg: DataConfig) -> ImageDataset:
     )
 
 
-DATASET_LOADERS: dict[str, Callable[[DataConfig], ImageDataset]] = {
+DATASET_LOADERS: dict[str, Callable[[DataConfig], ArrayDataset]] = {
     "digits": load_digits_dataset,
     "mnist": load_mnist_dataset,
     "fashion_mnist": load_fashion_mnist_dataset,
@@ -321,5 +321,5 @@ DATASET_LOADERS: dict[str, Callable[[DataConfig], ImageDataset]] = {
 }
 
 
-def load_dataset(cfg: DataConfig) -> ImageDataset:
+def load_dataset(cfg: DataConfig) -> ArrayDataset:
     return DATASET_LOADERS[cfg.name](cfg)

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.seeding import Purpose, derive_seed
 
 
@@ -32,7 +32,7 @@ def stratified_holdout(
     return kept, held_out
 
 
-def hold_out_validation(dataset: ImageDataset, fraction: float, run_seed: int) -> ImageDataset:
+def hold_out_validation(dataset: ArrayDataset, fraction: float, run_seed: int) -> ArrayDataset:
     """The data set with a validation split taken out of its training images (a copy)."""
     if fraction <= 0:
         return dataset
@@ -40,8 +40,8 @@ def hold_out_validation(dataset: ImageDataset, fraction: float, run_seed: int) -
     kept, held_out = stratified_holdout(dataset.train_labels, fraction, rng)
     return dataclasses.replace(
         dataset,
-        train_images=dataset.train_images[kept],
+        train_inputs=dataset.train_inputs[kept],
         train_labels=dataset.train_labels[kept],
-        val_images=dataset.train_images[held_out],
+        val_inputs=dataset.train_inputs[held_out],
         val_labels=dataset.train_labels[held_out],
     )

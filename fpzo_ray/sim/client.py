@@ -30,7 +30,7 @@ from fpzo_ray.accounting.memory import MemoryMeter, sparse_peak_bytes
 from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.algorithms.base import ClientModel
 from fpzo_ray.config import RunConfig
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
 from fpzo_ray.pruning import Mask
@@ -57,7 +57,7 @@ class ClientRuntime:
     """One model serving many virtual clients (see the module docstring)."""
 
     def __init__(
-        self, cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+        self, cfg: RunConfig, dataset: ArrayDataset, partition: Sequence[np.ndarray]
     ) -> None:
         self.cfg = cfg
         self.dataset = dataset

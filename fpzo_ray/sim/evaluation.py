@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 
 
 class Evaluator:
@@ -21,7 +21,7 @@ class Evaluator:
         self,
         model: nn.Module,
         flat: torch.Tensor,
-        dataset: ImageDataset,
+        dataset: ArrayDataset,
         device: torch.device,
         batch_size: int = 1024,
     ) -> None:

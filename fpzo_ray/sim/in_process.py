@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fpzo_ray.config import RunConfig
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.devices import client_devices
 from fpzo_ray.sim.messages import MaskBroadcast
@@ -37,7 +37,7 @@ class InProcessPool:
 
 
 def run_in_process(
-    cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+    cfg: RunConfig, dataset: ArrayDataset, partition: Sequence[np.ndarray]
 ) -> list[dict[str, Any]]:
     """A whole run in this process, no Ray: the reference the Ray engine must agree with.
 

@@ -26,7 +26,7 @@ import torch
 from fpzo_ray.accounting import forward_flops, layer_flops
 from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.config import RunConfig
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
@@ -55,7 +55,7 @@ class FederatedServer:
     def __init__(
         self,
         cfg: RunConfig,
-        dataset: ImageDataset,
+        dataset: ArrayDataset,
         pool: ClientPool,
         devices: ClientDevices | None = None,
     ) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fpzo_ray.config import RunConfig
-from fpzo_ray.data.registry import ImageDataset
+from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
@@ -32,7 +32,7 @@ class ClientWorker:
     """A worker actor's body: one :class:`ClientRuntime` serving chunks of virtual clients."""
 
     def __init__(
-        self, cfg: RunConfig, dataset: ImageDataset, partition: Sequence[np.ndarray]
+        self, cfg: RunConfig, dataset: ArrayDataset, partition: Sequence[np.ndarray]
     ) -> None:
         configure_logging()
         keep_freed_memory()
