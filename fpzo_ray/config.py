@@ -22,54 +22,25 @@ from typing import Any
 
 import yaml
 
-from fpzo_ray.algorithms.registry import REGISTRY  # plain data: imports no torch
+from fpzo_ray import registry  # plain data: imports no torch
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
-MODELS = ("auto", "digits_cnn", "lenet5", "resnet20", "resnet18")
-#: The model ``model.name: auto`` picks for each data set.
-DEFAULT_MODEL = {
-    "digits": "digits_cnn",
-    "mnist": "lenet5",
-    "fashion_mnist": "lenet5",
-    "cifar10": "resnet20",
-    "cifar100": "resnet20",
-    "svhn": "resnet20",
-}
-#: Image side of each data set, and the smallest side each model accepts (checked on load).
-IMAGE_SIZE = {
-    "digits": 8,
-    "mnist": 28,
-    "fashion_mnist": 28,
-    "cifar10": 32,
-    "cifar100": 32,
-    "svhn": 32,
-}
-MIN_IMAGE_SIZE = {"digits_cnn": 4, "lenet5": 12, "resnet20": 8, "resnet18": 8}
-PARTITIONS = ("iid", "dirichlet", "shards")
-PRUNING_METHODS = (
-    "dense",
-    "random",
-    "random_layerwise",
-    "magnitude",
-    "snip",
-    "grasp",
-    "synflow",
-    "ntk_sap",
-    "ntk_sap_data",
-    "ntk_sap_central",
-)
+DATASETS = registry.DATASETS.names
+MODELS = ("auto", *registry.MODELS.names)
+PARTITIONS = registry.PARTITIONERS.names
+PRUNING_METHODS = registry.PRUNING_METHODS.names
 PRUNING_SCOPES = ("global", "layer")
 INIT_SCALINGS = ("fan_in", "none")
 DRAW_INITS = ("model", "kaiming_normal")
-REFERENCE_METHODS = tuple(m for m in PRUNING_METHODS if m not in ("dense", "random_layerwise"))
-ALGORITHMS = tuple(REGISTRY)  # the registered algorithms; their modes are checked below
-MODES = ("fedsgd", "fedavg")
-ESTIMATORS = ("forward", "central")
-DIRECTIONS = ("gaussian", "rademacher")
+REFERENCE_METHODS = tuple(
+    m for m in PRUNING_METHODS if registry.PRUNING_METHODS.info(m, "reference", True)
+)
+ALGORITHMS = tuple(registry.ALGORITHMS)  # their modes are checked in _cross_check
+MODES = tuple(dict.fromkeys(m for modes in registry.ALGORITHMS.values() for m in modes))
+ESTIMATORS = registry.DIFFERENCE_SCHEMES.names
+DIRECTIONS = registry.DIRECTION_KINDS.names
 PERTURBATION_SCOPES = ("full", "layerwise")
 BATCHINGS = ("loop", "vmap", "batched")
-FEDAVG_UPLOADS = ("scalars", "dense_update")
-SERVER_OPTIMIZERS = ("adam", "sgd", "sgd_momentum")
+SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
 NORMS = ("group", "none", "batch")
 ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
@@ -233,7 +204,7 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message is one line naming the field."""
 
 
-def _spec(
+def setting(
     default: Any,
     *,
     choices: tuple | None = None,
@@ -242,12 +213,15 @@ def _spec(
     le: float | None = None,
     lt: float | None = None,
     max_len: int | None = None,
+    paths: bool = False,
     doc: str = "",
 ) -> Any:
     """A dataclass field carrying its own validation rule in its metadata (``max_len``: of a
-    string, which must then also be non-empty)."""
+    string, which must then also be non-empty; ``paths``: besides its ``choices`` the field
+    takes an import path ``module:attribute`` naming a researcher's own component)."""
     rule = {
         "choices": choices,
+        "paths": paths,
         "ge": ge,
         "gt": gt,
         "le": le,
@@ -264,15 +238,23 @@ def _spec(
 class DataConfig:
     """``data.*``: the data set, its partition over clients and the validation split."""
 
-    name: str = _spec("digits", choices=DATASETS, doc="data set from the registry")
-    root: str = _spec("data", doc="folder holding torchvision data sets (mnist)")
-    download: bool = _spec(False, doc="let torchvision download a missing data set")
-    partition: str = _spec("iid", choices=PARTITIONS)
-    alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration (partition=dirichlet)")
-    shards_per_client: int = _spec(2, ge=1, doc="classes-per-client shards (partition=shards)")
-    num_clients: int = _spec(50, ge=1, doc="size of the virtual client population")
-    min_partition_size: int = _spec(2, ge=1, doc="fewest training samples a client may hold")
-    validation_fraction: float = _spec(
+    name: str = setting("digits", choices=DATASETS, doc="data set from the registry")
+    target: str = setting(
+        "",
+        doc="your loader as an import path 'module:function', called as function(**args); "
+        "replaces name (docs/EXTENDING.md)",
+    )
+    args: dict[str, Any] | None = setting(None, doc="keyword arguments of data.target")
+    root: str = setting("data", doc="folder holding torchvision data sets (mnist)")
+    download: bool = setting(False, doc="let torchvision download a missing data set")
+    partition: str = setting(
+        "iid", choices=PARTITIONS, paths=True, doc="or your partitioner as 'module:function'"
+    )
+    alpha: float = setting(0.5, gt=0.0, doc="Dirichlet concentration (partition=dirichlet)")
+    shards_per_client: int = setting(2, ge=1, doc="classes-per-client shards (partition=shards)")
+    num_clients: int = setting(50, ge=1, doc="size of the virtual client population")
+    min_partition_size: int = setting(2, ge=1, doc="fewest training samples a client may hold")
+    validation_fraction: float = setting(
         0.1,
         ge=0.0,
         le=0.5,
@@ -286,37 +268,46 @@ class DataConfig:
 class ModelConfig:
     """``model.*``: the architecture and its ZO-friendly normalisation and activation."""
 
-    name: str = _spec(
+    name: str = setting(
         "auto",
         choices=MODELS,
         doc="auto: digits_cnn (digits), lenet5 (mnist, fashion_mnist), resnet20",
     )
-    norm: str = _spec(
+    target: str = setting(
+        "",
+        doc="your model as an import path 'module:build', called as "
+        "build(input_shape, num_classes, **args) -> nn.Module; replaces name",
+    )
+    args: dict[str, Any] | None = setting(None, doc="keyword arguments of model.target")
+    norm: str = setting(
         "group",
         choices=NORMS,
         doc="GroupNorm without affine (BAFFLE), none, or batch (batch statistics)",
     )
-    norm_groups: int = _spec(2, ge=1)
-    activation: str = _spec("hardswish", choices=ACTIVATIONS)
+    norm_groups: int = setting(2, ge=1)
+    activation: str = setting("hardswish", choices=ACTIVATIONS)
 
 
 @dataclass(frozen=True)
 class PruningConfig:
     """``pruning.*``: the foresight-pruning method, its sparsity and schedule."""
 
-    method: str = _spec(
+    method: str = setting(
         "ntk_sap",
         choices=PRUNING_METHODS,
-        doc="ntk_sap = federated data-free NTK-SAP; sparsity 0 means no pruning",
+        paths=True,
+        doc="ntk_sap = federated data-free NTK-SAP; or your method as 'module:attribute'; "
+        "sparsity 0 means no pruning",
     )
-    sparsity: float = _spec(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
-    scope: str = _spec("global", choices=PRUNING_SCOPES, doc="top-k over all layers or per layer")
-    reference_method: str = _spec(
+    args: dict[str, Any] | None = setting(None, doc="keyword arguments of your pruning.method")
+    sparsity: float = setting(0.0, ge=0.0, lt=1.0, doc="fraction of prunable weights removed")
+    scope: str = setting("global", choices=PRUNING_SCOPES, doc="top-k over all layers or per layer")
+    reference_method: str = setting(
         "ntk_sap",
         choices=REFERENCE_METHODS,
         doc="random_layerwise copies this mask's per-layer densities",
     )
-    init_scaling: str = _spec(
+    init_scaling: str = setting(
         "none",
         choices=INIT_SCALINGS,
         doc="none (the paper's): kept weights start as initialised; fan_in: multiplied by "
@@ -324,14 +315,16 @@ class PruningConfig:
         "matches the dense layer's (an ablation: no significant gain once the learning "
         "rate is tuned, see README)",
     )
-    iterations: int = _spec(
+    iterations: int = setting(
         10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)"
     )
-    clients_per_iteration: int = _spec(10, ge=1)
-    draws_per_client: int = _spec(1, ge=1, doc="R, fresh (input, initialisation) draws per client")
-    batch_size: int = _spec(16, ge=1, doc="inputs per draw (Gaussian, or local data)")
-    epsilon: float = _spec(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
-    draw_init: str = _spec(
+    clients_per_iteration: int = setting(10, ge=1)
+    draws_per_client: int = setting(
+        1, ge=1, doc="R, fresh (input, initialisation) draws per client"
+    )
+    batch_size: int = setting(16, ge=1, doc="inputs per draw (Gaussian, or local data)")
+    epsilon: float = setting(0.01, gt=0.0, doc="weight perturbation scale of the NTK-SAP saliency")
+    draw_init: str = setting(
         "model",
         choices=DRAW_INITS,
         doc="initialisation of NTK-SAP's fresh weight draws: model = the model's own "
@@ -343,19 +336,25 @@ class PruningConfig:
 class ZOConfig:
     """``zo.*``: the zeroth-order estimator and how its forward passes run."""
 
-    num_perturbations: int = _spec(20, ge=1, doc="K, random directions per client step")
-    sigma: float = _spec(1e-3, gt=0.0, doc="finite-difference step")
-    estimator: str = _spec(
-        "forward", choices=ESTIMATORS, doc="forward: K+1 passes; central: 2K passes"
+    num_perturbations: int = setting(20, ge=1, doc="K, random directions per client step")
+    sigma: float = setting(1e-3, gt=0.0, doc="finite-difference step")
+    estimator: str = setting(
+        "forward",
+        choices=ESTIMATORS,
+        paths=True,
+        doc="difference scheme: forward (K+1 passes), central (2K passes) or yours as "
+        "'module:SCHEME'",
     )
-    direction: str = _spec("gaussian", choices=DIRECTIONS)
-    perturbation_scope: str = _spec(
+    direction: str = setting(
+        "gaussian", choices=DIRECTIONS, paths=True, doc="or yours as 'module:fill_function'"
+    )
+    perturbation_scope: str = setting(
         "full",
         choices=PERTURBATION_SCOPES,
         doc="layerwise: each direction perturbs one block, K split by kept coordinates, "
         "forward resumed from the cached block input",
     )
-    batching: str = _spec(
+    batching: str = setting(
         "loop",
         choices=BATCHINGS,
         doc="how the K+1 (central: 2K) forward passes of a step run: loop = one model at a "
@@ -363,63 +362,61 @@ class ZOConfig:
         "convolutions, batched matrix products; more activation memory); vmap = "
         "torch.func.vmap over the copies",
     )
-    chunk_size: int = _spec(
+    chunk_size: int = setting(
         0, ge=0, doc="batched and vmap: models per stacked pass; 0 = all of a step's at once"
     )
-    microbatch_size: int = _spec(
+    microbatch_size: int = setting(
         0,
         ge=0,
         doc="stream each forward pass through chunks of this many samples (less "
         "activation memory, same loss); 0 = the whole batch at once",
     )
-    clip_inf_norm: float = _spec(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
-    ema_decay: float = _spec(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
+    clip_inf_norm: float = setting(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
+    ema_decay: float = setting(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """``training.*``: the federated algorithm, its rounds and its optimizers."""
 
-    algorithm: str = _spec(
+    algorithm: str = setting(
         "zo",
         choices=ALGORITHMS,
+        paths=True,
         doc="zo: BP-free; bp: backprop FedAvg; zo_momentum: ZO FedSGD whose "
-        "server steps with a moving average of the estimates",
+        "server steps with a moving average of the estimates; or your FederatedAlgorithm "
+        "subclass as 'module:Class' (training.mode is then ignored)",
     )
-    mode: str = _spec(
+    args: dict[str, Any] | None = setting(
+        None, doc="the algorithm's own hyperparameters (its Params class; docs/EXTENDING.md)"
+    )
+    mode: str = setting(
         "fedsgd", choices=MODES, doc="fedsgd: one step per round; fedavg: local_steps client steps"
     )
-    rounds: int = _spec(200, ge=1)
-    clients_per_round: int = _spec(10, ge=1)
-    batch_size: int = _spec(32, ge=1, doc="client mini-batch per step")
-    local_steps: int = _spec(1, ge=1, doc="E, client steps per round (fedavg, bp)")
-    client_lr: float = _spec(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")
-    client_momentum: float = _spec(0.0, ge=0.0, lt=1.0)
-    bp_microbatch_size: int = _spec(
+    rounds: int = setting(200, ge=1)
+    clients_per_round: int = setting(10, ge=1)
+    batch_size: int = setting(32, ge=1, doc="client mini-batch per step")
+    local_steps: int = setting(1, ge=1, doc="E, client steps per round (fedavg, bp)")
+    client_lr: float = setting(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")
+    client_momentum: float = setting(0.0, ge=0.0, lt=1.0)
+    bp_microbatch_size: int = setting(
         0,
         ge=0,
         doc="BP clients: forward and backward in chunks of this many samples, "
         "gradients accumulated (same update, the activations of one chunk); "
         "0 = the whole batch at once",
     )
-    fedavg_upload: str = _spec(
-        "scalars",
-        choices=FEDAVG_UPLOADS,
-        doc="scalars: server replays the seeds; dense_update: masked delta",
+    server_optimizer: str = setting(
+        "adam", choices=SERVER_OPTIMIZERS, paths=True, doc="or yours as 'module:Class'"
     )
-    server_optimizer: str = _spec("adam", choices=SERVER_OPTIMIZERS)
-    server_lr: float = _spec(0.01, gt=0.0)
-    server_momentum: float = _spec(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
-    estimate_momentum: float = _spec(
-        0.9,
-        ge=0.0,
-        lt=1.0,
-        doc="zo_momentum: beta of the moving average of the clipped estimates (0 = ZO FedSGD)",
+    server_lr: float = setting(0.01, gt=0.0)
+    server_momentum: float = setting(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
+    adam_beta1: float = setting(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = setting(0.99, ge=0.0, lt=1.0)
+    eval_every: int = setting(
+        1, ge=1, doc="evaluate the global model every N rounds (and the last)"
     )
-    adam_beta1: float = _spec(0.9, ge=0.0, lt=1.0)
-    adam_beta2: float = _spec(0.99, ge=0.0, lt=1.0)
-    eval_every: int = _spec(1, ge=1, doc="evaluate the global model every N rounds (and the last)")
-    target_accuracy: float = _spec(
+    target_accuracy: float = setting(
         0.0, ge=0.0, le=1.0, doc="report the (simulated) time to reach it; 0 = none"
     )
 
@@ -428,38 +425,38 @@ class TrainingConfig:
 class SimulationConfig:
     """``simulation.*``: the actors that run a federation, their resources, checkpoints."""
 
-    num_workers: int = _spec(
+    num_workers: int = setting(
         2, ge=0, doc="client worker actors per run; 0 = as many as the cluster's CPUs allow"
     )
-    worker_cpus: float = _spec(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
-    worker_gpus: float = _spec(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
-    worker_memory_mb: float = _spec(
+    worker_cpus: float = setting(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
+    worker_gpus: float = setting(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
+    worker_memory_mb: float = setting(
         0.0,
         ge=0.0,
         doc="Ray memory resource of each worker, MB = 10^6 bytes (schedules only); 0 = none",
     )
-    server_cpus: float = _spec(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
-    device: str = _spec("cpu", choices=DEVICES)
-    placement: str = _spec(
+    server_cpus: float = setting(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
+    device: str = setting("cpu", choices=DEVICES)
+    placement: str = setting(
         "pack", choices=PLACEMENTS, doc="pack a run's actors on few nodes, or spread them"
     )
-    on_worker_failure: str = _spec(
+    on_worker_failure: str = setting(
         "retry",
         choices=WORKER_FAILURE_POLICIES,
         doc="clients of a dead worker: rerun elsewhere, or drop",
     )
-    compile: bool = _spec(
+    compile: bool = setting(
         False,
         doc="torch.compile each worker's forward passes (inductor; compiled once per worker, "
         "cached on disk): faster rounds after seconds of compilation per worker",
     )
-    checkpoint_every: int = _spec(
+    checkpoint_every: int = setting(
         10,
         ge=0,
         doc="rounds between checkpoints of the server state (sweeps and runs "
         "resume from the last one); 0 = off",
     )
-    estimate_on: str = _spec(
+    estimate_on: str = setting(
         "workers",
         choices=ESTIMATE_PLACES,
         doc="where the simulator rebuilds a ZO client's estimate (FedSGD) or replays its local "
@@ -473,18 +470,18 @@ class SimulationConfig:
 class DevicesConfig:
     """``devices.*``: device profiles, their population mix and the round deadline."""
 
-    enabled: bool = _spec(False, doc="give clients device profiles: budgets, clock, dropouts")
-    profiles_file: str = _spec("", doc="YAML of profiles; empty = the shipped devices.yaml")
-    population: dict[str, float] | None = _spec(
+    enabled: bool = setting(False, doc="give clients device profiles: budgets, clock, dropouts")
+    profiles_file: str = setting("", doc="YAML of profiles; empty = the shipped devices.yaml")
+    population: dict[str, float] | None = setting(
         None, doc="profile -> fraction of clients; empty = the profiles file's mix"
     )
-    memory_figure: str = _spec(
+    memory_figure: str = setting(
         "sparse",
         choices=MEMORY_FIGURES,
         doc="peak held against budgets: sparse = with the model stored "
         "sparsely, dense = the simulator's dense buffers",
     )
-    round_deadline_s: float = _spec(
+    round_deadline_s: float = setting(
         0.0, ge=0.0, doc="simulated seconds after which stragglers are dropped; 0 = none"
     )
 
@@ -493,7 +490,7 @@ class DevicesConfig:
 class TrackingConfig:
     """``tracking.*``: where MLflow records the run."""
 
-    experiment: str = _spec(
+    experiment: str = setting(
         "fpzo_ray",
         max_len=256,
         doc="MLflow experiment name (its SQL stores hold at most 256 characters)",
@@ -504,7 +501,7 @@ class TrackingConfig:
 class RunConfig:
     """Everything that determines a federated run: a run is a function of this and nothing else."""
 
-    seed: int = _spec(0, ge=0)
+    seed: int = setting(0, ge=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
@@ -516,10 +513,18 @@ class RunConfig:
 
     @property
     def model_name(self) -> str:
-        """The concrete model: ``auto`` resolves by data set."""
+        """The concrete model: its import path, or a registered name (``auto`` resolves by
+        data set: a researcher's data set gets the name ``auto`` asks for nothing)."""
+        if self.model.target:
+            return self.model.target
         if self.model.name != "auto":
             return self.model.name
-        return DEFAULT_MODEL[self.data.name]
+        return registry.DATASETS.info(self.data.name, "model")
+
+    @property
+    def data_name(self) -> str:
+        """The data set: its loader's import path or its registered name."""
+        return self.data.target or self.data.name
 
     @property
     def pruning_method(self) -> str:
@@ -553,6 +558,14 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
                 f"config error: {path}: got {show(value)} ({len(value)} characters), must be "
                 f"1 to {max_len} characters"
             )
+    elif tp == dict[str, Any] | None:  # keyword arguments of a researcher's component
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(
+                f"config error: {path}: got {show(value)}, must map argument names to values"
+            )
+        return dict(value)
     elif typing.get_origin(tp) in (types.UnionType, typing.Union):  # a mapping of numbers, or None
         if value is None:
             return None
@@ -571,7 +584,12 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
         return {k: float(v) for k, v in value.items()}
     choices = rule.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config error: {path}: got {show(value)}, allowed: {', '.join(choices)}")
+        if rule.get("paths") and registry.is_import_path(value):
+            return value  # imported and checked by _check_targets
+        also = " or an import path 'module:attribute'" if rule.get("paths") else ""
+        raise ConfigError(
+            f"config error: {path}: got {show(value)}, allowed: {', '.join(choices)}{also}"
+        )
     for key, op, words in (
         ("ge", float.__ge__, ">="),
         ("gt", float.__gt__, ">"),
@@ -617,11 +635,22 @@ def _cross_check(cfg: RunConfig) -> None:
             f"config error: pruning.clients_per_iteration: got {cfg.pruning.clients_per_iteration}"
             f", must be <= data.num_clients ({cfg.data.num_clients})"
         )
-    if IMAGE_SIZE[cfg.data.name] < MIN_IMAGE_SIZE[cfg.model_name]:
+    if cfg.model.target and cfg.model.name != "auto":
+        raise ConfigError(
+            f"config error: model.target: set either model.name ({cfg.model.name}) or "
+            "model.target, not both"
+        )
+    if cfg.data.target and cfg.model.name == "auto" and not cfg.model.target:
+        raise ConfigError(
+            "config error: model.name: auto picks a model for a registered data set; with "
+            "data.target name a model (model.name or model.target)"
+        )
+    side = registry.DATASETS.info(cfg.data_name, "side")
+    min_side = registry.MODELS.info(cfg.model_name, "min_side")
+    if side is not None and min_side is not None and side < min_side:
         raise ConfigError(
             f"config error: model.name: {cfg.model_name} needs images of at least "
-            f"{MIN_IMAGE_SIZE[cfg.model_name]} px, {cfg.data.name} has "
-            f"{IMAGE_SIZE[cfg.data.name]}"
+            f"{min_side} px, {cfg.data.name} has {side}"
         )
     if cfg.zo.microbatch_size > 0 and cfg.model.norm == "batch":
         raise ConfigError(
@@ -647,12 +676,42 @@ def _cross_check(cfg: RunConfig) -> None:
             "normalisation (model.norm group or none); batch statistics change "
             "with the chunk"
         )
-    modes = REGISTRY[cfg.training.algorithm]
-    if cfg.training.mode not in modes:
+    modes = registry.ALGORITHMS.get(cfg.training.algorithm)
+    if modes is not None and cfg.training.mode not in modes:
         raise ConfigError(
             f"config error: training.mode: got {cfg.training.mode!r}, algorithm "
             f"{cfg.training.algorithm} runs {', '.join(modes)}"
         )
+    for args_field, args, owner_field, owner in (
+        ("model.args", cfg.model.args, "model.target", cfg.model.target),
+        ("data.args", cfg.data.args, "data.target", cfg.data.target),
+        ("pruning.args", cfg.pruning.args, "pruning.method", cfg.pruning.method),
+    ):
+        if args and not registry.is_import_path(owner):
+            raise ConfigError(
+                f"config error: {args_field}: keyword arguments of a component given by "
+                f"import path in {owner_field}, which names none"
+            )
+    _check_targets(cfg)
+    if cfg.training.args and not registry.is_import_path(cfg.training.algorithm):
+        registry.algorithm_class(cfg.training.algorithm, cfg.training.mode).validate(cfg)
+
+
+def _check_targets(cfg: RunConfig) -> None:
+    """Import every component the configuration names by import path, here on the driver
+    before any work, and hold it to its extension point's contract: a missing module or
+    attribute, or a wrong signature, is one line naming the field and the target."""
+    for field_name, check in registry.TARGET_CHECKS.items():
+        section, key = field_name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not value or not registry.is_import_path(value):
+            continue
+        try:
+            check(value, cfg)
+        except registry.TargetError as exc:
+            raise ConfigError(f"config error: {field_name}: {exc}") from None
+        except ConfigError:
+            raise
 
 
 def field_type(dotted: str) -> type:
@@ -674,6 +733,13 @@ def field_type(dotted: str) -> type:
     if dataclasses.is_dataclass(cls):
         raise ConfigError(f"config error: {dotted}: is a section, not a field")
     return cls
+
+
+def build_section(cls: type, raw: Mapping[str, Any] | None, prefix: str) -> Any:
+    """A frozen dataclass (a section, or an algorithm's ``Params``) from a mapping, checked
+    like the configuration: unknown keys and wrong types are a :class:`ConfigError` naming
+    ``prefix + key``."""
+    return _build(cls, raw or {}, prefix)
 
 
 def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:

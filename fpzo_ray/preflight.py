@@ -22,13 +22,13 @@ def preflight(configs: Sequence[RunConfig]) -> None:
     for cfg in configs:
         if cfg.devices.enabled:
             load_catalog(cfg.devices.profiles_file or None, cfg.devices.population)
-        key = (cfg.data, cfg.seed)
-        if key in seen:
+        data = repr(cfg.data)  # its args (a dict) make the section unhashable
+        if (data, cfg.seed) in seen:
             continue
-        seen.add(key)
-        if cfg.data not in datasets:
+        seen.add((data, cfg.seed))
+        if data not in datasets:
             try:
-                datasets[cfg.data] = load_dataset(cfg.data)
+                datasets[data] = load_dataset(cfg.data)
             except FileNotFoundError as exc:
                 raise ConfigError(f"config error: {exc}") from None
-        federated_data(cfg, datasets[cfg.data])
+        federated_data(cfg, datasets[data])

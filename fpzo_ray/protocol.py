@@ -12,15 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from fpzo_ray.config import RunConfig
+from fpzo_ray.registry import DIFFERENCE_SCHEMES, DIRECTION_KINDS
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.zo import perturbation_seeds
 from fpzo_ray.zo.client_update import ZOUpdateSpec
 from fpzo_ray.zo.estimator import EstimatorSpec
-
-
-def local_steps(cfg: RunConfig) -> int:
-    """E, the client steps per round: ``training.local_steps`` in FedAvg, 1 in FedSGD."""
-    return cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
 
 
 def sample_clients(
@@ -70,11 +66,13 @@ def minibatch_indices(
     return np.sort(rng.choice(partition, size=batch_size, replace=False))
 
 
-def step_seeds(cfg: RunConfig, round_index: int, client_id: int) -> list[list[int]]:
-    """The K perturbation seeds of each of a client's local steps in a round."""
+def step_seeds(
+    cfg: RunConfig, round_index: int, client_id: int, local_steps: int
+) -> list[list[int]]:
+    """The K perturbation seeds of each of a client's ``local_steps`` steps in a round."""
     return [
         perturbation_seeds(cfg.seed, round_index, client_id, step, cfg.zo.num_perturbations)
-        for step in range(local_steps(cfg))
+        for step in range(local_steps)
     ]
 
 
@@ -86,23 +84,26 @@ def pruning_draw_seeds(cfg: RunConfig, iteration: int, client_id: int) -> list[i
     ]
 
 
-def zo_update_spec(cfg: RunConfig) -> ZOUpdateSpec:
+def zo_update_spec(cfg: RunConfig, clip_on_client: bool) -> ZOUpdateSpec:
     """The specification of a client's ZO work, shared by the client that runs it and the
     server that rebuilds (FedSGD) or replays (FedAvg) it from the uploaded scalars.
 
     Clipping: in FedSGD the server clips the averaged estimate (BAFFLE), so the clients do
     not; in FedAvg each client clips its own local estimates before its local step (and the
-    replay does too).
+    replay does too): ``clip_on_client``, the algorithm's choice.
     """
-    fedavg = cfg.training.mode == "fedavg"
     return ZOUpdateSpec(
-        estimator=EstimatorSpec(cfg.zo.estimator, cfg.zo.direction, cfg.zo.sigma),
+        estimator=EstimatorSpec(
+            DIFFERENCE_SCHEMES.load(cfg.zo.estimator),
+            DIRECTION_KINDS.load(cfg.zo.direction),
+            cfg.zo.sigma,
+        ),
         num_perturbations=cfg.zo.num_perturbations,
         perturbation_scope=cfg.zo.perturbation_scope,
         batching=cfg.zo.batching,
         chunk_size=cfg.zo.chunk_size,
         client_lr=cfg.training.client_lr,
         client_momentum=cfg.training.client_momentum,
-        clip_inf_norm=cfg.zo.clip_inf_norm if fedavg else 0.0,
+        clip_inf_norm=cfg.zo.clip_inf_norm if clip_on_client else 0.0,
         microbatch_size=cfg.zo.microbatch_size,
     )

@@ -30,6 +30,7 @@ class Purpose(enum.IntEnum):
     DEVICE = 9
     AVAILABILITY = 10
     VALIDATION_SPLIT = 11
+    ALGORITHM = 12  # an algorithm's own streams (e.g. a shared seed pool)
 
 
 def _splitmix64(x: int) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fpzo_ray.algorithms import REGISTRY, algorithm_class, algorithm_for
+from fpzo_ray.algorithms import algorithm_class, algorithm_for
 from fpzo_ray.algorithms.base import FederatedAlgorithm
 from fpzo_ray.algorithms.zo_fedsgd_momentum import ZOFedSGDMomentum
 from fpzo_ray.config import ConfigError, config_from_dict
 from fpzo_ray.data import federated_data
+from fpzo_ray.registry import ALGORITHMS
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.in_process import InProcessPool, run_in_process
 from fpzo_ray.sim.server import FederatedServer
@@ -32,7 +33,7 @@ def _without_time(metrics):
 
 
 def test_every_registered_pair_builds_its_strategy():
-    for algorithm, modes in REGISTRY.items():
+    for algorithm, modes in ALGORITHMS.items():
         for mode in modes:
             cfg = _cfg(algorithm=algorithm, mode=mode)
             strategy = algorithm_for(cfg)
@@ -48,7 +49,7 @@ def test_an_unregistered_pair_is_a_one_line_config_error():
 
 def test_estimate_momentum_zero_is_zo_fedsgd_bit_for_bit():
     plain = _cfg()
-    momentum = _cfg(algorithm="zo_momentum", estimate_momentum=0.0)
+    momentum = _cfg(algorithm="zo_momentum", args={"estimate_momentum": 0.0})
     assert _without_time(run_in_process(momentum, *federated_data(momentum))) == _without_time(
         run_in_process(plain, *federated_data(plain))
     )
@@ -65,7 +66,7 @@ class _Recorder:
 
 
 def test_the_server_steps_with_the_moving_average_of_the_clipped_estimates():
-    strategy = ZOFedSGDMomentum(_cfg(algorithm="zo_momentum", estimate_momentum=0.75))
+    strategy = ZOFedSGDMomentum(_cfg(algorithm="zo_momentum", args={"estimate_momentum": 0.75}))
     assert strategy.server_clip_inf_norm == 0.0  # it clips before averaging, not after
     clip = strategy.cfg.zo.clip_inf_norm
     recorder = _Recorder()
@@ -80,7 +81,10 @@ def test_the_server_steps_with_the_moving_average_of_the_clipped_estimates():
 
 def test_the_moving_average_is_checkpointed_and_a_resumed_run_is_unchanged():
     cfg = _cfg(
-        algorithm="zo_momentum", estimate_momentum=0.9, server_optimizer="sgd", server_lr=0.05
+        algorithm="zo_momentum",
+        args={"estimate_momentum": 0.9},
+        server_optimizer="sgd",
+        server_lr=0.05,
     )
     dataset, partition = federated_data(cfg)
 

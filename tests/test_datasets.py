@@ -16,7 +16,7 @@ import pytest
 from conftest import REAL_DATA_ROOT
 
 from fpzo_ray.config import ConfigError, DataConfig, RunConfig
-from fpzo_ray.data import load_dataset
+from fpzo_ray.data import PixelNormalisation, load_dataset
 from fpzo_ray.preflight import preflight
 
 N_TRAIN, N_TEST = 20, 10
@@ -54,7 +54,7 @@ def _write_mnist_format(raw: Path) -> dict[str, np.ndarray]:
 def test_mnist_format_round_trip(tmp_path, name, folder):
     written = _write_mnist_format(tmp_path / folder / "raw")
     ds = load_dataset(DataConfig(name=name, root=str(tmp_path)))
-    assert ds.name == name and ds.num_classes == 10 and ds.pixel_max == 255.0
+    assert ds.name == name and ds.num_classes == 10 and ds.normalisation.pixel_max == 255.0
     assert ds.train_inputs.shape == (N_TRAIN, 1, 28, 28) and ds.test_inputs.shape == (
         N_TEST,
         1,
@@ -187,7 +187,7 @@ def _write_cifar100(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _check_cifar(ds, written: dict[str, np.ndarray], num_classes: int) -> None:
-    assert ds.num_classes == num_classes and ds.pixel_max == 255.0
+    assert ds.num_classes == num_classes and ds.normalisation.pixel_max == 255.0
     assert ds.train_inputs.shape == (N_TRAIN, 3, 32, 32) and ds.test_inputs.shape == (
         N_TEST,
         3,
@@ -213,7 +213,8 @@ def test_cifar10_round_trip(tmp_path):
     _check_cifar(ds, written, num_classes=10)
     images, labels = ds.train_batch(np.array([0, 5]))
     assert tuple(images.shape) == (2, 3, 32, 32) and labels.tolist() == [0, 5]
-    expected = (written["train_rows"][5, 1024 + 2 * 32 + 3] / 255.0 - ds.mean) / ds.std
+    norm = ds.normalisation
+    expected = (written["train_rows"][5, 1024 + 2 * 32 + 3] / 255.0 - norm.mean) / norm.std
     assert images[1, 1, 2, 3].item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -255,7 +256,7 @@ def test_svhn_round_trip_maps_label_10_to_digit_0(tmp_path):
     x_train, y_train = _write_svhn(tmp_path, "train", 7, N_TRAIN)
     x_test, y_test = _write_svhn(tmp_path, "test", 8, N_TEST)
     ds = load_dataset(DataConfig(name="svhn", root=str(tmp_path)))
-    assert ds.name == "svhn" and ds.num_classes == 10 and ds.pixel_max == 255.0
+    assert ds.name == "svhn" and ds.num_classes == 10 and ds.normalisation.pixel_max == 255.0
     assert ds.train_inputs.shape == (N_TRAIN, 3, 32, 32) and ds.test_inputs.shape == (
         N_TEST,
         3,
@@ -318,7 +319,9 @@ def test_normalisation_constants(tmp_path, name, mean, std):
         _write_svhn(tmp_path, "train", 7, N_TRAIN)
         _write_svhn(tmp_path, "test", 8, N_TEST)
     ds = load_dataset(DataConfig(name=name, root=str(tmp_path)))
-    assert ds.mean == pytest.approx(mean, abs=2e-4) and ds.std == pytest.approx(std, abs=2e-4)
+    norm = ds.normalisation
+    assert isinstance(norm, PixelNormalisation) and norm.pixel_max == 255.0
+    assert norm.mean == pytest.approx(mean, abs=2e-4) and norm.std == pytest.approx(std, abs=2e-4)
 
 
 def test_real_mnist():

@@ -226,8 +226,8 @@ def test_non_finite_uploads_are_rejected_and_recorded(digits, monkeypatch):
     server.prune()
     honest = runtime.algorithm.local_work
 
-    def poisoned(model, batches, start, round_index, client_id, shortcuts=False):
-        work = honest(model, batches, start, round_index, client_id, shortcuts)
+    def poisoned(model, batches, start, round_index, client_id, shortcuts=False, payload=None):
+        work = honest(model, batches, start, round_index, client_id, shortcuts, payload)
         if client_id % 2:  # odd clients upload NaN
             bad = tuple(torch.full_like(d, float("nan")) for d in work.upload.step_differences)
             work = dataclasses.replace(work, upload=Upload(step_differences=bad))

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.models import MODEL_CLASSES, bind_flat_buffer, build_model, layout_of
+from fpzo_ray.models import bind_flat_buffer, build_model, layout_of
+from fpzo_ray.registry import MODELS as MODEL_REGISTRY
 
 CASES = {
     "digits_cnn": ("digits", (1, 8, 8), 1_898),
@@ -23,7 +24,7 @@ def _build(name: str, norm: str = "group", activation: str = "hardswish", seed: 
 def test_registry_covers_the_configured_models():
     from fpzo_ray.config import MODELS
 
-    assert set(MODELS) - {"auto"} == set(MODEL_CLASSES)
+    assert set(MODELS) - {"auto"} == set(MODEL_REGISTRY.names)
 
 
 @pytest.mark.parametrize("name", list(CASES))

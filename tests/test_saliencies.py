@@ -12,10 +12,10 @@ from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.models.flat import ParameterLayout, ParameterSlot, layout_of
 from fpzo_ray.pruning.masks import Mask, kept_count, random_mask
+from fpzo_ray.pruning.methods import keep_scores
 from fpzo_ray.pruning.saliencies import (
     grasp_contribution,
     grasp_hessian_gradient,
-    keep_scores,
     magnitude_scores,
     snip_contribution,
     synflow_scores,

@@ -90,7 +90,7 @@ MODES = [
             "algorithm": "zo",
             "mode": "fedavg",
             "local_steps": 2,
-            "fedavg_upload": "dense_update",
+            "args": {"upload": "dense_update"},
         }
     },
     {
@@ -137,7 +137,7 @@ def test_fedavg_scalar_upload_replays_to_the_same_run_as_dense_updates(digits):
     for upload in ("scalars", "dense_update"):
         server, _ = _server(
             digits,
-            training={**common, "fedavg_upload": upload},
+            training={**common, "args": {"upload": upload}},
             pruning={"method": "random", "sparsity": 0.5},
         )
         server.prune()

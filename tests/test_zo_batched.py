@@ -10,7 +10,7 @@ from torch import nn
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
-from fpzo_ray.zo import perturbation_seeds
+from fpzo_ray.zo import CENTRAL, FORWARD, fill_gaussian, perturbation_seeds
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
 from fpzo_ray.zo.stacked import Stacked, forward, stacked_differences, stacked_losses
 
@@ -32,14 +32,14 @@ def _model(name, data, shape, norm):
 
 
 @pytest.mark.parametrize("name, data, shape, norm", MODELS)
-@pytest.mark.parametrize("estimator", ["forward", "central"])
+@pytest.mark.parametrize("estimator", [FORWARD, CENTRAL], ids=["forward", "central"])
 def test_stacked_passes_give_the_loops_differences(name, data, shape, norm, estimator):
     model, flat, layout = _model(name, data, shape, norm)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(8, *shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)
     kept = torch.arange(0, layout.total, 3)  # a sparse model
     seeds = perturbation_seeds(0, 1, 2, 0, 5)
-    spec = EstimatorSpec(estimator, "gaussian", 1e-3)
+    spec = EstimatorSpec(estimator, fill_gaussian, 1e-3)
     before = flat.clone()
     loop = loss_differences(lambda: float(F.cross_entropy(model(x), y)), flat, kept, seeds, spec)
     for chunk in (0, 2):  # all models in one pass, and chunks of two (one straddles)
@@ -65,7 +65,7 @@ def test_a_dense_model_is_perturbed_as_a_mask_of_every_coordinate(name, data, sh
     gen = torch.Generator().manual_seed(2)
     x, y = torch.randn(8, *shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)
     seeds = perturbation_seeds(0, 1, 2, 0, 5)
-    spec = EstimatorSpec("forward", "gaussian", 1e-3)
+    spec = EstimatorSpec(FORWARD, fill_gaussian, 1e-3)
     every = torch.arange(layout.total)
     dense = stacked_differences(model, layout, flat, None, x, y, seeds, spec, 0, True)
     masked = stacked_differences(model, layout, flat, every, x, y, seeds, spec, 0, True)

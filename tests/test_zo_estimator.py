@@ -6,9 +6,13 @@ from torch import nn
 from fpzo_ray.models.flat import bind_flat_buffer
 from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.zo import (
+    CENTRAL,
+    FORWARD,
     EstimatorSpec,
     direction,
     estimate_from_differences,
+    fill_gaussian,
+    fill_rademacher,
     forward_difference,
     loss_differences,
     perturbation_seeds,
@@ -28,8 +32,12 @@ from fpzo_ray.zo.layerwise import (
 )
 
 SPECS = [
-    EstimatorSpec(e, d, 1e-3) for e in ("forward", "central") for d in ("gaussian", "rademacher")
+    EstimatorSpec(e, d, 1e-3) for e in (FORWARD, CENTRAL) for d in (fill_gaussian, fill_rademacher)
 ]
+
+
+def _spec_id(spec: EstimatorSpec) -> str:
+    return f"{spec.scheme.name}-{spec.direction.__name__}"
 
 
 def _quadratic(dim: int, seed: int = 0):
@@ -62,7 +70,7 @@ def _mean_estimate(loss, flat, kept_index, spec, k, trials, seed0=0):
     return total / trials
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.estimator}-{s.direction}")
+@pytest.mark.parametrize("spec", SPECS, ids=_spec_id)
 def test_estimators_are_unbiased_on_the_mask_and_zero_off_it(spec):
     dim = 60
     flat, loss, grad = _quadratic(dim)
@@ -96,7 +104,7 @@ def _error(loss, flat, grad, kept_index, spec, k, trials=30):
 
 def test_variance_falls_with_k_and_with_fewer_trained_coordinates():
     flat, loss, grad = _quadratic(80, seed=1)
-    spec = EstimatorSpec("forward", "gaussian", 1e-3)
+    spec = EstimatorSpec(FORWARD, fill_gaussian, 1e-3)
     everything = torch.arange(80)
     assert _error(loss, flat, grad, everything, spec, 200) < 0.2 * _error(
         loss, flat, grad, everything, spec, 10
@@ -108,7 +116,7 @@ def test_variance_falls_with_k_and_with_fewer_trained_coordinates():
     assert rel_few < 0.3 * rel_all
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.estimator}-{s.direction}")
+@pytest.mark.parametrize("spec", SPECS, ids=_spec_id)
 def test_server_reconstruction_is_bit_identical_to_client_estimate(spec):
     flat, loss, _ = _quadratic(33, seed=2)
     kept_index = torch.tensor([0, 3, 4, 9, 10, 20, 32])
@@ -117,7 +125,7 @@ def test_server_reconstruction_is_bit_identical_to_client_estimate(spec):
     uploaded = client.loss_differences.clone()  # what travels: 25 float32 scalars
     server = estimate_from_differences(uploaded, seeds, spec, kept_index.numel())
     assert torch.equal(server, client.estimate)
-    assert client.num_forward_passes == (26 if spec.estimator == "forward" else 50)
+    assert client.num_forward_passes == (26 if spec.scheme is FORWARD else 50)
 
 
 def test_directions_have_golden_values_on_every_machine():
@@ -125,10 +133,10 @@ def test_directions_have_golden_values_on_every_machine():
     seed = perturbation_seeds(0, 0, 0, 0, 1)[0]
     assert seed == 10927254983031365730  # the SplitMix64 fold of (0, PERTURBATION, 0, 0, 0, 0)
     gaussian = direction(seed, 4)
-    rademacher = direction(seed, 4, kind="rademacher")
+    rademacher = direction(seed, 4, fill=fill_rademacher)
     torch.testing.assert_close(gaussian, GOLDEN_GAUSSIAN, rtol=0, atol=1e-6)
     assert rademacher.tolist() == torch.sign(GOLDEN_GAUSSIAN).tolist()
-    assert set(direction(seed, 1000, kind="rademacher").unique().tolist()) == {-1.0, 1.0}
+    assert set(direction(seed, 1000, fill=fill_rademacher).unique().tolist()) == {-1.0, 1.0}
 
 
 GOLDEN_GAUSSIAN = torch.tensor(
@@ -144,7 +152,7 @@ def test_perturbation_seeds_are_distinct_per_client_round_and_direction():
     assert set(a).isdisjoint(perturbation_seeds(0, 1, 2, 1, 10))
 
 
-@pytest.mark.parametrize("estimator", ["forward", "central"])
+@pytest.mark.parametrize("estimator", [FORWARD, CENTRAL], ids=["forward", "central"])
 def test_perturb_restore_leaves_weights_bit_identical(estimator):
     flat, loss, _ = _quadratic(50, seed=3)
     before = flat.clone()
@@ -154,7 +162,7 @@ def test_perturb_restore_leaves_weights_bit_identical(estimator):
             flat,
             None,
             perturbation_seeds(trial, 0, 0, 0, 7),
-            EstimatorSpec(estimator, "gaussian", 0.1),
+            EstimatorSpec(estimator, fill_gaussian, 0.1),
         )
     assert torch.equal(flat, before)
     assert forward_difference(loss, flat, None, [1, 2], 0.1).num_forward_passes == 3
@@ -186,12 +194,12 @@ def _true_gradient(model, layout, flat, x, y, kept_index):
     return flat_gradient(model, layout)[kept_index]
 
 
-@pytest.mark.parametrize("estimator", ["forward", "central"])
+@pytest.mark.parametrize("estimator", [FORWARD, CENTRAL], ids=["forward", "central"])
 def test_layerwise_variant_is_unbiased_and_reconstructs_bit_for_bit(estimator):
     model, flat, layout, x, y = _staged_net()
     kept_index = torch.arange(0, layout.total, 3)
     blocks = stage_blocks(layout, kept_index, 3)
-    spec = EstimatorSpec(estimator, "gaussian", 1e-3)
+    spec = EstimatorSpec(estimator, fill_gaussian, 1e-3)
     truth = _true_gradient(model, layout, flat, x, y, kept_index)
     before = flat.clone()
     total = torch.zeros(kept_index.numel())
@@ -207,7 +215,7 @@ def test_layerwise_variant_is_unbiased_and_reconstructs_bit_for_bit(estimator):
     assert F.cosine_similarity(total / 300, truth, dim=0) > 0.9
     # Stage 0 runs once for the base pass plus once per direction on it; the last stage
     # runs for every pass.
-    assert r.stage_runs[-1] == (21 if estimator == "forward" else 41)
+    assert r.stage_runs[-1] == (21 if estimator is FORWARD else 41)
     assert r.stage_runs[0] < r.stage_runs[1] < r.stage_runs[2]
 
 
@@ -215,7 +223,7 @@ def test_vmap_batching_matches_the_loop():
     model, flat, layout, x, y = _staged_net(1)
     kept_index = torch.arange(0, layout.total, 2)
     seeds = perturbation_seeds(3, 0, 0, 0, 10)
-    spec = EstimatorSpec("central", "gaussian", 1e-2)
+    spec = EstimatorSpec(CENTRAL, fill_gaussian, 1e-2)
     loop = loss_differences(
         lambda: float(F.cross_entropy(model(x), y)), flat, kept_index, seeds, spec, True
     )
@@ -235,7 +243,7 @@ def test_fedavg_replay_equals_the_clients_own_weights_bit_for_bit(scope):
     blocks = stage_blocks(layout, kept_index, 3) if scope == "layerwise" else None
     ws = ZOWorkspace(model, layout, flat, kept_index, blocks)
     spec = ZOUpdateSpec(
-        EstimatorSpec("forward", "rademacher", 1e-3),
+        EstimatorSpec(FORWARD, fill_rademacher, 1e-3),
         num_perturbations=8,
         perturbation_scope=scope,
         client_lr=0.05,

@@ -1,13 +1,25 @@
 """Federated training algorithms, each one strategy object holding its client half and its
 server half (``base.FederatedAlgorithm``): ZO FedSGD (BAFFLE), ZO FedAvg, BP FedAvg, and ZO
-FedSGD with server momentum on the estimate. The engine looks them up in
-``registry.REGISTRY`` by ``(training.algorithm, training.mode)``.
-
-To add one: a new file with a ``FederatedAlgorithm`` subclass, an entry in ``REGISTRY``, and
-its name in ``config.ALGORITHMS`` (plus any hyperparameter field it reads); see
-``docs/ARCHITECTURE.md``.
+FedSGD with server momentum on the estimate. ``fpzo_ray.registry.ALGORITHMS`` names them by
+``(training.algorithm, training.mode)``; a researcher's own is named by its import path
+(``docs/EXTENDING.md``).
 """
 
-from fpzo_ray.algorithms.registry import REGISTRY, algorithm_class, algorithm_for
+from __future__ import annotations
 
-__all__ = ["REGISTRY", "algorithm_class", "algorithm_for"]
+from typing import TYPE_CHECKING
+
+from fpzo_ray.registry import algorithm_class
+
+if TYPE_CHECKING:
+    from fpzo_ray.algorithms.base import FederatedAlgorithm
+    from fpzo_ray.config import RunConfig
+
+
+def algorithm_for(cfg: RunConfig) -> FederatedAlgorithm:
+    """A run's strategy (its configuration was validated: the class exists)."""
+    cls: type[FederatedAlgorithm] = algorithm_class(cfg.training.algorithm, cfg.training.mode)
+    return cls(cfg)
+
+
+__all__ = ["algorithm_class", "algorithm_for"]

@@ -5,13 +5,21 @@ An algorithm is a small strategy object, in the spirit of pfl-research's
 Flower's ``Strategy`` verbs. The engine hosts models, serves clients and keeps the round loop;
 everything that differs between algorithms is one of these methods:
 
+- round control: :meth:`FederatedAlgorithm.configure_round` (which of the sampled clients
+  take part and what each receives besides the weights: a :class:`RoundPlan`) and
+  :meth:`FederatedAlgorithm.download_bytes` (what that costs on the wire);
 - client half: :meth:`FederatedAlgorithm.local_work` (what a client computes from the
   broadcast weights, what it uploads, what it costs);
 - server half: :meth:`FederatedAlgorithm.contribution` (a client's upload in the server's
   coordinates: an estimate rebuilt from seeds, a replayed trajectory, an update),
+  :meth:`FederatedAlgorithm.aggregate` (by default the sample-weighted mean),
   :meth:`FederatedAlgorithm.server_step` (the aggregate into the server optimizer) and
   :attr:`FederatedAlgorithm.server_clip_inf_norm`; any server state beyond the optimizer's
   goes through :meth:`state_dict` / :meth:`load_state_dict`, so checkpoints keep it.
+
+Each algorithm's own hyperparameters are a frozen dataclass, its ``Params``, filled from
+``training.args`` in YAML and checked like the rest of the configuration. The engine never
+branches on the algorithm or its mode: a new algorithm is one file (``docs/EXTENDING.md``).
 
 Plain PyTorch: nothing here knows Ray. Where to add one: ``docs/ARCHITECTURE.md``.
 """
@@ -25,12 +33,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from fpzo_ray.config import RunConfig
-from fpzo_ray.protocol import local_steps, step_seeds, zo_update_spec
+from fpzo_ray.accounting import train_download_bytes
+from fpzo_ray.config import RunConfig, build_section
+from fpzo_ray.protocol import step_seeds, zo_update_spec
 from fpzo_ray.wire import WireRecord
 from fpzo_ray.zo.client_update import ZOWorkspace
 from fpzo_ray.zo.layerwise import StageBlocks
-from fpzo_ray.zo.server_optimizer import ServerOptimizer
+from fpzo_ray.zo.server_optimizer import ServerOptimizer, weighted_average
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -41,6 +50,7 @@ class ClientModel:
     (``workspace``, the broadcast weights loaded) and what a forward pass costs."""
 
     workspace: ZOWorkspace
+    initial_weights: torch.Tensor  # the trained coordinates at initialisation (the model seed's)
     forward_flops_per_sample: int
     stage_flops_per_sample: tuple[int, ...]  # per stage, for the layer-wise variant
     num_trained: int  # d
@@ -77,6 +87,21 @@ class LocalWork:
     contribution: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class NoParams:
+    """The hyperparameters of an algorithm that has none beyond ``training.*``."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What :meth:`FederatedAlgorithm.configure_round` decides: the clients that take part
+    (a subset of the sampled ones, ascending) and what every one of them receives besides the
+    weights (``payload``: anything picklable, e.g. seeds and scalars; None: nothing)."""
+
+    clients: list[int]
+    payload: Any = None
+
+
 class FederatedAlgorithm(ABC):
     """One federated training algorithm (see the module docstring)."""
 
@@ -84,14 +109,43 @@ class FederatedAlgorithm(ABC):
     label: ClassVar[str]
     #: Whether a dense model under it is called "dense <label>" (the ZO baselines).
     dense_prefix: ClassVar[bool] = True
+    #: Its hyperparameters (a frozen dataclass), set in YAML under ``training.args``.
+    Params: ClassVar[type] = NoParams
+    #: Whether its clients take ``training.local_steps`` steps a round (else one) and clip
+    #: their own ZO estimates (FedAvg); FedSGD clients evaluate once and the server clips.
+    moves: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "label" not in cls.__dict__ and not hasattr(cls, "label"):
+            cls.label = cls.__name__
+
+    @classmethod
+    def validate(cls, cfg: RunConfig) -> None:
+        """Raise :class:`~fpzo_ray.config.ConfigError` (one line naming the field) when the
+        configuration cannot run this algorithm; called before any work. By default it checks
+        ``training.args`` against :attr:`Params`."""
+        build_section(cls.Params, cfg.training.args, "training.args.")
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.spec = zo_update_spec(cfg)
-        self.local_steps = local_steps(cfg)
+        self.params: Any = build_section(self.Params, cfg.training.args, "training.args.")
+        self.local_steps = cfg.training.local_steps if self.moves else 1
+        self.spec = zo_update_spec(cfg, clip_on_client=self.moves)
 
     def step_seeds(self, round_index: int, client_id: int) -> list[list[int]]:
-        return step_seeds(self.cfg, round_index, client_id)
+        return step_seeds(self.cfg, round_index, client_id, self.local_steps)
+
+    # -- round control -------------------------------------------------------------------
+    def configure_round(self, round_index: int, sampled: list[int]) -> RoundPlan:
+        """Which of the round's sampled clients take part, and what they receive besides the
+        weights. By default: all of them, nothing more."""
+        return RoundPlan(sampled)
+
+    def download_bytes(self, num_trained: int, mask_bytes: int, payload: Any) -> int:
+        """What one participant downloads in a round (the mask is counted once per mask
+        version). By default the d trained weights, the mask and the round's seed."""
+        return train_download_bytes(num_trained, mask_bytes)
 
     # -- client half ---------------------------------------------------------------------
     @abstractmethod
@@ -103,9 +157,11 @@ class FederatedAlgorithm(ABC):
         round_index: int,
         client_id: int,
         shortcuts: bool = False,
+        payload: Any = None,
     ) -> LocalWork:
         """The client's work from the broadcast weights ``start``, loaded in ``model`` (and
-        left there); ``batches`` holds one mini-batch per local step. With ``shortcuts`` the
+        left there); ``batches`` holds one mini-batch per local step; ``payload`` is the
+        round's :attr:`RoundPlan.payload`. With ``shortcuts`` the
         step may also compute, on the way, what the server would rebuild from its upload
         (``LocalWork.contribution``); it is never asked of a step whose memory is measured,
         which must hold only what the client holds."""
@@ -145,6 +201,13 @@ class FederatedAlgorithm(ABC):
         """Infinity-norm clamp the server optimizer applies to what :meth:`server_step`
         feeds it (0: none)."""
         return 0.0
+
+    def aggregate(
+        self, contributions: Sequence[torch.Tensor], num_samples: Sequence[float]
+    ) -> torch.Tensor:
+        """The round's contributions (client-id order) into one vector: by default their
+        mean weighted by the clients' sample counts."""
+        return weighted_average(contributions, num_samples)
 
     def server_step(self, optimizer: ServerOptimizer, average: torch.Tensor) -> None:
         """Turn the sample-weighted average of the contributions into a server step. By

@@ -3,6 +3,8 @@ backpropagation under the mask, the masked dense update uploaded and averaged.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fpzo_ray.accounting import bp_step_flops, dense_update_upload_bytes
@@ -16,6 +18,7 @@ class BPFedAvg(FederatedAlgorithm):
 
     label = "BP FedAvg"
     dense_prefix = False
+    moves = True
 
     def local_work(
         self,
@@ -25,6 +28,7 @@ class BPFedAvg(FederatedAlgorithm):
         round_index: int,
         client_id: int,
         shortcuts: bool = False,
+        payload: Any = None,
     ) -> LocalWork:
         ws, t = model.workspace, self.cfg.training
         result = bp_client_update(

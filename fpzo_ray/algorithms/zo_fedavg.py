@@ -1,7 +1,7 @@
 """ZO FedAvg: E local ZO steps per client, replayed by the server from scalars and seeds.
 
 Client: E times, estimate from K seeded directions, clip, take a client SGD step; upload the
-E x K loss differences (``training.fedavg_upload: scalars``) or the masked dense update.
+E x K loss differences (``training.args.upload: scalars``) or the masked dense update.
 Server: the client's final weights replayed bit for bit from its scalars and the seeds (or
 its dense update), the updates averaged by sample count; the negated average is the server
 optimizer's pseudo-gradient.
@@ -9,19 +9,36 @@ optimizer's pseudo-gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from fpzo_ray.accounting import dense_update_upload_bytes, zo_scalar_upload_bytes
 from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
 from fpzo_ray.algorithms.zo_steps import run_zo_steps
+from fpzo_ray.config import setting
 from fpzo_ray.zo.client_update import replay_local_steps
 from fpzo_ray.zo.layerwise import StageBlocks
+
+
+@dataclass(frozen=True)
+class ZOFedAvgParams:
+    """``training.args`` of ZO FedAvg."""
+
+    upload: str = setting(
+        "scalars",
+        choices=("scalars", "dense_update"),
+        doc="scalars: the server replays the seeds; dense_update: the masked delta",
+    )
 
 
 class ZOFedAvg(FederatedAlgorithm):
     """Zeroth-order FedAvg with client steps."""
 
     label = "ZO FedAvg"
+    Params = ZOFedAvgParams
+    moves = True
 
     def local_work(
         self,
@@ -31,13 +48,14 @@ class ZOFedAvg(FederatedAlgorithm):
         round_index: int,
         client_id: int,
         shortcuts: bool = False,
+        payload: Any = None,
     ) -> LocalWork:
         result, forward, flops = run_zo_steps(
             model, batches, self.step_seeds(round_index, client_id), self.spec, moves=True
         )
         assert result.final_weights is not None
         update = result.final_weights.cpu() - start
-        if self.cfg.training.fedavg_upload == "dense_update":
+        if self.params.upload == "dense_update":
             return LocalWork(
                 Upload(dense_update=update),
                 update,

@@ -7,6 +7,8 @@ sample count, clipped (infinity norm) and fed to the server optimizer as the gra
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fpzo_ray.accounting import zo_scalar_upload_bytes
@@ -30,6 +32,7 @@ class ZOFedSGD(FederatedAlgorithm):
         round_index: int,
         client_id: int,
         shortcuts: bool = False,
+        payload: Any = None,
     ) -> LocalWork:
         seeds = self.step_seeds(round_index, client_id)
         result, forward, flops = run_zo_steps(

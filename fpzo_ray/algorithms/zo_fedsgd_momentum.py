@@ -2,7 +2,7 @@
 
 The clients do exactly what ZO FedSGD's do (K scalars up). The server clips the round's
 averaged estimate g_t (infinity norm, ``zo.clip_inf_norm``), folds it into an exponential
-moving average m_t = beta m_{t-1} + (1 - beta) g_t with beta = ``training.estimate_momentum``
+moving average m_t = beta m_{t-1} + (1 - beta) g_t with beta = ``training.args.estimate_momentum``
 (m_0 = 0), and feeds m_t to the server optimizer. Averaging over rounds lowers the variance of
 a K-direction estimate at the price of staleness; with beta = 0 it is ZO FedSGD bit for bit.
 The moving average is server state: it is checkpointed with the run.
@@ -12,23 +12,37 @@ This file is the worked example of ``docs/ARCHITECTURE.md`` ("Adding a federated
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
-from fpzo_ray.config import RunConfig
+from fpzo_ray.config import RunConfig, setting
 from fpzo_ray.zo.server_optimizer import ServerOptimizer
+
+
+@dataclass(frozen=True)
+class ZOFedSGDMomentumParams:
+    """``training.args`` of ZO FedSGD with estimate momentum."""
+
+    estimate_momentum: float = setting(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        doc="beta of the moving average of the clipped estimates (0 = ZO FedSGD)",
+    )
 
 
 class ZOFedSGDMomentum(ZOFedSGD):
     """ZO FedSGD whose server steps with a moving average of the clipped estimates."""
 
     label = "ZO + estimate momentum"
+    Params = ZOFedSGDMomentumParams
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
-        self.beta = cfg.training.estimate_momentum
+        self.beta = self.params.estimate_momentum
         self.momentum: torch.Tensor | None = None
 
     @property

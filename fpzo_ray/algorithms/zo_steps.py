@@ -28,11 +28,11 @@ def run_zo_steps(
     """
     result = zo_client_update(model.workspace, batches, seeds, spec, moves, with_estimate)
     stages = model.stage_flops_per_sample
-    central = spec.estimator.estimator == "central"
+    shifts = len(spec.estimator.scheme.signs)
     forward = vector = 0
     for batch, step in zip(batches, result.step_results):
         runs = step.stage_runs or (step.num_forward_passes,) * len(stages)
         forward += int(batch[1].shape[0]) * sum(n * f for n, f in zip(runs, stages))
-        vector += zo_vector_flops(len(step.loss_differences), model.num_trained, central, moves)
+        vector += zo_vector_flops(len(step.loss_differences), model.num_trained, shifts, moves)
         vector += update_flops(model.num_trained) if moves else 0
     return result, forward, forward + vector

@@ -45,10 +45,10 @@ from fpzo_ray.bp.client_update import microbatches
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
-from fpzo_ray.pruning.saliencies import keep_scores
-from fpzo_ray.zo import EstimatorSpec, loss_differences, perturbation_seeds
+from fpzo_ray.pruning.methods import keep_scores
+from fpzo_ray.zo import FORWARD, EstimatorSpec, fill_gaussian, loss_differences, perturbation_seeds
 from fpzo_ray.zo.client_update import batch_loss
-from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks
+from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks_for
 
 CASES = {"lenet5": ("mnist", (1, 28, 28), 64), "resnet18": ("cifar10", (3, 32, 32), 32)}
 MB = 1e6
@@ -112,7 +112,7 @@ def measure_zo(
     kept_index = None if mask.is_dense else mask.kept_index()
     with torch.no_grad():
         flat.mul_(mask.kept_flat())
-    spec = EstimatorSpec("forward", "gaussian", 1e-3)
+    spec = EstimatorSpec(FORWARD, fill_gaussian, 1e-3)
     seeds = perturbation_seeds(0, 0, 0, 0, k)
     meter = MemoryMeter()
     meter.track(flat, "parameters")
@@ -120,7 +120,7 @@ def measure_zo(
     meter.track(y, "inputs")
     if kept_index is not None:
         meter.track(kept_index, "masks")
-    blocks = stage_blocks(layout, kept_index, len(model.stages)) if layerwise else None
+    blocks = stage_blocks_for(model, layout, kept_index) if layerwise else None
 
     def loss_of(out: torch.Tensor) -> float:
         return float(F.cross_entropy(out, y))

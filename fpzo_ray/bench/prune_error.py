@@ -39,7 +39,7 @@ from fpzo_ray.data import load_dataset, make_partition
 from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
-from fpzo_ray.pruning.saliencies import keep_scores
+from fpzo_ray.pruning.methods import keep_scores, pruning_method
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.pruning_phase import PruningPhase
@@ -105,7 +105,8 @@ def _federated(cfg: RunConfig, runtime: ClientRuntime) -> tuple[Mask, torch.Tens
         0,
     )
     recorder = _Recorder()
-    saliency = recorder.wrap(phase._federated_round(cfg.pruning.method))
+    method = cfg.pruning.method
+    saliency = recorder.wrap(phase._federated_round(method, pruning_method(method)))
     mask = prune_iteratively(
         Mask.dense(runtime.layout), 1 - cfg.pruning.sparsity, cfg.pruning.iterations, saliency
     )

@@ -25,7 +25,8 @@ from fpzo_ray.bp.client_update import flat_gradient
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import load_dataset
 from fpzo_ray.models import bind_flat_buffer, build_model
-from fpzo_ray.zo import EstimatorSpec, loss_differences, perturbation_seeds
+from fpzo_ray.registry import DIFFERENCE_SCHEMES
+from fpzo_ray.zo import EstimatorSpec, fill_gaussian, loss_differences, perturbation_seeds
 from fpzo_ray.zo.perturbation import direction
 
 SIGMAS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampling = float((sampled - g).norm() / g.norm())
         for estimator in ("forward", "central"):
             for sigma in SIGMAS:
-                spec = EstimatorSpec(estimator, "gaussian", sigma)
+                spec = EstimatorSpec(DIFFERENCE_SCHEMES.load(estimator), fill_gaussian, sigma)
                 result = loss_differences(
                     lambda: float(F.cross_entropy(model(x), y)), flat, None, seeds, spec
                 )

@@ -35,10 +35,10 @@ from fpzo_ray.bench.timing import interleaved_medians, table
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
-from fpzo_ray.pruning.saliencies import keep_scores
-from fpzo_ray.zo import EstimatorSpec, loss_differences, perturbation_seeds
+from fpzo_ray.pruning.methods import keep_scores
+from fpzo_ray.zo import FORWARD, EstimatorSpec, fill_gaussian, loss_differences, perturbation_seeds
 from fpzo_ray.zo.batched import vmap_differences
-from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks
+from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks_for
 from fpzo_ray.zo.stacked import stacked_differences
 
 SHAPES = {
@@ -75,7 +75,7 @@ class Problem:
         self.y = torch.randint(0, 10, (batch,), generator=gen)
         self.mask = Mask.dense(self.layout) if mask_density >= 1 else self._ntk_sap(mask_density)
         self.kept_index = None if self.mask.is_dense else self.mask.kept_index()
-        self.blocks = stage_blocks(self.layout, self.kept_index, len(self.model.stages))
+        self.blocks = stage_blocks_for(self.model, self.layout, self.kept_index)
         with torch.no_grad():
             self.flat.mul_(self.mask.kept_flat())
 
@@ -95,7 +95,7 @@ class Problem:
         return float(F.cross_entropy(self.model(self.x), self.y))
 
     def step(self, k: int, variant: str = "full") -> Callable[[], Any]:
-        spec = EstimatorSpec("forward", "gaussian", 1e-3)
+        spec = EstimatorSpec(FORWARD, fill_gaussian, 1e-3)
         seeds = perturbation_seeds(0, 0, 0, 0, k)
         if variant == "layerwise":
             return lambda: layerwise_differences(

@@ -1,20 +1,35 @@
-"""Data sets (a registry of loaders), the validation split, and how the training pool is split
-across virtual clients."""
+"""Data sets (a registry of loaders, or a researcher's arrays), the validation split, and how
+the training pool is split across virtual clients."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from fpzo_ray.config import RunConfig
+from fpzo_ray.data.arrays import (
+    ArrayDataset,
+    AsFloat32,
+    PixelNormalisation,
+    Standardisation,
+    as_array_dataset,
+    check_array_dataset,
+    from_arrays,
+    from_torch_datasets,
+    load_target_dataset,
+)
 from fpzo_ray.data.partition import (
     PartitionError,
+    check_partition,
     dirichlet_partition,
     iid_partition,
     label_histograms,
     make_partition,
+    partition_dirichlet,
+    partition_iid,
+    partition_shards,
     shards_partition,
 )
-from fpzo_ray.data.registry import DATASET_LOADERS, ArrayDataset, load_dataset
+from fpzo_ray.data.registry import load_dataset
 from fpzo_ray.data.validation import hold_out_validation, stratified_holdout
 
 
@@ -33,16 +48,27 @@ def federated_data(
 
 
 __all__ = [
-    "DATASET_LOADERS",
     "ArrayDataset",
+    "AsFloat32",
     "PartitionError",
+    "PixelNormalisation",
+    "Standardisation",
+    "as_array_dataset",
+    "check_array_dataset",
+    "check_partition",
     "dirichlet_partition",
     "federated_data",
+    "from_arrays",
+    "from_torch_datasets",
     "hold_out_validation",
     "iid_partition",
     "label_histograms",
     "load_dataset",
+    "load_target_dataset",
     "make_partition",
+    "partition_dirichlet",
+    "partition_iid",
+    "partition_shards",
     "shards_partition",
     "stratified_holdout",
 ]

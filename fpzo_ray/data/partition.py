@@ -1,7 +1,11 @@
 """Partitioners: how the training set is split across virtual clients.
 
-Each returns one sorted ``int64`` index array per client; every training sample is assigned
-to exactly one client, and the result is a function of the labels and the generator only.
+A partitioner needs only the training labels: ``partition(labels, cfg, rng)`` (``cfg`` the
+``data`` section, ``rng`` seeded from the run seed) returns one index array per client. The
+registered ones (``fpzo_ray.registry.PARTITIONERS``: :func:`partition_iid`,
+:func:`partition_dirichlet`, :func:`partition_shards`) assign every training sample to
+exactly one client, as sorted ``int64`` arrays, and are a function of the labels and the
+generator only; a researcher's own is named by its import path in ``data.partition``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpzo_ray.config import ConfigError, DataConfig
+from fpzo_ray.registry import PARTITIONERS
 from fpzo_ray.seeding import Purpose, derive_seed
 
 
@@ -103,28 +108,102 @@ def shards_partition(
     return [np.sort(np.concatenate([shards[s] for s in hand])).astype(np.int64) for hand in dealt]
 
 
-def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[np.ndarray]:
-    """The partition a configuration asks for, seeded by the run seed."""
-    rng = np.random.default_rng(derive_seed(run_seed, Purpose.PARTITION))
-    if cfg.partition == "iid":
-        if cfg.num_clients * cfg.min_partition_size > labels.shape[0]:
-            raise PartitionError(
-                f"config error: data.min_partition_size: {cfg.num_clients} clients x "
-                f"{cfg.min_partition_size} > {labels.shape[0]} training samples"
-            )
-        return iid_partition(labels.shape[0], cfg.num_clients, rng)
-    if cfg.partition == "shards":
-        # The smallest client holds shards_per_client shards of the smaller size.
-        num_shards = cfg.num_clients * cfg.shards_per_client
-        smallest = cfg.shards_per_client * (labels.shape[0] // num_shards)
-        if smallest < cfg.min_partition_size:
-            raise PartitionError(
-                f"config error: data.min_partition_size: {labels.shape[0]} training samples cut "
-                f"into {cfg.num_clients} clients x {cfg.shards_per_client} shards leave "
-                f"{smallest} < {cfg.min_partition_size} on the smallest client"
-            )
-        return shards_partition(labels, cfg.num_clients, cfg.shards_per_client, rng)
+# -- the registered partitioners: partition(labels, cfg, rng) -> one index array per client ---
+
+
+def partition_iid(
+    labels: np.ndarray, cfg: DataConfig, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``data.partition: iid``: :func:`iid_partition` of the training pool."""
+    n = labels.shape[0]
+    if cfg.num_clients * cfg.min_partition_size > n:
+        raise PartitionError(
+            f"config error: data.min_partition_size: {cfg.num_clients} clients x "
+            f"{cfg.min_partition_size} > {n} training samples"
+        )
+    return iid_partition(n, cfg.num_clients, rng)
+
+
+def partition_dirichlet(
+    labels: np.ndarray, cfg: DataConfig, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``data.partition: dirichlet``: :func:`dirichlet_partition` with ``data.alpha``."""
     return dirichlet_partition(labels, cfg.num_clients, cfg.alpha, cfg.min_partition_size, rng)
+
+
+def partition_shards(
+    labels: np.ndarray, cfg: DataConfig, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``data.partition: shards``: :func:`shards_partition` with ``data.shards_per_client``."""
+    n = labels.shape[0]
+    # The smallest client holds shards_per_client shards of the smaller size.
+    num_shards = cfg.num_clients * cfg.shards_per_client
+    smallest = cfg.shards_per_client * (n // num_shards)
+    if smallest < cfg.min_partition_size:
+        raise PartitionError(
+            f"config error: data.min_partition_size: {n} training samples cut into "
+            f"{cfg.num_clients} clients x {cfg.shards_per_client} shards leave {smallest} < "
+            f"{cfg.min_partition_size} on the smallest client"
+        )
+    return shards_partition(labels, cfg.num_clients, cfg.shards_per_client, rng)
+
+
+def check_partition(
+    parts: object, num_samples: int, num_clients: int, source: str
+) -> list[np.ndarray]:
+    """A partitioner's result as sorted ``int64`` index arrays, or :class:`PartitionError`.
+
+    It must be a list (or tuple) of exactly ``num_clients`` one-dimensional integer index
+    arrays, each non-empty, within ``[0, num_samples)`` and disjoint from the others (samples
+    may be left out). ``source``: what returned it (``data.partition``'s value).
+    """
+
+    def fail(why: str) -> PartitionError:
+        return PartitionError(f"config error: data.partition: {source} returned {why}")
+
+    if not isinstance(parts, (list, tuple)):
+        raise fail(f"a {type(parts).__name__}, not a list of {num_clients} index arrays")
+    if len(parts) != num_clients:
+        raise fail(f"{len(parts)} index arrays for data.num_clients={num_clients}")
+    out: list[np.ndarray] = []
+    seen = np.zeros(num_samples, dtype=bool)
+    for client, part in enumerate(parts):
+        try:
+            array = np.asarray(part.detach().cpu() if hasattr(part, "detach") else part)
+        except (TypeError, ValueError):
+            raise fail(f"a {type(part).__name__} for client {client}, not an index array") from None
+        if array.size == 0:
+            raise fail(f"no samples for client {client}")
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise fail(
+                f"an array of shape {array.shape} and dtype {array.dtype} for client {client}, "
+                "not a one-dimensional integer index array"
+            )
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= num_samples:
+            raise fail(
+                f"index {low if low < 0 else high} for client {client}, outside the "
+                f"{num_samples} training samples"
+            )
+        array = np.sort(array).astype(np.int64)
+        if np.any(array[1:] == array[:-1]):
+            raise fail(f"a sample index twice for client {client}")
+        if seen[array].any():
+            shared = int(array[seen[array]][0])
+            raise fail(f"sample {shared} for client {client} and an earlier client as well")
+        seen[array] = True
+        out.append(array)
+    return out
+
+
+def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[np.ndarray]:
+    """The partition ``data.partition`` names (``fpzo_ray.registry.PARTITIONERS`` or an import
+    path), seeded by the run seed, its result checked by :func:`check_partition`."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(derive_seed(run_seed, Purpose.PARTITION))
+    partitioner = PARTITIONERS.load(cfg.partition)
+    parts = partitioner(labels, cfg, rng)
+    return check_partition(parts, labels.shape[0], cfg.num_clients, cfg.partition)
 
 
 def label_histograms(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:

@@ -1,78 +1,20 @@
-"""The data set registry: every loader returns an :class:`ArrayDataset`.
+"""The built-in data sets: every loader ``load(cfg.data)`` returns an :class:`ArrayDataset`.
 
-Images are kept as raw ``uint8`` arrays and normalised batch by batch. That keeps the
-footprint small (MNIST's training set is 47 MB instead of 188 MB) and lets Ray share one copy
-through its object store with zero-copy reads by every worker actor on a node.
+``fpzo_ray.registry.DATASETS`` names them. Images are kept as raw ``uint8`` arrays and
+normalised batch by batch by the data set's :class:`PixelNormalisation` (see ``arrays``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fpzo_ray.config import DataConfig
-
-
-@dataclass(frozen=True)
-class ArrayDataset:
-    """A train/test split of images with integer labels, and optionally a validation split.
-
-    ``train_inputs`` has shape ``(N, C, H, W)`` and dtype ``uint8``; a pixel ``p`` becomes
-    ``(p / pixel_max - mean) / std`` when a batch is built. The validation split (empty as
-    loaded) is carved out of the training pool by ``data.validation.hold_out_validation``.
-    """
-
-    name: str
-    train_inputs: np.ndarray
-    train_labels: np.ndarray
-    test_inputs: np.ndarray
-    test_labels: np.ndarray
-    num_classes: int
-    pixel_max: float
-    mean: float
-    std: float
-    val_inputs: np.ndarray | None = None
-    val_labels: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train_inputs.shape[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_labels.shape[0])
-
-    def normalise(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        return (x / self.pixel_max - self.mean) / self.std
-
-    def train_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images and labels of the given training indices (a copy)."""
-        labels = torch.from_numpy(self.train_labels[indices].astype(np.int64))
-        return self.normalise(self.train_inputs[indices]), labels
-
-    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.from_numpy(self.test_labels.astype(np.int64))
-        return self.normalise(self.test_inputs), labels
-
-    @property
-    def num_validation(self) -> int:
-        return 0 if self.val_labels is None else int(self.val_labels.shape[0])
-
-    def validation_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Normalised validation images and labels, or None when nothing was held out."""
-        if self.num_validation == 0:
-            return None
-        assert self.val_inputs is not None and self.val_labels is not None
-        labels = torch.from_numpy(self.val_labels.astype(np.int64))
-        return self.normalise(self.val_inputs), labels
+from fpzo_ray.data.arrays import ArrayDataset, PixelNormalisation, load_target_dataset
+from fpzo_ray.registry import DATASETS
 
 
 def load_digits_dataset(cfg: DataConfig) -> ArrayDataset:
@@ -98,9 +40,7 @@ def load_digits_dataset(cfg: DataConfig) -> ArrayDataset:
         x_te,
         y_te,
         num_classes=10,
-        pixel_max=16.0,
-        mean=float(pixels.mean()),
-        std=float(pixels.std()),
+        normalisation=PixelNormalisation(16.0, float(pixels.mean()), float(pixels.std())),
     )
 
 
@@ -109,8 +49,8 @@ def _pooled_scalar_stats(
 ) -> tuple[float, float]:
     """One ``(mean, std)`` for all channels from published per-channel statistics.
 
-    :class:`ArrayDataset` normalises with scalars so that every data set goes through the same
-    code path. The scalar mean is the average of the channel means; the scalar std is the std
+    :class:`PixelNormalisation` takes scalars so that every image data set goes through the
+    same code path. The scalar mean is the average of the channel means; the scalar std is the std
     of all pixels pooled over channels, ``sqrt(mean(std_c**2) + var(mean_c))`` (channels have
     equally many pixels), so normalised pixels still have unit variance overall.
     """
@@ -163,9 +103,7 @@ def _load_idx_dataset(
         test.data.numpy()[:, None, :, :],
         test.targets.numpy().astype(np.uint8),
         num_classes=10,
-        pixel_max=255.0,
-        mean=mean,
-        std=std,
+        normalisation=PixelNormalisation(255.0, mean, std),
     )
 
 
@@ -262,9 +200,7 @@ def _load_cifar_dataset(
         nchw(test),
         labels(test),
         num_classes=num_classes,
-        pixel_max=255.0,
-        mean=mean,
-        std=std,
+        normalisation=PixelNormalisation(255.0, mean, std),
     )
 
 
@@ -305,21 +241,26 @@ def load_svhn_dataset(cfg: DataConfig) -> ArrayDataset:
         images(test),
         labels(test),
         num_classes=10,
-        pixel_max=255.0,
-        mean=SVHN_MEAN,
-        std=SVHN_STD,
+        normalisation=PixelNormalisation(255.0, SVHN_MEAN, SVHN_STD),
     )
 
 
-DATASET_LOADERS: dict[str, Callable[[DataConfig], ArrayDataset]] = {
-    "digits": load_digits_dataset,
-    "mnist": load_mnist_dataset,
-    "fashion_mnist": load_fashion_mnist_dataset,
-    "cifar10": load_cifar10_dataset,
-    "cifar100": load_cifar100_dataset,
-    "svhn": load_svhn_dataset,
-}
-
-
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
-    return DATASET_LOADERS[cfg.name](cfg)
+    """The data set ``data.target`` loads (a researcher's loader, called with ``data.args``),
+    or else the registered data set ``data.name`` (``fpzo_ray.registry.DATASETS``)."""
+    if cfg.target:
+        return load_target_dataset(cfg.target, cfg.args or {})
+    return DATASETS.load(cfg.name)(cfg)
+
+
+__all__ = [
+    "ArrayDataset",
+    "PixelNormalisation",
+    "load_cifar100_dataset",
+    "load_cifar10_dataset",
+    "load_dataset",
+    "load_digits_dataset",
+    "load_fashion_mnist_dataset",
+    "load_mnist_dataset",
+    "load_svhn_dataset",
+]

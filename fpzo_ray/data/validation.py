@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from fpzo_ray.data.registry import ArrayDataset
+from fpzo_ray.data.arrays import ArrayDataset
 from fpzo_ray.seeding import Purpose, derive_seed
 
 
@@ -33,7 +33,8 @@ def stratified_holdout(
 
 
 def hold_out_validation(dataset: ArrayDataset, fraction: float, run_seed: int) -> ArrayDataset:
-    """The data set with a validation split taken out of its training images (a copy)."""
+    """The data set with a validation split taken out of its training inputs (a copy; any
+    input shape: only the leading, per-sample axis is indexed)."""
     if fraction <= 0:
         return dataset
     rng = np.random.default_rng(derive_seed(run_seed, Purpose.VALIDATION_SPLIT))

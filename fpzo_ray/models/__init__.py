@@ -1,10 +1,16 @@
-"""Model registry: ``build_model`` turns a configuration into a fresh ``nn.Module``."""
+"""Models: ``build_model`` turns a configuration into a fresh ``nn.Module``.
+
+The registered architectures are ``fpzo_ray.registry.MODELS``; a researcher's is any
+``nn.Module`` returned by ``build(input_shape, num_classes, **model.args)``, named by its
+import path in ``model.target`` (``docs/EXTENDING.md``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.models.digits_cnn import DigitsCNN
@@ -12,38 +18,40 @@ from fpzo_ray.models.flat import ParameterLayout, bind_flat_buffer, layout_of
 from fpzo_ray.models.lenet import LeNet5
 from fpzo_ray.models.resnet import ResNet18, ResNet20
 from fpzo_ray.models.staged import StagedModel
-
-MODEL_CLASSES: dict[str, Callable[..., StagedModel]] = {
-    "digits_cnn": DigitsCNN,
-    "lenet5": LeNet5,
-    "resnet20": ResNet20,
-    "resnet18": ResNet18,
-}
+from fpzo_ray.registry import MODELS, import_target
 
 
 def build_model(
     cfg: RunConfig, input_shape: Sequence[int], num_classes: int, init_seed: int | None = None
-) -> StagedModel:
+) -> nn.Module:
     """A new model; with ``init_seed`` its initial weights are a function of that seed only."""
     if init_seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             return build_model(cfg, input_shape, num_classes)
-    cls = MODEL_CLASSES[cfg.model_name]
-    c, h, w = (int(v) for v in input_shape)
-    return cls(
-        input_shape=(c, h, w),
+    shape = tuple(int(v) for v in input_shape)
+    if cfg.model.target:
+        model = import_target(cfg.model.target)(shape, int(num_classes), **(cfg.model.args or {}))
+        if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+            raise TypeError(
+                f"model.target: {cfg.model.target} returned {type(model).__name__}, "
+                "not an nn.Module with parameters"
+            )
+        return model
+    model = MODELS.load(cfg.model_name)(
+        input_shape=shape,
         num_classes=num_classes,
         norm=cfg.model.norm,
         norm_groups=cfg.model.norm_groups,
         activation=cfg.model.activation,
     )
+    assert isinstance(model, nn.Module)
+    return model
 
 
 from fpzo_ray.models.pruned import load_pruned  # noqa: E402 - it needs build_model
 
 __all__ = [
-    "MODEL_CLASSES",
     "build_model",
     "load_pruned",
     "DigitsCNN",

@@ -2,12 +2,15 @@
 
 The chain is what lets the layer-wise ZO variant resume a forward pass from the cached input
 of the stage it perturbs (``zo.perturbation_scope: layerwise``), and what the accounting uses
-to name blocks. Every model of the registry is a :class:`StagedModel`.
+to name blocks. Every model of the registry is a :class:`StagedModel`; a researcher's model
+may be any ``nn.Module`` (every other ZO mode, pruning and saliency runs it), and needs to be
+a :class:`StagedModel` only for the layer-wise scope (``zo.layerwise.stage_blocks_for``).
+Its parameters must then all live in ``stages`` (nothing outside the chain).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -31,7 +34,7 @@ class StagedModel(nn.Module):
         return x
 
 
-def flat_features(stages: Iterable[nn.Module], input_shape: tuple[int, int, int]) -> int:
+def flat_features(stages: Iterable[nn.Module], input_shape: Sequence[int]) -> int:
     """Per-sample output size of ``stages`` on an input of ``input_shape`` (a dry run)."""
     with torch.no_grad():
         x = torch.zeros((1, *input_shape))

@@ -1,7 +1,10 @@
 """Masks over the prunable coordinates of a model, and how they travel.
 
-A mask is a boolean vector over the *prunable* coordinates (conv and linear weights, in layout
-order). Non-prunable coordinates (biases, normalisation parameters) are always trained.
+A mask is a boolean vector over the *prunable* coordinates (linear and convolution weights,
+and the parameters a module lists in ``prunable_parameters``; ``models.flat``), in layout
+order, of any ``nn.Module``: nothing here knows stages or layer types, a "layer" is one
+prunable parameter tensor (a layout slot). Non-prunable coordinates (biases, normalisation
+parameters, other parameters) are always trained.
 """
 
 from __future__ import annotations

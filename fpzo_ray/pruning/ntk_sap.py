@@ -18,6 +18,13 @@ initialisation. ``kaiming_normal`` (He normal weights, zero biases) is kept as a
 A client returns the *signed* mask gradient summed over its draws; the server sums these over
 clients and only then takes the absolute value, so the federated score equals the score of
 one centralised computation over the union of the draws.
+
+Any ``nn.Module`` works (a CNN, a transformer, an MLP on tabular rows): the model is
+evaluated functionally, its output may have any shape, and ``input_shape`` is the per-sample
+shape of any rank (``(13,)`` for 13 tabular features). A parameter that no module's
+``reset_parameters`` redraws (a ViT's class token or positional embedding, created in its
+``__init__``) keeps the model's own value in every draw of the ``model`` scheme; give its
+module a ``reset_parameters`` to redraw it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,22 @@ from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.pruning.masks import Mask
 from fpzo_ray.seeding import generator
 
-_NORM_MODULES = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+_NORM_MODULES: tuple[type[nn.Module], ...] = (
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def _with_buffers(model: nn.Module, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` plus copies of the model's buffers (none of the model's state changes)."""
+    return {**{n: b.clone() for n, b in model.named_buffers()}, **params}
 
 
 def fresh_parameters(
@@ -42,8 +64,12 @@ def fresh_parameters(
     """A new initialisation of ``model``'s parameters (CPU tensors), drawn from ``gen``.
 
     ``model``: a fresh sample of the model's own initialiser: every module's
-    ``reset_parameters`` run on a scratch copy, seeded from ``gen`` (the model is untouched).
-    ``kaiming_normal``: He-normal prunable weights, zero biases, unit normalisation scales.
+    ``reset_parameters`` (the model's own included, when it has one) run on a scratch copy,
+    seeded from ``gen`` (the model is untouched); parameters of modules without one keep the
+    model's values.
+    ``kaiming_normal``: He-normal prunable weights (standard normal for a prunable parameter
+    of fewer than two dimensions, which has no fan-in), zero biases, unit normalisation
+    scales.
     """
     if scheme == "model":
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
@@ -53,7 +79,7 @@ def fresh_parameters(
             with torch.no_grad():
                 for module in scratch.modules():
                     reset = getattr(module, "reset_parameters", None)
-                    if module is not scratch and callable(reset):
+                    if callable(reset):  # the model's own too, when it defines one
                         reset()
         named = dict(scratch.named_parameters())
         return {slot.name: named[slot.name].detach().clone() for slot in layout.slots}
@@ -68,7 +94,10 @@ def fresh_parameters(
     for slot in layout.slots:
         if slot.prunable:
             weight = torch.empty(slot.shape)
-            nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=gen)
+            if weight.dim() < 2:
+                weight.normal_(generator=gen)
+            else:
+                nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=gen)
             params[slot.name] = weight
         elif slot.name in norm_scales:
             params[slot.name] = torch.ones(slot.shape)
@@ -95,7 +124,8 @@ def ntk_sap_mask_gradient(
     batch ``inputs[r]`` instead; the weights are fresh from the seed either way, drawn from
     the ``draw_init`` scheme (see :func:`fresh_parameters`).
     Returns a float32 vector over the prunable coordinates, zero where ``mask`` has pruned.
-    The model's own weights are not touched: every draw evaluates it functionally.
+    The model's own weights are not touched: every draw evaluates it functionally, with
+    copies of its buffers (a norm that tracks running statistics updates the copies).
     """
     if inputs is not None and len(inputs) != len(draw_seeds):
         raise ValueError(f"{len(inputs)} input batches for {len(draw_seeds)} draws")
@@ -129,8 +159,8 @@ def ntk_sap_mask_gradient(
                     perturbed[name] = (value + epsilon * delta[name].to(device)) * mask_parts[name]
                 else:
                     clean[name] = perturbed[name] = value
-            out_clean = functional_call(model, clean, (x,))
-            out_perturbed = functional_call(model, perturbed, (x,))
+            out_clean = functional_call(model, _with_buffers(model, clean), (x,))
+            out_perturbed = functional_call(model, _with_buffers(model, perturbed), (x,))
             objective = (out_clean - out_perturbed).pow(2).sum()
             grads = torch.autograd.grad(objective, [mask_parts[s.name] for s in prunable])
             for acc, grad in zip(total, grads):

@@ -4,18 +4,22 @@ They follow the conventions of :mod:`fpzo_ray.pruning.ntk_sap`: the model is eva
 functionally (``torch.func.functional_call`` with a parameters dict), so its own parameters are
 never modified; the weights theta to score are a flat float32 vector in the model's
 :class:`ParameterLayout` (the initialisation); the masked network uses ``theta * m`` on the
-prunable weights (conv and linear weights); every function returns a float32 vector over the
+prunable weights (linear and convolution weights, plus what a module lists in its
+``prunable_parameters``: ``models.flat``); every function returns a float32 vector over the
 *prunable* coordinates in layout order that is exactly zero where ``mask`` has pruned.
+Any ``nn.Module`` works: a CNN, a transformer, an MLP on tabular rows (``input_shape`` is the
+per-sample shape, of any rank).
 
 Two kinds of output:
 
 * *contributions*, additive over data: a client computes one on its local batches, the server
-  sums them over clients and maps the sum to a ranking with :func:`keep_scores`
+  sums them over clients and maps the sum to a ranking with its method's ``keep``
+  (``pruning.methods``)
   (``snip_contribution``, ``grasp_contribution``; also ``ntk_sap_mask_gradient``);
 * final *scores* (``magnitude_scores``, ``synflow_scores``), already "higher = keep".
 
 The server then always keeps the global (or, with :mod:`fpzo_ray.pruning.scopes`, per-layer)
-top-k of ``keep_scores(method, summed)`` among the still-kept coordinates.
+top-k of the keep-scores among the still-kept coordinates.
 """
 
 from __future__ import annotations
@@ -35,31 +39,47 @@ from fpzo_ray.pruning.masks import Mask
 #: A labelled batch: inputs and integer class targets.
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-#: Modules that SynFlow's linearised network replaces by the identity.
+#: Normalisation modules, which SynFlow's linearised network replaces by the identity.
 NORM_MODULES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
+    nn.SyncBatchNorm,
     nn.GroupNorm,
     nn.LayerNorm,
+    nn.LocalResponseNorm,
     nn.InstanceNorm1d,
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
+#: Element-wise activation modules, which SynFlow's linearised network replaces by the
+#: identity (on the positive values it carries ReLU already is one).
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
-    nn.Hardswish,
-    nn.SiLU,
-    nn.GELU,
+    nn.PReLU,
+    nn.RReLU,
     nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.LogSigmoid,
+    nn.Tanh,
+    nn.Tanhshrink,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.Threshold,
 )
-
-#: Methods whose output is a final score (the others' are signed contributions, summed over
-#: clients before ranking: ``client_saliency.CLIENT_SALIENCIES``).
-SCORE_METHODS = ("magnitude", "synflow")
-
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -256,18 +276,30 @@ def grasp_contribution(
 
 
 def linearised_copy(model: nn.Module) -> nn.Module:
-    """A float64 deep copy with every normalisation and activation module replaced by identity.
+    """A float64 deep copy in eval mode with every normalisation module (:data:`NORM_MODULES`)
+    and every element-wise activation module (:data:`ACTIVATION_MODULES`) replaced by the
+    identity, SynFlow's standard linearisation.
 
     What remains (convolutions, linear layers, pooling, residual sums, flattening) maps a
     positive input with positive weights to positive outputs, as SynFlow's path-norm needs:
-    ReLU is the identity there, Hardswish is not, and a batch-statistics norm would map the
-    constant input of ones to zero.
+    ReLU is the identity there, Hardswish, GELU or tanh are not, and a batch-statistics norm
+    (or a LayerNorm of the all-ones input) would map the constant input of ones to zero.
+    Dropout is the identity in eval mode. Only *modules* are replaced: functions a module's
+    own ``forward`` calls (``F.gelu``, ``F.layer_norm``, the softmax and matrix products of an
+    attention) stay. With positive inputs and weights a softmax and products of positive
+    terms stay positive, so a transformer's scores are the flow through its attention as it
+    computes it; a functional normalisation of a constant input, though, gives zero flow
+    behind it. Write such a model with ``nn.LayerNorm`` / ``nn.GELU`` modules to linearise it
+    fully. A replaced module's parameters (a PReLU slope, norm affines) drop out.
     """
     linear = copy.deepcopy(model)
+    replaced = NORM_MODULES + ACTIVATION_MODULES
     for parent in list(linear.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, NORM_MODULES + ACTIVATION_MODULES):
+            if isinstance(child, replaced):
                 setattr(parent, name, nn.Identity())
+    if isinstance(linear, replaced):
+        linear = nn.Identity()
     return linear.double().eval()
 
 
@@ -315,22 +347,3 @@ def synflow_scores(
     grads = torch.autograd.grad(flow, list(leaves.values()))
     scores = {n: (leaves[n].detach() * grad).abs() for n, grad in zip(leaves, grads)}
     return _flatten_prunable(layout, scores).to(torch.float32) * _kept(mask)
-
-
-# ------------------------------------------------------------------------------------ ranking
-
-
-def keep_scores(method: str, total: torch.Tensor) -> torch.Tensor:
-    """Map a summed contribution or a score to "higher = keep".
-
-    snip and the NTK-SAP variants: ``|total|`` (the absolute value is taken only after the
-    federated sum); grasp: ``-total`` (GraSP removes the largest ``S``); magnitude, synflow:
-    unchanged.
-    """
-    if method in ("snip", "ntk_sap", "ntk_sap_data", "ntk_sap_central"):
-        return total.abs()
-    if method == "grasp":
-        return -total
-    if method in SCORE_METHODS:
-        return total
-    raise ValueError(f"unknown saliency method {method!r}")

@@ -10,6 +10,9 @@ prunable layer instead:
   positions, which tests whether the method's value lies in *which* weights it keeps or only
   in *how many per layer*;
 * :func:`layerwise_top_k` keeps the top fraction of every layer separately.
+
+A "layer" is one prunable parameter tensor of the layout (a slot), whatever module holds it:
+these work on any ``nn.Module`` (no stages assumed).
 """
 
 from __future__ import annotations

@@ -6,30 +6,18 @@ configuration keys, so that a legend reads like a paper's.
 
 from __future__ import annotations
 
-from fpzo_ray.algorithms import algorithm_class
 from fpzo_ray.config import RunConfig
-
-PRUNING_NAMES = {
-    "dense": "dense",
-    "random": "random",
-    "random_layerwise": "random (layer-matched)",
-    "magnitude": "magnitude",
-    "snip": "SNIP",
-    "grasp": "GraSP",
-    "synflow": "SynFlow",
-    "ntk_sap": "NTK-SAP",
-    "ntk_sap_data": "NTK-SAP (data)",
-    "ntk_sap_central": "NTK-SAP (central)",
-}
+from fpzo_ray.registry import algorithm_class
 
 
 def method_label(cfg: RunConfig) -> str:
     """The training algorithm (its strategy's label) and the mask, e.g.
-    ``NTK-SAP 90 % + ZO``, ``dense ZO``, ``BP FedAvg``, ``random 80 % + BP FedAvg``."""
+    ``NTK-SAP 90 % + ZO``, ``dense ZO``, ``BP FedAvg``, ``random 80 % + BP FedAvg``; both
+    come from the components themselves (``label``), a researcher's included."""
+    from fpzo_ray.pruning.methods import pruning_label
+
     strategy = algorithm_class(cfg.training.algorithm, cfg.training.mode)
     method = cfg.pruning_method
     if method == "dense":
         return f"dense {strategy.label}" if strategy.dense_prefix else strategy.label
-    return (
-        f"{PRUNING_NAMES.get(method, method)} {cfg.pruning.sparsity * 100:.3g} % + {strategy.label}"
-    )
+    return f"{pruning_label(method)} {cfg.pruning.sparsity * 100:.3g} % + {strategy.label}"

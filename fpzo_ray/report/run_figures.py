@@ -52,7 +52,7 @@ OUTCOMES = {
 
 def run_title(cfg: RunConfig) -> str:
     return (
-        f"{method_label(cfg)}, {cfg.model_name} on {cfg.data.name}, "
+        f"{method_label(cfg)}, {cfg.model_name} on {cfg.data_name}, "
         f"{cfg.data.partition}"
         + (f" alpha {cfg.data.alpha:g}" if cfg.data.partition == "dirichlet" else "")
         + f", seed {cfg.seed}"

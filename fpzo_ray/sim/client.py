@@ -24,17 +24,16 @@ from fpzo_ray.accounting import (
     pruning_download_bytes,
     pruning_upload_bytes,
     stage_forward_flops,
-    train_download_bytes,
 )
 from fpzo_ray.accounting.memory import MemoryMeter, sparse_peak_bytes
 from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.algorithms.base import ClientModel
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ArrayDataset
-from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.models import StagedModel, bind_flat_buffer, build_model
 from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
 from fpzo_ray.pruning import Mask
-from fpzo_ray.pruning.client_saliency import CLIENT_SALIENCIES, SaliencyInputs
+from fpzo_ray.pruning.methods import SaliencyInputs, pruning_method
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.devices import MemoryGate
 from fpzo_ray.sim.messages import (
@@ -47,7 +46,7 @@ from fpzo_ray.sim.messages import (
 )
 from fpzo_ray.zo.client_update import ZOWorkspace
 from fpzo_ray.zo.compiled import compile_forwards
-from fpzo_ray.zo.layerwise import stage_blocks
+from fpzo_ray.zo.layerwise import blocks_for
 
 log = logging.getLogger(__name__)
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -83,18 +82,21 @@ class ClientRuntime:
     def _install(self, mask: Mask) -> None:
         self.mask = mask
         kept = None if mask.is_dense else mask.kept_index().to(self.device)
-        blocks = None
-        if self.cfg.zo.perturbation_scope == "layerwise":
-            blocks = stage_blocks(self.layout, kept, len(self.model.stages))
+        blocks = blocks_for(self.algorithm.spec, self.model, self.layout, kept)
         self.workspace = ZOWorkspace(
             self.model, self.layout, self.flat, kept, blocks, self.compiled
         )
         density = mask.layer_densities()
+        forward = forward_flops(self.layers, density)
+        # per stage, for the layer-wise variant; any other model is one stage
+        stages = (
+            stage_forward_flops(self.layers, len(self.model.stages), density)
+            if isinstance(self.model, StagedModel)
+            else [forward]
+        )
+        initial = self.initial_flat if kept is None else self.initial_flat[kept]
         self.client_model = ClientModel(
-            self.workspace,
-            forward_flops(self.layers, density),
-            tuple(stage_forward_flops(self.layers, len(self.model.stages), density)),
-            mask.num_trained,
+            self.workspace, initial.cpu(), forward, tuple(stages), mask.num_trained
         )
         # batch size -> (measured peak, the same with the model stored sparsely), per mask
         self.peak_memory: dict[int, tuple[int, int]] = {}
@@ -144,7 +146,9 @@ class ClientRuntime:
             self.cfg.training.batch_size,
         )
         batch = int(batches[0][1].shape[0])
-        download = train_download_bytes(self.mask.num_trained, self.mask.wire_bytes())
+        download = self.algorithm.download_bytes(
+            self.mask.num_trained, self.mask.wire_bytes(), broadcast.payload
+        )
         if batch in self.peak_memory:
             failure = self._out_of_memory(client_id, batch, download)
             if failure is not None:
@@ -155,7 +159,13 @@ class ClientRuntime:
         shortcuts = meter is None and self.cfg.simulation.estimate_on == "workers"
         with meter if meter is not None else contextlib.nullcontext():
             work = self.algorithm.local_work(
-                self.client_model, batches, broadcast.weights, round_index, client_id, shortcuts
+                self.client_model,
+                batches,
+                broadcast.weights,
+                round_index,
+                client_id,
+                shortcuts,
+                broadcast.payload,
             )
         if meter is not None:
             self.peak_memory[batch] = (
@@ -214,7 +224,7 @@ class ClientRuntime:
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:
         """The client's additive saliency contribution, at its kept prunable weights."""
         p = self.cfg.pruning
-        saliency = CLIENT_SALIENCIES.get(broadcast.method)
+        saliency = pruning_method(broadcast.method, p.args).client
         if saliency is None:
             raise ValueError(f"pruning method {broadcast.method!r} is not computed by clients")
         batches = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,6 +33,7 @@ class TrainBroadcast(WireRecord):
     round_index: int
     mask_version: int
     weights: torch.Tensor  # float32, the d trained coordinates (read-only on arrival)
+    payload: Any = None  # what the algorithm sends besides (``RoundPlan.payload``)
 
     BORROWED: ClassVar[tuple[str, ...]] = ("weights",)
 

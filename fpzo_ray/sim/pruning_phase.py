@@ -1,17 +1,16 @@
 """Phase 1 on the server: build the global mask the configuration asks for.
 
-Where each saliency is computed:
+What each method computes and where is its :class:`~fpzo_ray.pruning.methods.PruningMethod`:
 
-- on the clients, summed by the server (federated): ``ntk_sap`` (data-free, the paper's),
-  ``ntk_sap_data`` (local batches), ``snip``, ``grasp``. Each iteration samples
-  ``pruning.clients_per_iteration`` clients, sends them the mask, sums their additive
-  contributions in client-id order and keeps the top-k of the keep-scores;
-- on the server, data-free: ``magnitude``, ``synflow``, ``ntk_sap_central`` (NTK-SAP over the
-  very draws the federated clients would make: the centralised reference);
-- no saliency: ``dense``, ``random``, ``random_layerwise`` (random positions with the per-layer
-  densities of ``pruning.reference_method``'s mask).
+- a client saliency is federated: each iteration samples ``pruning.clients_per_iteration``
+  clients, sends them the mask, sums their additive contributions in client-id order and
+  keeps the top-k of the keep-scores;
+- a server saliency is computed here, data-free, over the very draws the federated clients
+  would make (so ``ntk_sap_central`` is the centralised reference of ``ntk_sap``);
+- a direct mask needs no saliency (dense, random, layer-matched random, which copies the
+  per-layer densities of ``pruning.reference_method``'s mask).
 
-Iterative methods follow the exponential schedule density^(t/T), T = ``pruning.iterations``.
+Saliencies follow the exponential schedule density^(t/T), T = ``pruning.iterations``.
 """
 
 from __future__ import annotations
@@ -20,21 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.models.flat import ParameterLayout
-from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
-from fpzo_ray.pruning import (
-    Mask,
-    kept_count,
-    ntk_sap_mask_gradient,
-    prune_iteratively,
-    random_mask,
-)
-from fpzo_ray.pruning.client_saliency import CLIENT_SALIENCIES
-from fpzo_ray.pruning.saliencies import keep_scores, magnitude_scores, synflow_scores
-from fpzo_ray.pruning.scopes import random_layerwise_mask
+from fpzo_ray.pruning import Mask, prune_iteratively
+from fpzo_ray.pruning.methods import PruningMethod, SaliencyInputs, pruning_method
 from fpzo_ray.seeding import Purpose, derive_seed, generator
 from fpzo_ray.sim.messages import (
     MaskBroadcast,
@@ -42,8 +33,6 @@ from fpzo_ray.sim.messages import (
     PruningReply,
 )
 from fpzo_ray.sim.pool import ClientPool
-
-SERVER_METHODS = ("magnitude", "synflow", "ntk_sap_central")
 
 
 class PruningPhase:
@@ -53,10 +42,10 @@ class PruningPhase:
     def __init__(
         self,
         cfg: RunConfig,
-        model: StagedModel,
+        model: nn.Module,
         layout: ParameterLayout,
         initial_flat: torch.Tensor,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         pool: ClientPool,
         first_version: int,
     ) -> None:
@@ -74,12 +63,14 @@ class PruningPhase:
             "pruning_failed_clients": 0,
         }
 
-    def _federated_round(self, method: str) -> Callable[[int, Mask], torch.Tensor]:
+    def _federated_round(
+        self, name: str, method: PruningMethod
+    ) -> Callable[[int, Mask], torch.Tensor]:
         def saliency_round(iteration: int, mask: Mask) -> torch.Tensor:
             self.version += 1
             report = self.pool.run(
                 MaskBroadcast(self.version, mask.prunable_kept),
-                PruningBroadcast(iteration, self.version, method),
+                PruningBroadcast(iteration, self.version, name),
                 pruning_participants(self.cfg, iteration),
             )
             total = torch.zeros(self.layout.num_prunable, dtype=torch.float64)
@@ -93,63 +84,59 @@ class PruningPhase:
                 self.cost["pruning_client_flops"] += reply.flops
                 self.cost["pruning_upload_bytes"] += reply.upload_bytes
                 self.cost["pruning_download_bytes"] += reply.download_bytes
-            return keep_scores(method, total)
+            return method.keep(total)
 
         return saliency_round
 
-    def _server_round(self, method: str) -> Callable[[int, Mask], torch.Tensor]:
+    def _server_round(self, method: PruningMethod) -> Callable[[int, Mask], torch.Tensor]:
         p = self.cfg.pruning
+        assert method.server is not None
+        server = method.server
 
         def saliency_round(iteration: int, mask: Mask) -> torch.Tensor:
-            if method == "magnitude":
-                return magnitude_scores(self.layout, mask, self.initial_flat)
-            if method == "synflow":
-                return synflow_scores(
-                    self.model, self.layout, mask, self.initial_flat, self.input_shape
-                )
             seeds = [
                 s
                 for c in pruning_participants(self.cfg, iteration)
                 for s in pruning_draw_seeds(self.cfg, iteration, c)
             ]
-            signed = ntk_sap_mask_gradient(
+            inputs = SaliencyInputs(
                 self.model,
                 self.layout,
                 mask,
+                self.initial_flat,
                 seeds,
+                None,
                 p.batch_size,
                 self.input_shape,
                 p.epsilon,
-                draw_init=p.draw_init,
+                p.draw_init,
             )
-            return keep_scores("ntk_sap", signed)
+            return method.keep(server(inputs))
 
         return saliency_round
 
-    def build(self, method: str, density: float) -> Mask:
-        """The mask of ``method`` at ``density`` (kept fraction of the prunable weights)."""
+    def build(self, name: str, density: float) -> Mask:
+        """The mask of method ``name`` at ``density`` (kept fraction of the prunable weights)."""
         cfg = self.cfg.pruning
-        dense = Mask.dense(self.layout)
-        if method == "dense" or density >= 1.0:
-            return dense
-        gen = generator(derive_seed(self.cfg.seed, Purpose.RANDOM_MASK))
-        if method == "random":
-            if cfg.scope == "layer":
-                return random_layerwise_mask(
-                    self.layout, _uniform_layers(self.layout, density), gen
-                )
-            return random_mask(self.layout, density, gen)
-        if method == "random_layerwise":
-            return random_layerwise_mask(
-                self.layout, self.build(cfg.reference_method, density), gen
+        method = pruning_method(name, cfg.args)
+        if density >= 1.0:
+            return Mask.dense(self.layout)
+        if method.direct is not None:
+            gen = generator(derive_seed(self.cfg.seed, Purpose.RANDOM_MASK))
+            return method.direct(
+                self.layout,
+                density,
+                gen,
+                lambda d: self.build(cfg.reference_method, d),
+                cfg.scope == "layer",
             )
-        if method in CLIENT_SALIENCIES:
-            saliency_round = self._federated_round(method)
-        elif method in SERVER_METHODS:
-            saliency_round = self._server_round(method)
+        if method.client is not None:
+            saliency_round = self._federated_round(name, method)
         else:
-            raise ValueError(f"pruning.method: unknown {method!r}")
-        return prune_iteratively(dense, density, cfg.iterations, saliency_round, cfg.scope)
+            saliency_round = self._server_round(method)
+        return prune_iteratively(
+            Mask.dense(self.layout), density, cfg.iterations, saliency_round, cfg.scope
+        )
 
     def summary(self, mask: Mask) -> dict[str, Any]:
         return {
@@ -160,13 +147,3 @@ class PruningPhase:
             "layer_density": mask.layer_densities(),
             **self.cost,
         }
-
-
-def _uniform_layers(layout: ParameterLayout, density: float) -> Mask:
-    """A stand-in reference with the same density in every layer (for random, layer scope)."""
-    kept = torch.zeros(layout.num_prunable, dtype=torch.bool)
-    start = 0
-    for slot in layout.prunable_slots:
-        kept[start : start + kept_count(slot.numel, density)] = True
-        start += slot.numel
-    return Mask(layout, kept)

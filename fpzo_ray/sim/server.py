@@ -4,12 +4,13 @@ It holds the global weights (only the d trained coordinates), the mask, the serv
 and the run's counters, and drives the two phases of the method:
 
 1. foresight pruning (``sim.pruning_phase``): the global mask;
-2. training rounds: sample clients, broadcast the weights, collect the replies in client-id
-   order, turn each into a contribution in the server's coordinates and their sample-weighted
-   average into one server step. What a contribution is (an estimate rebuilt from K scalars
-   and the seeds, a replayed local trajectory, a dense update) and how the average steps the
-   server optimizer is the training algorithm's server half (``algorithms``): the round loop
-   does not branch on the algorithm.
+2. training rounds: sample clients, let the algorithm choose who takes part and what they
+   receive (``configure_round``), broadcast, collect the replies in client-id order, turn
+   each into a contribution in the server's coordinates, aggregate them (by default their
+   sample-weighted average) into one server step. What a contribution is (an estimate
+   rebuilt from K scalars and the seeds, a replayed local trajectory, a dense update) and how
+   the aggregate steps the server optimizer is the training algorithm's server half
+   (``algorithms``): the round loop does not branch on the algorithm or its mode.
 
 The class is plain Python; ``sim.federation`` runs it as a Ray actor.
 """
@@ -38,8 +39,8 @@ from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, T
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
-from fpzo_ray.zo import ServerOptimizer, weighted_average
-from fpzo_ray.zo.layerwise import StageBlocks, stage_blocks
+from fpzo_ray.zo import ServerOptimizer
+from fpzo_ray.zo.layerwise import StageBlocks, blocks_for
 
 
 def _plain_number(value: Any) -> Any:
@@ -122,8 +123,9 @@ class FederatedServer:
         )
         self.mask = phase.build(cfg.pruning_method, 1.0 - cfg.pruning.sparsity)
         self.mask_version = phase.version + 1
-        if cfg.zo.perturbation_scope == "layerwise":
-            self.blocks = stage_blocks(self.layout, self.mask.kept_index(), len(self.model.stages))
+        self.blocks = blocks_for(
+            self.algorithm.spec, self.model, self.layout, self.mask.kept_index()
+        )
         self.optimizer = self._new_optimizer()
         self.totals["cumulative_upload_bytes"] = phase.cost["pruning_upload_bytes"]
         self.totals["cumulative_download_bytes"] = phase.cost["pruning_download_bytes"]
@@ -142,15 +144,16 @@ class FederatedServer:
         """One training round; returns the round's metrics (evaluation included when due)."""
         cfg = self.cfg
         started = time.perf_counter()
-        sampled = round_participants(cfg, round_index)
-        present = sampled
+        plan = self.algorithm.configure_round(round_index, round_participants(cfg, round_index))
+        chosen = plan.clients
+        present = chosen
         if self.devices is not None:
             answers = reachable(
-                self.devices.catalog, self.devices.device_of, cfg.seed, round_index, sampled
+                self.devices.catalog, self.devices.device_of, cfg.seed, round_index, chosen
             )
-            present = [c for c, ok in zip(sampled, answers) if ok]
+            present = [c for c, ok in zip(chosen, answers) if ok]
         start = self.optimizer.weights.detach().clone()
-        broadcast = TrainBroadcast(round_index, self.mask_version, start)
+        broadcast = TrainBroadcast(round_index, self.mask_version, start, plan.payload)
         if present:
             report = self.pool.run(
                 MaskBroadcast(self.mask_version, self.mask.prunable_kept), broadcast, present
@@ -161,7 +164,7 @@ class FederatedServer:
         pooled = time.perf_counter()
 
         tally = RoundTally(round_index + 1, self.devices, cfg.devices.round_deadline_s)
-        for client in sorted(set(sampled) - set(present)):
+        for client in sorted(set(chosen) - set(present)):
             tally.unavailable(client)
         contributions, weights = [], []
         for reply in report.replies:
@@ -172,7 +175,8 @@ class FederatedServer:
                 weights.append(float(reply.num_samples))
         self.client_records.extend(tally.records)
         if contributions:
-            self.algorithm.server_step(self.optimizer, weighted_average(contributions, weights))
+            aggregate = self.algorithm.aggregate(contributions, weights)
+            self.algorithm.server_step(self.optimizer, aggregate)
         aggregated = time.perf_counter()
         self.rounds_done = round_index + 1
 
@@ -180,7 +184,7 @@ class FederatedServer:
             self.totals[key] = self.totals.get(key, 0) + value
         metrics: dict[str, Any] = {
             "round": round_index + 1,
-            "participants": len(sampled),
+            "participants": len(chosen),
             "aggregated_clients": len(contributions),
             **tally.round_metrics(),
             **self.totals,
@@ -254,8 +258,9 @@ class FederatedServer:
             )
         self.mask = mask
         self.mask_version = state["mask_version"]
-        if self.cfg.zo.perturbation_scope == "layerwise":
-            self.blocks = stage_blocks(self.layout, self.mask.kept_index(), len(self.model.stages))
+        self.blocks = blocks_for(
+            self.algorithm.spec, self.model, self.layout, self.mask.kept_index()
+        )
         self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))

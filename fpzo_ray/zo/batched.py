@@ -7,6 +7,11 @@ device with one launch instead of C; on this project's CPU it was measured slowe
 plain loop (``python -m fpzo_ray.bench zo-step``), which is why ``loop`` is the default.
 Same seeds, same directions, same estimator as :func:`fpzo_ray.zo.estimator.loss_differences`
 (the losses agree to float rounding, not bit for bit: batched kernels sum in another order).
+
+Any module runs here: ``torch.func.functional_call`` substitutes the parameters (tied ones
+stay tied), buffers are read from the module unbatched. A module that writes state in its
+forward (BatchNorm with running statistics in training mode) or draws randomness (dropout)
+cannot be vmapped; such a model runs in ``loop`` mode.
 """
 
 from __future__ import annotations
@@ -44,30 +49,27 @@ def vmap_differences(
         return F.cross_entropy(functional_call(model, params, (x,)), y)
 
     batched_loss = vmap(loss_at)
-    signs = (1.0, -1.0) if spec.estimator == "central" else (1.0,)
-    plus: list[float] = []
-    minus: list[float] = []
+    scheme = spec.scheme
+    per_sign: list[list[float]] = [[] for _ in scheme.signs]  # per sign, the K losses
     directions: list[torch.Tensor] = []
     with torch.no_grad():
-        base_loss = float(loss_at(base))
+        base_loss = float(loss_at(base)) if scheme.needs_base else None
         for start in range(0, len(seeds), chunk_size):
             chunk = seeds[start : start + chunk_size]
-            z = torch.stack([direction(s, dim, kind=spec.direction) for s in chunk])
+            z = torch.stack([direction(s, dim, fill=spec.direction) for s in chunk])
             directions.extend(z)
             z = z.to(flat.device)
-            for sign, store in zip(signs, (plus, minus)):
+            for sign, store in zip(scheme.signs, per_sign):
                 stacked = base.expand(len(chunk), -1).clone()
                 stacked.index_add_(1, trained, z, alpha=sign * spec.sigma)
                 store.extend(batched_loss(stacked).tolist())
-    if spec.estimator == "central":
-        differences = torch.tensor([p - m for p, m in zip(plus, minus)], dtype=torch.float32)
-        base_loss = (sum(plus) + sum(minus)) / (2 * len(seeds))
-    else:
-        differences = torch.tensor([p - base_loss for p in plus], dtype=torch.float32)
+    losses = [list(row) for row in zip(*per_sign)]  # losses[k][i]
+    values, reported = scheme.combine(losses, base_loss)
+    differences = torch.tensor(values, dtype=torch.float32)
     estimate = None
     if with_estimate:
         estimate = torch.zeros(dim, dtype=torch.float32)
         for k, z_k in enumerate(directions):
             accumulate(estimate, float(differences[k]), spec.scale, z_k)
         estimate.div_(len(seeds))
-    return ZOResult(base_loss, differences, estimate, spec.num_passes(len(seeds)))
+    return ZOResult(reported, differences, estimate, spec.num_passes(len(seeds)))

@@ -9,15 +9,16 @@ weights bit for bit, or the client uploads its masked dense update instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
-from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.estimator import (
     EstimatorSpec,
@@ -31,10 +32,17 @@ from fpzo_ray.zo.layerwise import (
     layerwise_estimate_from_differences,
 )
 from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
-from fpzo_ray.zo.stacked import stacked_differences, stacked_losses
+from fpzo_ray.zo.stacked import (
+    CannotStack,
+    stacked_differences,
+    stacked_losses,
+    unsupported_module,
+)
 
 if TYPE_CHECKING:
     from fpzo_ray.zo.compiled import CompiledForwards
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,20 +63,44 @@ class ZOUpdateSpec:
 
 @dataclass
 class ZOWorkspace:
-    """The client's model and its trained coordinates (built once per mask, reused)."""
+    """The client's model and its trained coordinates (built once per mask, reused).
 
-    model: StagedModel
+    ``model`` is any ``nn.Module`` whose parameters are views of ``flat``
+    (``models.flat.bind_flat_buffer``); ``blocks`` (the layer-wise scope) need a
+    ``StagedModel`` (``zo.layerwise.stage_blocks_for``).
+    """
+
+    model: nn.Module
     layout: ParameterLayout
     flat: torch.Tensor
     kept_index: torch.Tensor | None  # None: every coordinate is trained
     blocks: StageBlocks | None  # for the layer-wise variant
     compiled: CompiledForwards | None = None  # ``simulation.compile``
+    #: ``zo.batching: batched``: the module that cannot be stacked (None: all can); decided
+    #: at the first batched step of this workspace, which then runs in loop mode.
+    unstackable: str | None = field(default=None, init=False, repr=False)
+    _stack_checked: bool = field(default=False, init=False, repr=False)
 
     def trained_weights(self) -> torch.Tensor:
         return read_trained(self.flat, self.kept_index)
 
     def load(self, weights: torch.Tensor) -> None:
         write_trained(self.flat, self.kept_index, weights)
+
+    def can_stack(self) -> bool:
+        """Whether ``zo.batching: batched`` can stack this model (decided once, logged once)."""
+        if not self._stack_checked:
+            self._stack_checked = True
+            found = unsupported_module(self.model)
+            if found is not None:
+                self.cannot_stack(found)
+        return self.unstackable is None
+
+    def cannot_stack(self, what: str) -> None:
+        """Run this workspace's batched steps in loop mode from now on, saying why."""
+        self._stack_checked = True
+        self.unstackable = what
+        logger.warning("zo.batching batched cannot stack %s; running loop", what)
 
 
 def _differences(
@@ -91,20 +123,23 @@ def _differences(
             spec.estimator,
             with_estimate,
         )
-    if spec.batching == "batched":
-        return stacked_differences(
-            ws.model,
-            ws.layout,
-            ws.flat,
-            ws.kept_index,
-            x,
-            y,
-            seeds,
-            spec.estimator,
-            spec.chunk_size,
-            with_estimate,
-            ws.compiled.stacked_losses if ws.compiled else stacked_losses,
-        )
+    if spec.batching == "batched" and ws.can_stack():
+        try:
+            return stacked_differences(
+                ws.model,
+                ws.layout,
+                ws.flat,
+                ws.kept_index,
+                x,
+                y,
+                seeds,
+                spec.estimator,
+                spec.chunk_size,
+                with_estimate,
+                ws.compiled.stacked_losses if ws.compiled else stacked_losses,
+            )
+        except CannotStack as exc:  # found in the pass (shapes); the weights are untouched
+            ws.cannot_stack(str(exc))
     if spec.batching == "vmap":
         return vmap_differences(
             ws.model,

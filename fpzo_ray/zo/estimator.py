@@ -5,6 +5,10 @@ For K seeded directions z_k over the trained coordinates and one mini-batch:
     forward difference (K + 1 passes):  g = (1/K) sum_k [(L(w + s z_k) - L(w)) / s] z_k
     central difference (2K passes):     g = (1/K) sum_k [(L(w + s z_k) - L(w - s z_k)) / 2s] z_k
 
+or any other :class:`~fpzo_ray.zo.difference.DifferenceScheme` (``EstimatorSpec.scheme``: the
+signs to evaluate, how their losses combine, the scale); the directions come from the spec's
+fill function (``zo.perturbation``).
+
 A client computes the K loss differences (all it uploads); whoever holds the seeds rebuilds g
 with :func:`estimate_from_differences`. The client's own estimate (``with_estimate=True``)
 accumulates the very same directions in the same order with the same arithmetic, so both are
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from fpzo_ray.models.flat import read_trained, write_trained
-from fpzo_ray.zo.perturbation import direction
+from fpzo_ray.zo.difference import FORWARD, DifferenceScheme
+from fpzo_ray.zo.perturbation import DirectionFill, direction, fill_gaussian
 
 #: Evaluates the loss of the model as it currently is (on a fixed mini-batch).
 LossFn = Callable[[], float]
@@ -31,30 +36,45 @@ LossFn = Callable[[], float]
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """Which estimator: finite-difference scheme, direction kind and step."""
+    """Which estimator: finite-difference scheme, direction kind (its fill function) and step.
 
-    estimator: str = "forward"  # forward | central
-    direction: str = "gaussian"  # gaussian | rademacher
+    Picklable: the shipped schemes and fill functions pickle by reference; a researcher's
+    must be module-level objects of an importable module (``protocol.zo_update_spec`` loads
+    them from the registry names or import paths of ``zo.estimator`` / ``zo.direction``).
+    """
+
+    scheme: DifferenceScheme = FORWARD
+    direction: DirectionFill = fill_gaussian
     sigma: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.estimator not in ("forward", "central"):
-            raise ValueError(f"zo.estimator: unknown {self.estimator!r}")
+        if not isinstance(self.scheme, DifferenceScheme):
+            raise TypeError(
+                f"zo.estimator: {self.scheme!r} is not a fpzo_ray.zo.difference.DifferenceScheme "
+                "(resolve a name with fpzo_ray.registry.DIFFERENCE_SCHEMES.load)"
+            )
+        if isinstance(self.direction, str) or not callable(self.direction):
+            raise TypeError(
+                f"zo.direction: {self.direction!r} is not a fill function fill(out, gen) "
+                "(resolve a name with fpzo_ray.registry.DIRECTION_KINDS.load)"
+            )
+        if not self.sigma > 0:
+            raise ValueError(f"zo.sigma must be positive, got {self.sigma}")
 
     @property
     def scale(self) -> float:
         """Factor turning a loss difference into a directional-derivative estimate."""
-        return 1.0 / self.sigma if self.estimator == "forward" else 1.0 / (2.0 * self.sigma)
+        return self.scheme.scale(self.sigma)
 
     def num_passes(self, num_directions: int) -> int:
-        return num_directions + 1 if self.estimator == "forward" else 2 * num_directions
+        return self.scheme.num_passes(num_directions)
 
 
 @dataclass(frozen=True)
 class ZOResult:
     """One ZO step: the loss at the start, the K differences, the client's estimate."""
 
-    base_loss: float  # L(w); for central differences the mean of L(w +- s z_k), O(s^2) close
+    base_loss: float  # L(w); without a base pass (central) the mean of the perturbed losses
     loss_differences: torch.Tensor  # float32, (K,): what the client uploads
     estimate: torch.Tensor | None  # the client's own g over the trained coordinates
     num_forward_passes: int  # full-model forward passes (or their equivalent in stage runs)
@@ -89,43 +109,40 @@ def loss_differences(
     ``flat`` is the model's flat parameter buffer; ``kept_index`` the trained coordinates
     (``None`` = all of them, the dense model). Besides the forward passes, the step holds two
     weight-sized buffers (a copy of the trained weights and one direction), three with the
-    client's own estimate. ``flat`` is restored exactly before returning.
+    client's own estimate. ``flat`` is restored exactly before returning. Works for any
+    module whose parameters are views of ``flat`` (``models.flat.bind_flat_buffer``).
     """
+    scheme = spec.scheme
     base = read_trained(flat, kept_index)
     dim = base.numel()
     z = torch.empty(dim, dtype=torch.float32)
     z_device = z if base.device.type == "cpu" else torch.empty_like(base)
     estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
     differences = torch.empty(len(seeds), dtype=torch.float32)
-    central = spec.estimator == "central"
-    loss_sum = 0.0
+    losses: list[list[float]] = []
     with torch.no_grad():
-        base_loss = float("nan") if central else float(loss_fn())
+        base_loss = float(loss_fn()) if scheme.needs_base else None
         try:
             for k, seed in enumerate(seeds):
-                direction(seed, dim, out=z, kind=spec.direction)
+                direction(seed, dim, out=z, fill=spec.direction)
                 if z_device is not z:
                     z_device.copy_(z)
-                _shift(flat, kept_index, z_device, spec.sigma)
-                plus = float(loss_fn())
-                write_trained(flat, kept_index, base)
-                if central:
-                    _shift(flat, kept_index, z_device, -spec.sigma)
-                    minus = float(loss_fn())
+                row = []
+                for sign in scheme.signs:
+                    _shift(flat, kept_index, z_device, sign * spec.sigma)
+                    row.append(float(loss_fn()))
                     write_trained(flat, kept_index, base)
-                    loss_sum += plus + minus
-                    differences[k] = plus - minus
-                else:
-                    differences[k] = plus - base_loss
+                losses.append(row)
+                differences[k] = scheme.difference(row, base_loss)
                 if estimate is not None:
                     accumulate(estimate, float(differences[k]), spec.scale, z)
         finally:
             write_trained(flat, kept_index, base)
-    if central:
-        base_loss = loss_sum / (2 * len(seeds))
     if estimate is not None:
         estimate.div_(len(seeds))
-    return ZOResult(base_loss, differences, estimate, spec.num_passes(len(seeds)))
+    return ZOResult(
+        scheme.base_loss(losses, base_loss), differences, estimate, spec.num_passes(len(seeds))
+    )
 
 
 def estimate_from_differences(
@@ -138,7 +155,7 @@ def estimate_from_differences(
     z = torch.empty(dim, dtype=torch.float32)
     for difference, seed in zip(differences.tolist(), seeds):
         accumulate(
-            estimate, difference, spec.scale, direction(seed, dim, out=z, kind=spec.direction)
+            estimate, difference, spec.scale, direction(seed, dim, out=z, fill=spec.direction)
         )
     return estimate.div_(len(seeds))
 

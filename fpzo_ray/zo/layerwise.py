@@ -22,14 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
-from fpzo_ray.zo.perturbation import fill_direction
+from fpzo_ray.zo.perturbation import DirectionFill
+
+if TYPE_CHECKING:
+    from fpzo_ray.zo.client_update import ZOUpdateSpec
+
+#: The start of every error about a model the layer-wise scope cannot run.
+NEEDS_STAGES = (
+    "zo.perturbation_scope: layerwise needs a model built as a "
+    "fpzo_ray.models.staged.StagedModel (a chain of stages)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,15 @@ class StageBlocks:
 def stage_blocks(
     layout: ParameterLayout, kept_index: torch.Tensor | None, num_stages: int
 ) -> StageBlocks:
-    """Group the trained coordinates by stage (parameter names start with ``stages.<i>.``)."""
+    """Group the trained coordinates by stage (parameter names start with ``stages.<i>.``).
+
+    Raises ValueError (starting with :data:`NEEDS_STAGES`) for a parameter outside the stages;
+    :func:`stage_blocks_for` also checks the model itself."""
     stage_of_flat = torch.empty(layout.total, dtype=torch.int64)
     for slot in layout.slots:
         parts = slot.name.split(".")
-        if parts[0] != "stages":
-            raise ValueError(f"layerwise ZO needs a StagedModel; {slot.name} is outside stages")
+        if parts[0] != "stages" or len(parts) < 3 or not parts[1].isdigit():
+            raise ValueError(f"{NEEDS_STAGES}; its parameter {slot.name} is outside the stages")
         stage_of_flat[slot.offset : slot.offset + slot.numel] = int(parts[1])
     trained = torch.arange(layout.total) if kept_index is None else kept_index.cpu()
     stage_of_trained = stage_of_flat[trained]
@@ -68,7 +82,37 @@ def stage_blocks(
     )
 
 
-def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, torch.Tensor]:
+def stage_blocks_for(
+    model: nn.Module, layout: ParameterLayout, kept_index: torch.Tensor | None
+) -> StageBlocks:
+    """The blocks of ``model``, which must be a :class:`StagedModel` (else ValueError
+    starting with :data:`NEEDS_STAGES` and naming the model's type)."""
+    return stage_blocks(layout, kept_index, len(_staged(model).stages))
+
+
+def _staged(model: nn.Module) -> StagedModel:
+    if not isinstance(model, StagedModel):
+        kind = type(model)
+        raise ValueError(f"{NEEDS_STAGES}; {kind.__module__}.{kind.__qualname__} is not")
+    return model
+
+
+def blocks_for(
+    spec: ZOUpdateSpec | None,
+    model: nn.Module,
+    layout: ParameterLayout,
+    kept_index: torch.Tensor | None,
+) -> StageBlocks | None:
+    """The blocks a workspace needs: :func:`stage_blocks_for` under the layer-wise scope
+    (``spec.perturbation_scope == "layerwise"``), else None (``spec`` None: no ZO work)."""
+    if spec is None or spec.perturbation_scope != "layerwise":
+        return None
+    return stage_blocks_for(model, layout, kept_index)
+
+
+def _block_direction(
+    seed: int, blocks: StageBlocks, fill: DirectionFill
+) -> tuple[int, torch.Tensor]:
     """The stage and the direction on it, both drawn from the direction's seed."""
     gen = generator(seed)
     u = torch.rand(1, generator=gen, dtype=torch.float64)
@@ -76,19 +120,19 @@ def _block_direction(seed: int, blocks: StageBlocks, kind: str) -> tuple[int, to
     while blocks.positions[stage].numel() == 0:  # guards p_b = 0 blocks against rounding
         stage -= 1
     z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32)
-    return stage, fill_direction(z, gen, kind)
+    return stage, fill(z, gen)
 
 
 def _directions(
-    seeds: Sequence[int], blocks: StageBlocks, kind: str
+    seeds: Sequence[int], blocks: StageBlocks, fill: DirectionFill
 ) -> list[tuple[int, int, torch.Tensor]]:
     """(stage, k, z) for every direction, in processing order: by stage, then by k."""
-    drawn = [(*_block_direction(seed, blocks, kind), k) for k, seed in enumerate(seeds)]
+    drawn = [(*_block_direction(seed, blocks, fill), k) for k, seed in enumerate(seeds)]
     return sorted(((stage, k, z) for stage, z, k in drawn), key=lambda t: (t[0], t[1]))
 
 
 def layerwise_differences(
-    model: StagedModel,
+    model: nn.Module,
     loss_of_output: Callable[[torch.Tensor], float],
     x: torch.Tensor,
     flat: torch.Tensor,
@@ -97,12 +141,13 @@ def layerwise_differences(
     spec: EstimatorSpec,
     with_estimate: bool = False,
 ) -> ZOResult:
-    """The layer-wise step on one mini-batch ``x``; ``flat`` is restored exactly."""
+    """The layer-wise step on one mini-batch ``x``; ``flat`` is restored exactly. ``model``
+    must be a :class:`StagedModel` (see :func:`stage_blocks_for`)."""
+    model = _staged(model)
+    scheme = spec.scheme
     directions = _directions(seeds, blocks, spec.direction)
-    plus = torch.empty(len(seeds), dtype=torch.float64)
-    minus = torch.empty(len(seeds), dtype=torch.float64)
+    losses = [[0.0] * len(scheme.signs) for _ in seeds]  # losses[k][i]
     runs = [0] * blocks.num_stages
-    central = spec.estimator == "central"
     with torch.no_grad():
         activation = x
         cursor = 0
@@ -116,9 +161,9 @@ def layerwise_differences(
                 base = flat[index].clone()
                 try:
                     for _, k, z in mine:
-                        for sign, store in ((1.0, plus), (-1.0, minus))[: 2 if central else 1]:
+                        for i, sign in enumerate(scheme.signs):
                             flat.index_copy_(0, index, base + sign * spec.sigma * z.to(base.device))
-                            store[k] = loss_of_output(model.forward_from(stage, activation))
+                            losses[k][i] = loss_of_output(model.forward_from(stage, activation))
                             for later in range(stage, blocks.num_stages):
                                 runs[later] += 1
                 finally:
@@ -126,16 +171,13 @@ def layerwise_differences(
             activation = model.stages[stage](activation)
             runs[stage] += 1
         base_loss = loss_of_output(activation)
-    if central:
-        differences = (plus - minus).float()
-        base_loss = float((plus + minus).mean() / 2)
-    else:
-        differences = (plus - base_loss).float()
+    values, reported = scheme.combine(losses, base_loss if scheme.needs_base else None)
+    differences = torch.tensor(values, dtype=torch.float32)
     estimate = None
     if with_estimate:
         estimate = _combine(differences, directions, blocks, spec, len(seeds))
     equivalent = max(runs)  # the first stage runs once per full pass
-    return ZOResult(base_loss, differences, estimate, equivalent, tuple(runs))
+    return ZOResult(reported, differences, estimate, equivalent, tuple(runs))
 
 
 def _combine(

@@ -7,8 +7,11 @@ not represented at all, so they stay exactly zero whatever the optimizer does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+
+from fpzo_ray.registry import SERVER_OPTIMIZERS
 
 
 def weighted_average(estimates: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -22,9 +25,32 @@ def weighted_average(estimates: Sequence[torch.Tensor], weights: Sequence[float]
     return out
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``training.*`` settings a server optimizer may read."""
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.99)
+    momentum: float = 0.9
+
+
+def adam(params: list[torch.nn.Parameter], s: ServerSettings) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=s.lr, betas=s.betas)
+
+
+def sgd(params: list[torch.nn.Parameter], s: ServerSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=s.lr)
+
+
+def sgd_momentum(params: list[torch.nn.Parameter], s: ServerSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
+
+
 class ServerOptimizer:
-    """Adam, SGD or SGD with momentum over the kept coordinates, with infinity-norm clipping
-    of the incoming (pseudo-)gradient and an exponential moving average of the weights."""
+    """A torch optimizer over the kept coordinates (``training.server_optimizer``: a
+    registered name or a researcher's ``make(params, settings)``), with infinity-norm
+    clipping of the incoming (pseudo-)gradient and an exponential moving average of the
+    weights."""
 
     def __init__(
         self,
@@ -37,16 +63,10 @@ class ServerOptimizer:
         momentum: float = 0.9,
     ) -> None:
         self.weights = torch.nn.Parameter(weights.detach().clone(), requires_grad=False)
-        if kind == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                [self.weights], lr=lr, betas=betas
-            )
-        elif kind == "sgd":
-            self.optimizer = torch.optim.SGD([self.weights], lr=lr)
-        elif kind == "sgd_momentum":
-            self.optimizer = torch.optim.SGD([self.weights], lr=lr, momentum=momentum)
-        else:
-            raise ValueError(f"training.server_optimizer: unknown {kind!r}")
+        make = SERVER_OPTIMIZERS.load(kind)
+        self.optimizer: torch.optim.Optimizer = make(
+            [self.weights], ServerSettings(lr, betas, momentum)
+        )
         self.clip_inf_norm = clip_inf_norm
         self.ema_decay = ema_decay
         self.ema = self.weights.detach().clone() if ema_decay > 0 else None

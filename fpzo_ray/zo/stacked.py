@@ -23,8 +23,11 @@ seed like any other, whatever the number of workers.
 
 Supported modules: those of every shipped model (``Conv2d`` with zero padding, ``Linear``,
 ``GroupNorm``, ``BatchNorm2d`` without running statistics, ``Flatten``, ``MaxPool2d``,
-``AdaptiveAvgPool2d``, ``Hardswish``, ``ReLU``, ``Identity``, ``Sequential`` and the ResNet
-``BasicBlock``); anything else raises ``NotImplementedError`` naming it.
+``AdaptiveAvgPool2d``, ``AvgPool2d``, ``Hardswish``, ``ReLU``, ``Identity``, ``Sequential``,
+a ``StagedModel``'s chain and the ResNet ``BasicBlock``), each with its class's own
+``forward``; anything else (a module with its own ``forward``: a transformer, a user's
+``nn.Module``) raises :class:`CannotStack` naming it. :func:`unsupported_module` finds such a
+module before any pass, and ``zo.client_update`` then runs the model in ``loop`` mode.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.resnet import BasicBlock
+from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
 from fpzo_ray.zo.perturbation import direction
 
@@ -55,6 +59,10 @@ ACTIVATIONS: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
     nn.Hardswish: F.hardswish,
     nn.ReLU: F.relu,
 }
+
+
+class CannotStack(NotImplementedError):
+    """The stacked forward has no form for a module of the model (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def _max_pool(module: nn.MaxPool2d, value: torch.Tensor) -> torch.Tensor:
 
 def _conv(module: nn.Conv2d, x: Stacked, params: Params, prefix: str) -> Stacked:
     if module.padding_mode != "zeros":
-        raise NotImplementedError(f"{prefix}: padding_mode {module.padding_mode!r}")
+        raise CannotStack(f"{prefix}: padding_mode {module.padding_mode!r}")
     if x.kind == "shared" and module.groups != 1:
         x = x.as_channels()
     c = x.copies
@@ -138,7 +146,7 @@ def _linear(module: nn.Linear, x: Stacked, params: Params, prefix: str) -> Stack
         out = F.linear(x.value, weight.reshape(-1, weight.shape[2]), flat_bias)
         return Stacked(out.view(out.shape[0], c, -1).transpose(0, 1), "features", c)
     if x.kind != "features":
-        raise NotImplementedError(f"{prefix}: a linear layer on stacked channels")
+        raise CannotStack(f"{prefix}: a linear layer on stacked channels")
     if bias is None:
         return Stacked(torch.bmm(x.value, weight.transpose(1, 2)), "features", c)
     return Stacked(torch.baddbmm(bias.unsqueeze(1), x.value, weight.transpose(1, 2)), "features", c)
@@ -157,7 +165,7 @@ def _group_norm(module: nn.GroupNorm, x: Stacked, params: Params, prefix: str) -
 
 def _batch_norm(module: nn.BatchNorm2d, x: Stacked, params: Params, prefix: str) -> Stacked:
     if module.track_running_stats:
-        raise NotImplementedError(f"{prefix}: BatchNorm with running statistics")
+        raise CannotStack(f"{prefix}: BatchNorm with running statistics")
     if x.kind == "shared" and not module.affine:
         return Stacked(module(x.value), "shared", x.copies)
     x = x.as_channels()
@@ -169,7 +177,7 @@ def _batch_norm(module: nn.BatchNorm2d, x: Stacked, params: Params, prefix: str)
 
 def _flatten(module: nn.Flatten, x: Stacked) -> Stacked:
     if module.start_dim != 1 or module.end_dim != -1:
-        raise NotImplementedError("Flatten other than start_dim=1")
+        raise CannotStack("Flatten other than start_dim=1")
     if x.kind == "shared":
         return Stacked(x.value.flatten(1), "shared", x.copies)
     if x.kind == "features":
@@ -217,15 +225,95 @@ def forward(module: nn.Module, x: Stacked, params: Params, prefix: str = "") -> 
         return Stacked(ACTIVATIONS[type(module)](x.value, inplace=True), x.kind, x.copies)
     if isinstance(module, CHANNELWISE):
         if x.kind == "features" and not isinstance(module, (nn.Hardswish, nn.ReLU, nn.Identity)):
-            raise NotImplementedError(f"{prefix}: {type(module).__name__} on features")
+            raise CannotStack(f"{prefix}: {type(module).__name__} on features")
         return Stacked(module(x.value), x.kind, x.copies)
-    stages = getattr(module, "stages", None)
-    if isinstance(stages, nn.ModuleList):  # a StagedModel
-        return forward(stages, x, params, f"{prefix}stages.")
-    raise NotImplementedError(
+    if isinstance(module, StagedModel):
+        return forward(module.stages, x, params, f"{prefix}stages.")
+    raise CannotStack(
         f"zo.batching batched: no stacked form for "
         f"{type(module).__name__} ({prefix.rstrip('.') or 'the model'})"
     )
+
+
+def _same_forward(module: nn.Module, base: type[nn.Module], *methods: str) -> bool:
+    """Whether ``module`` computes what ``base`` does: its class keeps ``base``'s methods."""
+    return all(getattr(type(module), m) is getattr(base, m) for m in ("forward", *methods))
+
+
+#: Leaf modules the stacked forward handles, each with the methods its class must keep.
+_LEAVES: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
+    (nn.Conv2d, ("_conv_forward",)),
+    (nn.Linear, ()),
+    (nn.GroupNorm, ()),
+    (nn.BatchNorm2d, ()),
+    (nn.Flatten, ()),
+    (nn.MaxPool2d, ()),
+    (nn.AdaptiveAvgPool2d, ()),
+    (nn.AvgPool2d, ()),
+    (nn.Hardswish, ()),
+    (nn.ReLU, ()),
+    (nn.Identity, ()),
+)
+
+
+def _leaf_problem(module: nn.Module) -> str | None:
+    """Why the stacked form of a supported leaf does not apply to this instance, if it does not."""
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        return f"padding_mode {module.padding_mode!r}"
+    if isinstance(module, nn.BatchNorm2d) and module.track_running_stats:
+        return "running statistics"
+    if isinstance(module, nn.MaxPool2d) and module.return_indices:
+        return "return_indices"
+    if isinstance(module, nn.Flatten) and (module.start_dim != 1 or module.end_dim != -1):
+        return f"start_dim={module.start_dim}, end_dim={module.end_dim}"
+    return None
+
+
+def unsupported_module(model: nn.Module) -> str | None:
+    """The first module of ``model`` that :func:`forward` cannot stack, as
+    ``"<module.QualifiedType> at <path>"`` (``<path>`` of ``named_modules``, ``(the model)`` for
+    the root), or ``None`` when the whole model can be stacked.
+
+    A static walk in the order the stacked forward visits the modules; only types (and the
+    settings that exclude one, such as BatchNorm's running statistics) are checked. A
+    supported type's subclass counts only if it keeps the class's ``forward``. What depends on
+    the activations' shapes (a linear layer fed by an unflattened convolution) is found when
+    the pass runs, as a :class:`CannotStack` error.
+    """
+    return _unsupported(model, "")
+
+
+def _describe(module: nn.Module, path: str, why: str | None = None) -> str:
+    kind = type(module)
+    where = path or "(the model)"
+    return f"{kind.__module__}.{kind.__qualname__} at {where}" + (f" ({why})" if why else "")
+
+
+def _unsupported(module: nn.Module, path: str) -> str | None:
+    def child(name: str, sub: nn.Module) -> str | None:
+        return _unsupported(sub, f"{path}.{name}" if path else name)
+
+    if isinstance(module, nn.ModuleList) or (
+        isinstance(module, nn.Sequential) and _same_forward(module, nn.Sequential)
+    ):
+        for name, sub in module.named_children():
+            if (found := child(name, sub)) is not None:
+                return found
+        return None
+    if isinstance(module, StagedModel) and _same_forward(module, StagedModel, "forward_from"):
+        return child("stages", module.stages)
+    if type(module) is BasicBlock:
+        for name in ("conv1", "norm1", "act1", "conv2", "norm2", "shortcut", "act2"):
+            if (found := child(name, getattr(module, name))) is not None:
+                return found
+        return None
+    for leaf, methods in _LEAVES:
+        if isinstance(module, leaf):
+            if not _same_forward(module, leaf, *methods):
+                return _describe(module, path, f"its own forward, not {leaf.__name__}'s")
+            why = _leaf_problem(module)
+            return None if why is None else _describe(module, path, why)
+    return _describe(module, path)
 
 
 def stacked_losses(
@@ -237,9 +325,11 @@ def stacked_losses(
     params = {
         s.name: flats[:, s.offset : s.offset + s.numel].view(copies, *s.shape) for s in layout.slots
     }
+    for alias, name in layout.aliases:  # tied parameters: every holder reads the same values
+        params[alias] = params[name]
     logits = forward(model, Stacked(x, "shared", copies), params)
     if logits.kind != "features":
-        raise NotImplementedError("the model's output is not per copy")
+        raise CannotStack("the model's output is not per copy")
     per_sample = F.cross_entropy(
         logits.value.reshape(copies * y.shape[0], -1), y.repeat(copies), reduction="none"
     )
@@ -290,19 +380,23 @@ def stacked_differences(
     with_estimate: bool = False,
     losses_fn: Callable[..., torch.Tensor] | None = None,
 ) -> ZOResult:
-    """The ZO step of ``estimator.loss_differences`` with the K + 1 (central: 2K) forward
-    passes stacked, ``chunk_size`` models a pass (0: all of them in one)."""
+    """The ZO step of ``estimator.loss_differences`` with its ``spec.num_passes(K)`` forward
+    passes stacked, ``chunk_size`` models a pass (0: all of them in one).
+
+    The model must pass :func:`unsupported_module` (``zo.client_update`` checks it once per
+    workspace and runs any other model in loop mode)."""
     base = flat.detach()
     dim = layout.total if kept_index is None else kept_index.numel()
-    central = spec.estimator == "central"
-    signs = (1.0, -1.0) if central else (1.0,)
-    # Every model of the step in order: the base (forward differences), then each direction
-    # with each sign; each row of a chunk is one of them.
-    rows: list[tuple[int, float]] = [] if central else [(-1, 0.0)]
-    rows += [(k, sign) for k in range(len(seeds)) for sign in signs]
+    scheme = spec.scheme
+    signs = range(len(scheme.signs))
+    # Every model of the step in order: the base (when the scheme has a base pass), then each
+    # direction with each of the scheme's signs; each row of a chunk is one of them, as
+    # (k, sign index), k = -1 for the base.
+    rows: list[tuple[int, int]] = [(-1, 0)] if scheme.needs_base else []
+    rows += [(k, i) for k in range(len(seeds)) for i in signs]
     size = chunk_size if chunk_size > 0 else len(rows)
     alive: dict[int, torch.Tensor] = {}  # directions drawn and not yet accumulated
-    losses: dict[tuple[int, float], float] = {}
+    losses: dict[tuple[int, int], float] = {}
     differences = torch.empty(len(seeds), dtype=torch.float32)
     estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
     done = 0  # directions whose difference is known (and accumulated, in order)
@@ -311,23 +405,23 @@ def stacked_differences(
             chunk = rows[start : start + size]
             for k, _ in chunk:
                 if k >= 0 and k not in alive:
-                    alive[k] = direction(seeds[k], dim, kind=spec.direction)
-            stacked = _perturbed_rows(base, kept_index, chunk, alive, spec.sigma)
+                    alive[k] = direction(seeds[k], dim, fill=spec.direction)
+            shifts = [(k, scheme.signs[i] if k >= 0 else 0.0) for k, i in chunk]
+            stacked = _perturbed_rows(base, kept_index, shifts, alive, spec.sigma)
             values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
             losses.update(zip(chunk, values))
             # Each direction whose losses are all in: its difference, then (in k order, as
             # the server's rebuild does) its share of the estimate; then it is dropped.
-            while done < len(seeds) and all((done, s) in losses for s in signs):
-                if central:
-                    difference = losses[(done, 1.0)] - losses[(done, -1.0)]
-                else:
-                    difference = losses[(done, 1.0)] - losses[(-1, 0.0)]
-                differences[done] = difference
+            base_loss = losses.get((-1, 0))
+            while done < len(seeds) and all((done, i) in losses for i in signs):
+                row = [losses[done, i] for i in signs]
+                differences[done] = scheme.difference(row, base_loss)
                 if estimate is not None:
                     accumulate(estimate, float(differences[done]), spec.scale, alive[done])
                 del alive[done]
                 done += 1
-    base_loss = sum(losses.values()) / (2 * len(seeds)) if central else losses[-1, 0.0]
+    per_direction = [[losses[k, i] for i in signs] for k in range(len(seeds))]
+    reported = scheme.base_loss(per_direction, losses.get((-1, 0)))
     if estimate is not None:
         estimate.div_(len(seeds))
-    return ZOResult(base_loss, differences, estimate, spec.num_passes(len(seeds)))
+    return ZOResult(reported, differences, estimate, spec.num_passes(len(seeds)))
