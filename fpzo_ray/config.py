@@ -704,8 +704,8 @@ def _check_targets(cfg: RunConfig) -> None:
     for field_name, check in registry.TARGET_CHECKS.items():
         section, key = field_name.split(".")
         value = getattr(getattr(cfg, section), key)
-        if not value or not registry.is_import_path(value):
-            continue
+        if not value or not (key == "target" or registry.is_import_path(value)):
+            continue  # unset, or a registered name
         try:
             check(value, cfg)
         except registry.TargetError as exc:

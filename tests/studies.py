@@ -4,9 +4,11 @@ interrupted sweep or run through its command line."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -71,3 +73,63 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A one-node Ray head beside whatever Ray already runs here (the session's): every port
+    that has a fixed default is moved (as the README's cluster section says). Returns the
+    ``ray start --block`` process and the dashboard's address, for ``ray job``."""
+    ports = {
+        flag: free_port()
+        for flag in (
+            "--port",
+            "--dashboard-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--ray-client-server-port",
+            "--metrics-export-port",
+            "--runtime-env-agent-port",
+        )
+    }
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
+        + [f"{flag}={port}" for flag, port in ports.items()]
+        + [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    deadline = time.time() + 120
+    while True:
+        assert head.poll() is None, "ray start --head failed"
+        try:
+            ray_cli("job", "list", "--address", dashboard, env=env, timeout=30)
+            return head, dashboard
+        except AssertionError:
+            assert time.time() < deadline, "the Ray head did not answer in 120 s"
+            time.sleep(2)
+
+
+def stop_head(head: subprocess.Popen, temp_dir: Path) -> None:
+    """Stop this head and only it (``ray stop`` would stop every Ray on the machine)."""
+    if head.poll() is None:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from studies import command_env, free_port, resume
+from studies import command_env, free_port, ray_cli, resume, start_head, stop_head
 
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.data import federated_data
@@ -282,66 +282,6 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
 
 
 # -- every way a sweep or run is stopped -----------------------------------------------------
-def _ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
-def _start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """A one-node Ray head beside whatever Ray already runs here (the session's): every port
-    that has a fixed default is moved (as the README's cluster section says). Returns the
-    ``ray start --block`` process and the dashboard's address, for ``ray job``."""
-    ports = {
-        flag: free_port()
-        for flag in (
-            "--port",
-            "--dashboard-port",
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--ray-client-server-port",
-            "--metrics-export-port",
-            "--runtime-env-agent-port",
-        )
-    }
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
-        + [f"{flag}={port}" for flag, port in ports.items()]
-        + [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
-    deadline = time.time() + 120
-    while True:
-        assert head.poll() is None, "ray start --head failed"
-        try:
-            _ray_cli("job", "list", "--address", dashboard, env=env, timeout=30)
-            return head, dashboard
-        except AssertionError:
-            assert time.time() < deadline, "the Ray head did not answer in 120 s"
-            time.sleep(2)
-
-
-def _stop_head(head: subprocess.Popen, temp_dir: Path) -> None:
-    """Stop this head and only it (``ray stop`` would stop every Ray on the machine)."""
-    if head.poll() is None:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-    subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)
-
-
 def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -> None:
     """Every trial in the printed table with its true state, which its MLflow run agrees
     with (OK: FINISHED, INTERRUPTED: KILLED, NOT_STARTED: no run); the parent KILLED; the
@@ -407,11 +347,11 @@ def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishe
     }
     env.pop("RAY_ADDRESS", None)
     temp_dir = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # Ray's socket paths are short
-    head, dashboard = _start_head(temp_dir, env)
+    head, dashboard = start_head(temp_dir, env)
     try:
         entrypoint = [sys.executable, "-m", "fpzo_ray.sweep", str(sweep)]
         job = ["--address", dashboard, "--submission-id", "sweep"]
-        _ray_cli(
+        ray_cli(
             "job",
             "submit",
             *job,
@@ -424,13 +364,13 @@ def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishe
         )
         deadline = time.time() + 300
         while not _latest_checkpoints(results):
-            assert time.time() < deadline, _ray_cli("job", "logs", *job[:2], "sweep", env=env)
+            assert time.time() < deadline, ray_cli("job", "logs", *job[:2], "sweep", env=env)
             time.sleep(0.5)
-        _ray_cli("job", "stop", *job[:2], "sweep", env=env, timeout=180)
-        status = _ray_cli("job", "status", *job[:2], "sweep", env=env)
-        output = _ray_cli("job", "logs", *job[:2], "sweep", env=env)
+        ray_cli("job", "stop", *job[:2], "sweep", env=env, timeout=180)
+        status = ray_cli("job", "status", *job[:2], "sweep", env=env)
+        output = ray_cli("job", "logs", *job[:2], "sweep", env=env)
     finally:
-        _stop_head(head, temp_dir)
+        stop_head(head, temp_dir)
     assert "was stopped" in status
     experiment = next(results.glob("ray_results/job_stop_*"))
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")

@@ -1,0 +1,85 @@
+"""A researcher's components, one per extension point, named by import path in the tests of
+``test_extensions.py`` (``extension_targets:<name>``), plus wrong ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
+from fpzo_ray.data import from_arrays
+from fpzo_ray.pruning.methods import SaliencyInputs
+from fpzo_ray.zo.difference import DifferenceScheme
+from fpzo_ray.zo.server_optimizer import ServerSettings
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> nn.Module:
+    features = int(np.prod(input_shape))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, num_classes)
+    )
+
+
+def blobs(samples: int = 300, features: int = 6, classes: int = 3, seed: int = 0) -> Any:
+    """Gaussian blobs, one per class, as (train, test) arrays."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (classes, features))
+    y = rng.integers(0, classes, samples)
+    x = (centres[y] + rng.normal(0, 1, (samples, features))).astype(np.float32)
+    cut = samples * 4 // 5
+    return from_arrays(train=(x[:cut], y[:cut]), test=(x[cut:], y[cut:]), name="blobs")
+
+
+def two_label_halves(labels: np.ndarray, cfg: Any, rng: np.random.Generator) -> list[np.ndarray]:
+    """Clients cut from the samples sorted by label: a label-skewed partition."""
+    order = np.argsort(labels, kind="stable")
+    return [np.sort(part) for part in np.array_split(order, cfg.num_clients)]
+
+
+def squared_magnitude(inputs: SaliencyInputs, power: float = 2.0) -> torch.Tensor:
+    """|w|^power at the prunable coordinates (higher = keep), zero where pruned."""
+    weights = inputs.initial_weights[inputs.layout.prunable_positions()].abs() ** power
+    return weights * inputs.mask.prunable_kept
+
+
+ONE_SIDED = DifferenceScheme(
+    "one_sided", signs=(1.0, 2.0), weights=(4.0, -1.0), base_weight=-3.0, span=2.0
+)
+
+
+def fill_uniform(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform on [-sqrt 3, sqrt 3]: E[z z^T] = I, like the registered kinds."""
+    return out.uniform_(-(3**0.5), 3**0.5, generator=generator)
+
+
+def adagrad(params: list[nn.Parameter], settings: ServerSettings) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(params, lr=settings.lr)
+
+
+class MedianFedSGD(ZOFedSGD):
+    """ZO FedSGD whose server takes the coordinate-wise median of the estimates."""
+
+    label = "ZO (median)"
+    aggregated_rounds = 0
+
+    def aggregate(self, contributions, num_samples):  # type: ignore[no-untyped-def]
+        type(self).aggregated_rounds += 1
+        return torch.stack(list(contributions)).median(dim=0).values
+
+
+def needs_a_name(name: str) -> nn.Module:  # wrong signature for model.target
+    raise AssertionError("never called")
+
+
+def raises_on_build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    raise RuntimeError("my model cannot be built")
+
+
+NOT_A_FUNCTION = 3
+
+
+class NotAnAlgorithm:
+    pass

@@ -1,0 +1,179 @@
+"""Bring your own: every extension point takes a component named by import path in the
+configuration (``tests/extension_targets.py``), and a wrong one stops before any work with
+one line naming the field and the target (exit code 2 on the command line)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from studies import ROOT, command_env
+
+from fpzo_ray.config import ConfigError, config_from_dict
+from fpzo_ray.data import federated_data
+from fpzo_ray.registry import (
+    ALGORITHMS,
+    DATASETS,
+    DIFFERENCE_SCHEMES,
+    DIRECTION_KINDS,
+    MODELS,
+    PARTITIONERS,
+    PRUNING_METHODS,
+    SERVER_OPTIMIZERS,
+)
+from fpzo_ray.sim.in_process import run_in_process
+
+T = "extension_targets"
+OWN = {
+    "data": {
+        "target": f"{T}:blobs",
+        "args": {"samples": 300},
+        "partition": f"{T}:two_label_halves",
+        "num_clients": 6,
+    },
+    "model": {"target": f"{T}:mlp", "args": {"hidden": 12}},
+    "pruning": {
+        "method": f"{T}:squared_magnitude",
+        "args": {"power": 1.5},
+        "sparsity": 0.5,
+        "iterations": 2,
+        "clients_per_iteration": 3,
+    },
+    "zo": {"estimator": f"{T}:ONE_SIDED", "direction": f"{T}:fill_uniform", "sigma": 0.01},
+    "training": {
+        "algorithm": f"{T}:MedianFedSGD",
+        "server_optimizer": f"{T}:adagrad",
+        "server_lr": 0.05,
+        "rounds": 12,
+        "clients_per_round": 3,
+    },
+}
+
+
+def test_every_registered_entry_imports():
+    for registry in (
+        MODELS,
+        DATASETS,
+        PARTITIONERS,
+        PRUNING_METHODS,
+        DIFFERENCE_SCHEMES,
+        DIRECTION_KINDS,
+        SERVER_OPTIMIZERS,
+        *ALGORITHMS.values(),
+    ):
+        for name in registry:
+            assert registry.load(name) is not None, (registry.what, name)
+
+
+def test_a_run_made_of_ones_own_components_trains():
+    from extension_targets import MedianFedSGD
+
+    cfg = config_from_dict(OWN)
+    dataset, partition = federated_data(cfg)
+    assert dataset.input_shape == (6,) and len(partition) == 6
+    before = MedianFedSGD.aggregated_rounds
+    metrics = run_in_process(cfg, dataset, partition)
+    assert MedianFedSGD.aggregated_rounds - before == 12  # the algorithm's own aggregate ran
+    # three separable blobs: chance is about 1/3
+    assert metrics[-1]["test_accuracy"] > 0.6
+    # ONE_SIDED: two perturbed passes a direction plus the base pass
+    k = cfg.zo.num_perturbations
+    assert metrics[0]["round_client_forward_flops"] > 0
+    assert metrics[0]["round_upload_bytes"] == 3 * (4 * k + 8 + 4)
+
+
+BAD = [
+    ("model.target", "no_such_module:build", "no module named 'no_such_module'"),
+    ("model.target", f"{T}:missing", "has no attribute 'missing'"),
+    ("model.target", f"{T}:needs_a_name", "cannot be called this way"),
+    ("model.target", f"{T}:NOT_A_FUNCTION", "not a function or class"),
+    ("model.target", "not a path", "is not an import path"),
+    ("data.target", f"{T}:mlp", "cannot be called this way"),
+    ("data.partition", f"{T}:nope", "has no attribute 'nope'"),
+    ("pruning.method", f"{T}:nope", "has no attribute 'nope'"),
+    ("zo.estimator", f"{T}:fill_uniform", "not a fpzo_ray.zo.difference.DifferenceScheme"),
+    ("zo.direction", f"{T}:NOT_A_FUNCTION", "not a function or class"),
+    ("training.server_optimizer", f"{T}:nope", "has no attribute 'nope'"),
+    ("training.algorithm", f"{T}:NotAnAlgorithm", "not a subclass of"),
+    ("training.algorithm", f"{T}:nope", "has no attribute 'nope'"),
+]
+
+
+@pytest.mark.parametrize("field, target, why", BAD, ids=[f"{f}={t}" for f, t, _ in BAD])
+def test_a_bad_target_is_one_line_naming_the_field_and_the_target(field, target, why):
+    section, key = field.split(".")
+    raw = {section: {key: target}}
+    if field == "data.target":
+        raw["model"] = {"target": f"{T}:mlp"}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"config error: {field}:"), message
+    assert target in message and why in message, message
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"model": {"args": {"hidden": 3}}}, "model.args"),
+        ({"pruning": {"args": {"power": 2}}}, "pruning.args"),
+        ({"model": {"target": f"{T}:mlp", "name": "lenet5"}}, "model.target"),
+        ({"data": {"target": f"{T}:blobs"}}, "model.name"),
+        ({"training": {"args": {"nope": 1}}}, "training.args.nope"),
+        (
+            {"training": {"algorithm": "zo_momentum", "args": {"estimate_momentum": 2}}},
+            "training.args.estimate_momentum",
+        ),
+        (
+            {"training": {"algorithm": "zo", "mode": "fedavg", "args": {"upload": "x"}}},
+            "training.args.upload",
+        ),
+    ],
+)
+def test_misplaced_arguments_are_refused(raw, field):
+    with pytest.raises(ConfigError, match=f"^config error: {field}: "):
+        config_from_dict(raw)
+
+
+def _command(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**command_env(), "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("module", ["fpzo_ray.run", "fpzo_ray.sweep"])
+def test_the_commands_exit_2_on_a_bad_target_before_any_work(module, tmp_path):
+    done = _command(
+        module,
+        "--set",
+        f"model.target={T}:needs_a_name",
+        "--results-dir",
+        str(tmp_path / "results"),
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("config error: model.target:") and f"{T}:needs_a_name" in lines[0]
+    assert not (tmp_path / "results").exists()  # nothing started
+
+
+def test_a_model_that_fails_to_build_stops_in_preflight(tmp_path):
+    done = _command(
+        "fpzo_ray.run",
+        "--set",
+        f"model.target={T}:raises_on_build",
+        "--results-dir",
+        str(tmp_path / "results"),
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("config error: model.target:")
+    assert "my model cannot be built" in lines[0]
