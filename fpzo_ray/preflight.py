@@ -16,8 +16,9 @@ import torch
 from fpzo_ray.config import ConfigError, RunConfig
 from fpzo_ray.data import ArrayDataset, federated_data, load_dataset
 from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.protocol import zo_update_spec
 from fpzo_ray.sim.devices import load_catalog
-from fpzo_ray.zo.layerwise import stage_blocks_for
+from fpzo_ray.zo.layerwise import blocks_for
 
 
 def preflight(configs: Sequence[RunConfig]) -> None:
@@ -69,11 +70,10 @@ def _try_model(cfg: RunConfig, dataset: ArrayDataset) -> None:
             )
     except Exception as exc:  # noqa: BLE001 - a researcher's model may raise anything
         raise ConfigError(_raised(field, cfg.model_name, exc)) from None
-    if cfg.zo.perturbation_scope == "layerwise":
-        try:
-            stage_blocks_for(model, layout, None)
-        except ValueError as exc:
-            raise ConfigError(f"config error: {exc}") from None
+    try:  # the layer-wise variant needs a chain of stages
+        blocks_for(zo_update_spec(cfg, clip_on_client=False), model, layout, None)
+    except ValueError as exc:
+        raise ConfigError(f"config error: {exc}") from None
 
 
 def _raised(field: str, target: str, exc: Exception) -> str:
