@@ -835,10 +835,13 @@ def describe() -> str:
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")
                 continue
+            meta = f.metadata
             rule = ", ".join(
-                f"{k} {v}" if k != "choices" else "one of " + "|".join(v)
-                for k, v in f.metadata.items()
-                if v not in (None, "") and k != "doc"
+                "one of " + "|".join(v) + ("|module:attribute" if meta.get("paths") else "")
+                if k == "choices"
+                else f"{k} {v}"
+                for k, v in meta.items()
+                if v not in (None, "") and k not in ("doc", "paths")
             )
             doc = f.metadata.get("doc", "")
             lines.append(

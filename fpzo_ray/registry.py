@@ -6,9 +6,9 @@ below. An entry names what it registers as ``module:attribute`` and is imported 
 so the configuration can check its choices against these tables without importing torch; the
 configuration's allowed values, the dispatch of every component, the report labels and the
 checks of a user's component all read them. A researcher's own component is not registered
-here: it is named by its import path (``my_nets:build``) in the configuration's ``target``
-fields, and imported the same way on the driver and on every Ray worker
-(``docs/EXTENDING.md``).
+here: it is named by its import path (``my_nets:build``) in ``model.target`` or
+``data.target``, or in place of a registered name in the other fields, and imported the same
+way on the driver and on every Ray worker (``docs/EXTENDING.md``).
 
 This module imports nothing of fpzo_ray at import time (``config`` sits on top of it).
 """
@@ -56,16 +56,20 @@ def import_target(path: str) -> Any:
                 f"{path!r}: no module named {exc.name!r} (is its folder the working "
                 "directory, on PYTHONPATH or in the Ray job's py_modules?)"
             ) from None
-        raise TargetError(f"{path!r}: importing {module_name} failed: {exc}") from None
+        raise TargetError(f"{path!r}: importing {module_name} failed: {_first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
         raise TargetError(
-            f"{path!r}: importing {module_name} raised {type(exc).__name__}: {exc}"
+            f"{path!r}: importing {module_name} raised {type(exc).__name__}: {_first_line(exc)}"
         ) from None
     for part in attribute.split("."):
         if not hasattr(obj, part):
             raise TargetError(f"{path!r}: module {module_name} has no attribute {attribute!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 def check_call(obj: Any, path: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -221,15 +225,6 @@ ALGORITHMS: dict[str, Registry] = {
 }
 
 
-def check_target(path: str, contract: Callable[[Any, str], None] | None = None) -> Any:
-    """Import ``path`` and hold it to ``contract(obj, path)`` (which raises
-    :class:`TargetError`); returns the object."""
-    obj = import_target(path)
-    if contract is not None:
-        contract(obj, path)
-    return obj
-
-
 # -- what a researcher's component must be, per field (checked before any work) ---------------
 
 
@@ -245,8 +240,15 @@ def _check_data(path: str, cfg: Any) -> None:
     check_call(import_target(path), path, (), _args(cfg.data.args))
 
 
-def _check_partition(path: str, cfg: Any) -> None:
-    check_call(import_target(path), path, (None, None, None), {})
+def _called_with(count: int) -> Callable[[str, Any], None]:
+    """A function taking ``count`` positional arguments (a partitioner: labels, the data
+    section, a generator; a direction fill: out, generator; a server optimizer: params,
+    settings)."""
+
+    def check(path: str, cfg: Any) -> None:
+        check_call(import_target(path), path, (None,) * count, {})
+
+    return check
 
 
 def _check_pruning(path: str, cfg: Any) -> None:
@@ -261,14 +263,6 @@ def _check_scheme(path: str, cfg: Any) -> None:
         raise TargetError(
             f"{path!r} is a {type(obj).__name__}, not a fpzo_ray.zo.difference.DifferenceScheme"
         )
-
-
-def _check_direction(path: str, cfg: Any) -> None:
-    check_call(import_target(path), path, (None, None), {})
-
-
-def _check_server_optimizer(path: str, cfg: Any) -> None:
-    check_call(import_target(path), path, (None, None), {})
 
 
 def algorithm_class(name_or_path: str, mode: str) -> Any:
@@ -293,10 +287,10 @@ def _check_algorithm(path: str, cfg: Any) -> None:
 TARGET_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "model.target": _check_model,
     "data.target": _check_data,
-    "data.partition": _check_partition,
+    "data.partition": _called_with(3),
     "pruning.method": _check_pruning,
     "zo.estimator": _check_scheme,
-    "zo.direction": _check_direction,
-    "training.server_optimizer": _check_server_optimizer,
+    "zo.direction": _called_with(2),
+    "training.server_optimizer": _called_with(2),
     "training.algorithm": _check_algorithm,
 }

@@ -105,7 +105,7 @@ class RoundPlan:
 class FederatedAlgorithm(ABC):
     """One federated training algorithm (see the module docstring)."""
 
-    #: How figures and tables name it (``report.labels``).
+    #: How figures and tables name it (``report.labels``); by default the class's name.
     label: ClassVar[str]
     #: Whether a dense model under it is called "dense <label>" (the ZO baselines).
     dense_prefix: ClassVar[bool] = True
@@ -117,7 +117,7 @@ class FederatedAlgorithm(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "label" not in cls.__dict__ and not hasattr(cls, "label"):
+        if "label" not in cls.__dict__:  # not the label of the class it extends
             cls.label = cls.__name__
 
     @classmethod
