@@ -30,8 +30,8 @@ test-fast: $(VENV)/.installed
 
 ## ruff (lint and format) and mypy, as CI runs them
 lint: $(VENV)/.installed
-	$(PY) -m ruff check fpzo_ray tests
-	$(PY) -m ruff format --check fpzo_ray tests
+	$(PY) -m ruff check fpzo_ray tests examples
+	$(PY) -m ruff format --check fpzo_ray tests examples
 	$(PY) -m mypy
 
 ## a local one-node Ray cluster, the default sweep submitted to it as a Ray job, and stop.
