@@ -400,9 +400,9 @@ def _interrupted(
         flush=True,
     )
     print(
-        trials[[c for c in trials.columns if c not in ("kept_fraction", "upload_kib")]].to_string(
-            index=False, float_format=lambda v: f"{v:.4g}"
-        )
+        trials[
+            [c for c in trials.columns if c not in ("kept_fraction", "upload_kib", "download_kib")]
+        ].to_string(index=False, float_format=lambda v: f"{v:.4g}")
     )
     print(
         f"\nNothing is lost: finished trials are kept, interrupted ones continue from their "
@@ -442,8 +442,9 @@ def parent_params(spec: SweepSpec) -> dict[str, Any]:
     varied: dict[str, list[str]] = {}
     for axis in spec.axes:  # each value on the base: linear in the axes, like validation
         seen = [resolved(value.overrides) for value in axis.values]
-        for key in seen[0]:
-            values = list(dict.fromkeys(str(s[key]) for s in seen))
+        # keys may differ between values: a component's ``args`` flatten to their own keys
+        for key in dict.fromkeys(k for s in seen for k in s):
+            values = list(dict.fromkeys(str(s.get(key, "(not set)")) for s in seen))
             if len(values) > 1:
                 varied.setdefault(key, []).extend(values)
     spaces = [spec.search.space if spec.search else None]

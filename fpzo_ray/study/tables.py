@@ -62,6 +62,7 @@ def trial_table(figures: list[TrialFigures], spec: SweepSpec) -> pd.DataFrame:
             kept_fraction=f.kept_fraction,
             client_gflops=f.client_flops / 1e9,
             upload_kib=f.upload_bytes / 1024,
+            download_kib=f.download_bytes / 1024,
             wall_s=f.wall_s,
         )
         if f.error:
