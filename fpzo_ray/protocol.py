@@ -3,8 +3,9 @@
 A simulated client and the server never exchange seeds, schedules or hyperparameters: each
 side computes them from the configuration both hold. Whatever both sides use lives here, in
 one Ray-free module: who takes part in a round or a pruning iteration, which mini-batch a
-client draws, the seeds of its perturbations and of its pruning draws, how many local steps
-it takes, and the specification of its ZO work (estimator, K, sigma, clipping, ...).
+client draws, the seeds of its perturbations and of its pruning draws, and the specification
+of its ZO work (difference scheme, direction kind, K, sigma, clipping, ...). How many local
+steps a client takes is its algorithm's (``algorithms.base.FederatedAlgorithm.moves``).
 """
 
 from __future__ import annotations
