@@ -62,6 +62,10 @@ MAX_NODES = 100_000
 INT_RANGE = (-(2**63), 2**63 - 1)
 
 
+#: The type of every ``args`` field: keyword arguments of a component, checked by it.
+ARGS_TYPE = dict[str, Any] | None
+
+
 class _Refused(Exception):
     """A document the loader refuses to compose; the message says why, without the file."""
 
@@ -558,7 +562,7 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
                 f"config error: {path}: got {show(value)} ({len(value)} characters), must be "
                 f"1 to {max_len} characters"
             )
-    elif tp == dict[str, Any] | None:  # keyword arguments of a researcher's component
+    elif tp == ARGS_TYPE:  # keyword arguments of a component
         if value is None:
             return None
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
@@ -717,11 +721,15 @@ def _check_targets(cfg: RunConfig) -> None:
 def field_type(dotted: str) -> type:
     """The type of the configuration field ``dotted`` (``training.server_lr`` -> float).
 
-    Raises :class:`ConfigError` naming the key when it is not a field (or is a section).
+    A key inside a component's ``args`` (``training.args.pool_size``) is ``object``: any
+    value, checked by the component when the configuration is built. Raises
+    :class:`ConfigError` naming the key when it is not a field (or is a section).
     """
     cls: Any = RunConfig
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
+        if cls == ARGS_TYPE:
+            return object
         hints = typing.get_type_hints(cls)
         if part not in hints:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))

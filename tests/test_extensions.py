@@ -177,3 +177,27 @@ def test_a_model_that_fails_to_build_stops_in_preflight(tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith("config error: model.target:")
     assert "my model cannot be built" in lines[0]
+
+
+def test_a_components_own_arguments_are_swept_and_searched_like_fields():
+    from fpzo_ray.sweep_spec import parse_sweep
+
+    base = {"training": {"algorithm": "zo_momentum", "rounds": 2}}
+    spec = parse_sweep(
+        {
+            "base": base,
+            "grid": {"training.args.estimate_momentum": [0.5, 0.9]},
+            "search": {"space": {"training.server_lr": {"loguniform": [0.001, 0.1]}}},
+        }
+    )
+    momenta = {cfg.training.args["estimate_momentum"] for cfg in spec.validated_configs()}
+    assert momenta == {0.5, 0.9}
+    searched = parse_sweep(
+        {
+            "base": base,
+            "search": {"space": {"training.args.estimate_momentum": {"uniform": [0, 0.99]}}},
+        }
+    )
+    assert searched.search is not None
+    with pytest.raises(ConfigError, match="training.args.estimate_momentum"):
+        parse_sweep({"base": base, "grid": {"training.args.estimate_momentum": [0.5, 2.0]}})

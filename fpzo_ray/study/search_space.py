@@ -131,11 +131,13 @@ def parse_dimension(where: str, key: str, raw: Any) -> Dimension:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be a non-empty list")
     if kind in ("choice", "grid"):
         return Dimension(key, kind, tuple(args))
-    if tp not in (int, float):
+    if tp not in (int, float, object):  # object: a component's argument, typed by its bounds
         raise ConfigError(f"config error: {where}.{kind}: {key} is not numeric, use choice or grid")
     if len(args) != 2:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, must be [low, high]")
     low, high = (_number(f"{where}.{kind}", v) for v in args)
+    if tp is object:
+        tp = int if all(isinstance(v, int) for v in (low, high)) else float
     if not low < high:
         raise ConfigError(f"config error: {where}.{kind}: got {args!r}, low must be < high")
     if kind == "loguniform" and low <= 0:
