@@ -282,6 +282,19 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
 
 
 # -- every way a sweep or run is stopped -----------------------------------------------------
+def _crashes(output: str) -> list[str]:
+    """The tracebacks in a job's log, less Ray's own teardown noise: an actor torn down with
+    its job may print an exception ignored in ``ActorHandle.__del__`` (Python's report of an
+    error in a finaliser, the handle's owner being gone), which is no crash of ours."""
+    lines = output.splitlines()
+    return [
+        following
+        for line, following in zip(lines, lines[1:] + [""])
+        if "Traceback (most recent call last)" in line
+        and not ("ray/actor.py" in following and "in __del__" in following)
+    ]
+
+
 def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -> None:
     """Every trial in the printed table with its true state, which its MLflow run agrees
     with (OK: FINISHED, INTERRUPTED: KILLED, NOT_STARTED: no run); the parent KILLED; the
@@ -375,7 +388,7 @@ def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishe
     experiment = next(results.glob("ray_results/job_stop_*"))
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     _check_interrupted_sweep(output, experiment, client, "job_stop")
-    assert "Traceback" not in output
+    assert not _crashes(output), output[-3000:]
 
     resume("fpzo_ray.sweep", experiment)
     _assert_resumed_to_the_uninterrupted_result(client, "job_stop", base)
