@@ -151,7 +151,8 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
     tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
     state, logged = None, 0
     if folder is None:
-        run_name = f"run_{cfg.pruning_method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
+        method = cfg.pruning_method.split(":")[-1]  # an import path's attribute: a file name
+        run_name = f"run_{method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
         folder = RunFolder(
             (results_dir / "runs" / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         )
