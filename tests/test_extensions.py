@@ -201,3 +201,22 @@ def test_a_components_own_arguments_are_swept_and_searched_like_fields():
     assert searched.search is not None
     with pytest.raises(ConfigError, match="training.args.estimate_momentum"):
         parse_sweep({"base": base, "grid": {"training.args.estimate_momentum": [0.5, 2.0]}})
+
+
+def test_the_engine_does_not_branch_on_the_algorithm_its_mode_or_a_zo_variant():
+    """What differs between algorithms and ZO variants is theirs (``algorithms/``, ``zo/``):
+    the engine reads none of the fields that choose them."""
+    import re
+
+    choosing = re.compile(
+        r"cfg\.training\.(algorithm|mode)\b|\.perturbation_scope\s*[=!]=|\.batching\s*[=!]=|"
+        r"\.estimator\s*[=!]=|\.direction\s*[=!]=|pruning\.method\s*[=!]="
+    )
+    engine = sorted((ROOT / "fpzo_ray" / "sim").glob("*.py")) + [ROOT / "fpzo_ray/protocol.py"]
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in engine
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if choosing.search(line)
+    ]
+    assert not found, found
