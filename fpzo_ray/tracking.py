@@ -460,8 +460,34 @@ class MLflowTrialCallback(Callback):
         run_id = self._run_id(trial)
         self._finish(run_id, trial, "FAILED", {}, error_summary(trial_error_text(trial)))
 
+    def _settle_restored(self, trials: list) -> None:
+        """Trials a resumed sweep restored as ended, whose run the interrupted driver did not
+        close (it was killed after Tune recorded the trial's end, before the store did):
+        Tune runs them no more, so their missing rounds and their end are written now, from
+        the results the trial saved (``result.json``)."""
+        for trial in trials:
+            if trial.trial_id in self.run_ids or trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            run_id = self.tracker.find_run("tune_trial_id", trial.trial_id)
+            if run_id is None or self.tracker.client.get_run(run_id).info.status in (
+                "FINISHED",
+                "FAILED",
+            ):
+                continue
+            self._run_id(trial)  # reopens it, knowing the rounds it logged
+            saved = Path(trial.local_path or "") / "result.json"
+            if saved.is_file():
+                for line in saved.read_text().splitlines():
+                    if line.strip():
+                        self.on_trial_result(0, trials, trial, json.loads(line))
+            if trial.status == "TERMINATED":
+                self.on_trial_complete(0, trials, trial)
+            else:
+                self.on_trial_error(0, trials, trial)
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Every write is done; runs still open belong to interrupted trials."""
+        self._settle_restored(trials)
         self.tracker.flush()
         for run_id in set(self.run_ids.values()) - self.closed:
             self.tracker.end_run(
