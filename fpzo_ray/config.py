@@ -39,7 +39,7 @@ MODES = tuple(dict.fromkeys(m for modes in registry.ALGORITHMS.values() for m in
 ESTIMATORS = registry.DIFFERENCE_SCHEMES.names
 DIRECTIONS = registry.DIRECTION_KINDS.names
 PERTURBATION_SCOPES = ("full", "layerwise")
-BATCHINGS = ("loop", "vmap", "batched")
+BATCHINGS = ("auto", "loop", "vmap", "batched")
 SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
 NORMS = ("group", "none", "batch")
 ACTIVATIONS = ("hardswish", "relu")
@@ -359,9 +359,11 @@ class ZOConfig:
         "forward resumed from the cached block input",
     )
     batching: str = setting(
-        "loop",
+        "auto",
         choices=BATCHINGS,
-        doc="how the K+1 (central: 2K) forward passes of a step run: loop = one model at a "
+        doc="how the simulator runs a step's K+1 (central: 2K) forward passes (the same "
+        "losses to float32 rounding; recorded memory is the device's one-model step in every "
+        "mode): auto = the faster of batched and loop for the model; loop = one model at a "
         "time; batched = the perturbed models stacked into one wider pass (grouped "
         "convolutions, batched matrix products; more activation memory); vmap = "
         "torch.func.vmap over the copies",
@@ -661,18 +663,17 @@ def _cross_check(cfg: RunConfig) -> None:
             "config error: zo.microbatch_size: needs per-sample normalisation "
             "(model.norm group or none); batch statistics change with the chunk"
         )
-    if cfg.zo.microbatch_size > 0 and (cfg.zo.perturbation_scope, cfg.zo.batching) != (
-        "full",
-        "loop",
+    if cfg.zo.microbatch_size > 0 and (
+        cfg.zo.perturbation_scope != "full" or cfg.zo.batching not in ("loop", "auto")
     ):
         raise ConfigError(
             "config error: zo.microbatch_size: only with zo.perturbation_scope "
-            "full and zo.batching loop"
+            "full and zo.batching loop or auto"
         )
-    if cfg.zo.batching != "loop" and cfg.zo.perturbation_scope == "layerwise":
+    if cfg.zo.batching not in ("loop", "auto") and cfg.zo.perturbation_scope == "layerwise":
         raise ConfigError(
             f"config error: zo.batching: got {cfg.zo.batching!r}, the layer-wise variant runs "
-            "its own loop over stages (zo.batching loop)"
+            "its own loop over stages (zo.batching loop or auto)"
         )
     if cfg.training.bp_microbatch_size > 0 and cfg.model.norm == "batch":
         raise ConfigError(

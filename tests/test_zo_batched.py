@@ -132,16 +132,17 @@ def test_the_fast_two_by_two_pool_is_max_pool(shape):
     torch.testing.assert_close(_max_pool(pool, x), pool(x), equal_nan=True, rtol=0, atol=0)
 
 
-def test_the_memory_figure_is_the_peak_of_the_mode_that_ran(digits):
-    """Stacked models hold more activations at once: the client's measured peak (what the
-    device budget is checked against) says so, and chunks bring it down."""
+def test_the_memory_figure_is_the_devices_whatever_mode_ran(digits):
+    """Stacked models hold more activations at once, but a device runs one at a time: the
+    client's recorded peak (what the device budget is checked against) is the loop step's in
+    every mode (``tests/test_device_memory.py`` checks every shipped model)."""
     peaks = {
         (batching, chunk): _client_replies(digits, {"batching": batching, "chunk_size": chunk})[
-            0
+            1
         ].peak_memory_bytes
-        for batching, chunk in (("loop", 0), ("batched", 0), ("batched", 3))
+        for batching, chunk in (("loop", 0), ("batched", 0), ("batched", 3), ("vmap", 0))
     }
-    assert peaks["batched", 0] > peaks["batched", 3] > peaks["loop", 0]
+    assert len(set(peaks.values())) == 1, peaks
 
 
 def _client_replies(digits, zo: dict, simulation: dict | None = None):

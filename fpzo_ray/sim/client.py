@@ -7,11 +7,21 @@ partition, a device profile and a set of seeds. The training algorithm's client 
 (``algorithms``) does the local work; the runtime draws the batches, meters the memory, holds
 the peak against the device's budget and packs the reply. Nothing here knows Ray, so the same
 runtime serves the Ray workers, the in-process pool and the benchmarks.
+
+Memory is the device's, not the simulator's. A device runs a ZO step one perturbed forward
+pass at a time (``zo.batching: loop``, eager); the simulator may run the same step faster in
+another exact mode (``batched``: K + 1 models stacked into one pass, up to 19x the
+activations; ``simulation.compile``). So a client's peak is that of the device's step,
+measured by a metered reference step (:func:`device_config`) once per mask and batch size (the
+model, the estimator and K are the runtime's for its whole life) and cached; the device budget
+gate holds every client against it. Where the simulator's execution *is* the device's step,
+that step is metered itself and nothing runs twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -44,12 +54,23 @@ from fpzo_ray.sim.messages import (
     TrainBroadcast,
     TrainReply,
 )
+from fpzo_ray.zo.auto_batching import auto_batching
 from fpzo_ray.zo.client_update import ZOWorkspace
 from fpzo_ray.zo.compiled import compile_forwards
 from fpzo_ray.zo.layerwise import blocks_for
 
 log = logging.getLogger(__name__)
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def device_config(cfg: RunConfig) -> RunConfig:
+    """The run's configuration as a device executes its step: one perturbed model at a time,
+    eager (what :class:`ClientRuntime` meters for every execution mode)."""
+    return dataclasses.replace(
+        cfg,
+        zo=dataclasses.replace(cfg.zo, batching="loop", chunk_size=0),
+        simulation=dataclasses.replace(cfg.simulation, compile=False),
+    )
 
 
 class ClientRuntime:
@@ -73,6 +94,8 @@ class ClientRuntime:
         self.initial_flat = self.flat.detach().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
+        self.device_algorithm = algorithm_for(device_config(cfg))  # for the memory reference
+        self.auto_batching = auto_batching(self.model, forward_flops(self.layers))
         self.gate = MemoryGate.of(cfg)
         self.compiled = compile_forwards(self.model) if cfg.simulation.compile else None
         self.mask_version = -1
@@ -84,7 +107,7 @@ class ClientRuntime:
         kept = None if mask.is_dense else mask.kept_index().to(self.device)
         blocks = blocks_for(self.algorithm.spec, self.model, self.layout, kept)
         self.workspace = ZOWorkspace(
-            self.model, self.layout, self.flat, kept, blocks, self.compiled
+            self.model, self.layout, self.flat, kept, blocks, self.compiled, self.auto_batching
         )
         density = mask.layer_densities()
         forward = forward_flops(self.layers, density)
@@ -98,7 +121,8 @@ class ClientRuntime:
         self.client_model = ClientModel(
             self.workspace, initial.cpu(), forward, tuple(stages), mask.num_trained
         )
-        # batch size -> (measured peak, the same with the model stored sparsely), per mask
+        # batch size -> the device step's (measured peak, the same with the model stored
+        # sparsely), for this mask
         self.peak_memory: dict[int, tuple[int, int]] = {}
 
     def set_mask(self, broadcast: MaskBroadcast) -> None:
@@ -131,11 +155,11 @@ class ClientRuntime:
     def train(self, broadcast: TrainBroadcast, client_id: int) -> TrainReply | ClientFailure:
         """The client's work for a round, from the broadcast weights (already loaded).
 
-        The first client step of each batch size after a mask change runs under a
-        :class:`MemoryMeter`; its measured peak (a function of shapes only) is every client's
-        figure for that batch size. A client whose peak exceeds its device's budget fails
-        like a device running out of memory: before computing when the peak is known, after
-        the measured step otherwise; either way it delivers nothing.
+        The client's peak memory is the device's step's, measured once per batch size after a
+        mask change (see the module docstring) and every client's figure for that batch size.
+        A client whose peak exceeds its device's budget fails like a device running out of
+        memory: before computing when the peak is known, after the measured step otherwise;
+        either way it delivers nothing.
         """
         round_index = broadcast.round_index
         batches = self._batches(
@@ -149,6 +173,8 @@ class ClientRuntime:
         download = self.algorithm.download_bytes(
             self.mask.num_trained, self.mask.wire_bytes(), broadcast.payload
         )
+        if batch not in self.peak_memory and not self.workspace.runs_as_device(self.algorithm.spec):
+            self.peak_memory[batch] = self._device_peak(batches, broadcast, client_id)
         if batch in self.peak_memory:
             failure = self._out_of_memory(client_id, batch, download)
             if failure is not None:
@@ -209,6 +235,25 @@ class ClientRuntime:
             budget_bytes=over.budget_bytes,
             download_bytes=download,
         )
+
+    def _device_peak(
+        self, batches: Batches, broadcast: TrainBroadcast, client_id: int
+    ) -> tuple[int, int]:
+        """The device's step on these batches, metered (its results are dropped; the weights
+        stay loaded): (peak, the same with the model stored sparsely)."""
+        workspace = dataclasses.replace(self.workspace, compiled=None)
+        model = dataclasses.replace(self.client_model, workspace=workspace)
+        with self._meter(batches) as meter:
+            self.device_algorithm.local_work(
+                model,
+                batches,
+                broadcast.weights,
+                broadcast.round_index,
+                client_id,
+                False,
+                broadcast.payload,
+            )
+        return meter.peak_bytes, sparse_peak_bytes(meter.peak_breakdown, self.mask.stored_bytes())
 
     def _meter(self, batches: Batches) -> MemoryMeter:
         meter = MemoryMeter()

@@ -53,7 +53,7 @@ class ZOUpdateSpec:
     estimator: EstimatorSpec
     num_perturbations: int = 20  # K: the seeds of a step are this many
     perturbation_scope: str = "full"  # full | layerwise
-    batching: str = "loop"  # loop | vmap | batched
+    batching: str = "auto"  # auto | loop | vmap | batched (auto: ``zo.auto_batching``)
     chunk_size: int = 0  # batched / vmap: models per stacked pass (0: all)
     client_lr: float = 0.01
     client_momentum: float = 0.0
@@ -76,6 +76,9 @@ class ZOWorkspace:
     kept_index: torch.Tensor | None  # None: every coordinate is trained
     blocks: StageBlocks | None  # for the layer-wise variant
     compiled: CompiledForwards | None = None  # ``simulation.compile``
+    #: What ``zo.batching: auto`` runs for this model (``zo.auto_batching``; its builder
+    #: knows the model's cost).
+    auto_batching: str = "loop"
     #: ``zo.batching: batched``: the module that cannot be stacked (None: all can); decided
     #: at the first batched step of this workspace, which then runs in loop mode.
     unstackable: str | None = field(default=None, init=False, repr=False)
@@ -86,6 +89,20 @@ class ZOWorkspace:
 
     def load(self, weights: torch.Tensor) -> None:
         write_trained(self.flat, self.kept_index, weights)
+
+    def batching(self, spec: ZOUpdateSpec) -> str:
+        """The mode this workspace's full-scope steps run in under ``spec``: ``auto``
+        resolved (micro-batching streams one model: loop)."""
+        if spec.batching != "auto":
+            return spec.batching
+        return "loop" if spec.microbatch_size > 0 else self.auto_batching
+
+    def runs_as_device(self, spec: ZOUpdateSpec) -> bool:
+        """Whether a step under ``spec`` runs as a device runs it: one perturbed model at a
+        time (``loop``, or the layer-wise variant's own loop), eager. Otherwise the device's
+        memory is measured on a separate reference step (``sim.client``)."""
+        one_at_a_time = spec.perturbation_scope == "layerwise" or self.batching(spec) == "loop"
+        return one_at_a_time and self.compiled is None
 
     def can_stack(self) -> bool:
         """Whether ``zo.batching: batched`` can stack this model (decided once, logged once)."""
@@ -123,7 +140,8 @@ def _differences(
             spec.estimator,
             with_estimate,
         )
-    if spec.batching == "batched" and ws.can_stack():
+    batching = ws.batching(spec)
+    if batching == "batched" and ws.can_stack():
         try:
             return stacked_differences(
                 ws.model,
@@ -140,7 +158,7 @@ def _differences(
             )
         except CannotStack as exc:  # found in the pass (shapes); the weights are untouched
             ws.cannot_stack(str(exc))
-    if spec.batching == "vmap":
+    if batching == "vmap":
         return vmap_differences(
             ws.model,
             ws.layout,
