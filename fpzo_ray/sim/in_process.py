@@ -27,13 +27,22 @@ class InProcessPool:
     def __init__(self, runtime: ClientRuntime) -> None:
         self.runtime = runtime
 
+    def submit(
+        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> tuple[MaskBroadcast, Broadcast, Sequence[int]]:
+        """Nothing runs beside this process: the work waits for :meth:`gather`."""
+        return mask, broadcast, client_ids
+
+    def gather(self, submitted: tuple[MaskBroadcast, Broadcast, Sequence[int]]) -> RoundReport:
+        started = time.perf_counter()
+        replies = by_client(serve_clients(self.runtime, *submitted))
+        seconds = time.perf_counter() - started
+        return RoundReport(replies, RoundTiming(0.0, seconds, seconds, seconds))
+
     def run(
         self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
     ) -> RoundReport:
-        started = time.perf_counter()
-        replies = by_client(serve_clients(self.runtime, mask, broadcast, client_ids))
-        seconds = time.perf_counter() - started
-        return RoundReport(replies, RoundTiming(0.0, seconds, seconds, seconds))
+        return self.gather(self.submit(mask, broadcast, client_ids))
 
 
 def run_in_process(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fpzo_ray.sim.messages import (
     ClientFailure,
@@ -64,7 +64,21 @@ class RoundReport:
 
 
 class ClientPool(Protocol):
-    """Runs a round's clients somewhere: in this process, or on Ray worker actors."""
+    """Runs a round's clients somewhere: in this process, or on Ray worker actors.
+
+    :meth:`submit` starts the clients' work and returns at once; :meth:`gather` waits for it.
+    The server submits a round as soon as its broadcast is known and gathers it when it
+    needs the replies, so what it does in between (the previous round's evaluation, the
+    driver's reporting) overlaps the clients' work. ``run`` is the two in one.
+    """
+
+    def submit(self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]) -> Any:
+        """Start ``client_ids`` under ``mask`` and ``broadcast``; a handle for :meth:`gather`."""
+        ...
+
+    def gather(self, submitted: Any) -> RoundReport:
+        """The replies of a :meth:`submit` (each submission is gathered once)."""
+        ...
 
     def run(
         self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]

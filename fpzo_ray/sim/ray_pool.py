@@ -19,18 +19,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
-from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast
+from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast, TrainBroadcast
 from fpzo_ray.sim.pool import Broadcast, FailureCounts, Reply, RoundReport, RoundTiming, by_client
 
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 2
+#: Broadcasts whose weights are smaller than this travel inside each call (Ray inlines
+#: arguments up to 100 KiB); larger ones are put in the object store once.
+INLINE_BYTES = 64 * 1024
 
 
 class RayWorkerPool:
@@ -66,19 +70,27 @@ class RayWorkerPool:
         self.workers[index] = self.make_worker()
         self.mask_version[index] = -1
 
-    def run(
+    def submit(
         self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
-    ) -> RoundReport:
+    ) -> SubmittedRound:
         started = time.perf_counter()
         ids = np.asarray(sorted(client_ids), dtype=np.int64)
         chunks = [list(map(int, c)) for c in np.array_split(ids, len(self.workers))]
-        broadcast_ref = ray.put(broadcast)
+        # Ray copies a small argument into each call (cheaper than an object-store round
+        # trip: 0.5 against 1.2 ms for two calls here) and puts a large one in the store once
+        # per call: put it once for every worker.
+        small = isinstance(broadcast, TrainBroadcast) and broadcast.weights.nbytes < INLINE_BYTES
+        broadcast_ref = broadcast if small else ray.put(broadcast)
         pending = {
             self._submit(i, mask, broadcast_ref, chunk): (i, chunk, 0)
             for i, chunk in enumerate(chunks)
             if chunk
         }
-        submitted = time.perf_counter()
+        return SubmittedRound(mask, broadcast_ref, pending, started, time.perf_counter())
+
+    def gather(self, submitted: SubmittedRound) -> RoundReport:
+        mask, broadcast_ref, pending = submitted.mask, submitted.broadcast_ref, submitted.pending
+        waited = time.perf_counter()
         replies: list[Reply] = []
         compute: list[float] = []
         while pending:
@@ -119,11 +131,30 @@ class RayWorkerPool:
             compute.append(seconds)
         done = time.perf_counter()
         timing = RoundTiming(
-            submitted - started,
-            done - submitted,
+            submitted.submitted - submitted.started,
+            # from the submission, or from when the server came to wait if it came later
+            # (the work overlapped what the server did in between)
+            done - max(submitted.submitted, waited),
             max(compute, default=0.0),
             float(np.mean(compute)) if compute else 0.0,
         )
         return RoundReport(
             by_client(replies), timing, FailureCounts(self.worker_failures, self.retried_clients)
         )
+
+    def run(
+        self, mask: MaskBroadcast, broadcast: Broadcast, client_ids: Sequence[int]
+    ) -> RoundReport:
+        return self.gather(self.submit(mask, broadcast, client_ids))
+
+
+@dataclass
+class SubmittedRound:
+    """A round's calls in flight: what :meth:`RayWorkerPool.gather` waits for (and resubmits
+    when a worker dies)."""
+
+    mask: MaskBroadcast
+    broadcast_ref: Any
+    pending: dict[Any, tuple[int, list[int], int]]  # call -> (worker, chunk, attempt)
+    started: float
+    submitted: float

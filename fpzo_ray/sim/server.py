@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,18 @@ from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.zo import ServerOptimizer
 from fpzo_ray.zo.layerwise import StageBlocks, blocks_for
+
+
+@dataclass(frozen=True)
+class DispatchedRound:
+    """A round whose clients were started: who was sampled, who could be reached, the
+    broadcast weights, and the pool's handle on the work (None: nobody to wait for)."""
+
+    round_index: int
+    chosen: list[int]
+    present: list[int]
+    start: torch.Tensor
+    submitted: Any  # None: nobody to wait for
 
 
 def _plain_number(value: Any) -> Any:
@@ -88,6 +101,7 @@ class FederatedServer:
         self.pruning_summary: dict[str, Any] = {}
         self.rounds_done = 0
         self.engine_faults = FailureCounts()  # the pool's, as of its last round
+        self._next: DispatchedRound | None = None  # the next round, already started
 
     def _new_optimizer(self) -> ServerOptimizer:
         t = self.cfg.training
@@ -121,6 +135,7 @@ class FederatedServer:
             self.pool,
             self.mask_version,
         )
+        self._next = None
         self.mask = phase.build(cfg.pruning_method, 1.0 - cfg.pruning.sparsity)
         self.mask_version = phase.version + 1
         self.blocks = blocks_for(
@@ -140,29 +155,47 @@ class FederatedServer:
         return self.pruning_summary
 
     # -- phase 2: training -----------------------------------------------------------------
-    def run_round(self, round_index: int) -> dict[str, Any]:
-        """One training round; returns the round's metrics (evaluation included when due)."""
+    def _dispatch(self, round_index: int) -> DispatchedRound:
+        """Decide round ``round_index``'s participants and broadcast, and start their work."""
         cfg = self.cfg
-        started = time.perf_counter()
         plan = self.algorithm.configure_round(round_index, round_participants(cfg, round_index))
-        chosen = plan.clients
-        present = chosen
+        present = plan.clients
         if self.devices is not None:
             answers = reachable(
-                self.devices.catalog, self.devices.device_of, cfg.seed, round_index, chosen
+                self.devices.catalog, self.devices.device_of, cfg.seed, round_index, plan.clients
             )
-            present = [c for c, ok in zip(chosen, answers) if ok]
+            present = [c for c, ok in zip(plan.clients, answers) if ok]
         start = self.optimizer.weights.detach().clone()
         broadcast = TrainBroadcast(round_index, self.mask_version, start, plan.payload)
+        submitted = None
         if present:
-            report = self.pool.run(
-                MaskBroadcast(self.mask_version, self.mask.prunable_kept), broadcast, present
-            )
+            mask = MaskBroadcast(self.mask_version, self.mask.prunable_kept)
+            submitted = self.pool.submit(mask, broadcast, present)
+        return DispatchedRound(round_index, plan.clients, present, start, submitted)
+
+    def run_round(self, round_index: int) -> dict[str, Any]:
+        """One training round; returns the round's metrics (evaluation included when due).
+
+        The next round's clients are started as soon as this round's server step is taken,
+        before this round's evaluation and before the driver reports it: their work depends
+        only on the new weights, so evaluating, reporting and checkpointing overlap it. (A
+        checkpoint holds the server's state after this round; the next round's work in
+        flight is not state: a resumed run submits it again, the same work from the same
+        seeds.)
+        """
+        cfg = self.cfg
+        started = time.perf_counter()
+        dispatched = self._next
+        if dispatched is None or dispatched.round_index != round_index:
+            dispatched = self._dispatch(round_index)
+        self._next = None
+        report = RoundReport([], failures=self.engine_faults)
+        if dispatched.submitted is not None:
+            report = self.pool.gather(dispatched.submitted)
             self.engine_faults = report.failures
-        else:
-            report = RoundReport([], failures=self.engine_faults)
         pooled = time.perf_counter()
 
+        chosen, present, start = dispatched.chosen, dispatched.present, dispatched.start
         tally = RoundTally(round_index + 1, self.devices, cfg.devices.round_deadline_s)
         for client in sorted(set(chosen) - set(present)):
             tally.unavailable(client)
@@ -177,8 +210,10 @@ class FederatedServer:
         if contributions:
             aggregate = self.algorithm.aggregate(contributions, weights)
             self.algorithm.server_step(self.optimizer, aggregate)
-        aggregated = time.perf_counter()
         self.rounds_done = round_index + 1
+        if self.rounds_done < cfg.training.rounds:
+            self._next = self._dispatch(self.rounds_done)
+        aggregated = time.perf_counter()
 
         for key, value in tally.totals().items():
             self.totals[key] = self.totals.get(key, 0) + value
@@ -256,6 +291,7 @@ class FederatedServer:
                 f"checkpoint field 'optimizer.weights' holds {trained} values, but the mask "
                 f"trains {mask.num_trained} coordinates of this model"
             )
+        self._next = None
         self.mask = mask
         self.mask_version = state["mask_version"]
         self.blocks = blocks_for(
