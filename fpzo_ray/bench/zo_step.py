@@ -14,8 +14,9 @@ block input; unbiased, same leading variance). Keys: ``max_step_over_forwards``,
 
 Part 3, execution modes (``zo.batching``): one dense step (K = 20) of each shipped model in
 ``loop``, ``batched`` (all K + 1 models stacked in one pass, and in chunks of 7) and ``vmap``,
-timed side by side, with each mode's measured peak memory (the meter the simulator's budget
-check uses). Key: ``batched_over_loop`` (per model: loop step time / batched step time).
+timed side by side, with each mode's measured peak memory (what the simulator itself holds;
+a client's recorded figure is the ``loop`` step's in every mode); ``(auto)`` marks the mode
+the default ``zo.batching: auto`` runs for the model. Key: ``batched_over_loop`` (per model: loop step time / batched step time).
 
 Every part runs with the worker actors' allocator setting (``sim.allocator``: freed memory
 stays with the process), so the steps cost what they cost on a worker.
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fpzo_ray.accounting import forward_flops, layer_flops
 from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.bench.timing import interleaved_medians, table
 from fpzo_ray.config import config_from_dict
@@ -37,6 +39,7 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
 from fpzo_ray.pruning.methods import keep_scores
 from fpzo_ray.zo import FORWARD, EstimatorSpec, fill_gaussian, loss_differences, perturbation_seeds
+from fpzo_ray.zo.auto_batching import auto_batching
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks_for
 from fpzo_ray.zo.stacked import stacked_differences
@@ -210,15 +213,18 @@ def execution_modes(repeats: int, k: int = 20) -> list[dict[str, Any]]:
     rows = []
     for label, name, norm in MODE_MODELS:
         problem = Problem(name, norm=norm)
+        shape = tuple(problem.x.shape[1:])
         modes = {m: problem.step(k, m) for m in ("loop", "batched", "batched 7", "vmap")}
         with torch.no_grad():
             times = interleaved_medians(modes, max(3, repeats // 2))
             peaks = {m: peak_bytes(problem, step) for m, step in modes.items()}
+        chosen = auto_batching(problem.model, forward_flops(layer_flops(problem.model, shape)))
         for mode, seconds in times.items():
             rows.append(
                 {
                     "model": label,
-                    "mode": mode.replace("batched 7", "batched, chunks of 7"),
+                    "mode": mode.replace("batched 7", "batched, chunks of 7")
+                    + (" (auto)" if mode == chosen else ""),
                     "step_ms": 1e3 * seconds,
                     "speedup_vs_loop": times["loop"] / seconds,
                     "peak_MB": peaks[mode] / 1e6,
