@@ -15,13 +15,17 @@ round twice.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fpzo_ray.config import (
     ConfigError,
@@ -38,9 +42,15 @@ from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.ray_session import add_address_option, use_address_option
 from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
 
+if TYPE_CHECKING:
+    from fpzo_ray.tracking import MLflowTracker
+
 CONFIG_FILE = "config.yaml"
 RUN_ID_FILE = "mlflow_run_id"
 KEEP_CHECKPOINTS = 2
+#: A round without an evaluation prints a line when it is the run's first, or when this
+#: many seconds passed since the last line: the run says it is alive and how far it is.
+PROGRESS_EVERY_S = 10.0
 
 
 class RunFolder:
@@ -72,7 +82,40 @@ class RunFolder:
         return f"{sys.executable} -m fpzo_ray.run --resume {self.path}"
 
 
+class _StartupGC:
+    """Python's cyclic garbage collector held off while the run starts, then the start's
+    objects frozen (:meth:`started`).
+
+    Starting imports torch, Ray and MLflow and opens the store: about 780,000 objects that
+    live as long as the process, and the collector, set off by the allocations, walks them
+    again and again: 0.9 s of the 3.1 s that importing torch, Ray and MLflow and opening the
+    store take here. Once started they are frozen (``gc.freeze``: never walked again, the
+    little garbage of the imports kept) and collection resumes for what the rounds make.
+    Reference counting frees everything else meanwhile (the preflight's model included)."""
+
+    def __init__(self) -> None:
+        self._enabled = gc.isenabled()
+        self._held = True
+        gc.disable()
+
+    def started(self) -> None:
+        """The run has started (or stopped): freeze what is there, collect again."""
+        if self._held:
+            self._held = False
+            gc.freeze()
+            if self._enabled:
+                gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    startup = _StartupGC()
+    try:
+        return _main(argv, startup)
+    finally:
+        startup.started()
+
+
+def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fpzo_ray.run",
         description=__doc__,
@@ -126,30 +169,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # stopped while checking: nothing was started
         print("Stopped before any work.", file=sys.stderr)
         return STOPPED_EXIT_CODE
-    return _run(cfg, results_dir, folder)
+    return _run(cfg, results_dir, folder, startup.started)
 
 
-def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
-    import pandas as pd
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """``fn()`` on a daemon thread of its own, from :meth:`start`; :meth:`result` waits for it
+    and returns its value or raises what it raised. Used for the slow setup that the run
+    needs only later (the MLflow store: imports, schema checks, the run's creation)."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._call, args=(fn,), name=name, daemon=True)
+
+    def start(self) -> _Background[T]:
+        self._thread.start()
+        return self
+
+    def _call(self, fn: Callable[[], T]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Store:
+    """The run's MLflow run, once opened: where to write, and the last round it holds (a
+    resumed run's, so that no round is logged twice; 0 for a new run)."""
+
+    tracker: MLflowTracker
+    run_id: str
+    logged: int
+
+
+def _open_store(cfg: RunConfig, results_dir: Path, folder: RunFolder, run_name: str) -> _Store:
+    """Open the store and start the run (a new run) or reopen it (``run_name`` empty: a
+    resumed run). Runs on a thread of its own while Ray and the actors start: importing
+    MLflow and checking the store's schema take 1-3 s here, as long as Ray's start."""
+    from fpzo_ray.tracking import MLflowTracker, resolve_tracking_uri
+
+    tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
+    if run_name:
+        run_id = tracker.start_run(run_name, config_to_dict(cfg))
+        (folder.path / RUN_ID_FILE).write_text(run_id)
+        return _Store(tracker, run_id, 0)
+    run_id = (folder.path / RUN_ID_FILE).read_text().strip()
+    return _Store(tracker, run_id, tracker.reopen(run_id))
+
+
+def _run(
+    cfg: RunConfig, results_dir: Path, folder: RunFolder | None, started: Callable[[], None]
+) -> int:
+    """The run, started so that its slow parts overlap: the MLflow store opens on a thread
+    of its own while the actors import and build (the first round's report waits for it),
+    and at the end Ray shuts down on a thread of its own while the model, the client
+    records and the figures are written and logged. ``started()`` is called once the first
+    round is reported (:class:`_StartupGC`)."""
     import yaml
 
     from fpzo_ray.failure import root_cause, stopped_on_error
     from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
-    from fpzo_ray.sim.checkpoint import newest_readable
     from fpzo_ray.sim.federation import run_federated
-    from fpzo_ray.sim.ray_session import init_ray
-    from fpzo_ray.tracking import (
-        SETUP_KEY,
-        MLflowTracker,
-        log_run_figures,
-        resolve_tracking_uri,
-        round_metrics,
-        ui_command,
-    )
+    from fpzo_ray.sim.ray_session import init_ray, stop_local_ray
+    from fpzo_ray.tracking import log_run_figures, ui_command
 
-    init_ray()  # before any MLflow run is opened: a stop while Ray starts leaves none RUNNING
-    tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
-    state, logged = None, 0
+    state: dict[str, Any] | None = None
+    resuming = folder is not None
     if folder is None:
         method = cfg.pruning_method.split(":")[-1]  # an import path's attribute: a file name
         run_name = f"run_{method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
@@ -158,47 +253,58 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
         )
         folder.path.mkdir(parents=True, exist_ok=True)
         (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        run_id = tracker.start_run(run_name, config_to_dict(cfg))
-        (folder.path / RUN_ID_FILE).write_text(run_id)
     elif (folder.path / "clients.csv").is_file():
         print(f"The run in {folder.path} finished every round: nothing to resume.")
         return 0
     else:
-        run_id = (folder.path / RUN_ID_FILE).read_text().strip()
+        from fpzo_ray.sim.checkpoint import newest_readable
+
+        run_name = ""  # reopen the run
         # Read (and checked) before the run is RUNNING again: a bad checkpoint is a warning
         # and a fallback, and a stop while a large one loads leaves the run as it was.
         state = newest_readable(folder.checkpoints(), rounds=cfg.training.rounds)
-        logged = tracker.reopen(run_id)
-        print(
-            f"Resuming after round {state['rounds_done'] if state else 0} "
-            f"(MLflow has the rounds up to {logged})",
-            flush=True,
-        )
     print(f"Run folder: {folder.path}", flush=True)
-    started = time.time()
-    last_round = 0
+    began = time.time()
+    last_round, last_line = 0, 0.0
+    opening: _Background[_Store] | None = None
+    store: _Store | None = None
+    stopping: threading.Thread | None = None
+
+    def opened() -> _Store:
+        nonlocal store
+        if store is None:
+            assert opening is not None
+            store = opening.result()
+            started()
+        return store
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
         """Log a round (once, even when a resumed run reports it again; queued, off the
         round loop), then keep its checkpoint once every round before it is in the store: a
         round whose logging failed is never behind the newest checkpoint."""
         nonlocal last_round
+        run = opened()
         last_round = int(metrics["round"])
-        if last_round > logged:
-            _log_round(metrics)
+        if last_round > run.logged:
+            _log_round(run, metrics)
         if state is not None:
-            tracker.flush()
+            run.tracker.flush()
             folder.save(state)
 
-    def _log_round(metrics: dict[str, Any]) -> None:
+    def _log_round(run: _Store, metrics: dict[str, Any]) -> None:
+        from fpzo_ray.tracking import SETUP_KEY, round_metrics
+
+        nonlocal last_line
         if SETUP_KEY in metrics:
-            tracker.queue(tracker.log_params, run_id, {SETUP_KEY: metrics[SETUP_KEY]})
+            run.tracker.queue(run.tracker.log_params, run.run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]
             print(
                 f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
                 f" {setup['num_trained']} trained coordinates"
             )
-        tracker.queue_metrics(run_id, round_metrics(metrics), last_round)
+        run.tracker.queue_metrics(run.run_id, round_metrics(metrics), last_round)
+        now = time.time()
+        flops = f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}"
         if "test_accuracy" in metrics:
             val = (
                 f"val accuracy {metrics['val_accuracy']:.4f}  " if "val_accuracy" in metrics else ""
@@ -206,36 +312,118 @@ def _run(cfg: RunConfig, results_dir: Path, folder: RunFolder | None) -> int:
             print(
                 f"round {metrics['round']:4d}  {val}test accuracy "
                 f"{metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
-                f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}  "
-                f"({time.time() - started:.0f} s)"
+                f"{flops}  ({now - began:.0f} s)",
+                flush=True,
             )
+        elif not last_line or now - last_line >= PROGRESS_EVERY_S:
+            print(f"round {metrics['round']:4d}  {flops}  ({now - began:.0f} s)", flush=True)
+        else:
+            return
+        last_line = now
 
     try:
+        init_ray()
+        # After Ray's start, not during it: ray.init imports much (pydantic, opentelemetry,
+        # aiohttp, ...), some of it shared with MLflow, and packages with circular imports
+        # can see a half-imported module when two threads import them at once. Opened now,
+        # the store overlaps the actors' start (their imports, their models), which is as
+        # long, and Ray starts sooner, not sharing the driver with MLflow.
+        opening = _Background(partial(_open_store, cfg, results_dir, folder, run_name), "mlflow")
+        opening.start()  # once it is known to the handlers below: a run it opens is ended
+        if resuming:
+            print(
+                f"Resuming after round {state['rounds_done'] if state else 0} "
+                f"(MLflow has the rounds up to {opened().logged})",
+                flush=True,
+            )
         result = run_federated(cfg, report, resume_state=state)
-        tracker.flush()
+        stopping = stop_local_ray()  # the actors are gone: Ray's processes go meanwhile
+        run = opened()
+        run.tracker.flush()
         save_pruned(result.model, folder.path / MODEL_FILE)
-        pd.DataFrame(result.records).to_csv(folder.path / "clients.csv", index=False)
+        _write_records(result.records, folder.path / "clients.csv")
         for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):
-            tracker.log_artifact(run_id, folder.path / name)
-        log_run_figures(tracker, run_id, cfg, folder.path)
+            run.tracker.log_artifact(run.run_id, folder.path / name)
+        log_run_figures(run.tracker, run.run_id, cfg, folder.path)
+        run.tracker.end_run(run.run_id)
     except KeyboardInterrupt:
-        tracker.end_run_if_possible(run_id, "KILLED", f"interrupted after round {last_round}")
+        if (stopped := _opened_if_possible(opening)) is not None:
+            stopped.tracker.end_run_if_possible(
+                stopped.run_id, "KILLED", f"interrupted after round {last_round}"
+            )
+        elif not resuming:  # stopped while Ray started: no run, nothing to resume
+            shutil.rmtree(folder.path, ignore_errors=True)
+            print("\nStopped before the run started.", file=sys.stderr)
+            return STOPPED_EXIT_CODE
         print(
             f"\nInterrupted after round {last_round}. Resume with:\n  {folder.resume_command()}",
             file=sys.stderr,
         )
         return STOPPED_EXIT_CODE
     except Exception as exc:  # noqa: BLE001 - any error after the start: one line, resumable
-        tracker.end_run_if_possible(run_id, "FAILED", root_cause(exc))
+        if (failed := _opened_if_possible(opening)) is not None:
+            failed.tracker.end_run_if_possible(failed.run_id, "FAILED", root_cause(exc))
+        elif not resuming:
+            print(_failed_before_the_run(exc, folder.path), file=sys.stderr)
+            return 1
         print(stopped_on_error(exc, folder.path, folder.resume_command()), file=sys.stderr)
         return 1
-    tracker.end_run(run_id)
+    finally:
+        if stopping is not None:
+            stopping.join()  # before the exit's own ray.shutdown
     print(
-        f"MLflow run {run_id} in {tracker.tracking_uri}\nOpen the MLflow UI:  "
-        f"{ui_command(tracker.tracking_uri, tracker.experiment_id)}"
+        f"MLflow run {run.run_id} in {run.tracker.tracking_uri}\nOpen the MLflow UI:  "
+        f"{ui_command(run.tracker.tracking_uri, run.tracker.experiment_id)}"
     )
     return 0
 
 
+def _opened_if_possible(opening: _Background[_Store] | None) -> _Store | None:
+    """The run's store on the way out of a stop or an error (waiting for it to open, which
+    takes seconds at most), or None when it was not opened (stopped while Ray started) or
+    could not be (an unreachable store, a full disk: the error says which): then there is
+    no run to end."""
+    if opening is None:
+        return None
+    try:
+        return opening.result()
+    except Exception:  # noqa: BLE001 - the error being reported is the one that matters
+        return None
+
+
+def _failed_before_the_run(exc: BaseException, folder: Path) -> str:
+    """The error of a new run that failed before its MLflow run was opened (Ray would not
+    start, the store cannot be opened): one line naming the cause, the traceback saved in
+    the run folder, and no resume command, there being no run to resume."""
+    import traceback
+
+    from fpzo_ray.failure import ERROR_LOG, root_cause
+
+    log = folder / ERROR_LOG
+    try:
+        log.write_text("".join(traceback.format_exception(exc)))
+        saved = f"the traceback is in {log}"
+    except OSError as why:
+        saved = f"the traceback could not be saved ({why.strerror})"
+    return (
+        f"error: {root_cause(exc)}\n{saved}; no MLflow run was opened: once the cause is "
+        "fixed, run the command again"
+    )
+
+
+def _write_records(records: list[dict], path: Path) -> None:
+    """``clients.csv``: one row per sampled client and round (pandas, imported here: the run
+    needs it only now)."""
+    import pandas as pd
+
+    pd.DataFrame(records).to_csv(path, index=False)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip the interpreter's last garbage collection: with torch, Ray and MLflow loaded it
+    # walks millions of objects for about 2 s here, after every write is done (the MLflow
+    # run ended, files closed, Ray shut down) and the exit handlers still run. Objects are
+    # still freed by reference counting; only cycles are left to the OS, as at any exit.
+    gc.freeze()
+    sys.exit(code)

@@ -25,9 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from ray.tune import Callback
+from typing import TYPE_CHECKING, Any
 
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
 from fpzo_ray.failure import error_summary
@@ -361,8 +359,9 @@ def plan_key(plan: dict[str, Any]) -> tuple[str, str, int, int]:
     return plan["cell"], plan["phase"], int(plan["sample"]), int(plan["seed"])
 
 
-class MLflowTrialCallback(Callback):
-    """Mirrors every Tune trial into one MLflow child run of the sweep's parent run.
+class TrialMirror:
+    """What :class:`MLflowTrialCallback` does: mirrors every Tune trial into one MLflow child
+    run of the sweep's parent run.
 
     A trial's config is ``{"trial": TrialPlan.as_dict()}``; its run records the resolved
     configuration (every field, defaults included) as parameters. A resumed trial continues
@@ -494,3 +493,27 @@ class MLflowTrialCallback(Callback):
                 run_id, "KILLED", f"interrupted after round {self.logged.get(run_id, 0)}"
             )
             self.closed.add(run_id)
+
+
+if TYPE_CHECKING:
+    from ray.tune import Callback
+
+    class MLflowTrialCallback(TrialMirror, Callback):
+        """A Tune callback: :class:`TrialMirror` (made on first use, see ``__getattr__``)."""
+
+
+def __getattr__(name: str) -> Any:
+    """``MLflowTrialCallback``, the Tune callback that is a :class:`TrialMirror`, made on
+    first use: its base, Tune's ``Callback``, imports Ray Tune (0.7 s and pandas here), which
+    a sweep needs and ``python -m fpzo_ray.run`` never does. Made once and kept as a module
+    attribute, so the class pickles by reference like any other."""
+    if name != "MLflowTrialCallback":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ray.tune import Callback
+
+    class MLflowTrialCallback(TrialMirror, Callback):
+        __doc__ = TrialMirror.__doc__
+
+    MLflowTrialCallback.__qualname__ = name  # where pickle finds it: this module, by name
+    globals()[name] = MLflowTrialCallback
+    return MLflowTrialCallback

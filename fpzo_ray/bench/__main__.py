@@ -2,7 +2,7 @@
 run, and end with one JSON line of their headline figures.
 
 Names: zo-step, memory, fidelity, prune-error, sigma, checkpoint, population, engine,
-throughput
+throughput, startup
 (``--help`` after a name for its options).
 """
 
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "population": "fpzo_ray.bench.population",
     "engine": "fpzo_ray.bench.engine",
     "throughput": "fpzo_ray.bench.throughput",
+    "startup": "fpzo_ray.bench.startup",
 }
 
 

@@ -16,7 +16,8 @@ Part 3, execution modes (``zo.batching``): one dense step (K = 20) of each shipp
 ``loop``, ``batched`` (all K + 1 models stacked in one pass, and in chunks of 7) and ``vmap``,
 timed side by side, with each mode's measured peak memory (what the simulator itself holds;
 a client's recorded figure is the ``loop`` step's in every mode); ``(auto)`` marks the mode
-the default ``zo.batching: auto`` runs for the model. Key: ``batched_over_loop`` (per model: loop step time / batched step time).
+the default ``zo.batching: auto`` runs for the model. Key: ``batched_over_loop`` (per model:
+loop step time / batched step time).
 
 Every part runs with the worker actors' allocator setting (``sim.allocator``: freed memory
 stays with the process), so the steps cost what they cost on a worker.

@@ -9,6 +9,7 @@ reserves exactly the resources its trials use.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class _ServerProcess(FederatedServer):
         keep_freed_memory()
         torch.set_num_threads(threads_for(cfg.simulation.server_cpus))
         super().__init__(*args, **kwargs)
+        gc.freeze()  # what was built so far lives as long as the actor (see ClientWorker)
 
 
 ServerActor = ray.remote(_ServerProcess)

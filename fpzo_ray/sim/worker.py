@@ -8,6 +8,7 @@ oversubscribe the cores they emulate, and the process keeps the memory it frees
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ class ClientWorker:
         keep_freed_memory()
         torch.set_num_threads(threads_for(cfg.simulation.worker_cpus))
         self.runtime = ClientRuntime(cfg, dataset, partition)
+        # What was built so far lives as long as the actor: never walk it again (the cyclic
+        # collector, set off by the rounds' allocations, would)
+        gc.freeze()
 
     def run(
         self, mask: MaskBroadcast | None, broadcast: Broadcast, client_ids: Sequence[int]
