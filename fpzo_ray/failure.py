@@ -29,15 +29,20 @@ def root_cause(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
-def stopped_on_error(exc: BaseException, folder: Path, resume_command: str) -> StoppedOnError:
-    """The error to raise in place of ``exc``: its traceback goes to ``folder/error.log`` (when
-    the disk still takes it)."""
+def save_traceback(exc: BaseException, folder: Path) -> str:
+    """Write ``exc``'s traceback to ``folder/error.log`` (when the disk still takes it); says
+    where it went, or why it could not be saved."""
     log = folder / ERROR_LOG
     try:
         log.write_text("".join(traceback.format_exception(exc)))
-        saved = f"the traceback is in {log}"
+        return f"the traceback is in {log}"
     except OSError as why:
-        saved = f"the traceback could not be saved ({why.strerror})"
+        return f"the traceback could not be saved ({why.strerror})"
+
+
+def stopped_on_error(exc: BaseException, folder: Path, resume_command: str) -> StoppedOnError:
+    """The error to raise in place of ``exc``: its traceback goes to ``folder/error.log``."""
+    saved = save_traceback(exc, folder)
     return StoppedOnError(
         f"error: {root_cause(exc)}\n{saved}; once the cause is fixed, "
         f"resume with:\n  {resume_command}"

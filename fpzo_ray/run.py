@@ -395,16 +395,9 @@ def _failed_before_the_run(exc: BaseException, folder: Path) -> str:
     """The error of a new run that failed before its MLflow run was opened (Ray would not
     start, the store cannot be opened): one line naming the cause, the traceback saved in
     the run folder, and no resume command, there being no run to resume."""
-    import traceback
+    from fpzo_ray.failure import root_cause, save_traceback
 
-    from fpzo_ray.failure import ERROR_LOG, root_cause
-
-    log = folder / ERROR_LOG
-    try:
-        log.write_text("".join(traceback.format_exception(exc)))
-        saved = f"the traceback is in {log}"
-    except OSError as why:
-        saved = f"the traceback could not be saved ({why.strerror})"
+    saved = save_traceback(exc, folder)
     return (
         f"error: {root_cause(exc)}\n{saved}; no MLflow run was opened: once the cause is "
         "fixed, run the command again"
