@@ -245,3 +245,24 @@ def test_unprunable_work_outside_prunable_layers():
         ("out.weight", 4 * 5 * 3 * 3, 4 * 5, True),
         ("(other)", 3 * 5 * 7, 0, False),
     ]
+
+
+def test_counting_and_metering_leave_dynamo_unimported():
+    """Every worker counts its model and meters a step: neither may import ``torch._dynamo``
+    (torch's lazy guard around dispatch modes would, ~1.7 s and ~100 MB per actor)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, torch
+from fpzo_ray.accounting import layer_flops
+from fpzo_ray.accounting.memory import MemoryMeter
+from fpzo_ray.models.lenet import LeNet5
+model = LeNet5()
+layer_flops(model, (1, 28, 28))
+with MemoryMeter():
+    model(torch.zeros(2, 1, 28, 28)).sum()
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -27,13 +27,14 @@ twice its forward pass (gradients w.r.t. inputs and weights).
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode, sdpa_flop_count
 
 from fpzo_ray.models.flat import PRUNABLE_MODULES
 
@@ -49,6 +50,31 @@ def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
 
 _CPU_SDPA = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _CUSTOM_FORMULAS = {} if _CPU_SDPA is None else {_CPU_SDPA: _sdpa_flops}
+
+
+class _EagerCountingMode(_FlopCounterMode):
+    """flop_counter's dispatch mode, without the lazy ``torch._dynamo.disable`` torch wraps
+    every dispatch mode in: its first call imports Dynamo, ~1.7 s of CPU and ~100 MB in every
+    Ray actor that counts a model, for a guard that matters only under ``torch.compile`` (the
+    count never runs compiled)."""
+
+    __torch_dispatch__ = inspect.unwrap(_FlopCounterMode.__dict__["__torch_dispatch__"])
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+
+class _EagerFlopCounter(FlopCounterMode):
+    """``FlopCounterMode`` entering :class:`_EagerCountingMode` (as its own ``__enter__``
+    enters ``_FlopCounterMode``)."""
+
+    def __enter__(self) -> _EagerFlopCounter:
+        self.flop_counts.clear()
+        self.mod_tracker.__enter__()
+        self.mode = _EagerCountingMode(self)
+        self.mode.__enter__()
+        return self
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,7 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> list[LayerFlops
 
     for name, module in prunable:
         hooks.append(module.register_forward_hook(hook_for(name)))
-    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM_FORMULAS)
+    counter = _EagerFlopCounter(display=False, custom_mapping=_CUSTOM_FORMULAS)
     was_training = model.training
     try:
         model.eval()

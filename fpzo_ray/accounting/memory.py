@@ -118,6 +118,13 @@ class MemoryMeter(TorchDispatchMode):
         self._cuda_device = None if cuda_device is None else torch.device(cuda_device)
         self.allocator_peak_bytes: int | None = None  # CUDA only, set on exit
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch otherwise wraps __torch_dispatch__ in a lazy ``torch._dynamo.disable`` whose
+        # first call imports Dynamo (~1.7 s of CPU, ~100 MB per Ray worker); a step is never
+        # metered compiled (``sim.client.device_config``), so the guard has nothing to guard
+        return False
+
     # -- categories -----------------------------------------------------------------------
 
     @staticmethod
