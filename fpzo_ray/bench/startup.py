@@ -11,8 +11,9 @@ candidate alike:
   include_dashboard=False)``, one actor, its first call's result (``start_s``: from launching
   the command to that result), then ``ray.shutdown()`` (``shutdown_s``) and the process's exit
   (``teardown_s``: from the result to the exit);
-- ``plain loop``: the digits workload's first round in a plain loop (``bench throughput``'s
-  reference: no Ray, no MLflow; ``start_s``: launch to the end of round 1);
+- ``plain loop``: the digits workload's ``--rounds`` rounds in a plain one-thread loop
+  (``bench throughput``'s reference: ``zo.batching: loop``, no Ray, no MLflow; ``start_s``:
+  launch to the end of round 1);
 - ``fpzo 1w`` / ``fpzo 2w``: ``python -m fpzo_ray.run`` on ``bench throughput``'s digits
   workload (digits CNN, 100 clients, 10 a round, K = 20, batches of 32, evaluated at the last
   round only) for ``--rounds`` rounds, with 1 worker (1 CPU) and 2 workers (0.9 CPU each):
@@ -89,9 +90,15 @@ print("shut down", flush=True)
 """
 
 PLAIN_LOOP = """
+import sys
 from fpzo_ray.bench.throughput import plain_loop, workload
-plain_loop(workload({"name": "digits"}, 1), 0, 1)
+rounds = int(sys.argv[1])
+cfg = workload({"name": "digits"}, rounds, batching="loop")
+plain_loop(cfg, 0, 1)
 print("round 1 done", flush=True)
+if rounds > 1:
+    plain_loop(cfg, 0, rounds - 1)
+print("all rounds done", flush=True)
 """
 
 
@@ -279,7 +286,8 @@ def figures(candidate: Candidate, done: Launch) -> dict[str, float]:
         out.update(start_s=first, shutdown_s=down - first, teardown_s=done.exit_s - first)
     elif candidate.kind == "plain":
         first = need(first_round_end(done.lines), "round 1's line")
-        out.update(start_s=first, teardown_s=done.exit_s - first)
+        last = need(done.first(re.compile("^all rounds done")), "the last round's line")
+        out.update(start_s=first, teardown_s=done.exit_s - last)
     else:
         first = need(first_round_end(done.lines), "round 1's line")
         last = need(round_ends(done.lines).get(candidate.rounds), "the last round's line")
@@ -353,7 +361,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     here = _child_env(folder)
     candidates = [
         Candidate("bare ray", lambda p: [sys.executable, "-c", BARE_RAY], here, "bare"),
-        Candidate("plain loop", lambda p: [sys.executable, "-c", PLAIN_LOOP], here, "plain"),
+        Candidate(
+            "plain loop",
+            lambda p: [sys.executable, "-c", PLAIN_LOOP, str(args.rounds)],
+            here,
+            "plain",
+        ),
         _fpzo_candidate("fpzo 1w", 1, 1.0, args, folder, here),
         _fpzo_candidate("fpzo 2w", 2, 0.9, args, folder, here),
     ]
