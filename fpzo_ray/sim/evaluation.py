@@ -13,7 +13,6 @@ from torch import nn
 
 from fpzo_ray.data.registry import ArrayDataset
 
-
 #: Samples per evaluation pass on a CPU: a batch's activations stay in cache. Measured on one
 #: thread here (10,000 MNIST-sized images through LeNet-5; 1,024 CIFAR images through
 #: ResNet-20): 0.52 s / 0.80 s at 64 against 0.98 s / 2.6 s at 1,024, the logits bit for bit
