@@ -13,14 +13,6 @@ from torch import nn
 
 from fpzo_ray.data.registry import ArrayDataset
 
-#: Samples per evaluation pass on a CPU: a batch's activations stay in cache. Measured on one
-#: thread here (10,000 MNIST-sized images through LeNet-5; 1,024 CIFAR images through
-#: ResNet-20): 0.52 s / 0.80 s at 64 against 0.98 s / 2.6 s at 1,024, the logits bit for bit
-#: the same at every batch size.
-CPU_BATCH = 64
-#: On an accelerator wide passes fill the device.
-ACCELERATOR_BATCH = 1024
-
 
 class Evaluator:
     """Scores flat global weights on a data set's validation (when held out) and test splits."""
@@ -31,12 +23,12 @@ class Evaluator:
         flat: torch.Tensor,
         dataset: ArrayDataset,
         device: torch.device,
-        batch_size: int | None = None,
+        batch_size: int = 1024,
     ) -> None:
         self.model = model
         self.flat = flat
         self.device = device
-        self.batch_size = batch_size or (CPU_BATCH if device.type == "cpu" else ACCELERATOR_BATCH)
+        self.batch_size = batch_size
         self.test = dataset.test_set()
         self.validation = dataset.validation_set()
 
