@@ -442,6 +442,13 @@ class SimulationConfig:
         doc="Ray memory resource of each worker, MB = 10^6 bytes (schedules only); 0 = none",
     )
     server_cpus: float = setting(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
+    server_gpus: float = setting(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        doc="Ray num_gpus of the server actor when simulation.device is cuda (it evaluates, "
+        "rebuilds and steps there); 0 = the server runs on the CPU",
+    )
     device: str = setting("cpu", choices=DEVICES)
     placement: str = setting(
         "pack", choices=PLACEMENTS, doc="pack a run's actors on few nodes, or spread them"

@@ -53,7 +53,7 @@ def _field(bundle_index: int, resource: str) -> str:
     if bundle_index == _DRIVER:
         return "simulation"  # the driver's 0.1 CPU is fixed
     if bundle_index == _SERVER:
-        return "simulation.server_cpus"
+        return "simulation.server_gpus" if resource == "GPU" else "simulation.server_cpus"
     return {
         "CPU": "simulation.worker_cpus",
         "GPU": "simulation.worker_gpus",

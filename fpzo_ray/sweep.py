@@ -124,7 +124,10 @@ def _run_phase(
     # fields differ would need different requests, which Tune's single resource request
     # cannot express, so the largest request is used.
     configs = [config_from_dict(p.run) for p in plans]
-    largest = max(configs, key=lambda c: sum(b["CPU"] for b in bundles(c)))
+    largest = max(
+        configs,
+        key=lambda c: tuple(sum(b.get(r, 0.0) for b in bundles(c)) for r in ("CPU", "GPU")),
+    )
     strategy = "SPREAD" if largest.simulation.placement == "spread" else "PACK"
     trainable = tune.with_resources(
         federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy)

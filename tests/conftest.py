@@ -22,6 +22,8 @@ REAL_DATA_ROOT = data_root()
 
 
 RAY_FIXTURES = {"ray_session", "finished_study", "mlflow_server"}
+#: Logical GPUs of the session's Ray: Ray schedules against them, no CUDA device is needed.
+LOGICAL_GPUS = 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,8 +38,15 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        # "local": a Ray of the session's own, whatever cluster Ray last recorded here
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a Ray of the session's own, whatever cluster Ray last recorded here; two
+        # logical GPUs (resources only, nothing runs CUDA) for the placement tests
+        ray.init(
+            address="local",
+            num_cpus=2,
+            num_gpus=LOGICAL_GPUS,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 

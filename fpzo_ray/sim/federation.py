@@ -24,6 +24,7 @@ from fpzo_ray.data import federated_data
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.devices import client_devices
+from fpzo_ray.sim.placement import actor_options, server_resources, worker_resources
 from fpzo_ray.sim.ray_pool import RayWorkerPool
 from fpzo_ray.sim.server import FederatedServer
 from fpzo_ray.sim.worker import ClientWorker, threads_for
@@ -66,21 +67,14 @@ def resolve_num_workers(cfg: RunConfig, cpus: float | None = None, concurrent_ru
 def bundles(cfg: RunConfig, num_workers: int | None = None) -> list[dict[str, float]]:
     """Placement-group bundles of one run: its driver, its server, its workers."""
     sim = cfg.simulation
-    worker: dict[str, float] = {"CPU": sim.worker_cpus}
-    if sim.worker_gpus > 0:
-        worker["GPU"] = sim.worker_gpus
-    if sim.worker_memory_mb > 0:
-        worker["memory"] = int(sim.worker_memory_mb * 1e6)
     count = num_workers if num_workers is not None else resolve_num_workers(cfg)
-    return [{"CPU": DRIVER_CPUS}, {"CPU": sim.server_cpus}] + [dict(worker)] * count
+    return [{"CPU": DRIVER_CPUS}, server_resources(sim)] + [worker_resources(sim)] * count
 
 
 def _spawn_worker(cfg: RunConfig, dataset_ref: Any, partition_ref: Any) -> Any:
     """A new worker actor (also used by the pool to replace a dead one)."""
     sim = cfg.simulation
-    options: dict[str, Any] = {"num_cpus": sim.worker_cpus, "num_gpus": sim.worker_gpus}
-    if sim.worker_memory_mb > 0:
-        options["memory"] = int(sim.worker_memory_mb * 1e6)
+    options = actor_options(worker_resources(sim))
     if sim.placement == "spread" and get_current_placement_group() is None:
         options["scheduling_strategy"] = "SPREAD"
     return WorkerActor.options(**options).remote(cfg, dataset_ref, partition_ref)
@@ -106,7 +100,7 @@ def start_federation(cfg: RunConfig) -> Federation:
         resolve_num_workers(cfg),
         cfg.simulation.on_worker_failure,
     )
-    server = ServerActor.options(num_cpus=cfg.simulation.server_cpus, num_gpus=0).remote(
+    server = ServerActor.options(**actor_options(server_resources(cfg.simulation))).remote(
         cfg, dataset_ref, pool, client_devices(cfg)
     )
     return Federation(server, pool)

@@ -37,6 +37,7 @@ from fpzo_ray.sim.checkpoint import CheckpointError
 from fpzo_ray.sim.devices import ClientDevices, reachable
 from fpzo_ray.sim.evaluation import Evaluator
 from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
+from fpzo_ray.sim.placement import server_device
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
@@ -75,7 +76,7 @@ class FederatedServer:
     ) -> None:
         self.cfg = cfg
         self.pool = pool
-        self.device = torch.device(cfg.simulation.device)
+        self.device = server_device(cfg.simulation)
         self.input_shape = dataset.input_shape
         self.num_classes = dataset.num_classes
         self.model = build_model(

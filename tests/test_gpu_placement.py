@@ -1,0 +1,122 @@
+"""GPU placement, checked on a CPU machine with Ray's logical GPUs (the session's Ray has
+``conftest.LOGICAL_GPUS``; Ray schedules and assigns them, nothing touches CUDA): the
+bundles a run reserves, how many workers share each GPU, each actor's ``ray.get_gpu_ids()``,
+the server's share, and the refusal of a cuda run where no node has a GPU."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from fpzo_ray.config import ConfigError, config_from_dict
+from fpzo_ray.resources import check_resources
+from fpzo_ray.sim.federation import bundles
+from fpzo_ray.sim.placement import actor_options, server_device
+
+
+def _cfg(**simulation):
+    return config_from_dict({"simulation": {"device": "cuda", **simulation}})
+
+
+def test_a_cuda_run_reserves_gpu_shares_for_its_server_and_workers():
+    cfg = _cfg(num_workers=4, worker_gpus=0.25, server_gpus=0.1)
+    driver, server, *workers = bundles(cfg)
+    assert "GPU" not in driver
+    assert server == {"CPU": cfg.simulation.server_cpus, "GPU": 0.1}
+    assert workers == [{"CPU": cfg.simulation.worker_cpus, "GPU": 0.25}] * 4
+    assert server_device(cfg.simulation).type == "cuda"
+
+
+def test_a_server_without_a_gpu_share_stays_on_the_cpu():
+    cfg = _cfg(num_workers=2, worker_gpus=0.5, server_gpus=0.0)
+    assert "GPU" not in bundles(cfg)[1]
+    assert server_device(cfg.simulation).type == "cpu"
+    assert actor_options(bundles(cfg)[1])["num_gpus"] == 0
+
+
+def test_a_cpu_run_reserves_no_gpu_for_its_server():
+    cfg = config_from_dict({"simulation": {"server_gpus": 0.5}})
+    assert "GPU" not in bundles(cfg)[1]
+    assert server_device(cfg.simulation).type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "nodes, settings, named",
+    [
+        ([{"CPU": 8.0}], {"worker_gpus": 0.5}, "simulation.device"),
+        (
+            [{"CPU": 8.0, "GPU": 1.0}],
+            {"worker_gpus": 0.5, "num_workers": 2},
+            "simulation.num_workers",
+        ),
+        ([{"CPU": 8.0, "GPU": 2.0}], {"worker_gpus": 0.5, "num_workers": 2}, None),
+        (
+            [{"CPU": 8.0, "GPU": 1.0}],
+            {"worker_gpus": 0.5, "num_workers": 2, "server_gpus": 0},
+            None,
+        ),
+    ],
+)
+def test_gpu_shares_must_fit_the_cluster(nodes, settings, named):
+    """Two workers at half a GPU fill one GPU: the server's share then needs a second one,
+    unless the server stays on the CPU."""
+    cfg = _cfg(**settings)
+    if named is None:
+        check_resources([cfg], nodes=nodes)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_resources([cfg], nodes=nodes)
+    assert str(caught.value).startswith(f"config error: {named}:")
+
+
+def _gpu_ids_in_placement_group(ray, cfg):
+    """Each actor's GPU ids when a run's bundles are reserved as one placement group (as a
+    sweep's trial reserves them) and one probe actor per bundle asks for that bundle's
+    resources with the options the run's actors use."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote
+    class Probe:
+        def gpu_ids(self):
+            return [str(i) for i in ray.get_gpu_ids()]
+
+    group_bundles = bundles(cfg)
+    group = placement_group(group_bundles, strategy="PACK")
+    ray.get(group.ready(), timeout=60)
+    try:
+        probes = [
+            Probe.options(
+                **actor_options(bundle),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=group, placement_group_bundle_index=index
+                ),
+            ).remote()
+            for index, bundle in enumerate(group_bundles)
+            if index > 0  # the driver's bundle: the trial's own process
+        ]
+        ids = ray.get([p.gpu_ids.remote() for p in probes], timeout=60)
+        for probe in probes:
+            ray.kill(probe)
+        return ids[0], ids[1:]
+    finally:
+        remove_placement_group(group)
+
+
+def test_workers_share_each_logical_gpu_by_their_share(ray_session):
+    """Four workers at half a GPU on two logical GPUs: two on each, one id each; the server
+    on the CPU has none."""
+    cfg = _cfg(num_workers=4, worker_gpus=0.5, server_gpus=0.0, worker_cpus=0.1)
+    server, workers = _gpu_ids_in_placement_group(ray_session, cfg)
+    assert server == []
+    assert all(len(ids) == 1 for ids in workers)
+    assert sorted(Counter(ids[0] for ids in workers).values()) == [2, 2]
+
+
+def test_the_server_holds_a_gpu_share_beside_the_workers(ray_session):
+    cfg = _cfg(num_workers=3, worker_gpus=0.5, server_gpus=0.5, worker_cpus=0.1)
+    server, workers = _gpu_ids_in_placement_group(ray_session, cfg)
+    assert len(server) == 1
+    per_gpu = Counter([server[0]] + [ids[0] for ids in workers])
+    assert sorted(per_gpu.values()) == [2, 2]  # 4 half shares on 2 GPUs: never 3 on one
