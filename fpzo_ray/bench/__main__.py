@@ -2,7 +2,7 @@
 run, and end with one JSON line of their headline figures.
 
 Names: zo-step, memory, fidelity, prune-error, sigma, checkpoint, population, engine,
-throughput, startup
+throughput, startup, gpu
 (``--help`` after a name for its options).
 """
 
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "engine": "fpzo_ray.bench.engine",
     "throughput": "fpzo_ray.bench.throughput",
     "startup": "fpzo_ray.bench.startup",
+    "gpu": "fpzo_ray.bench.gpu",
 }
 
 
