@@ -19,6 +19,13 @@ a client's recorded figure is the ``loop`` step's in every mode); ``(auto)`` mar
 the default ``zo.batching: auto`` runs for the model. Key: ``batched_over_loop`` (per model:
 loop step time / batched step time).
 
+Part 4, direction generators: nanoseconds per number of drawing one direction, today's
+protocol generator (torch's seeded CPU generator, one per direction seed, ``normal_``) against
+``zo.philox``'s Philox Gaussian and Rademacher fills (eager, and inductor-compiled on the
+CPU), for LeNet-5's 61,706 coordinates and a million, interleaved over ``--repeats`` passes.
+Key: ``philox_gaussian_over_torch`` (per size: torch's time / the compiled Philox Gaussian's,
+median and spread over the passes; goal >= 1: at least as fast).
+
 Every part runs with the worker actors' allocator setting (``sim.allocator``: freed memory
 stays with the process), so the steps cost what they cost on a worker.
 """
@@ -186,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     share = [p.numel() / max(1, sparse.mask.num_trained) for p in sparse.blocks.positions]
     print("trained coordinates per stage (share): " + " ".join(f"{s:.2f}" for s in share))
     mode_rows = execution_modes(args.repeats)
+    generator_rows, generator_ratios = generator_costs(args.repeats)
     return {
         "max_step_over_forwards": max(r["step_over_forwards"] for r in rows),
         "sparse90_speedup_resnet20": base / times["sparse90 layerwise"],
@@ -195,7 +203,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "sparse_rows": sparse_rows,
         "mode_rows": mode_rows,
+        "generator_rows": generator_rows,
+        "philox_gaussian_over_torch": generator_ratios,
     }
+
+
+def _torch_cpu_gaussian(out: torch.Tensor, seed: int) -> torch.Tensor:
+    """Today's protocol draw: a fresh seeded CPU generator per direction."""
+    from fpzo_ray.seeding import generator
+
+    return out.normal_(generator=generator(seed))
+
+
+def generator_costs(repeats: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Part 4: ns per number of one direction's draw, each candidate timed once per pass,
+    the passes interleaved (the compiled fills compiled before the first pass)."""
+    import statistics
+    import time
+    from functools import partial
+
+    from fpzo_ray.bench.timing import PassRatios
+    from fpzo_ray.zo import philox
+
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, dict[str, Any]] = {}
+    for n in (61_706, 1_000_000):
+        out = torch.empty(n)
+        candidates: dict[str, Callable[[int], Any]] = {
+            "torch_cpu gaussian": partial(_torch_cpu_gaussian, out),
+            "philox gaussian, compiled": partial(philox.fill_gaussian, out, compiled=True),
+            "philox rademacher, compiled": partial(philox.fill_rademacher, out, compiled=True),
+            "philox gaussian, eager": partial(philox.fill_gaussian, out),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in candidates}
+        for draw in candidates.values():
+            draw(0)  # warm up (compiles the compiled fills)
+        for index in range(max(3, repeats)):
+            for name, draw in candidates.items():
+                started = time.perf_counter()
+                draw(1000 + index)
+                samples[name].append((time.perf_counter() - started) / n * 1e9)
+        for name, values in samples.items():
+            rows.append(
+                {
+                    "numbers": n,
+                    "generator": name,
+                    "ns_per_number": statistics.median(values),
+                    "spread": f"{min(values):.2f}-{max(values):.2f}",
+                }
+            )
+        ratio = PassRatios.of(samples["torch_cpu gaussian"], samples["philox gaussian, compiled"])
+        ratios[str(n)] = ratio.keys("ratio", 1.0)
+        print(f"philox gaussian (compiled) over torch_cpu, {n} numbers: {ratio.text(1.0)}")
+    print("\nDirection draws, one thread (ns per number: median and range over the passes)")
+    print(table(rows, ["numbers", "generator", "ns_per_number", "spread"]))
+    return rows, ratios
 
 
 def peak_bytes(problem: Problem, step: Callable[[], Any]) -> int:
