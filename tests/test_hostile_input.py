@@ -403,11 +403,29 @@ def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
         ([{"CPU": 2.0}, {"CPU": 8.0, "GPU": 4.0}], {"device": "cuda"}, "simulation.worker_gpus"),
         ([{"CPU": 2.0}, {"CPU": 8.0, "GPU": 4.0}], {"device": "cuda", "worker_gpus": 0.5}, None),
         ([{"CPU": 8.0}], {"device": "cpu"}, None),
+        # two workers at half a GPU fill one GPU: the server's share needs a second one,
+        # unless the server stays on the CPU
+        (
+            [{"CPU": 8.0, "GPU": 1.0}],
+            {"device": "cuda", "worker_gpus": 0.5, "num_workers": 2},
+            "simulation.num_workers",
+        ),
+        (
+            [{"CPU": 8.0, "GPU": 2.0}],
+            {"device": "cuda", "worker_gpus": 0.5, "num_workers": 2},
+            None,
+        ),
+        (
+            [{"CPU": 8.0, "GPU": 1.0}],
+            {"device": "cuda", "worker_gpus": 0.5, "num_workers": 2, "server_gpus": 0},
+            None,
+        ),
     ],
 )
 def test_cuda_needs_gpus_in_the_cluster_reserved_by_the_workers(nodes, settings, named):
     """What counts is the cluster's nodes, not the driver's machine: a GPU-less head node
-    with GPU workers runs cuda, provided the workers reserve a GPU share."""
+    with GPU workers runs cuda, provided the workers (and the server, unless it stays on the
+    CPU) reserve GPU shares that fit."""
     from fpzo_ray.config import config_from_dict
     from fpzo_ray.resources import check_resources
 
