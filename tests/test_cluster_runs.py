@@ -283,16 +283,25 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
 
 # -- every way a sweep or run is stopped -----------------------------------------------------
 def _crashes(output: str) -> list[str]:
-    """The tracebacks in a job's log, less Ray's own teardown noise: an actor torn down with
-    its job may print an exception ignored in ``ActorHandle.__del__`` (Python's report of an
-    error in a finaliser, the handle's owner being gone), which is no crash of ours."""
+    """The tracebacks in a job's log, less Ray's own teardown noise, which is no crash of
+    ours: an actor torn down with its job may print an exception ignored in
+    ``ActorHandle.__del__`` (Python's report of an error in a finaliser, the handle's owner
+    being gone), and Ray's SIGTERM handler, raising ``SystemExit`` in whatever code runs when
+    the signal lands, may land in a finaliser (``WeakSet._remove``), whose exception Python
+    then reports as ignored."""
     lines = output.splitlines()
-    return [
-        following
-        for line, following in zip(lines, lines[1:] + [""])
-        if "Traceback (most recent call last)" in line
-        and not ("ray/actor.py" in following and "in __del__" in following)
-    ]
+    crashes = []
+    for index, line in enumerate(lines):
+        if "Traceback (most recent call last)" not in line:
+            continue
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if "ray/actor.py" in following and "in __del__" in following:
+            continue
+        ignored = index > 0 and "Exception ignored in" in lines[index - 1]
+        if ignored and any("in sigterm_handler" in later for later in lines[index : index + 12]):
+            continue
+        crashes.append(following)
+    return crashes
 
 
 def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -> None:
