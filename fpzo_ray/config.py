@@ -38,6 +38,7 @@ ALGORITHMS = tuple(registry.ALGORITHMS)  # their modes are checked in _cross_che
 MODES = tuple(dict.fromkeys(m for modes in registry.ALGORITHMS.values() for m in modes))
 ESTIMATORS = registry.DIFFERENCE_SCHEMES.names
 DIRECTIONS = registry.DIRECTION_KINDS.names
+GENERATORS = registry.DIRECTION_GENERATORS
 PERTURBATION_SCOPES = ("full", "layerwise")
 BATCHINGS = ("auto", "loop", "vmap", "batched")
 SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
@@ -351,6 +352,13 @@ class ZOConfig:
     )
     direction: str = setting(
         "gaussian", choices=DIRECTIONS, paths=True, doc="or yours as 'module:fill_function'"
+    )
+    generator: str = setting(
+        "philox",
+        choices=GENERATORS,
+        doc="random numbers of the directions: philox (counter-based, the same bits on every "
+        "device, drawn where they are used) or torch_cpu (torch's CPU generator: the numbers "
+        "of runs made before this setting existed; needed by a direction kind of your own)",
     )
     perturbation_scope: str = setting(
         "full",
@@ -705,6 +713,11 @@ def _cross_check(cfg: RunConfig) -> None:
                 f"import path in {owner_field}, which names none"
             )
     _check_targets(cfg)
+    if cfg.zo.generator == "philox" and registry.is_import_path(cfg.zo.direction):
+        raise ConfigError(
+            f"config error: zo.direction: {cfg.zo.direction} draws from a torch.Generator, "
+            "which zo.generator: philox does not provide (set zo.generator: torch_cpu)"
+        )
     if cfg.training.args and not registry.is_import_path(cfg.training.algorithm):
         registry.algorithm_class(cfg.training.algorithm, cfg.training.mode).validate(cfg)
 

@@ -95,9 +95,10 @@ def zo_update_spec(cfg: RunConfig, clip_on_client: bool) -> ZOUpdateSpec:
     """
     return ZOUpdateSpec(
         estimator=EstimatorSpec(
-            DIFFERENCE_SCHEMES.load(cfg.zo.estimator),
-            DIRECTION_KINDS.load(cfg.zo.direction),
-            cfg.zo.sigma,
+            scheme=DIFFERENCE_SCHEMES.load(cfg.zo.estimator),
+            direction=DIRECTION_KINDS.load(cfg.zo.direction),
+            sigma=cfg.zo.sigma,
+            generator=cfg.zo.generator,
         ),
         num_perturbations=cfg.zo.num_perturbations,
         perturbation_scope=cfg.zo.perturbation_scope,

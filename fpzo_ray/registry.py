@@ -201,6 +201,10 @@ DIRECTION_KINDS = Registry(
     "direction kind",
     _entries("fpzo_ray.zo.perturbation", gaussian="fill_gaussian", rademacher="fill_rademacher"),
 )
+#: ``zo.generator``: where a direction's random numbers come from (``zo.perturbation``).
+#: Under ``philox`` only the registered kinds above run (a researcher's kind draws from a
+#: ``torch.Generator``, which ``torch_cpu`` provides).
+DIRECTION_GENERATORS = ("philox", "torch_cpu")
 
 #: ``training.server_optimizer``: ``make(params, settings: ServerSettings) -> torch Optimizer``.
 SERVER_OPTIMIZERS = Registry(

@@ -40,7 +40,12 @@ OWN = {
         "iterations": 2,
         "clients_per_iteration": 3,
     },
-    "zo": {"estimator": f"{T}:ONE_SIDED", "direction": f"{T}:fill_uniform", "sigma": 0.01},
+    "zo": {
+        "estimator": f"{T}:ONE_SIDED",
+        "direction": f"{T}:fill_uniform",
+        "sigma": 0.01,
+        "generator": "torch_cpu",
+    },
     "training": {
         "algorithm": f"{T}:MedianFedSGD",
         "server_optimizer": f"{T}:adagrad",
@@ -94,6 +99,7 @@ BAD = [
     ("pruning.method", f"{T}:nope", "has no attribute 'nope'"),
     ("zo.estimator", f"{T}:fill_uniform", "not a fpzo_ray.zo.difference.DifferenceScheme"),
     ("zo.direction", f"{T}:NOT_A_FUNCTION", "not a function or class"),
+    ("zo.direction", f"{T}:fill_uniform", "set zo.generator: torch_cpu"),  # under philox
     ("training.server_optimizer", f"{T}:nope", "has no attribute 'nope'"),
     ("training.algorithm", f"{T}:NotAnAlgorithm", "not a subclass of"),
     ("training.algorithm", f"{T}:nope", "has no attribute 'nope'"),

@@ -30,14 +30,18 @@ from fpzo_ray.zo.layerwise import (
     layerwise_estimate_from_differences,
     stage_blocks,
 )
+from fpzo_ray.zo.perturbation import PHILOX, TORCH_CPU
 
 SPECS = [
-    EstimatorSpec(e, d, 1e-3) for e in (FORWARD, CENTRAL) for d in (fill_gaussian, fill_rademacher)
+    EstimatorSpec(e, d, 1e-3, generator)
+    for e in (FORWARD, CENTRAL)
+    for d in (fill_gaussian, fill_rademacher)
+    for generator in (PHILOX, TORCH_CPU)
 ]
 
 
 def _spec_id(spec: EstimatorSpec) -> str:
-    return f"{spec.scheme.name}-{spec.direction.__name__}"
+    return f"{spec.scheme.name}-{spec.direction.__name__}-{spec.generator}"
 
 
 def _quadratic(dim: int, seed: int = 0):
@@ -129,19 +133,30 @@ def test_server_reconstruction_is_bit_identical_to_client_estimate(spec):
 
 
 def test_directions_have_golden_values_on_every_machine():
-    # Pinned numbers: torch's CPU Mersenne Twister must give these everywhere.
     seed = perturbation_seeds(0, 0, 0, 0, 1)[0]
     assert seed == 10927254983031365730  # the SplitMix64 fold of (0, PERTURBATION, 0, 0, 0, 0)
-    gaussian = direction(seed, 4)
-    rademacher = direction(seed, 4, fill=fill_rademacher)
+    # philox (the default since zo.generator): exact bits, pinned as float32 values.
+    assert direction(seed, 4).tolist() == GOLDEN_PHILOX_GAUSSIAN
+    assert direction(seed, 4, fill=fill_rademacher).tolist() == [1.0, 1.0, -1.0, -1.0]
+    # torch_cpu: torch's CPU Mersenne Twister, the numbers of every run made before.
+    gaussian = direction(seed, 4, generator_name=TORCH_CPU)
+    rademacher = direction(seed, 4, fill=fill_rademacher, generator_name=TORCH_CPU)
     torch.testing.assert_close(gaussian, GOLDEN_GAUSSIAN, rtol=0, atol=1e-6)
     assert rademacher.tolist() == torch.sign(GOLDEN_GAUSSIAN).tolist()
-    assert set(direction(seed, 1000, fill=fill_rademacher).unique().tolist()) == {-1.0, 1.0}
+    for generator_name in (PHILOX, TORCH_CPU):
+        signs = direction(seed, 1000, fill=fill_rademacher, generator_name=generator_name)
+        assert set(signs.unique().tolist()) == {-1.0, 1.0}
 
 
 GOLDEN_GAUSSIAN = torch.tensor(
     [-1.495646595954895, -0.5258314609527588, -0.21372805535793304, 0.5552637577056885]
 )
+GOLDEN_PHILOX_GAUSSIAN = [
+    -2.136255979537964,
+    -1.2997246980667114,
+    0.5722525119781494,
+    -0.4587570130825043,
+]
 
 
 def test_perturbation_seeds_are_distinct_per_client_round_and_direction():

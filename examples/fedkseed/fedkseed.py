@@ -37,7 +37,6 @@ from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
 from fpzo_ray.config import ConfigError, RunConfig, setting
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.zo.layerwise import StageBlocks
-from fpzo_ray.zo.perturbation import direction
 from fpzo_ray.zo.server_optimizer import ServerOptimizer
 
 
@@ -95,12 +94,7 @@ class FedKSeed(ZOFedSGD):
         z = torch.empty_like(weights)
         for j, c in enumerate(coefficients.tolist()):
             if c != 0.0:
-                weights.add_(
-                    direction(
-                        self.pool[j], weights.numel(), out=z, fill=self.spec.estimator.direction
-                    ),
-                    alpha=-c,
-                )
+                weights.add_(self.spec.estimator.draw(self.pool[j], z), alpha=-c)
         return weights
 
     # -- round control -------------------------------------------------------------------
@@ -167,12 +161,7 @@ class FedKSeed(ZOFedSGD):
         gradient = torch.zeros(optimizer.weights.numel(), dtype=torch.float32)
         z = torch.empty_like(gradient)
         for j in torch.nonzero(average).flatten().tolist():
-            gradient.add_(
-                direction(
-                    self.pool[j], gradient.numel(), out=z, fill=self.spec.estimator.direction
-                ),
-                alpha=float(average[j]),
-            )
+            gradient.add_(self.spec.estimator.draw(self.pool[j], z), alpha=float(average[j]))
         optimizer.step(gradient)
 
     def state_dict(self) -> dict[str, Any]:

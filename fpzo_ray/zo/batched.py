@@ -25,7 +25,6 @@ from torch.func import functional_call, vmap
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
-from fpzo_ray.zo.perturbation import direction
 
 
 def vmap_differences(
@@ -56,9 +55,10 @@ def vmap_differences(
         base_loss = float(loss_at(base)) if scheme.needs_base else None
         for start in range(0, len(seeds), chunk_size):
             chunk = seeds[start : start + chunk_size]
-            z = torch.stack([direction(s, dim, fill=spec.direction) for s in chunk])
-            directions.extend(z)
-            z = z.to(flat.device)
+            z = torch.empty(len(chunk), dim, dtype=torch.float32, device=flat.device)
+            for row, seed in zip(z, chunk):
+                spec.draw(seed, row)
+            directions.extend(z.cpu())
             for sign, store in zip(scheme.signs, per_sign):
                 stacked = base.expand(len(chunk), -1).clone()
                 stacked.index_add_(1, trained, z, alpha=sign * spec.sigma)

@@ -7,7 +7,7 @@ For K seeded directions z_k over the trained coordinates and one mini-batch:
 
 or any other :class:`~fpzo_ray.zo.difference.DifferenceScheme` (``EstimatorSpec.scheme``: the
 signs to evaluate, how their losses combine, the scale); the directions come from the spec's
-fill function (``zo.perturbation``).
+direction kind drawn from its generator (``zo.perturbation``).
 
 A client computes the K loss differences (all it uploads); whoever holds the seeds rebuilds g
 with :func:`estimate_from_differences`. The client's own estimate (``with_estimate=True``)
@@ -28,7 +28,13 @@ import torch
 
 from fpzo_ray.models.flat import read_trained, write_trained
 from fpzo_ray.zo.difference import FORWARD, DifferenceScheme
-from fpzo_ray.zo.perturbation import DirectionFill, direction, fill_gaussian
+from fpzo_ray.zo.perturbation import (
+    PHILOX,
+    DirectionFill,
+    DirectionStream,
+    check_generator,
+    fill_gaussian,
+)
 
 #: Evaluates the loss of the model as it currently is (on a fixed mini-batch).
 LossFn = Callable[[], float]
@@ -36,7 +42,8 @@ LossFn = Callable[[], float]
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """Which estimator: finite-difference scheme, direction kind (its fill function) and step.
+    """Which estimator: finite-difference scheme, direction kind (its fill function), the
+    generator its numbers come from (``zo.generator``) and step.
 
     Picklable: the shipped schemes and fill functions pickle by reference; a researcher's
     must be module-level objects of an importable module (``protocol.zo_update_spec`` loads
@@ -46,6 +53,7 @@ class EstimatorSpec:
     scheme: DifferenceScheme = FORWARD
     direction: DirectionFill = fill_gaussian
     sigma: float = 1e-3
+    generator: str = PHILOX
 
     def __post_init__(self) -> None:
         if not isinstance(self.scheme, DifferenceScheme):
@@ -60,6 +68,15 @@ class EstimatorSpec:
             )
         if not self.sigma > 0:
             raise ValueError(f"zo.sigma must be positive, got {self.sigma}")
+        check_generator(self.direction, self.generator)
+
+    def stream(self, seed: int) -> DirectionStream:
+        """The random numbers of direction seed ``seed``."""
+        return DirectionStream(seed, self.direction, self.generator)
+
+    def draw(self, seed: int, out: torch.Tensor) -> torch.Tensor:
+        """``out`` (float32, any device) overwritten with the direction of ``seed``."""
+        return self.stream(seed).fill(out)
 
     @property
     def scale(self) -> float:
@@ -115,8 +132,7 @@ def loss_differences(
     scheme = spec.scheme
     base = read_trained(flat, kept_index)
     dim = base.numel()
-    z = torch.empty(dim, dtype=torch.float32)
-    z_device = z if base.device.type == "cpu" else torch.empty_like(base)
+    z = torch.empty_like(base)  # drawn where it is used (philox; torch_cpu copies it there)
     estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
     differences = torch.empty(len(seeds), dtype=torch.float32)
     losses: list[list[float]] = []
@@ -124,18 +140,17 @@ def loss_differences(
         base_loss = float(loss_fn()) if scheme.needs_base else None
         try:
             for k, seed in enumerate(seeds):
-                direction(seed, dim, out=z, fill=spec.direction)
-                if z_device is not z:
-                    z_device.copy_(z)
+                spec.draw(seed, z)
                 row = []
                 for sign in scheme.signs:
-                    _shift(flat, kept_index, z_device, sign * spec.sigma)
+                    _shift(flat, kept_index, z, sign * spec.sigma)
                     row.append(float(loss_fn()))
                     write_trained(flat, kept_index, base)
                 losses.append(row)
                 differences[k] = scheme.difference(row, base_loss)
                 if estimate is not None:
-                    accumulate(estimate, float(differences[k]), spec.scale, z)
+                    # on the CPU, as the server rebuilds it: the same arithmetic, the same bits
+                    accumulate(estimate, float(differences[k]), spec.scale, z.cpu())
         finally:
             write_trained(flat, kept_index, base)
     if estimate is not None:
@@ -154,9 +169,7 @@ def estimate_from_differences(
     estimate = torch.zeros(dim, dtype=torch.float32)
     z = torch.empty(dim, dtype=torch.float32)
     for difference, seed in zip(differences.tolist(), seeds):
-        accumulate(
-            estimate, difference, spec.scale, direction(seed, dim, out=z, fill=spec.direction)
-        )
+        accumulate(estimate, difference, spec.scale, spec.draw(seed, z))
     return estimate.div_(len(seeds))
 
 
@@ -168,7 +181,7 @@ def forward_difference(
     sigma: float,
     with_estimate: bool = False,
 ) -> ZOResult:
-    """The default estimator (forward differences, Gaussian directions)."""
+    """The default estimator (forward differences, Gaussian Philox directions)."""
     return loss_differences(
         loss_fn, flat, kept_index, seeds, EstimatorSpec(sigma=sigma), with_estimate
     )

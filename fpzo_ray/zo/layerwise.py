@@ -29,9 +29,7 @@ from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
-from fpzo_ray.seeding import generator
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
-from fpzo_ray.zo.perturbation import DirectionFill
 
 if TYPE_CHECKING:
     from fpzo_ray.zo.client_update import ZOUpdateSpec
@@ -111,23 +109,23 @@ def blocks_for(
 
 
 def _block_direction(
-    seed: int, blocks: StageBlocks, fill: DirectionFill
+    seed: int, blocks: StageBlocks, spec: EstimatorSpec
 ) -> tuple[int, torch.Tensor]:
     """The stage and the direction on it, both drawn from the direction's seed."""
-    gen = generator(seed)
-    u = torch.rand(1, generator=gen, dtype=torch.float64)
+    stream = spec.stream(seed)
+    u = torch.tensor([stream.uniform()], dtype=torch.float64)
     stage = min(int(torch.searchsorted(blocks.cumulative, u, right=True)), blocks.num_stages - 1)
     while blocks.positions[stage].numel() == 0:  # guards p_b = 0 blocks against rounding
         stage -= 1
     z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32)
-    return stage, fill(z, gen)
+    return stage, stream.fill(z)
 
 
 def _directions(
-    seeds: Sequence[int], blocks: StageBlocks, fill: DirectionFill
+    seeds: Sequence[int], blocks: StageBlocks, spec: EstimatorSpec
 ) -> list[tuple[int, int, torch.Tensor]]:
     """(stage, k, z) for every direction, in processing order: by stage, then by k."""
-    drawn = [(*_block_direction(seed, blocks, fill), k) for k, seed in enumerate(seeds)]
+    drawn = [(*_block_direction(seed, blocks, spec), k) for k, seed in enumerate(seeds)]
     return sorted(((stage, k, z) for stage, z, k in drawn), key=lambda t: (t[0], t[1]))
 
 
@@ -145,7 +143,7 @@ def layerwise_differences(
     must be a :class:`StagedModel` (see :func:`stage_blocks_for`)."""
     model = _staged(model)
     scheme = spec.scheme
-    directions = _directions(seeds, blocks, spec.direction)
+    directions = _directions(seeds, blocks, spec)
     losses = [[0.0] * len(scheme.signs) for _ in seeds]  # losses[k][i]
     runs = [0] * blocks.num_stages
     with torch.no_grad():
@@ -202,6 +200,4 @@ def layerwise_estimate_from_differences(
     """Server side: rebuild the layer-wise estimate from the differences and the seeds."""
     if differences.numel() != len(seeds):
         raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
-    return _combine(
-        differences, _directions(seeds, blocks, spec.direction), blocks, spec, len(seeds)
-    )
+    return _combine(differences, _directions(seeds, blocks, spec), blocks, spec, len(seeds))

@@ -1,29 +1,57 @@
 """Seeded random directions over the trained coordinates.
 
 Direction ``k`` of client ``c``'s local step ``s`` in round ``r`` is drawn from its own seed
-``derive_seed(run_seed, PERTURBATION, r, c, s, k)`` with torch's CPU generator, so the server
-(or a resumed run, or another machine) regenerates exactly the numbers the client used,
-whatever device the client trained on. Only the trained (kept) coordinates are perturbed.
+``derive_seed(run_seed, PERTURBATION, r, c, s, k)``, so the server (or a resumed run, or
+another machine) regenerates exactly the numbers the client used. Only the trained (kept)
+coordinates are perturbed.
 
-A direction kind (``zo.direction``; the registry's ``DIRECTION_KINDS``) is a *fill function*
-``fill(out, gen) -> out`` that overwrites the float32 CPU vector ``out`` with the next
-direction of the generator's stream and returns it. Shipped: :func:`fill_gaussian` (N(0, I))
-and :func:`fill_rademacher` (uniform signs); both have E[z z^T] = I, so the estimators need no
-kind-specific scaling. A researcher's kind is any module-level function with that signature
-and that property (``my_directions:fill_sparse``); it must draw only from ``gen`` so that
-the seed alone determines the direction.
+Two things make a direction out of a seed:
+
+* the *generator* (``zo.generator``), the stream of random bits of a seed:
+
+  - ``philox`` (the default): the counter-based Philox-4x32-10 of :mod:`fpzo_ray.zo.philox`,
+    made of torch integer ops. A direction is filled in place on the device that uses it
+    (no host copy on a GPU), and number ``i`` of a seed is the same on every device and in
+    every chunking. On the CPU its fill is compiled once a process has drawn enough numbers
+    to repay the compilation (:class:`_PhiloxTier`); eager and compiled fills give the same
+    bits.
+  - ``torch_cpu``: torch's CPU Mersenne Twister (``torch.Generator``), drawn on the CPU and
+    copied to the device. The generator of every run before ``zo.generator`` existed: it
+    reproduces their numbers.
+
+* the *direction kind* (``zo.direction``; the registry's ``DIRECTION_KINDS``), a *fill
+  function* ``fill(out, gen) -> out`` that overwrites the float32 CPU vector ``out`` with the
+  next direction of a ``torch.Generator``'s stream. Shipped: :func:`fill_gaussian` (N(0, I))
+  and :func:`fill_rademacher` (uniform signs); both have E[z z^T] = I, so the estimators need
+  no kind-specific scaling. Under ``philox`` the shipped kinds are Philox's own transforms of
+  its words (:func:`fpzo_ray.zo.philox.fill_gaussian` / ``fill_rademacher``). A researcher's
+  kind is any module-level function with the torch signature and that property
+  (``my_directions:fill_sparse``); it draws from a ``torch.Generator``, so it runs with
+  ``zo.generator: torch_cpu`` (the configuration says so otherwise).
+
+A direction is read from a :class:`DirectionStream` opened on its seed: :meth:`fill` draws
+the direction, and the layer-wise variant first draws the uniform that picks its block
+(:meth:`uniform`).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 import torch
 
+from fpzo_ray.registry import DIRECTION_GENERATORS
 from fpzo_ray.seeding import Purpose, derive_seed, generator
+from fpzo_ray.zo import philox
+
+logger = logging.getLogger(__name__)
 
 #: ``fill(out, gen) -> out``: a direction kind.
 DirectionFill = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+PHILOX, TORCH_CPU = DIRECTION_GENERATORS  # ``zo.generator``'s values
 
 
 def perturbation_seeds(
@@ -48,10 +76,126 @@ def fill_rademacher(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.add_(out == 0)  # a draw of exactly 0.0 (probability ~0) becomes +1
 
 
+#: The Philox form of each shipped kind: same distribution, Philox's bits.
+PHILOX_KINDS: dict[DirectionFill, str] = {
+    fill_gaussian: philox.GAUSSIAN,
+    fill_rademacher: philox.RADEMACHER,
+}
+
+
+def check_generator(kind: DirectionFill, generator_name: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` can be drawn from ``generator_name``."""
+    if generator_name not in DIRECTION_GENERATORS:
+        raise ValueError(
+            f"zo.generator: got {generator_name!r}, expected one of {DIRECTION_GENERATORS}"
+        )
+    if generator_name == PHILOX and kind not in PHILOX_KINDS:
+        name = f"{getattr(kind, '__module__', '?')}:{getattr(kind, '__name__', kind)}"
+        raise ValueError(
+            f"zo.direction: {name} draws from a torch.Generator, which zo.generator: philox "
+            "does not provide; set zo.generator: torch_cpu to use it"
+        )
+
+
+class DirectionStream:
+    """The random numbers of one seed, read in order: at most one :meth:`uniform` first,
+    then directions (:meth:`fill`)."""
+
+    def __init__(self, seed: int, kind: DirectionFill, generator_name: str) -> None:
+        self._seed = seed
+        self._kind = kind
+        self._philox = PHILOX_KINDS[kind] if generator_name == PHILOX else None
+        self._gen = None if self._philox else generator(seed)
+        self._position = 0  # philox: the next stream position
+
+    def uniform(self) -> float:
+        """A float64 uniform in [0, 1), exactly representable (53 bits).
+
+        ``torch_cpu``: ``torch.rand`` from the seed's generator (as every earlier run drew
+        it). ``philox``: the top 32 and 21 bits of the words at stream positions 0 and 1
+        (:func:`philox.position_words`), after which fills start at position 2.
+        """
+        if self._gen is not None:
+            return float(torch.rand(1, generator=self._gen, dtype=torch.float64))
+        high, low = philox.position_words(self._seed, self._position, 2)
+        self._position += 2
+        return (high * (1 << 21) + (low >> 11)) / float(1 << 53)
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` (a float32 vector on any device) overwritten with the next direction."""
+        if self._gen is not None:
+            if out.device.type == "cpu" and out.is_contiguous():
+                return self._kind(out, self._gen)
+            return out.copy_(self._kind(torch.empty(out.numel()), self._gen))
+        assert self._philox is not None
+        _TIER.fill(self._philox, out, self._seed, self._position)
+        self._position += out.numel()
+        return out
+
+
+class _PhiloxTier:
+    """Eager Philox fills until a process has drawn ``COMPILE_AFTER`` numbers on the CPU,
+    then the compiled fill (:mod:`fpzo_ray.zo.philox`), built on a background thread while
+    the eager one goes on.
+
+    Why: both give the same bits, but compiling costs seconds per process (~4.6 s with
+    inductor's disk cache warm, tens of seconds cold), which a short run (a test, a
+    simulated client that draws a few directions) never earns back, while a long run draws
+    at 2-3 ns a number compiled against 11-35 eager. Switching after the eager fills have
+    cost about what the compilation does bounds the total at about twice the best of the
+    two choices (ski rental). A failed compilation (no C++ compiler, say) is logged once and
+    the fills stay eager. On other devices the fill is always eager (the bit-exact one).
+    """
+
+    #: CPU numbers drawn eagerly before compiling: about a second of eager fills.
+    COMPILE_AFTER = 40_000_000
+
+    def __init__(self) -> None:
+        self._drawn = 0
+        self._ready: set[str] = set()
+        self._started: set[str] = set()
+        self._lock = threading.Lock()
+
+    def fill(self, kind: str, out: torch.Tensor, seed: int, offset: int) -> None:
+        # The fill's temporaries are invisible to dispatch modes (the memory meter): a device
+        # computes each number in registers, and the generator is no part of the step's memory.
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        compiled = out.device.type == "cpu" and kind in self._ready
+        with _disable_current_modes():
+            philox.fill(kind, out, seed, offset, compiled=compiled)
+        if out.device.type == "cpu" and not compiled:
+            self._drawn += out.numel()
+            if self._drawn >= self.COMPILE_AFTER and kind not in self._started:
+                self._start(kind)
+
+    def _start(self, kind: str) -> None:
+        with self._lock:
+            if kind in self._started:
+                return
+            self._started.add(kind)
+        threading.Thread(target=self._compile, args=(kind,), daemon=True).start()
+
+    def _compile(self, kind: str) -> None:
+        try:
+            philox.fill(kind, torch.empty(philox.TILE_POSITIONS), 0, 0, compiled=True)
+        except Exception as exc:  # noqa: BLE001 (no compiler, say): the run goes on eager
+            logger.warning("philox fills stay eager: compiling failed (%s)", exc)
+            return
+        self._ready.add(kind)
+
+
+_TIER = _PhiloxTier()
+
+
 def direction(
-    seed: int, dim: int, out: torch.Tensor | None = None, fill: DirectionFill = fill_gaussian
+    seed: int,
+    dim: int,
+    out: torch.Tensor | None = None,
+    fill: DirectionFill = fill_gaussian,
+    generator_name: str = PHILOX,
 ) -> torch.Tensor:
-    """A direction of length ``dim`` drawn on the CPU from ``seed`` by ``fill``."""
+    """The direction of ``seed``: length ``dim``, float32, in ``out`` (or a new CPU vector)."""
     if out is None:
         out = torch.empty(dim, dtype=torch.float32)
-    return fill(out, generator(seed))
+    return DirectionStream(seed, fill, generator_name).fill(out)

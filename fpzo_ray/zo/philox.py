@@ -455,7 +455,14 @@ def _place(rows: torch.Tensor, first_pos: int, out: torch.Tensor, offset: int) -
         out[a - offset : b - offset] = tiles[s].reshape(-1)[a - start : b - start]
 
 
-def _fill(kind: str, out: torch.Tensor, seed: int, offset: int, compiled: bool) -> torch.Tensor:
+def fill(
+    kind: str, out: torch.Tensor, seed: int, offset: int = 0, *, compiled: bool = False
+) -> torch.Tensor:
+    """``out`` overwritten with the ``kind`` (:data:`GAUSSIAN` or :data:`RADEMACHER`) numbers at
+    stream positions ``offset, ..., offset + len(out) - 1`` of ``seed`` (:func:`fill_gaussian`,
+    :func:`fill_rademacher`)."""
+    if kind not in (GAUSSIAN, RADEMACHER):
+        raise ValueError(f"kind must be {GAUSSIAN!r} or {RADEMACHER!r}, got {kind!r}")
     if out.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"out must be float32 or float64, got {out.dtype}")
     if out.ndim != 1:
@@ -501,7 +508,7 @@ def fill_gaussian(
     every device running eager torch (IEEE float64 +, -, *, / only; measured on the CPU, not
     yet on a GPU); ``compiled=True`` (CPU only) gives the same bits, fused by inductor.
     """
-    return _fill(GAUSSIAN, out, seed, offset, compiled)
+    return fill(GAUSSIAN, out, seed, offset, compiled=compiled)
 
 
 def fill_rademacher(
@@ -512,4 +519,16 @@ def fill_rademacher(
     ``1024 t + 256 j + l`` is ``+1.0`` if bit 31 of word ``j`` of block ``256 t + l`` is 0, else
     ``-1.0``. Exact on every device; any offset works; ``compiled=True`` as in
     :func:`fill_gaussian`."""
-    return _fill(RADEMACHER, out, seed, offset, compiled)
+    return fill(RADEMACHER, out, seed, offset, compiled=compiled)
+
+
+def position_words(seed: int, position: int, count: int) -> list[int]:
+    """The words behind stream positions ``position, ..., + count - 1`` of ``seed`` (position
+    ``1024 t + 256 j + l`` reads word ``j`` of block ``256 t + l``), as Python ints: for the
+    few numbers drawn outside a fill (the layer-wise variant's block choice)."""
+    out = []
+    for p in range(position, position + count):
+        tile, rest = divmod(p, TILE_POSITIONS)
+        j, lane = divmod(rest, TILE_BLOCKS)
+        out.append(int(words(seed, 4 * (TILE_BLOCKS * tile + lane) + j, 1)[0]))
+    return out

@@ -44,7 +44,6 @@ from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.resnet import BasicBlock
 from fpzo_ray.models.staged import StagedModel
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
-from fpzo_ray.zo.perturbation import direction
 
 #: Grouped convolutions whose groups are at least this long (input channels x kernel size)
 #: run on ATen's kernel, shorter ones on oneDNN (see ``_conv``).
@@ -356,15 +355,15 @@ def _perturbed_rows(
             if k < 0:
                 stacked[row].copy_(base)
             else:
-                step = directions[k].to(base.device) * (sign * sigma)
+                step = directions[k] * (sign * sigma)
                 torch.add(base, step, out=stacked[row])
         return stacked
     stacked.copy_(base.expand(len(chunk), -1))
-    steps = torch.zeros(len(chunk), kept_index.numel(), dtype=torch.float32)
+    steps = base.new_zeros(len(chunk), kept_index.numel())
     for row, (k, sign) in enumerate(chunk):
         if k >= 0:
             steps[row].add_(directions[k], alpha=sign * sigma)
-    return stacked.index_add_(1, kept_index, steps.to(base.device))
+    return stacked.index_add_(1, kept_index, steps)
 
 
 def stacked_differences(
@@ -405,7 +404,7 @@ def stacked_differences(
             chunk = rows[start : start + size]
             for k, _ in chunk:
                 if k >= 0 and k not in alive:
-                    alive[k] = direction(seeds[k], dim, fill=spec.direction)
+                    alive[k] = spec.draw(seeds[k], base.new_empty(dim))
             shifts = [(k, scheme.signs[i] if k >= 0 else 0.0) for k, i in chunk]
             stacked = _perturbed_rows(base, kept_index, shifts, alive, spec.sigma)
             values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
@@ -417,7 +416,7 @@ def stacked_differences(
                 row = [losses[done, i] for i in signs]
                 differences[done] = scheme.difference(row, base_loss)
                 if estimate is not None:
-                    accumulate(estimate, float(differences[done]), spec.scale, alive[done])
+                    accumulate(estimate, float(differences[done]), spec.scale, alive[done].cpu())
                 del alive[done]
                 done += 1
     per_direction = [[losses[k, i] for i in signs] for k in range(len(seeds))]

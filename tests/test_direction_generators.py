@@ -1,0 +1,135 @@
+"""``zo.generator``: the direction streams of both generators, the Philox fill's switch to its
+compiled form, and (on CUDA) the same bits on the GPU as on the CPU."""
+
+import logging
+import time
+
+import pytest
+import torch
+
+from fpzo_ray.accounting.memory import MemoryMeter
+from fpzo_ray.seeding import generator
+from fpzo_ray.zo import perturbation as P
+from fpzo_ray.zo import philox
+from fpzo_ray.zo.difference import FORWARD
+from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
+from fpzo_ray.zo.perturbation import (
+    PHILOX,
+    TORCH_CPU,
+    DirectionStream,
+    fill_gaussian,
+    fill_rademacher,
+)
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("kind", [fill_gaussian, fill_rademacher])
+def test_philox_stream_is_philox_fill_after_its_uniform(kind):
+    stream = DirectionStream(12345, kind, PHILOX)
+    u = stream.uniform()
+    high, low = philox.position_words(12345, 0, 2)
+    assert u == (high * 2**21 + (low >> 11)) / 2**53 and 0.0 <= u < 1.0
+    z = stream.fill(torch.empty(3000))
+    name = P.PHILOX_KINDS[kind]
+    assert torch.equal(z, philox.fill(name, torch.empty(3000), 12345, 2))
+    # without a uniform the direction starts at position 0
+    assert torch.equal(
+        DirectionStream(12345, kind, PHILOX).fill(torch.empty(10)),
+        philox.fill(name, torch.empty(10), 12345, 0),
+    )
+
+
+def test_position_words_follow_the_tile_layout():
+    # position 1024 t + 256 j + l reads word j of block 256 t + l
+    seed, t, j, lane = 99, 2, 3, 17
+    expected = int(philox.words(seed, 4 * (256 * t + lane) + j, 1)[0])
+    assert philox.position_words(seed, 1024 * t + 256 * j + lane, 1) == [expected]
+
+
+def test_torch_cpu_stream_draws_as_every_earlier_run_did():
+    stream = DirectionStream(7, fill_gaussian, TORCH_CPU)
+    gen = generator(7)
+    assert stream.uniform() == float(torch.rand(1, generator=gen, dtype=torch.float64))
+    assert torch.equal(stream.fill(torch.empty(50)), torch.empty(50).normal_(generator=gen))
+
+
+def test_a_researchers_kind_needs_the_torch_generator():
+    def uniform(out, gen):
+        return out.uniform_(-(3**0.5), 3**0.5, generator=gen)
+
+    with pytest.raises(ValueError, match="zo.generator: torch_cpu"):
+        EstimatorSpec(FORWARD, uniform, 1e-3, PHILOX)
+    with pytest.raises(ValueError, match="zo.generator"):
+        EstimatorSpec(FORWARD, fill_gaussian, 1e-3, "mt")
+    spec = EstimatorSpec(FORWARD, uniform, 1e-3, TORCH_CPU)
+    assert spec.draw(3, torch.empty(1000)).abs().max() <= 3**0.5
+
+
+def test_the_generators_workspace_is_not_charged_to_the_step():
+    z = torch.empty(100_000)
+    with MemoryMeter() as meter:
+        P.direction(5, z.numel(), out=z)
+    assert meter.peak_bytes == 0  # the eager fill's chunks of int64 words are not counted
+
+
+def test_philox_fills_switch_to_compiled_with_the_same_bits(monkeypatch):
+    tier = P._PhiloxTier()
+    tier.COMPILE_AFTER = 5_000
+    monkeypatch.setattr(P, "_TIER", tier)
+    reference = {s: philox.fill_gaussian(torch.empty(4097), s, 3) for s in range(6)}
+    deadline = time.monotonic() + 600  # the first compilation on a machine takes a while
+    while philox.GAUSSIAN not in tier._ready and time.monotonic() < deadline:
+        tier.fill(philox.GAUSSIAN, torch.empty(4097), 0, 3)  # eager meanwhile
+        time.sleep(0.05)
+    assert tier._ready == {philox.GAUSSIAN}
+    for s, expected in reference.items():
+        out = torch.empty(4097)
+        tier.fill(philox.GAUSSIAN, out, s, 3)
+        assert torch.equal(out, expected)
+
+
+def test_a_failed_compilation_leaves_the_fills_eager(monkeypatch, caplog):
+    eager = philox.fill
+
+    def no_compiler(kind, out, seed, offset=0, *, compiled=False):
+        if compiled:
+            raise RuntimeError("no C++ compiler")
+        return eager(kind, out, seed, offset)
+
+    monkeypatch.setattr(philox, "fill", no_compiler)
+    tier = P._PhiloxTier()
+    tier.COMPILE_AFTER = 1
+    with caplog.at_level(logging.WARNING, logger=P.__name__):
+        out = torch.empty(2048)
+        tier.fill(philox.RADEMACHER, out, 1, 0)
+        for _ in range(200):
+            if "stay eager" in caplog.text:
+                break
+            time.sleep(0.05)
+    assert "no C++ compiler" in caplog.text and not tier._ready
+    tier.fill(philox.RADEMACHER, out, 1, 0)
+    assert torch.equal(out, eager(philox.RADEMACHER, torch.empty(2048), 1, 0))
+
+
+@CUDA
+@pytest.mark.parametrize("kind", [philox.GAUSSIAN, philox.RADEMACHER])
+def test_philox_fills_on_cuda_equal_the_cpus_bits(kind):
+    for seed, offset, n in [(0, 0, 1), (2**63 + 5, 3, 70_001), (123, 1_000_003, 4096)]:
+        cpu = philox.fill(kind, torch.empty(n), seed, offset)
+        gpu = philox.fill(kind, torch.empty(n, device="cuda"), seed, offset)
+        assert torch.equal(gpu.cpu(), cpu), (seed, offset, n)
+
+
+@CUDA
+def test_a_cuda_clients_estimate_is_rebuilt_bit_for_bit_on_the_cpu():
+    spec = EstimatorSpec(FORWARD, fill_gaussian, 1e-3, PHILOX)
+    target = torch.randn(5000, device="cuda")
+    flat = torch.zeros(5000, device="cuda")
+    kept = torch.arange(0, 5000, 3, device="cuda")
+    seeds = list(range(100, 120))
+    client = loss_differences(
+        lambda: float(((flat - target) ** 2).sum()), flat, kept, seeds, spec, with_estimate=True
+    )
+    server = estimate_from_differences(client.loss_differences, seeds, spec, kept.numel())
+    assert client.estimate is not None and torch.equal(client.estimate, server)
