@@ -70,7 +70,20 @@ def test_the_generators_workspace_is_not_charged_to_the_step():
     z = torch.empty(100_000)
     with MemoryMeter() as meter:
         P.direction(5, z.numel(), out=z)
-    assert meter.peak_bytes == 0  # the eager fill's chunks of int64 words are not counted
+        for drawn in P.directions(range(30), 50_000, fill_gaussian, PHILOX):
+            z[:50_000].copy_(drawn)
+    assert meter.peak_bytes == 0  # the fill's int64 words and the group are not counted
+
+
+@pytest.mark.parametrize("generator_name", [PHILOX, TORCH_CPU])
+def test_grouped_directions_equal_one_draw_per_seed(generator_name, monkeypatch):
+    monkeypatch.setattr(P, "GROUP_NUMBERS", 3 * 700)  # groups of 3, the last one of 1
+    seeds = [11, 12, 13, 14, 15, 16, 17]
+    drawn = [z.clone() for z in P.directions(seeds, 700, fill_rademacher, generator_name)]
+    for z, seed in zip(drawn, seeds, strict=True):
+        assert torch.equal(
+            z, P.direction(seed, 700, fill=fill_rademacher, generator_name=generator_name)
+        )
 
 
 def test_philox_fills_switch_to_compiled_with_the_same_bits(monkeypatch):
@@ -80,36 +93,39 @@ def test_philox_fills_switch_to_compiled_with_the_same_bits(monkeypatch):
     reference = {s: philox.fill_gaussian(torch.empty(4097), s, 3) for s in range(6)}
     deadline = time.monotonic() + 600  # the first compilation on a machine takes a while
     while philox.GAUSSIAN not in tier._ready and time.monotonic() < deadline:
-        tier.fill(philox.GAUSSIAN, torch.empty(4097), 0, 3)  # eager meanwhile
+        tier.fill(philox.GAUSSIAN, torch.empty(1, 4097), [0], 3)  # eager meanwhile
         time.sleep(0.05)
     assert tier._ready == {philox.GAUSSIAN}
     for s, expected in reference.items():
-        out = torch.empty(4097)
-        tier.fill(philox.GAUSSIAN, out, s, 3)
-        assert torch.equal(out, expected)
+        out = torch.empty(1, 4097)
+        tier.fill(philox.GAUSSIAN, out, [s], 3)
+        assert torch.equal(out[0], expected)
+    many = torch.empty(len(reference), 4097)
+    tier.fill(philox.GAUSSIAN, many, list(reference), 3)  # the graph of several seeds
+    assert torch.equal(many, torch.stack(list(reference.values())))
 
 
 def test_a_failed_compilation_leaves_the_fills_eager(monkeypatch, caplog):
-    eager = philox.fill
+    eager = philox.fill_many
 
-    def no_compiler(kind, out, seed, offset=0, *, compiled=False):
+    def no_compiler(kind, out, seeds, offset=0, *, compiled=False):
         if compiled:
             raise RuntimeError("no C++ compiler")
-        return eager(kind, out, seed, offset)
+        return eager(kind, out, seeds, offset)
 
-    monkeypatch.setattr(philox, "fill", no_compiler)
+    monkeypatch.setattr(philox, "fill_many", no_compiler)
     tier = P._PhiloxTier()
     tier.COMPILE_AFTER = 1
     with caplog.at_level(logging.WARNING, logger=P.__name__):
-        out = torch.empty(2048)
-        tier.fill(philox.RADEMACHER, out, 1, 0)
+        out = torch.empty(1, 2048)
+        tier.fill(philox.RADEMACHER, out, [1], 0)
         for _ in range(200):
             if "stay eager" in caplog.text:
                 break
             time.sleep(0.05)
     assert "no C++ compiler" in caplog.text and not tier._ready
-    tier.fill(philox.RADEMACHER, out, 1, 0)
-    assert torch.equal(out, eager(philox.RADEMACHER, torch.empty(2048), 1, 0))
+    tier.fill(philox.RADEMACHER, out, [1], 0)
+    assert torch.equal(out[0], philox.fill(philox.RADEMACHER, torch.empty(2048), 1, 0))
 
 
 @CUDA

@@ -186,7 +186,7 @@ def test_fill_across_eager_chunks_and_strides(fill, monkeypatch):
     """Results depend neither on the eager chunk size (so neither on where vectorized kernels
     switch to their scalar tails) nor on out's strides."""
     whole = fill(torch.empty(20_000), 5, 3)
-    monkeypatch.setattr(P, "EAGER_CHUNK_TILES", 1)
+    monkeypatch.setattr(P, "EAGER_CHUNK_BLOCKS", P.TILE_BLOCKS)
     assert torch.equal(fill(torch.empty(20_000), 5, 3), whole)
     strided = torch.empty(40_000)[::2]
     assert torch.equal(fill(strided, 5, 3), whole)
@@ -382,3 +382,22 @@ def test_compiled_fill_equals_eager(fill):
             eager = fill(torch.empty(n, dtype=dtype), seed, offset)
             compiled = fill(torch.empty(n, dtype=dtype), seed, offset, compiled=True)
             assert torch.equal(compiled, eager), (dtype, seed, offset)
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", [P.GAUSSIAN, P.RADEMACHER])
+def test_fill_many_rows_equal_one_fill_per_seed(kind, compiled, monkeypatch):
+    seeds = [3, 1 << 63, 3, 0xFFFF_FFFF_FFFF_FFFF, 12]
+    monkeypatch.setattr(P, "EAGER_CHUNK_BLOCKS", 2 * P.TILE_BLOCKS)  # several eager pieces
+    for offset, n in [(0, 1898), (2, 3000), (1024, 2048), (4 * (1 << 32) - 300, 700)]:
+        many = P.fill_many(kind, torch.empty(len(seeds), n), seeds, offset, compiled=compiled)
+        for row, seed in zip(many, seeds):
+            assert torch.equal(row, P.fill(kind, torch.empty(n), seed, offset)), (seed, offset)
+
+
+def test_fill_many_validates():
+    with pytest.raises(ValueError, match=r"shape \(2, n\)"):
+        P.fill_many(P.GAUSSIAN, torch.empty(3, 5), [1, 2])
+    with pytest.raises(ValueError, match="kind"):
+        P.fill_many("uniform", torch.empty(1, 5), [1])
+    assert P.fill_many(P.GAUSSIAN, torch.empty(0, 5), []).shape == (0, 5)

@@ -56,8 +56,8 @@ def vmap_differences(
         for start in range(0, len(seeds), chunk_size):
             chunk = seeds[start : start + chunk_size]
             z = torch.empty(len(chunk), dim, dtype=torch.float32, device=flat.device)
-            for row, seed in zip(z, chunk):
-                spec.draw(seed, row)
+            for row, drawn in zip(z, spec.directions(chunk, dim, flat.device)):
+                row.copy_(drawn)
             directions.extend(z.cpu())
             for sign, store in zip(scheme.signs, per_sign):
                 stacked = base.expand(len(chunk), -1).clone()

@@ -21,7 +21,7 @@ any number of steps the weights are bit-identical to before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +33,7 @@ from fpzo_ray.zo.perturbation import (
     DirectionFill,
     DirectionStream,
     check_generator,
+    directions,
     fill_gaussian,
 )
 
@@ -77,6 +78,13 @@ class EstimatorSpec:
     def draw(self, seed: int, out: torch.Tensor) -> torch.Tensor:
         """``out`` (float32, any device) overwritten with the direction of ``seed``."""
         return self.stream(seed).fill(out)
+
+    def directions(
+        self, seeds: Sequence[int], dim: int, device: torch.device | str = "cpu"
+    ) -> Iterator[torch.Tensor]:
+        """The directions of ``seeds`` in order, drawn in groups
+        (:func:`fpzo_ray.zo.perturbation.directions`: each valid until the next)."""
+        return directions(seeds, dim, self.direction, self.generator, device)
 
     @property
     def scale(self) -> float:
@@ -139,8 +147,8 @@ def loss_differences(
     with torch.no_grad():
         base_loss = float(loss_fn()) if scheme.needs_base else None
         try:
-            for k, seed in enumerate(seeds):
-                spec.draw(seed, z)
+            for k, drawn in enumerate(spec.directions(seeds, dim, z.device)):
+                z.copy_(drawn)  # the device's one direction buffer (the group is not)
                 row = []
                 for sign in scheme.signs:
                     _shift(flat, kept_index, z, sign * spec.sigma)
@@ -167,9 +175,8 @@ def estimate_from_differences(
     if differences.numel() != len(seeds):
         raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
     estimate = torch.zeros(dim, dtype=torch.float32)
-    z = torch.empty(dim, dtype=torch.float32)
-    for difference, seed in zip(differences.tolist(), seeds):
-        accumulate(estimate, difference, spec.scale, spec.draw(seed, z))
+    for difference, z in zip(differences.tolist(), spec.directions(seeds, dim)):
+        accumulate(estimate, difference, spec.scale, z)
     return estimate.div_(len(seeds))
 
 

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from fpzo_ray.registry import DIRECTION_GENERATORS
 from fpzo_ray.seeding import Purpose, derive_seed, generator
@@ -128,9 +129,47 @@ class DirectionStream:
                 return self._kind(out, self._gen)
             return out.copy_(self._kind(torch.empty(out.numel()), self._gen))
         assert self._philox is not None
-        _TIER.fill(self._philox, out, self._seed, self._position)
+        rows = out.view(1, -1) if out.is_contiguous() else out.unsqueeze(0)
+        _TIER.fill(self._philox, rows, [self._seed], self._position)
         self._position += out.numel()
         return out
+
+
+#: Numbers a group of directions holds at most (:func:`directions`): 4 MB of float32.
+GROUP_NUMBERS = 1 << 20
+
+
+def directions(
+    seeds: Sequence[int],
+    dim: int,
+    kind: DirectionFill,
+    generator_name: str,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
+    """The directions of ``seeds`` (length ``dim``, float32, on ``device``) in order, each
+    valid until the next one is requested.
+
+    Under ``philox`` they are drawn ``GROUP_NUMBERS // dim`` at a time in one fill
+    (:func:`philox.fill_many`): a fill's overhead is ~0.5-1 ms eager, more than drawing a
+    small model's direction. The group buffer is simulator workspace, not the device's
+    memory: it is hidden from the memory meter, like the fill's temporaries (a device draws
+    one direction into the buffer it perturbs with, which the callers allocate).
+    ``torch_cpu`` draws one direction at a time, as before.
+    """
+    if generator_name != PHILOX:
+        z = torch.empty(dim, dtype=torch.float32, device=device)
+        for seed in seeds:
+            yield DirectionStream(seed, kind, generator_name).fill(z)
+        return
+    check_generator(kind, generator_name)
+    size = max(1, min(len(seeds), GROUP_NUMBERS // max(dim, 1)))
+    with _disable_current_modes():
+        group = torch.empty(size, dim, dtype=torch.float32, device=device)
+    for start in range(0, len(seeds), size):
+        chunk = list(seeds[start : start + size])
+        rows = group[: len(chunk)]
+        _TIER.fill(PHILOX_KINDS[kind], rows, chunk, 0)
+        yield from rows
 
 
 class _PhiloxTier:
@@ -156,14 +195,13 @@ class _PhiloxTier:
         self._started: set[str] = set()
         self._lock = threading.Lock()
 
-    def fill(self, kind: str, out: torch.Tensor, seed: int, offset: int) -> None:
+    def fill(self, kind: str, out: torch.Tensor, seeds: Sequence[int], offset: int) -> None:
+        """:func:`philox.fill_many` of ``out`` ((len(seeds), n)), compiled once ready."""
         # The fill's temporaries are invisible to dispatch modes (the memory meter): a device
         # computes each number in registers, and the generator is no part of the step's memory.
-        from torch.utils._python_dispatch import _disable_current_modes
-
         compiled = out.device.type == "cpu" and kind in self._ready
         with _disable_current_modes():
-            philox.fill(kind, out, seed, offset, compiled=compiled)
+            philox.fill_many(kind, out, seeds, offset, compiled=compiled)
         if out.device.type == "cpu" and not compiled:
             self._drawn += out.numel()
             if self._drawn >= self.COMPILE_AFTER and kind not in self._started:
@@ -177,8 +215,9 @@ class _PhiloxTier:
         threading.Thread(target=self._compile, args=(kind,), daemon=True).start()
 
     def _compile(self, kind: str) -> None:
-        try:
-            philox.fill(kind, torch.empty(philox.TILE_POSITIONS), 0, 0, compiled=True)
+        try:  # one seed and several are two graphs (dynamo specialises a size of 1)
+            for num_seeds in (1, 2):
+                philox.fill_many(kind, torch.empty(num_seeds, 10), [0] * num_seeds, compiled=True)
         except Exception as exc:  # noqa: BLE001 (no compiler, say): the run goes on eager
             logger.warning("philox fills stay eager: compiling failed (%s)", exc)
             return

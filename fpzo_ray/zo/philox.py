@@ -100,10 +100,11 @@ _M1_NEG = M1 - (1 << 32)
 _MAX_WORDS = 1 << 64  # word indices i < 2**64: blocks b < 2**62 fit an int64
 _HIGH_SPAN = 1 << 32  # blocks sharing one high counter word
 
-#: Tiles per eager chunk (64 x 1,024 numbers): smaller chunks pay the per-op overhead of the
-#: ~300 ops more often (16 tiles: ~55 ns per number, 64-256 tiles: 34-39 ns, one thread),
-#: and chunking keeps the temporaries of a million-number fill bounded.
-EAGER_CHUNK_TILES = 64
+#: Blocks per eager chunk, over all seeds of a fill (64 tiles: 65,536 numbers): smaller
+#: chunks pay the per-op overhead of the ~300 ops more often (16 tiles: ~55 ns per number,
+#: 64-256 tiles: 34-39 ns, one thread), and chunking keeps the temporaries of a
+#: million-number fill bounded.
+EAGER_CHUNK_BLOCKS = 64 * TILE_BLOCKS
 
 #: A 32-bit word: a Python int (the same for every block) or an int64 tensor of words.
 Word = int | torch.Tensor
@@ -386,18 +387,15 @@ RADEMACHER = "rademacher"
 
 
 def _tile_rows(
-    params: Sequence[int] | torch.Tensor,
-    num_blocks: int,
-    kind: str,
-    dtype: torch.dtype,
-    device: torch.device,
+    params: torch.Tensor, num_blocks: int, kind: str, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """The fill values of blocks with low counter words ``params[0], ..., + num_blocks - 1``
-    (high word and key in ``params[1:]``, :func:`schedule_constants`), as a (4, num_blocks)
+    """The fill values of ``num_blocks`` blocks for each of S seeds, as a (4, S, num_blocks)
     tensor: row ``j`` is computed from word ``j`` (Rademacher) or is the first/second number
-    of the pair of words (0, 1) or (2, 3) (Gaussian). The same function runs eagerly
-    (``params`` Python ints) and under ``torch.compile`` (one int64 tensor: a new seed or
-    offset changes no guard, and one small tensor is the cheapest argument to make)."""
+    of the pair of words (0, 1) or (2, 3) (Gaussian). ``params`` ((P, S, 1) int64) holds per
+    seed the first block's low counter word and the :func:`schedule_constants` of its high
+    word and key. The same function runs eagerly and under ``torch.compile`` (one int64
+    tensor: a new seed or offset changes no guard, and one small tensor is the cheapest
+    argument to make)."""
     c0 = torch.arange(num_blocks, dtype=torch.int64, device=device) + params[0]
     x = _philox_low_counter(c0, params[1:])
     if kind == GAUSSIAN:
@@ -433,65 +431,80 @@ def _compiled() -> Callable[..., torch.Tensor]:
 
 
 def _place(rows: torch.Tensor, first_pos: int, out: torch.Tensor, offset: int) -> None:
-    """Copy the tiles of ``rows`` ((4, S * TILE_BLOCKS), starting at stream position
-    ``first_pos``) into the stream positions ``offset, ..., offset + len(out) - 1`` of ``out``
-    that they cover."""
-    per = TILE_POSITIONS
-    tiles = rows.view(4, -1, TILE_BLOCKS).permute(1, 0, 2)  # [s, j, l]: position per s + 256 j + l
-    lo = max(offset, first_pos)
-    hi = min(offset + out.numel(), first_pos + per * tiles.shape[0])
+    """Copy the stream positions of ``rows`` ((4, S, T * TILE_BLOCKS): T tiles from stream
+    position ``first_pos``) that ``out`` ((S, n), positions ``offset, ..., offset + n - 1``)
+    covers into it."""
+    num_seeds, n = out.shape
+    tiles = rows.view(4, num_seeds, -1, TILE_BLOCKS).permute(1, 2, 0, 3)  # [s, t, j, l]
+    lo, hi = max(offset, first_pos), min(offset + n, first_pos + TILE_POSITIONS * tiles.shape[1])
     if lo >= hi:
         return
-    whole_a, whole_b = -(-(lo - first_pos) // per), (hi - first_pos) // per
-    if whole_a < whole_b:
-        a = first_pos + per * whole_a - offset
-        dst = out[a : a + per * (whole_b - whole_a)].view(-1, 4, TILE_BLOCKS)
-        dst.copy_(tiles[whole_a:whole_b])
-    for s in sorted({(lo - first_pos) // per, (hi - 1 - first_pos) // per}):
-        if whole_a <= s < whole_b:
-            continue
-        start = first_pos + per * s
-        a, b = max(lo, start), min(hi, start + per)
-        out[a - offset : b - offset] = tiles[s].reshape(-1)[a - start : b - start]
+    dst = out[:, lo - offset : hi - offset]
+    if lo == first_pos and (hi - lo) % TILE_POSITIONS == 0:  # whole tiles: runs of 256
+        dst.view(num_seeds, -1, 4, TILE_BLOCKS).copy_(tiles[:, : (hi - lo) // TILE_POSITIONS])
+    else:
+        dst.copy_(tiles.reshape(num_seeds, -1)[:, lo - first_pos : hi - first_pos])
 
 
-def fill(
-    kind: str, out: torch.Tensor, seed: int, offset: int = 0, *, compiled: bool = False
+def fill_many(
+    kind: str,
+    out: torch.Tensor,
+    seeds: Sequence[int],
+    offset: int = 0,
+    *,
+    compiled: bool = False,
 ) -> torch.Tensor:
-    """``out`` overwritten with the ``kind`` (:data:`GAUSSIAN` or :data:`RADEMACHER`) numbers at
-    stream positions ``offset, ..., offset + len(out) - 1`` of ``seed`` (:func:`fill_gaussian`,
-    :func:`fill_rademacher`)."""
+    """Row ``s`` of ``out`` ((len(seeds), n), float32 or float64, any device) overwritten with
+    the ``kind`` (:data:`GAUSSIAN` or :data:`RADEMACHER`) numbers at stream positions
+    ``offset, ..., offset + n - 1`` of ``seeds[s]``: what :func:`fill` gives row by row, the
+    same bits, in one pass over all seeds (one call's overhead, not one per seed)."""
     if kind not in (GAUSSIAN, RADEMACHER):
         raise ValueError(f"kind must be {GAUSSIAN!r} or {RADEMACHER!r}, got {kind!r}")
     if out.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"out must be float32 or float64, got {out.dtype}")
-    if out.ndim != 1:
-        raise ValueError(f"out must be a vector, got shape {tuple(out.shape)}")
+    if out.ndim != 2 or out.shape[0] != len(seeds):
+        raise ValueError(f"out must have shape ({len(seeds)}, n), got {tuple(out.shape)}")
     if compiled and out.device.type != "cpu":
         raise ValueError(
             "compiled fills are for the CPU (Triton's fused multiply-adds would change the "
             f"Gaussian bits); use the eager fill on {out.device}"
         )
-    count = out.numel()
+    count = out.shape[1]
     _check_range(offset, count)
-    seed_key(seed)
-    if count == 0:
+    for seed in seeds:
+        seed_key(seed)
+    if count == 0 or not seeds:
         return out
-    target = (
-        out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
-    )
     first = offset // TILE_POSITIONS * TILE_BLOCKS
     end = -(-(offset + count) // TILE_POSITIONS) * TILE_BLOCKS
-    most = end - first if compiled else EAGER_CHUNK_TILES * TILE_BLOCKS
+    most = end - first if compiled else max(TILE_BLOCKS, EAGER_CHUNK_BLOCKS // len(seeds))
+    most = -(-most // TILE_BLOCKS) * TILE_BLOCKS
     rows_of = _compiled() if compiled else _tile_rows
     for a, b in _pieces(first, end, most):
-        params: list[int] | torch.Tensor = [a & _MASK32, *schedule_constants(seed, a >> 32)]
-        if compiled:  # ~1.4 us, where torch.tensor(params) takes ~4.6 us
-            params = torch.frombuffer(array.array("q", params), dtype=torch.int64)
-        rows = rows_of(params, b - a, kind, out.dtype, out.device)
-        _place(rows, 4 * a, target, offset)
-    if target is not out:
-        out.copy_(target)
+        values = [[a & _MASK32, *schedule_constants(seed, a >> 32)] for seed in seeds]
+        # (P, S, 1); from a buffer: ~1.4 us, where torch.tensor(values) takes ~4.6 us
+        flat = array.array("q", [v for column in zip(*values) for v in column])
+        params = torch.frombuffer(flat, dtype=torch.int64).view(-1, len(seeds), 1)
+        rows = rows_of(params.to(out.device), b - a, kind, out.dtype, out.device)
+        _place(rows, 4 * a, out, offset)
+    return out
+
+
+def fill(
+    kind: str, out: torch.Tensor, seed: int, offset: int = 0, *, compiled: bool = False
+) -> torch.Tensor:
+    """``out`` (a vector) overwritten with the ``kind`` numbers at stream positions
+    ``offset, ..., offset + len(out) - 1`` of ``seed`` (:func:`fill_gaussian`,
+    :func:`fill_rademacher`)."""
+    if out.ndim != 1:
+        raise ValueError(f"out must be a vector, got shape {tuple(out.shape)}")
+    fill_many(
+        kind,
+        out.view(1, -1) if out.is_contiguous() else out.unsqueeze(0),
+        [seed],
+        offset,
+        compiled=compiled,
+    )
     return out
 
 

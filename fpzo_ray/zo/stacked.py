@@ -399,12 +399,13 @@ def stacked_differences(
     differences = torch.empty(len(seeds), dtype=torch.float32)
     estimate = torch.zeros(dim, dtype=torch.float32) if with_estimate else None
     done = 0  # directions whose difference is known (and accumulated, in order)
+    drawn = spec.directions(seeds, dim, base.device)  # first needed in k order
     with torch.no_grad():
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
             for k, _ in chunk:
                 if k >= 0 and k not in alive:
-                    alive[k] = spec.draw(seeds[k], base.new_empty(dim))
+                    alive[k] = next(drawn).clone()
             shifts = [(k, scheme.signs[i] if k >= 0 else 0.0) for k, i in chunk]
             stacked = _perturbed_rows(base, kept_index, shifts, alive, spec.sigma)
             values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
