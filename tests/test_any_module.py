@@ -307,7 +307,8 @@ def test_a_module_found_unstackable_in_the_pass_falls_back_to_the_loop(caplog):
         batched = _client(ws, x, y, seeds, EstimatorSpec(), "batched")
         _client(ws, x, y, seeds, EstimatorSpec(), "batched")
     assert torch.equal(batched.loss_differences, loop.loss_differences)
-    messages = [r.getMessage() for r in caplog.records]
+    # (torch's compiler may log from a background thread: the Philox fill tiering up)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fpzo_ray.zo.client_update"]
     assert len(messages) == 1 and "a linear layer on stacked channels" in messages[0]
 
 

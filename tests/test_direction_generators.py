@@ -88,7 +88,7 @@ def test_grouped_directions_equal_one_draw_per_seed(generator_name, monkeypatch)
 
 def test_philox_fills_switch_to_compiled_with_the_same_bits(monkeypatch):
     tier = P._PhiloxTier()
-    tier.COMPILE_AFTER = 5_000
+    tier.COMPILE_AFTER_SECONDS = 0.0
     monkeypatch.setattr(P, "_TIER", tier)
     reference = {s: philox.fill_gaussian(torch.empty(4097), s, 3) for s in range(6)}
     deadline = time.monotonic() + 600  # the first compilation on a machine takes a while
@@ -115,7 +115,7 @@ def test_a_failed_compilation_leaves_the_fills_eager(monkeypatch, caplog):
 
     monkeypatch.setattr(philox, "fill_many", no_compiler)
     tier = P._PhiloxTier()
-    tier.COMPILE_AFTER = 1
+    tier.COMPILE_AFTER_SECONDS = 0.0
     with caplog.at_level(logging.WARNING, logger=P.__name__):
         out = torch.empty(1, 2048)
         tier.fill(philox.RADEMACHER, out, [1], 0)
@@ -149,3 +149,18 @@ def test_a_cuda_clients_estimate_is_rebuilt_bit_for_bit_on_the_cpu():
     )
     server = estimate_from_differences(client.loss_differences, seeds, spec, kept.numel())
     assert client.estimate is not None and torch.equal(client.estimate, server)
+
+
+@pytest.mark.slow
+def test_bench_zo_step_reports_the_generators_costs(monkeypatch, capsys):
+    from fpzo_ray.bench import zo_step
+
+    monkeypatch.setattr(zo_step, "GENERATOR_SIZES", ((300, 3), (5000, 2)))
+    monkeypatch.setattr(P, "GROUP_NUMBERS", 600)  # 2 seeds a fill, then 1
+    rows, ratios = zo_step.generator_costs(3)
+    assert set(ratios) == {"300", "5000"} and all(r["ratio"] > 0 for r in ratios.values())
+    assert [r["seeds_per_fill"] for r in rows if r["generator"].startswith("philox")] == [2] * 3 + [
+        1
+    ] * 3
+    assert all(r["ns_per_number"] > 0 for r in rows)
+    assert "philox gaussian (compiled) over torch_cpu, 300 numbers" in capsys.readouterr().out

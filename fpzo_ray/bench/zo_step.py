@@ -19,12 +19,14 @@ a client's recorded figure is the ``loop`` step's in every mode); ``(auto)`` mar
 the default ``zo.batching: auto`` runs for the model. Key: ``batched_over_loop`` (per model:
 loop step time / batched step time).
 
-Part 4, direction generators: nanoseconds per number of drawing one direction, today's
-protocol generator (torch's seeded CPU generator, one per direction seed, ``normal_``) against
-``zo.philox``'s Philox Gaussian and Rademacher fills (eager, and inductor-compiled on the
-CPU), for LeNet-5's 61,706 coordinates and a million, interleaved over ``--repeats`` passes.
-Key: ``philox_gaussian_over_torch`` (per size: torch's time / the compiled Philox Gaussian's,
-median and spread over the passes; goal >= 1: at least as fast).
+Part 4 (alone with ``--generators-only``), direction generators: nanoseconds per number of
+drawing a step's K directions as each ``zo.generator`` draws them: ``torch_cpu`` (torch's
+seeded CPU generator, one per direction seed, ``normal_``) against ``philox``'s Gaussian and
+Rademacher fills (eager, and inductor-compiled on the CPU; ``GROUP_NUMBERS // d`` seeds per
+fill), for the digits CNN's 1,898 coordinates and LeNet-5's 61,706 at K = 20 and a million
+at K = 4, interleaved over ``--repeats`` passes. Key: ``philox_gaussian_over_torch`` (per
+size: torch's time / the compiled Philox Gaussian's, median and spread over the passes; goal
+>= 1: at least as fast).
 
 Every part runs with the worker actors' allocator setting (``sim.allocator``: freed memory
 stays with the process), so the steps cost what they cost on a worker.
@@ -69,6 +71,9 @@ MODE_MODELS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per candidate")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--generators-only", action="store_true", help="run part 4 (direction generators) only"
+    )
 
 
 class Problem:
@@ -143,6 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the worker actors run their steps
+    if args.generators_only:
+        generator_rows, generator_ratios = generator_costs(args.repeats)
+        return {"generator_rows": generator_rows, "philox_gaussian_over_torch": generator_ratios}
     rows = []
     with torch.no_grad():
         for name in ("lenet5", "resnet20"):
@@ -208,45 +216,75 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _torch_cpu_gaussian(out: torch.Tensor, seed: int) -> torch.Tensor:
-    """Today's protocol draw: a fresh seeded CPU generator per direction."""
+def _torch_cpu_directions(out: torch.Tensor, seeds: list[int]) -> None:
+    """``zo.generator: torch_cpu``: a fresh seeded CPU generator per direction."""
     from fpzo_ray.seeding import generator
 
-    return out.normal_(generator=generator(seed))
+    for row, seed in zip(out, seeds):
+        row.normal_(generator=generator(seed))
+
+
+def _philox_directions(
+    kind: str, compiled: bool, group: int, out: torch.Tensor, seeds: list[int]
+) -> None:
+    """``zo.generator: philox`` as the protocol draws: ``group`` seeds per fill."""
+    from fpzo_ray.zo import philox
+
+    for start in range(0, len(seeds), group):
+        philox.fill_many(
+            kind, out[start : start + group], seeds[start : start + group], compiled=compiled
+        )
+
+
+#: (coordinates, K) of part 4: the digits CNN's and LeNet-5's directions at K = 20, and a
+#: million-coordinate model's (one direction per fill, GROUP_NUMBERS).
+GENERATOR_SIZES = ((1_898, 20), (61_706, 20), (1_000_000, 4))
 
 
 def generator_costs(repeats: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Part 4: ns per number of one direction's draw, each candidate timed once per pass,
-    the passes interleaved (the compiled fills compiled before the first pass)."""
+    """Part 4: ns per number of a step's K directions as each generator draws them (Philox:
+    ``GROUP_NUMBERS // d`` seeds per fill, as ``zo.perturbation.directions``), each candidate
+    timed once per pass, the passes interleaved (the compiled fills compiled first)."""
     import statistics
     import time
     from functools import partial
 
     from fpzo_ray.bench.timing import PassRatios
     from fpzo_ray.zo import philox
+    from fpzo_ray.zo.perturbation import GROUP_NUMBERS
 
     rows: list[dict[str, Any]] = []
     ratios: dict[str, dict[str, Any]] = {}
-    for n in (61_706, 1_000_000):
-        out = torch.empty(n)
-        candidates: dict[str, Callable[[int], Any]] = {
-            "torch_cpu gaussian": partial(_torch_cpu_gaussian, out),
-            "philox gaussian, compiled": partial(philox.fill_gaussian, out, compiled=True),
-            "philox rademacher, compiled": partial(philox.fill_rademacher, out, compiled=True),
-            "philox gaussian, eager": partial(philox.fill_gaussian, out),
+    for n, k in GENERATOR_SIZES:
+        out = torch.empty(k, n)
+        group = max(1, min(k, GROUP_NUMBERS // n))
+        candidates: dict[str, Callable[[list[int]], Any]] = {
+            "torch_cpu gaussian": partial(_torch_cpu_directions, out),
+            "philox gaussian, compiled": partial(
+                _philox_directions, philox.GAUSSIAN, True, group, out
+            ),
+            "philox rademacher, compiled": partial(
+                _philox_directions, philox.RADEMACHER, True, group, out
+            ),
+            "philox gaussian, eager": partial(
+                _philox_directions, philox.GAUSSIAN, False, group, out
+            ),
         }
         samples: dict[str, list[float]] = {name: [] for name in candidates}
         for draw in candidates.values():
-            draw(0)  # warm up (compiles the compiled fills)
+            draw(list(range(k)))  # warm up (compiles the compiled fills)
         for index in range(max(3, repeats)):
+            seeds = [1000 + index * k + j for j in range(k)]
             for name, draw in candidates.items():
                 started = time.perf_counter()
-                draw(1000 + index)
-                samples[name].append((time.perf_counter() - started) / n * 1e9)
+                draw(seeds)
+                samples[name].append((time.perf_counter() - started) / (n * k) * 1e9)
         for name, values in samples.items():
             rows.append(
                 {
                     "numbers": n,
+                    "K": k,
+                    "seeds_per_fill": group if name.startswith("philox") else 1,
                     "generator": name,
                     "ns_per_number": statistics.median(values),
                     "spread": f"{min(values):.2f}-{max(values):.2f}",
@@ -256,7 +294,7 @@ def generator_costs(repeats: int) -> tuple[list[dict[str, Any]], dict[str, dict[
         ratios[str(n)] = ratio.keys("ratio", 1.0)
         print(f"philox gaussian (compiled) over torch_cpu, {n} numbers: {ratio.text(1.0)}")
     print("\nDirection draws, one thread (ns per number: median and range over the passes)")
-    print(table(rows, ["numbers", "generator", "ns_per_number", "spread"]))
+    print(table(rows, ["numbers", "K", "seeds_per_fill", "generator", "ns_per_number", "spread"]))
     return rows, ratios
 
 

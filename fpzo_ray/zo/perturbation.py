@@ -12,9 +12,9 @@ Two things make a direction out of a seed:
   - ``philox`` (the default): the counter-based Philox-4x32-10 of :mod:`fpzo_ray.zo.philox`,
     made of torch integer ops. A direction is filled in place on the device that uses it
     (no host copy on a GPU), and number ``i`` of a seed is the same on every device and in
-    every chunking. On the CPU its fill is compiled once a process has drawn enough numbers
-    to repay the compilation (:class:`_PhiloxTier`); eager and compiled fills give the same
-    bits.
+    every chunking. On the CPU its fill is compiled once a process has spent about what the
+    compilation costs in eager fills (:class:`_PhiloxTier`); eager and compiled fills give
+    the same bits.
   - ``torch_cpu``: torch's CPU Mersenne Twister (``torch.Generator``), drawn on the CPU and
     copied to the device. The generator of every run before ``zo.generator`` existed: it
     reproduces their numbers.
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -173,38 +174,41 @@ def directions(
 
 
 class _PhiloxTier:
-    """Eager Philox fills until a process has drawn ``COMPILE_AFTER`` numbers on the CPU,
-    then the compiled fill (:mod:`fpzo_ray.zo.philox`), built on a background thread while
-    the eager one goes on.
+    """Eager Philox fills until a process has spent ``COMPILE_AFTER_SECONDS`` in them on the
+    CPU, then the compiled fill (:mod:`fpzo_ray.zo.philox`), built on a background thread
+    while the eager one goes on.
 
     Why: both give the same bits, but compiling costs seconds per process (~4.6 s with
-    inductor's disk cache warm, tens of seconds cold), which a short run (a test, a
-    simulated client that draws a few directions) never earns back, while a long run draws
-    at 2-3 ns a number compiled against 11-35 eager. Switching after the eager fills have
-    cost about what the compilation does bounds the total at about twice the best of the
-    two choices (ski rental). A failed compilation (no C++ compiler, say) is logged once and
-    the fills stay eager. On other devices the fill is always eager (the bit-exact one).
+    inductor's disk cache warm, tens of seconds cold), which a short run (a test, a few
+    rounds of a small model) never earns back, while a long run draws at 2-3 ns a number
+    compiled against 18-55 eager (plus ~1 ms of per-fill overhead). Switching once the eager
+    fills have cost about what a warm compilation does bounds the total at about twice the
+    better of the two choices (ski rental). A failed compilation (no C++ compiler, say) is
+    logged once and the fills stay eager. On other devices the fill is always eager (the
+    bit-exact one there).
     """
 
-    #: CPU numbers drawn eagerly before compiling: about a second of eager fills.
-    COMPILE_AFTER = 40_000_000
+    #: Seconds of eager CPU fills in a process before compiling.
+    COMPILE_AFTER_SECONDS = 2.0
 
     def __init__(self) -> None:
-        self._drawn = 0
+        self._eager_seconds = 0.0
         self._ready: set[str] = set()
         self._started: set[str] = set()
         self._lock = threading.Lock()
 
     def fill(self, kind: str, out: torch.Tensor, seeds: Sequence[int], offset: int) -> None:
         """:func:`philox.fill_many` of ``out`` ((len(seeds), n)), compiled once ready."""
+        on_cpu = out.device.type == "cpu"
+        compiled = on_cpu and kind in self._ready
+        started = time.perf_counter()
         # The fill's temporaries are invisible to dispatch modes (the memory meter): a device
         # computes each number in registers, and the generator is no part of the step's memory.
-        compiled = out.device.type == "cpu" and kind in self._ready
         with _disable_current_modes():
             philox.fill_many(kind, out, seeds, offset, compiled=compiled)
-        if out.device.type == "cpu" and not compiled:
-            self._drawn += out.numel()
-            if self._drawn >= self.COMPILE_AFTER and kind not in self._started:
+        if on_cpu and not compiled:
+            self._eager_seconds += time.perf_counter() - started
+            if self._eager_seconds >= self.COMPILE_AFTER_SECONDS and kind not in self._started:
                 self._start(kind)
 
     def _start(self, kind: str) -> None:

@@ -398,10 +398,9 @@ def _tile_rows(
     argument to make)."""
     c0 = torch.arange(num_blocks, dtype=torch.int64, device=device) + params[0]
     x = _philox_low_counter(c0, params[1:])
-    if kind == GAUSSIAN:
-        first0, second0 = gaussian_pairs(x[0], x[1])
-        first2, second2 = gaussian_pairs(x[2], x[3])
-        rows = [first0, second0, first2, second2]
+    if kind == GAUSSIAN:  # the pairs of words (0, 1) and (2, 3) in one pass: half the ops
+        first, second = gaussian_pairs(torch.stack([x[0], x[2]]), torch.stack([x[1], x[3]]))
+        rows = [first[0], second[0], first[1], second[1]]
     else:
         rows = [(w >> 31) * -2 + 1 for w in x]
     return torch.stack([v.to(dtype) for v in rows])
