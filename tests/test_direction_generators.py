@@ -2,6 +2,9 @@
 compiled form, and (on CUDA) the same bits on the GPU as on the CPU."""
 
 import logging
+import os
+import socket
+import subprocess
 import time
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo import perturbation as P
-from fpzo_ray.zo import philox
+from fpzo_ray.zo import philox, philox_kernels
 from fpzo_ray.zo.difference import FORWARD
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
 from fpzo_ray.zo.perturbation import (
@@ -86,45 +89,81 @@ def test_grouped_directions_equal_one_draw_per_seed(generator_name, monkeypatch)
         )
 
 
-def test_philox_fills_switch_to_compiled_with_the_same_bits(monkeypatch):
-    tier = P._PhiloxTier()
-    tier.COMPILE_AFTER_SECONDS = 0.0
-    monkeypatch.setattr(P, "_TIER", tier)
+@pytest.mark.slow
+def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch, tmp_path, caplog):
+    """A process builds the package after its eager fills (here: at once), every later
+    process loads it at its first fill; the bits never change (builds for ~30 s)."""
+    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(philox_kernels, "_loaded", {})  # as in a fresh process
+    fills = P._PhiloxFills()
+    fills.BUILD_AFTER_SECONDS = 0.0
     reference = {s: philox.fill_gaussian(torch.empty(4097), s, 3) for s in range(6)}
-    deadline = time.monotonic() + 600  # the first compilation on a machine takes a while
-    while philox.GAUSSIAN not in tier._ready and time.monotonic() < deadline:
-        tier.fill(philox.GAUSSIAN, torch.empty(1, 4097), [0], 3)  # eager meanwhile
+    deadline = time.monotonic() + 600
+    while not fills._ready and time.monotonic() < deadline:
+        fills._checked.clear()  # look at every fill, not every CHECK_SECONDS
+        fills.fill(philox.GAUSSIAN, torch.empty(1, 4097), [0], 3)  # eager meanwhile
+        time.sleep(0.2)
+    assert fills._ready == {(philox.GAUSSIAN, torch.float32)}, caplog.text
+    assert philox_kernels.package_path(philox.GAUSSIAN, torch.float32).is_file()
+    for _ in range(100):  # the builder drops its lock just after publishing the package
+        if not list(tmp_path.glob("*.lock")):
+            break
         time.sleep(0.05)
-    assert tier._ready == {philox.GAUSSIAN}
-    for s, expected in reference.items():
-        out = torch.empty(1, 4097)
-        tier.fill(philox.GAUSSIAN, out, [s], 3)
-        assert torch.equal(out[0], expected)
-    many = torch.empty(len(reference), 4097)
-    tier.fill(philox.GAUSSIAN, many, list(reference), 3)  # the graph of several seeds
-    assert torch.equal(many, torch.stack(list(reference.values())))
+    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*partial*"))
+    later = P._PhiloxFills()  # another process: the package is there at its first fill
+    for fills_now in (fills, later):
+        for s, expected in reference.items():
+            out = torch.empty(1, 4097)
+            fills_now.fill(philox.GAUSSIAN, out, [s], 3)
+            assert torch.equal(out[0], expected)
+        many = torch.empty(len(reference), 4097)
+        fills_now.fill(philox.GAUSSIAN, many, list(reference), 3)
+        assert torch.equal(many, torch.stack(list(reference.values())))
+    assert later._ready == {(philox.GAUSSIAN, torch.float32)}
 
 
-def test_a_failed_compilation_leaves_the_fills_eager(monkeypatch, caplog):
-    eager = philox.fill_many
+def test_a_package_another_process_builds_is_awaited_not_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(philox_kernels, "_loaded", {})
+    lock = philox_kernels.package_path(philox.RADEMACHER, torch.float32).with_suffix(".lock")
+    lock.write_text(f"{socket.gethostname()} {os.getppid()}")  # a live builder
+    assert philox_kernels.build(philox.RADEMACHER, torch.float32) is False
+    assert lock.exists() and philox_kernels.load(philox.RADEMACHER, torch.float32) is None
+    lock.write_text(f"elsewhere {os.getppid()}")  # another host's, recent
+    assert philox_kernels._stale(lock) is False
 
-    def no_compiler(kind, out, seeds, offset=0, *, compiled=False):
-        if compiled:
-            raise RuntimeError("no C++ compiler")
-        return eager(kind, out, seeds, offset)
 
-    monkeypatch.setattr(philox, "fill_many", no_compiler)
-    tier = P._PhiloxTier()
-    tier.COMPILE_AFTER_SECONDS = 0.0
+def test_the_lock_of_a_builder_that_died_is_stale(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"{socket.gethostname()} {dead.pid}")
+    assert philox_kernels._stale(lock)
+    lock.write_text(f"elsewhere {dead.pid}")
+    old = time.time() - philox_kernels.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    assert philox_kernels._stale(lock)
+
+
+def test_a_failed_build_leaves_the_fills_eager(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(philox_kernels, "_loaded", {})
+
+    def no_compiler(kind, dtype):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(philox_kernels, "build", no_compiler)
+    fills = P._PhiloxFills()
+    fills.BUILD_AFTER_SECONDS = 0.0
+    out = torch.empty(1, 2048)
     with caplog.at_level(logging.WARNING, logger=P.__name__):
-        out = torch.empty(1, 2048)
-        tier.fill(philox.RADEMACHER, out, [1], 0)
+        fills.fill(philox.RADEMACHER, out, [1], 0)
         for _ in range(200):
             if "stay eager" in caplog.text:
                 break
             time.sleep(0.05)
-    assert "no C++ compiler" in caplog.text and not tier._ready
-    tier.fill(philox.RADEMACHER, out, [1], 0)
+    assert "no C++ compiler" in caplog.text and not fills._ready
+    fills.fill(philox.RADEMACHER, out, [1], 0)
     assert torch.equal(out[0], philox.fill(philox.RADEMACHER, torch.empty(2048), 1, 0))
 
 

@@ -109,23 +109,24 @@ def blocks_for(
 
 
 def _block_direction(
-    seed: int, blocks: StageBlocks, spec: EstimatorSpec
+    seed: int, blocks: StageBlocks, spec: EstimatorSpec, device: torch.device | str
 ) -> tuple[int, torch.Tensor]:
-    """The stage and the direction on it, both drawn from the direction's seed."""
+    """The stage and the direction on it (drawn on ``device``), both from the direction's
+    seed."""
     stream = spec.stream(seed)
     u = torch.tensor([stream.uniform()], dtype=torch.float64)
     stage = min(int(torch.searchsorted(blocks.cumulative, u, right=True)), blocks.num_stages - 1)
     while blocks.positions[stage].numel() == 0:  # guards p_b = 0 blocks against rounding
         stage -= 1
-    z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32)
+    z = torch.empty(blocks.positions[stage].numel(), dtype=torch.float32, device=device)
     return stage, stream.fill(z)
 
 
 def _directions(
-    seeds: Sequence[int], blocks: StageBlocks, spec: EstimatorSpec
+    seeds: Sequence[int], blocks: StageBlocks, spec: EstimatorSpec, device: torch.device | str
 ) -> list[tuple[int, int, torch.Tensor]]:
     """(stage, k, z) for every direction, in processing order: by stage, then by k."""
-    drawn = [(*_block_direction(seed, blocks, spec), k) for k, seed in enumerate(seeds)]
+    drawn = [(*_block_direction(s, blocks, spec, device), k) for k, s in enumerate(seeds)]
     return sorted(((stage, k, z) for stage, z, k in drawn), key=lambda t: (t[0], t[1]))
 
 
@@ -143,7 +144,7 @@ def layerwise_differences(
     must be a :class:`StagedModel` (see :func:`stage_blocks_for`)."""
     model = _staged(model)
     scheme = spec.scheme
-    directions = _directions(seeds, blocks, spec)
+    directions = _directions(seeds, blocks, spec, flat.device)
     losses = [[0.0] * len(scheme.signs) for _ in seeds]  # losses[k][i]
     runs = [0] * blocks.num_stages
     with torch.no_grad():
@@ -160,7 +161,7 @@ def layerwise_differences(
                 try:
                     for _, k, z in mine:
                         for i, sign in enumerate(scheme.signs):
-                            flat.index_copy_(0, index, base + sign * spec.sigma * z.to(base.device))
+                            flat.index_copy_(0, index, base + sign * spec.sigma * z)
                             losses[k][i] = loss_of_output(model.forward_from(stage, activation))
                             for later in range(stage, blocks.num_stages):
                                 runs[later] += 1
@@ -189,7 +190,8 @@ def _combine(
     estimate = torch.zeros(dim, dtype=torch.float32)
     for stage, k, z in directions:
         part = torch.zeros(z.numel(), dtype=torch.float32)
-        accumulate(part, float(differences[k]), spec.scale / blocks.probability(stage), z)
+        # on the CPU, as the server rebuilds it, whatever device the client drew z on
+        accumulate(part, float(differences[k]), spec.scale / blocks.probability(stage), z.cpu())
         estimate.index_add_(0, blocks.positions[stage], part)
     return estimate.div_(count)
 
@@ -200,4 +202,4 @@ def layerwise_estimate_from_differences(
     """Server side: rebuild the layer-wise estimate from the differences and the seeds."""
     if differences.numel() != len(seeds):
         raise ValueError(f"{differences.numel()} differences for {len(seeds)} seeds")
-    return _combine(differences, _directions(seeds, blocks, spec), blocks, spec, len(seeds))
+    return _combine(differences, _directions(seeds, blocks, spec, "cpu"), blocks, spec, len(seeds))

@@ -12,9 +12,8 @@ Two things make a direction out of a seed:
   - ``philox`` (the default): the counter-based Philox-4x32-10 of :mod:`fpzo_ray.zo.philox`,
     made of torch integer ops. A direction is filled in place on the device that uses it
     (no host copy on a GPU), and number ``i`` of a seed is the same on every device and in
-    every chunking. On the CPU its fill is compiled once a process has spent about what the
-    compilation costs in eager fills (:class:`_PhiloxTier`); eager and compiled fills give
-    the same bits.
+    every chunking. On the CPU its fill runs compiled ahead of time once the machine has
+    built the kernel (:class:`_PhiloxFills`); eager and compiled fills give the same bits.
   - ``torch_cpu``: torch's CPU Mersenne Twister (``torch.Generator``), drawn on the CPU and
     copied to the device. The generator of every run before ``zo.generator`` existed: it
     reproduces their numbers.
@@ -46,7 +45,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from fpzo_ray.registry import DIRECTION_GENERATORS
 from fpzo_ray.seeding import Purpose, derive_seed, generator
-from fpzo_ray.zo import philox
+from fpzo_ray.zo import philox, philox_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class DirectionStream:
             return out.copy_(self._kind(torch.empty(out.numel()), self._gen))
         assert self._philox is not None
         rows = out.view(1, -1) if out.is_contiguous() else out.unsqueeze(0)
-        _TIER.fill(self._philox, rows, [self._seed], self._position)
+        _FILLS.fill(self._philox, rows, [self._seed], self._position)
         self._position += out.numel()
         return out
 
@@ -169,38 +168,41 @@ def directions(
     for start in range(0, len(seeds), size):
         chunk = list(seeds[start : start + size])
         rows = group[: len(chunk)]
-        _TIER.fill(PHILOX_KINDS[kind], rows, chunk, 0)
+        _FILLS.fill(PHILOX_KINDS[kind], rows, chunk, 0)
         yield from rows
 
 
-class _PhiloxTier:
-    """Eager Philox fills until a process has spent ``COMPILE_AFTER_SECONDS`` in them on the
-    CPU, then the compiled fill (:mod:`fpzo_ray.zo.philox`), built on a background thread
-    while the eager one goes on.
+class _PhiloxFills:
+    """Runs the process's Philox fills: compiled (:mod:`fpzo_ray.zo.philox_kernels`) once
+    the machine has the kernel's package, eager until then, and builds the package on a
+    background thread once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
 
-    Why: both give the same bits, but compiling costs seconds per process (~4.6 s with
-    inductor's disk cache warm, tens of seconds cold), which a short run (a test, a few
-    rounds of a small model) never earns back, while a long run draws at 2-3 ns a number
-    compiled against 18-55 eager (plus ~1 ms of per-fill overhead). Switching once the eager
-    fills have cost about what a warm compilation does bounds the total at about twice the
-    better of the two choices (ski rental). A failed compilation (no C++ compiler, say) is
-    logged once and the fills stay eager. On other devices the fill is always eager (the
-    bit-exact one there).
+    Why: both give the same bits. A built package loads in ~2 ms and fills at 1-3 ns a
+    number, against 18-55 eager plus ~1 ms of per-fill overhead; building it costs ~30 s of
+    one core, once per machine and torch version, which a short run (a test, a few rounds of
+    a small model) would not earn back, while a long run does (and every later process on
+    the machine gets the package for free). A process that finds another one building looks
+    for the package every ``CHECK_SECONDS``. A failed build (no C++ compiler, say) is logged
+    once and the fills stay eager. On other devices the fill is always eager (the bit-exact
+    one there).
     """
 
-    #: Seconds of eager CPU fills in a process before compiling.
-    COMPILE_AFTER_SECONDS = 2.0
+    #: Seconds of eager CPU fills in a process before it builds the package.
+    BUILD_AFTER_SECONDS = 2.0
+    #: Seconds between looks for a package another process builds.
+    CHECK_SECONDS = 5.0
 
     def __init__(self) -> None:
         self._eager_seconds = 0.0
-        self._ready: set[str] = set()
-        self._started: set[str] = set()
+        self._ready: set[tuple[str, torch.dtype]] = set()
+        self._building: set[tuple[str, torch.dtype]] = set()
+        self._checked: dict[tuple[str, torch.dtype], float] = {}
         self._lock = threading.Lock()
 
     def fill(self, kind: str, out: torch.Tensor, seeds: Sequence[int], offset: int) -> None:
-        """:func:`philox.fill_many` of ``out`` ((len(seeds), n)), compiled once ready."""
+        """:func:`philox.fill_many` of ``out`` ((len(seeds), n)), compiled when ready."""
         on_cpu = out.device.type == "cpu"
-        compiled = on_cpu and kind in self._ready
+        compiled = on_cpu and self._compiled(kind, out.dtype)
         started = time.perf_counter()
         # The fill's temporaries are invisible to dispatch modes (the memory meter): a device
         # computes each number in registers, and the generator is no part of the step's memory.
@@ -208,27 +210,40 @@ class _PhiloxTier:
             philox.fill_many(kind, out, seeds, offset, compiled=compiled)
         if on_cpu and not compiled:
             self._eager_seconds += time.perf_counter() - started
-            if self._eager_seconds >= self.COMPILE_AFTER_SECONDS and kind not in self._started:
-                self._start(kind)
+            if self._eager_seconds >= self.BUILD_AFTER_SECONDS:
+                self._start_build(kind, out.dtype)
 
-    def _start(self, kind: str) -> None:
+    def _compiled(self, kind: str, dtype: torch.dtype) -> bool:
+        key = (kind, dtype)
+        if key in self._ready:
+            return True
+        now = time.monotonic()
+        if now - self._checked.get(key, -self.CHECK_SECONDS) < self.CHECK_SECONDS:
+            return False
+        self._checked[key] = now
+        if philox_kernels.load(kind, dtype) is None:
+            return False
+        self._ready.add(key)
+        return True
+
+    def _start_build(self, kind: str, dtype: torch.dtype) -> None:
+        key = (kind, dtype)
         with self._lock:
-            if kind in self._started:
+            if key in self._building:
                 return
-            self._started.add(kind)
-        threading.Thread(target=self._compile, args=(kind,), daemon=True).start()
+            self._building.add(key)
+        threading.Thread(target=self._build, args=key, daemon=True).start()
 
-    def _compile(self, kind: str) -> None:
-        try:  # one seed and several are two graphs (dynamo specialises a size of 1)
-            for num_seeds in (1, 2):
-                philox.fill_many(kind, torch.empty(num_seeds, 10), [0] * num_seeds, compiled=True)
+    def _build(self, kind: str, dtype: torch.dtype) -> None:
+        try:
+            philox_kernels.build(kind, dtype)  # False: another process builds it
         except Exception as exc:  # noqa: BLE001 (no compiler, say): the run goes on eager
-            logger.warning("philox fills stay eager: compiling failed (%s)", exc)
+            logger.warning("philox fills stay eager: building their kernel failed (%s)", exc)
             return
-        self._ready.add(kind)
+        self._checked.pop((kind, dtype), None)  # look for it at the next fill
 
 
-_TIER = _PhiloxTier()
+_FILLS = _PhiloxFills()
 
 
 def direction(

@@ -65,23 +65,25 @@ Compiled fills
 --------------
 Eagerly a Gaussian fill runs ~300 tensor ops per chunk of 65,536 numbers: 35-55 ns per number
 on one CPU thread, where torch's own ``normal_`` takes 3-5. ``compiled=True`` runs the same
-function through ``torch.compile`` (inductor, CPU only): one fused loop over 16 blocks per
-step (AVX-512), 1.7-2.5 ns per number for a million, plus ~30 us per call (dynamo's wrappers,
-the copy into ``out``). It is bit-identical to the eager fill because inductor's C++ is built
-with ``-ffp-contract=off`` and without unsafe math (checked at first use; tested on many
-seeds). The first call compiles for tens of seconds per (kind, dtype); inductor caches the
-result on disk. Triton, inductor's CUDA backend, contracts ``a * b + c`` into fused
-multiply-adds by default, which would change the Gaussian bits: on CUDA the eager fill is
-the bit-exact one (its ops are separate kernels), and memory-bound there anyway.
+function compiled by inductor ahead of time (:mod:`fpzo_ray.zo.philox_kernels`, CPU only):
+one fused loop over 16 blocks per step (AVX-512), 1-3 ns per number, plus a few
+microseconds per call. It is bit-identical to the eager fill because inductor's C++ is built
+with ``-ffp-contract=off`` and without unsafe math (checked before building; tested on many
+seeds). The first use on a machine builds the package for ~30 s per (kind, dtype); later
+processes load it in milliseconds. Triton, inductor's CUDA backend, contracts ``a * b + c``
+into fused multiply-adds by default, which would change the Gaussian bits: on CUDA the eager
+fill is the bit-exact one (its ops are separate kernels), and memory-bound there anyway.
 """
 
 from __future__ import annotations
 
 import array
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
+
+from fpzo_ray.zo import philox_kernels
 
 #: Philox-4x32 multipliers and Weyl key increments (Random123's PHILOX_M4x32_0/1, W32_0/1).
 M0 = 0xD2511F53
@@ -105,6 +107,10 @@ _HIGH_SPAN = 1 << 32  # blocks sharing one high counter word
 #: 64-256 tiles: 34-39 ns, one thread), and chunking keeps the temporaries of a
 #: million-number fill bounded.
 EAGER_CHUNK_BLOCKS = 64 * TILE_BLOCKS
+
+#: Per seed, a fill's kernel takes the first block's low counter word and the 19
+#: :func:`schedule_constants`.
+NUM_PARAMS = 20
 
 #: A 32-bit word: a Python int (the same for every block) or an int64 tensor of words.
 Word = int | torch.Tensor
@@ -267,8 +273,8 @@ def words(
 # Gaussians: Box-Muller in float64, with log, sin and cos built from correctly rounded ops.
 
 # The float constants are literals inside the functions (or computed there from literals):
-# torch.compile turns a float read from a global into a graph input converted at every call
-# (a few us each, ~30 of them), whereas literals are baked into the kernel.
+# tracing for compilation turns a float read from a global into a graph input converted at
+# every call (a few us each, ~30 of them), whereas literals are baked into the kernel.
 
 #: log(2), sqrt(2) and pi/4 as float64 literals (equal to Python's math values; tested).
 LN2 = 0.6931471805599453
@@ -393,9 +399,9 @@ def _tile_rows(
     tensor: row ``j`` is computed from word ``j`` (Rademacher) or is the first/second number
     of the pair of words (0, 1) or (2, 3) (Gaussian). ``params`` ((P, S, 1) int64) holds per
     seed the first block's low counter word and the :func:`schedule_constants` of its high
-    word and key. The same function runs eagerly and under ``torch.compile`` (one int64
-    tensor: a new seed or offset changes no guard, and one small tensor is the cheapest
-    argument to make)."""
+    word and key. The same function runs eagerly and compiled ahead of time
+    (:mod:`fpzo_ray.zo.philox_kernels`; one int64 tensor: the seeds and offsets are data,
+    not constants of the kernel)."""
     c0 = torch.arange(num_blocks, dtype=torch.int64, device=device) + params[0]
     x = _philox_low_counter(c0, params[1:])
     if kind == GAUSSIAN:  # the pairs of words (0, 1) and (2, 3) in one pass: half the ops
@@ -404,29 +410,6 @@ def _tile_rows(
     else:
         rows = [(w >> 31) * -2 + 1 for w in x]
     return torch.stack([v.to(dtype) for v in rows])
-
-
-_compiled_tile_rows: Callable[..., torch.Tensor] | None = None
-
-
-def _compiled() -> Callable[..., torch.Tensor]:
-    """:func:`_tile_rows` through inductor, built at first use after checking that inductor
-    compiles C++ without floating-point contraction or unsafe math (which would change the
-    Gaussian bits)."""
-    global _compiled_tile_rows
-    if _compiled_tile_rows is None:
-        import torch._inductor.config as inductor
-
-        if inductor.cpp.enable_floating_point_contract_flag != "off" or (
-            inductor.cpp.enable_unsafe_math_opt_flag
-        ):
-            raise RuntimeError(
-                "compiled Philox fills need inductor's C++ without FP contraction or unsafe "
-                "math (TORCHINDUCTOR_CPP_ENABLE_FLOATING_POINT_CONTRACT_FLAG=off, "
-                "TORCHINDUCTOR_CPP_ENABLE_UNSAFE_MATH_OPT_FLAG=0)"
-            )
-        _compiled_tile_rows = torch.compile(_tile_rows, dynamic=True, fullgraph=True)
-    return _compiled_tile_rows
 
 
 def _place(rows: torch.Tensor, first_pos: int, out: torch.Tensor, offset: int) -> None:
@@ -478,13 +461,16 @@ def fill_many(
     end = -(-(offset + count) // TILE_POSITIONS) * TILE_BLOCKS
     most = end - first if compiled else max(TILE_BLOCKS, EAGER_CHUNK_BLOCKS // len(seeds))
     most = -(-most // TILE_BLOCKS) * TILE_BLOCKS
-    rows_of = _compiled() if compiled else _tile_rows
+    kernel = philox_kernels.kernel(kind, out.dtype) if compiled else None
     for a, b in _pieces(first, end, most):
         values = [[a & _MASK32, *schedule_constants(seed, a >> 32)] for seed in seeds]
         # (P, S, 1); from a buffer: ~1.4 us, where torch.tensor(values) takes ~4.6 us
         flat = array.array("q", [v for column in zip(*values) for v in column])
         params = torch.frombuffer(flat, dtype=torch.int64).view(-1, len(seeds), 1)
-        rows = rows_of(params.to(out.device), b - a, kind, out.dtype, out.device)
+        if kernel is not None:
+            rows = kernel(params, b - a)
+        else:
+            rows = _tile_rows(params.to(out.device), b - a, kind, out.dtype, out.device)
         _place(rows, 4 * a, out, offset)
     return out
 

@@ -1,0 +1,163 @@
+"""Compiled Philox fills: one AOTInductor package per (fill kind, dtype), built once per
+machine and torch version, loaded by every later process in milliseconds.
+
+Why ahead of time: the Philox fill is ~300 tensor ops per chunk, 18-55 ns a number eagerly
+on one CPU thread against 1-3 compiled (inductor fuses them into one loop). Compiling with
+``torch.compile`` in each process cost ~4.6 s with inductor's disk cache warm (importing
+Dynamo, tracing, the cache lookup) and tens of seconds cold: more than a short run draws. An
+AOTInductor package holds the same inductor C++ for :func:`philox._tile_rows`, exported with
+a dynamic number of seeds and of blocks; torch's C++ loader
+(``torch._C._aoti.AOTIModelPackageLoader``) opens it in ~2 ms without importing Dynamo or
+Inductor, and a call costs the kernel plus a few microseconds.
+
+Bits: inductor's C++ is built without floating-point contraction or unsafe math (checked
+before every build), so the package computes the eager fill's IEEE operations one by one and
+gives its bits (tested on many seeds and offsets).
+
+Packages live in ``$FPZO_CACHE_DIR`` (default ``~/.cache/fpzo_ray``), named by kind, dtype,
+torch version and the CPU's vector capability (a package compiled for AVX-512 does not run on
+an AVX2 machine sharing the home directory). A build takes ~30 s of one core; concurrent
+processes on a machine build each package once (a lock file naming the builder; the lock
+of a builder that is gone is taken over).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+#: Environment variable naming the package folder.
+CACHE_ENV = "FPZO_CACHE_DIR"
+#: A build lock older than this belongs to a process that died while building.
+STALE_LOCK_SECONDS = 600.0
+
+#: ``kernel(params, num_blocks) -> rows``: :func:`philox._tile_rows` of one kind and dtype on
+#: the CPU.
+Kernel = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fpzo_ray")
+
+
+def package_path(kind: str, dtype: torch.dtype) -> Path:
+    """Where the package of ``kind`` and ``dtype`` lives for this torch and this CPU."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    dtype_name = str(dtype).removeprefix("torch.")
+    return cache_dir() / f"philox-{kind}-{dtype_name}-torch{torch.__version__}-{capability}.pt2"
+
+
+_loaded: dict[tuple[str, torch.dtype], Kernel] = {}
+
+
+def load(kind: str, dtype: torch.dtype) -> Kernel | None:
+    """The built package's kernel (loaded once per process), or None when it is not built
+    (yet)."""
+    if (kind, dtype) in _loaded:
+        return _loaded[kind, dtype]
+    path = package_path(kind, dtype)
+    if not path.is_file():
+        return None
+    loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+
+    def kernel(params: torch.Tensor, num_blocks: int) -> torch.Tensor:
+        # the number of blocks travels as the length of an empty tensor (a dynamic size)
+        rows: torch.Tensor = loader.run([params, torch.empty(num_blocks, 0)])[0]
+        return rows
+
+    _loaded[kind, dtype] = kernel
+    return kernel
+
+
+def check_flags() -> None:
+    """Raise unless inductor compiles C++ without FP contraction or unsafe math (either would
+    change the Gaussian bits)."""
+    import torch._inductor.config as inductor
+
+    if inductor.cpp.enable_floating_point_contract_flag != "off" or (
+        inductor.cpp.enable_unsafe_math_opt_flag
+    ):
+        raise RuntimeError(
+            "compiled Philox fills need inductor's C++ without FP contraction or unsafe "
+            "math (TORCHINDUCTOR_CPP_ENABLE_FLOATING_POINT_CONTRACT_FLAG=off, "
+            "TORCHINDUCTOR_CPP_ENABLE_UNSAFE_MATH_OPT_FLAG=0)"
+        )
+
+
+def build(kind: str, dtype: torch.dtype) -> bool:
+    """Build the package of ``kind`` and ``dtype`` unless it exists; False when another
+    process is building it (its lock is fresh). Raises what compiling raised."""
+    import torch._inductor
+
+    from fpzo_ray.zo import philox
+
+    path = package_path(kind, dtype)
+    if path.is_file():
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    try:
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if not _stale(lock):
+            return False
+        lock.unlink(missing_ok=True)  # its builder died: take over
+        return build(kind, dtype)
+    os.write(descriptor, f"{socket.gethostname()} {os.getpid()}".encode())
+    os.close(descriptor)
+    try:
+        check_flags()
+
+        class TileRows(torch.nn.Module):
+            def forward(self, params: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+                return philox._tile_rows(params, blocks.shape[0], kind, dtype, params.device)
+
+        example = (torch.zeros(philox.NUM_PARAMS, 2, 1, dtype=torch.int64), torch.empty(512, 0))
+        seeds = torch.export.Dim("seeds", min=1, max=1 << 24)
+        blocks = torch.export.Dim("blocks", min=1, max=1 << 40)
+        program = torch.export.export(
+            TileRows(), example, dynamic_shapes=({1: seeds}, {0: blocks}), strict=False
+        )
+        partial = path.with_suffix(f".{os.getpid()}.partial.pt2")
+        torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+        os.replace(partial, path)  # atomic: readers see no half-written package
+    finally:
+        lock.unlink(missing_ok=True)
+    return True
+
+
+def _stale(lock: Path) -> bool:
+    """Whether the builder holding ``lock`` is gone: a process of this host that no longer
+    runs (a build on a daemon thread dies with its process), or a lock older than
+    ``STALE_LOCK_SECONDS`` (a builder on another host sharing the folder)."""
+    try:
+        host, pid = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except (OSError, ValueError):
+        return False  # being written or just removed: look again later
+    if age > STALE_LOCK_SECONDS:
+        return True
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def kernel(kind: str, dtype: torch.dtype) -> Kernel:
+    """The package's kernel, building it first if needed (waiting for another builder)."""
+    while True:
+        found = load(kind, dtype)
+        if found is not None:
+            return found
+        if not build(kind, dtype):
+            time.sleep(1.0)
