@@ -34,7 +34,7 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
         "base": {**BASE, "tracking": {"experiment": "asha_e2e"}},
         "grid": {"pruning.sparsity": [0.0]},
         "search": {
-            "space": {"training.server_lr": {"grid": [0.05, 1e-7, 2e-7, 0.02]}},
+            "space": {"training.server_lr": {"grid": [0.1, 1e-7, 2e-7, 0.02]}},
             "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
         },
     }

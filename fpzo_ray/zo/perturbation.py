@@ -151,13 +151,14 @@ def directions(
 
     Under ``philox`` they are drawn ``GROUP_NUMBERS // dim`` at a time in one fill
     (:func:`philox.fill_many`): a fill's overhead is ~0.5-1 ms eager, more than drawing a
-    small model's direction. The group buffer is simulator workspace, not the device's
-    memory: it is hidden from the memory meter, like the fill's temporaries (a device draws
-    one direction into the buffer it perturbs with, which the callers allocate).
-    ``torch_cpu`` draws one direction at a time, as before.
+    small model's direction. ``torch_cpu`` draws one direction at a time, as before. The
+    buffer they are drawn into is simulator workspace, not the device's memory: it is hidden
+    from the memory meter, like the fill's temporaries (a device draws one direction into
+    the buffer it perturbs with, which the callers allocate).
     """
     if generator_name != PHILOX:
-        z = torch.empty(dim, dtype=torch.float32, device=device)
+        with _disable_current_modes():
+            z = torch.empty(dim, dtype=torch.float32, device=device)
         for seed in seeds:
             yield DirectionStream(seed, kind, generator_name).fill(z)
         return

@@ -415,17 +415,26 @@ def _tile_rows(
 def _place(rows: torch.Tensor, first_pos: int, out: torch.Tensor, offset: int) -> None:
     """Copy the stream positions of ``rows`` ((4, S, T * TILE_BLOCKS): T tiles from stream
     position ``first_pos``) that ``out`` ((S, n), positions ``offset, ..., offset + n - 1``)
-    covers into it."""
+    covers into it: whole tiles in runs of 256 numbers, partial ones (at most one at each
+    end) cut from a reshaped copy of that tile alone."""
     num_seeds, n = out.shape
+    per = TILE_POSITIONS
     tiles = rows.view(4, num_seeds, -1, TILE_BLOCKS).permute(1, 2, 0, 3)  # [s, t, j, l]
-    lo, hi = max(offset, first_pos), min(offset + n, first_pos + TILE_POSITIONS * tiles.shape[1])
+    lo, hi = max(offset, first_pos), min(offset + n, first_pos + per * tiles.shape[1])
     if lo >= hi:
         return
-    dst = out[:, lo - offset : hi - offset]
-    if lo == first_pos and (hi - lo) % TILE_POSITIONS == 0:  # whole tiles: runs of 256
-        dst.view(num_seeds, -1, 4, TILE_BLOCKS).copy_(tiles[:, : (hi - lo) // TILE_POSITIONS])
-    else:
-        dst.copy_(tiles.reshape(num_seeds, -1)[:, lo - first_pos : hi - first_pos])
+    whole_a, whole_b = -(-(lo - first_pos) // per), (hi - first_pos) // per
+    if whole_a < whole_b:
+        start = first_pos + per * whole_a - offset
+        dst = out[:, start : start + per * (whole_b - whole_a)]
+        dst.view(num_seeds, -1, 4, TILE_BLOCKS).copy_(tiles[:, whole_a:whole_b])
+    for t in sorted({(lo - first_pos) // per, (hi - 1 - first_pos) // per}):
+        if whole_a <= t < whole_b:
+            continue
+        tile_start = first_pos + per * t
+        a, b = max(lo, tile_start), min(hi, tile_start + per)
+        part = tiles[:, t].reshape(num_seeds, per)[:, a - tile_start : b - tile_start]
+        out[:, a - offset : b - offset].copy_(part)
 
 
 def fill_many(
