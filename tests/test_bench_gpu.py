@@ -36,13 +36,31 @@ def test_its_code_path_runs_on_the_cpu(ray_session):
         ]
     )
     result = gpu.run(args)
-    assert result["cuda"] is False
+    assert result["cuda"] is False and result["engine"] == "ray"
     assert [(r["workers"], r["updates_per_s"] > 0) for r in result["rows"]] == [(1, True)]
     assert result["best_workers_per_gpu"] == {"digits": 1}
     assert result["cpu_cpu_max_estimate_diff"] == 0.0  # a run is a function of its seeds
     assert result["estimate_max_abs"] > 0
     accuracies = result["cpu_cpu_final_accuracy"]
     assert accuracies["cpu"] == accuracies["cpu again"]
+
+
+def test_without_ray_it_measures_one_in_process_runtime(monkeypatch):
+    """A bare GPU machine (PyTorch, no Ray or MLflow) still gets its figures."""
+    monkeypatch.setattr(gpu, "engine_available", lambda: False)
+    parser = argparse.ArgumentParser()
+    gpu.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            *("--device", "cpu", "--models", "digits", "--modes", "auto", "--workers", "1,2"),
+            *("--rounds", "2", "--warmup", "1", "--agreement-rounds", "2"),
+            *("--data-root", "/nonexistent"),
+        ]
+    )
+    result = gpu.run(args)
+    assert result["engine"] == "in_process"
+    assert [(r["workers"], r["updates_per_s"] > 0) for r in result["rows"]] == [(1, True)]
+    assert result["cpu_cpu_max_estimate_diff"] == 0.0
 
 
 def test_random_images_are_cifar_shaped():

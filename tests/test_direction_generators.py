@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -91,8 +92,9 @@ def test_grouped_directions_equal_one_draw_per_seed(generator_name, monkeypatch)
 
 @pytest.mark.slow
 def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch, tmp_path, caplog):
-    """A process builds the package after its eager fills (here: at once), every later
-    process loads it at its first fill; the bits never change (builds for ~30 s)."""
+    """A process starts a build of the package after its eager fills (here: at once), and
+    uses it once built; every later process loads it at its first fill; the bits never
+    change (builds for 10-30 s)."""
     monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})  # as in a fresh process
     fills = P._PhiloxFills()
@@ -148,23 +150,22 @@ def test_the_lock_of_a_builder_that_died_is_stale(tmp_path):
 def test_a_failed_build_leaves_the_fills_eager(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})
-
-    def no_compiler(kind, dtype):
-        raise RuntimeError("no C++ compiler")
-
-    monkeypatch.setattr(philox_kernels, "build", no_compiler)
+    failing = [sys.executable, "-c", "import sys; print('no C++ compiler'); sys.exit(3)"]
+    monkeypatch.setattr(philox_kernels, "build_command", lambda kind, dtype: failing)
     fills = P._PhiloxFills()
     fills.BUILD_AFTER_SECONDS = 0.0
     out = torch.empty(1, 2048)
     with caplog.at_level(logging.WARNING, logger=P.__name__):
-        fills.fill(philox.RADEMACHER, out, [1], 0)
-        for _ in range(200):
+        for _ in range(400):
+            fills._checked.clear()  # look at every fill
+            fills.fill(philox.RADEMACHER, out, [1], 0)
             if "stay eager" in caplog.text:
                 break
             time.sleep(0.05)
-    assert "no C++ compiler" in caplog.text and not fills._ready
-    fills.fill(philox.RADEMACHER, out, [1], 0)
+    assert "exit 3: no C++ compiler" in caplog.text and not fills._ready
     assert torch.equal(out[0], philox.fill(philox.RADEMACHER, torch.empty(2048), 1, 0))
+    with pytest.raises(RuntimeError, match="exit 3: no C\\+\\+ compiler"):
+        philox_kernels.kernel(philox.RADEMACHER, torch.float32)
 
 
 @CUDA

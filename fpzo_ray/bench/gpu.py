@@ -26,6 +26,11 @@ default ``auto`` mode, the best worker count), ``best_workers_per_gpu`` (per mod
 it prints one line saying so and ``{"cuda": false}``. ``--device cpu`` runs the same code
 path on the CPU (no GPU shares, no ``nvidia-smi``): a check of the bench itself, not a GPU
 figure.
+
+Where Ray or MLflow is not installed (a bare GPU machine with PyTorch alone), each row is one
+in-process client runtime on the device instead (``bench throughput``'s plain loop: the
+clients' work without the engine), for one worker only; ``engine`` in the JSON says which
+(``ray`` or ``in_process``). The GPU figures and the CPU-against-GPU check need no Ray.
 """
 
 from __future__ import annotations
@@ -144,12 +149,23 @@ class GpuSampler:
                 self.utilisation.append(float(util))
 
 
-def measure_engine(cfg: RunConfig, warmup: int) -> dict[str, Any]:
-    """Updates/s of whole engine rounds, with the GPU sampled meanwhile."""
-    from fpzo_ray.bench.throughput import engine
+def engine_available() -> bool:
+    """Whether the whole engine can run here (it needs Ray and MLflow)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("ray", "mlflow"))
+
+
+def measure_engine(cfg: RunConfig, warmup: int, in_process: bool = False) -> dict[str, Any]:
+    """Updates/s of whole engine rounds (``in_process``: of one client runtime's rounds, no
+    engine), with the GPU sampled meanwhile."""
+    from fpzo_ray.bench.throughput import engine, plain_loop
 
     with GpuSampler() as sampler:
-        updates_per_s, _ = engine(cfg, warmup)
+        if in_process:
+            updates_per_s, _ = plain_loop(cfg, warmup, cfg.training.rounds - warmup - 1)
+        else:
+            updates_per_s, _ = engine(cfg, warmup)
     return {
         "updates_per_s": updates_per_s,
         "gpu_mb_per_worker": max(sampler.process_mb.values(), default=None),
@@ -206,9 +222,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench gpu: torch finds no CUDA device here: nothing to measure")
         return {"cuda": False}
-    from fpzo_ray.sim.ray_session import init_ray
+    in_process = not engine_available()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    if in_process:
+        print(
+            "bench gpu: Ray or MLflow is not installed here: each row is one in-process client "
+            "runtime on the device, one worker (the shared-GPU rows need Ray)"
+        )
+        worker_counts = [1]
+    else:
+        from fpzo_ray.sim.ray_session import init_ray
 
-    init_ray()
+        init_ray()
     mnist = workload_data(args.data_root)
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
@@ -217,12 +242,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"(no MNIST under {args.data_root}: the {model} rows are skipped)")
             continue
         for batching in args.modes.split(","):
-            for workers in (int(w) for w in args.workers.split(",")):
+            for workers in worker_counts:
                 cfg = gpu_config(
                     data, model, batching, workers, args.device, args.warmup + args.rounds + 1
                 )
                 row = {"model": model, "batching": batching, "workers": workers}
-                row.update(measure_engine(cfg, args.warmup))
+                row.update(measure_engine(cfg, args.warmup, in_process))
                 print(row, flush=True)
                 rows.append(row)
     print(
@@ -231,7 +256,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ["model", "batching", "workers", "updates_per_s", "gpu_mb_per_worker", "utilisation"],
         )
     )
-    result: dict[str, Any] = {"cuda": args.device == "cuda", "rows": rows}
+    result: dict[str, Any] = {
+        "cuda": args.device == "cuda",
+        "engine": "in_process" if in_process else "ray",
+        "rows": rows,
+    }
     best: dict[str, int] = {}
     for model in {r["model"] for r in rows}:
         default = [r for r in rows if r["model"] == model and r["batching"] == "auto"]

@@ -36,7 +36,7 @@ the direction, and the layer-wise variant first draws the uniform that picks its
 from __future__ import annotations
 
 import logging
-import threading
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -175,30 +175,28 @@ def directions(
 
 class _PhiloxFills:
     """Runs the process's Philox fills: compiled (:mod:`fpzo_ray.zo.philox_kernels`) once
-    the machine has the kernel's package, eager until then, and builds the package on a
-    background thread once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
+    the machine has the kernel's package, eager until then, and starts a process building
+    the package once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
 
     Why: both give the same bits. A built package loads in ~2 ms and fills at 1-3 ns a
-    number, against 18-55 eager plus ~1 ms of per-fill overhead; building it costs ~30 s of
-    one core, once per machine and torch version, which a short run (a test, a few rounds of
-    a small model) would not earn back, while a long run does (and every later process on
-    the machine gets the package for free). A process that finds another one building looks
-    for the package every ``CHECK_SECONDS``. A failed build (no C++ compiler, say) is logged
-    once and the fills stay eager. On other devices the fill is always eager (the bit-exact
-    one there).
+    number, against 18-55 eager plus ~1 ms of per-fill overhead; building it costs 10-30 s
+    of one core, once per machine and torch version, which a short run (a test, a few rounds
+    of a small model) would not earn back, while a long run does (and every later process on
+    the machine gets the package for free). Meanwhile this process looks for the package
+    every ``CHECK_SECONDS``. A failed build (no C++ compiler, say) is logged once and the
+    fills stay eager. On other devices the fill is always eager (the bit-exact one there).
     """
 
-    #: Seconds of eager CPU fills in a process before it builds the package.
+    #: Seconds of eager CPU fills in a process before it starts a build.
     BUILD_AFTER_SECONDS = 2.0
-    #: Seconds between looks for a package another process builds.
+    #: Seconds between looks for the package.
     CHECK_SECONDS = 5.0
 
     def __init__(self) -> None:
         self._eager_seconds = 0.0
         self._ready: set[tuple[str, torch.dtype]] = set()
-        self._building: set[tuple[str, torch.dtype]] = set()
+        self._builds: dict[tuple[str, torch.dtype], subprocess.Popen[bytes] | None] = {}
         self._checked: dict[tuple[str, torch.dtype], float] = {}
-        self._lock = threading.Lock()
 
     def fill(self, kind: str, out: torch.Tensor, seeds: Sequence[int], offset: int) -> None:
         """:func:`philox.fill_many` of ``out`` ((len(seeds), n)), compiled when ready."""
@@ -211,8 +209,9 @@ class _PhiloxFills:
             philox.fill_many(kind, out, seeds, offset, compiled=compiled)
         if on_cpu and not compiled:
             self._eager_seconds += time.perf_counter() - started
-            if self._eager_seconds >= self.BUILD_AFTER_SECONDS:
-                self._start_build(kind, out.dtype)
+            key = (kind, out.dtype)
+            if self._eager_seconds >= self.BUILD_AFTER_SECONDS and key not in self._builds:
+                self._start_build(key)
 
     def _compiled(self, kind: str, dtype: torch.dtype) -> bool:
         key = (kind, dtype)
@@ -222,26 +221,23 @@ class _PhiloxFills:
         if now - self._checked.get(key, -self.CHECK_SECONDS) < self.CHECK_SECONDS:
             return False
         self._checked[key] = now
-        if philox_kernels.load(kind, dtype) is None:
-            return False
-        self._ready.add(key)
-        return True
+        if philox_kernels.load(kind, dtype) is not None:
+            self._ready.add(key)
+            return True
+        build = self._builds.get(key)
+        if build is not None and build.poll() is not None:
+            self._builds[key] = None  # done: no second build from this process
+            if build.returncode != 0:
+                why = philox_kernels.build_failure(kind, dtype, build.returncode)
+                logger.warning("philox fills stay eager: building their kernel failed (%s)", why)
+        return False
 
-    def _start_build(self, kind: str, dtype: torch.dtype) -> None:
-        key = (kind, dtype)
-        with self._lock:
-            if key in self._building:
-                return
-            self._building.add(key)
-        threading.Thread(target=self._build, args=key, daemon=True).start()
-
-    def _build(self, kind: str, dtype: torch.dtype) -> None:
+    def _start_build(self, key: tuple[str, torch.dtype]) -> None:
         try:
-            philox_kernels.build(kind, dtype)  # False: another process builds it
-        except Exception as exc:  # noqa: BLE001 (no compiler, say): the run goes on eager
-            logger.warning("philox fills stay eager: building their kernel failed (%s)", exc)
-            return
-        self._checked.pop((kind, dtype), None)  # look for it at the next fill
+            self._builds[key] = philox_kernels.start_build(*key)
+        except OSError as exc:  # a read-only cache folder, say: stay eager
+            self._builds[key] = None
+            logger.warning("philox fills stay eager: cannot start a build (%s)", exc)
 
 
 _FILLS = _PhiloxFills()

@@ -16,15 +16,21 @@ gives its bits (tested on many seeds and offsets).
 
 Packages live in ``$FPZO_CACHE_DIR`` (default ``~/.cache/fpzo_ray``), named by kind, dtype,
 torch version and the CPU's vector capability (a package compiled for AVX-512 does not run on
-an AVX2 machine sharing the home directory). A build takes ~30 s of one core; concurrent
-processes on a machine build each package once (a lock file naming the builder; the lock
-of a builder that is gone is taken over).
+an AVX2 machine sharing the home directory). A build takes 10-30 s of one core, in a process
+of its own (``python -m fpzo_ray.zo.philox_kernels KIND DTYPE``, :func:`start_build`):
+exporting and compiling change process-wide state of torch for a while (a simulation
+computing beside a build on a thread of the same process got other float32 roundings), and
+a separate process also spares the caller the imports of Dynamo and Inductor. Concurrent
+builders on a machine build each package once (a lock file naming the builder; the lock of a
+builder that is gone is taken over); the log of the last build is kept beside the package.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,8 +96,9 @@ def check_flags() -> None:
 
 
 def build(kind: str, dtype: torch.dtype) -> bool:
-    """Build the package of ``kind`` and ``dtype`` unless it exists; False when another
-    process is building it (its lock is fresh). Raises what compiling raised."""
+    """Build the package of ``kind`` and ``dtype`` in this process unless it exists; False
+    when another process is building it (its lock is fresh). Raises what compiling raised.
+    Run it in a process of its own (:func:`start_build`), never beside other torch work."""
     import torch._inductor
 
     from fpzo_ray.zo import philox
@@ -133,7 +140,7 @@ def build(kind: str, dtype: torch.dtype) -> bool:
 
 def _stale(lock: Path) -> bool:
     """Whether the builder holding ``lock`` is gone: a process of this host that no longer
-    runs (a build on a daemon thread dies with its process), or a lock older than
+    runs (killed while building), or a lock older than
     ``STALE_LOCK_SECONDS`` (a builder on another host sharing the folder)."""
     try:
         host, pid = lock.read_text().split()
@@ -153,11 +160,50 @@ def _stale(lock: Path) -> bool:
     return False
 
 
+def build_command(kind: str, dtype: torch.dtype) -> list[str]:
+    """The command of a build process."""
+    return [sys.executable, "-m", __name__, kind, str(dtype).removeprefix("torch.")]
+
+
+def start_build(kind: str, dtype: torch.dtype) -> subprocess.Popen[bytes]:
+    """A process building the package of ``kind`` and ``dtype`` (it exits at once when the
+    package exists or another process is building it); its output goes to the log beside
+    the package."""
+    path = package_path(kind, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix(".log").open("wb") as log:
+        return subprocess.Popen(
+            build_command(kind, dtype),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # not killed with a process group the caller leaves
+        )
+
+
+def build_failure(kind: str, dtype: torch.dtype, returncode: int) -> str:
+    """Why a build process failed: its exit status and the last line of its log."""
+    log = package_path(kind, dtype).with_suffix(".log")
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return f"exit {returncode}: {lines[-1] if lines else 'no output'} (log: {log})"
+
+
 def kernel(kind: str, dtype: torch.dtype) -> Kernel:
-    """The package's kernel, building it first if needed (waiting for another builder)."""
+    """The package's kernel, building it first if needed (in a process of its own, waiting
+    for it or for another builder). Raises RuntimeError when the build fails."""
+    lock = package_path(kind, dtype).with_suffix(".lock")
     while True:
         found = load(kind, dtype)
         if found is not None:
             return found
-        if not build(kind, dtype):
-            time.sleep(1.0)
+        if lock.exists() and not _stale(lock):
+            time.sleep(1.0)  # another process is building it
+            continue
+        returncode = start_build(kind, dtype).wait()
+        if returncode != 0:
+            why = build_failure(kind, dtype, returncode)
+            raise RuntimeError(f"building a Philox kernel failed: {why}")
+
+
+if __name__ == "__main__":  # python -m fpzo_ray.zo.philox_kernels KIND DTYPE
+    build(sys.argv[1], getattr(torch, sys.argv[2]))
