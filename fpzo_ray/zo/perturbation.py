@@ -36,7 +36,6 @@ the direction, and the layer-wise variant first draws the uniform that picks its
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -175,16 +174,17 @@ def directions(
 
 class _PhiloxFills:
     """Runs the process's Philox fills: compiled (:mod:`fpzo_ray.zo.philox_kernels`) once
-    the machine has the kernel's package, eager until then, and starts a process building
-    the package once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
+    the machine has the kernel's package, eager until then, and starts a detached process
+    building the package once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
 
     Why: both give the same bits. A built package loads in ~2 ms and fills at 1-3 ns a
     number, against 18-55 eager plus ~1 ms of per-fill overhead; building it costs 10-30 s
     of one core, once per machine and torch version, which a short run (a test, a few rounds
     of a small model) would not earn back, while a long run does (and every later process on
     the machine gets the package for free). Meanwhile this process looks for the package
-    every ``CHECK_SECONDS``. A failed build (no C++ compiler, say) is logged once and the
-    fills stay eager. On other devices the fill is always eager (the bit-exact one there).
+    every ``CHECK_SECONDS``. A failed build (no C++ compiler, say) leaves its reason in the
+    build log and the fills eager. On other devices the fill is always eager (the bit-exact
+    one there).
     """
 
     #: Seconds of eager CPU fills in a process before it starts a build.
@@ -195,7 +195,7 @@ class _PhiloxFills:
     def __init__(self) -> None:
         self._eager_seconds = 0.0
         self._ready: set[tuple[str, torch.dtype]] = set()
-        self._builds: dict[tuple[str, torch.dtype], subprocess.Popen[bytes] | None] = {}
+        self._started: set[tuple[str, torch.dtype]] = set()
         self._checked: dict[tuple[str, torch.dtype], float] = {}
 
     def fill(self, kind: str, out: torch.Tensor, seeds: Sequence[int], offset: int) -> None:
@@ -210,7 +210,7 @@ class _PhiloxFills:
         if on_cpu and not compiled:
             self._eager_seconds += time.perf_counter() - started
             key = (kind, out.dtype)
-            if self._eager_seconds >= self.BUILD_AFTER_SECONDS and key not in self._builds:
+            if self._eager_seconds >= self.BUILD_AFTER_SECONDS and key not in self._started:
                 self._start_build(key)
 
     def _compiled(self, kind: str, dtype: torch.dtype) -> bool:
@@ -221,23 +221,20 @@ class _PhiloxFills:
         if now - self._checked.get(key, -self.CHECK_SECONDS) < self.CHECK_SECONDS:
             return False
         self._checked[key] = now
-        if philox_kernels.load(kind, dtype) is not None:
-            self._ready.add(key)
-            return True
-        build = self._builds.get(key)
-        if build is not None and build.poll() is not None:
-            self._builds[key] = None  # done: no second build from this process
-            if build.returncode != 0:
-                why = philox_kernels.build_failure(kind, dtype, build.returncode)
-                logger.warning("philox fills stay eager: building their kernel failed (%s)", why)
-        return False
+        if philox_kernels.load(kind, dtype) is None:
+            return False
+        self._ready.add(key)
+        return True
 
     def _start_build(self, key: tuple[str, torch.dtype]) -> None:
+        self._started.add(key)
+        log = philox_kernels.build_log(*key)
         try:
-            self._builds[key] = philox_kernels.start_build(*key)
+            philox_kernels.start_build(*key, detach=True)
         except OSError as exc:  # a read-only cache folder, say: stay eager
-            self._builds[key] = None
             logger.warning("philox fills stay eager: cannot start a build (%s)", exc)
+            return
+        logger.info("building the compiled philox fills in the background (log: %s)", log)
 
 
 _FILLS = _PhiloxFills()

@@ -17,12 +17,12 @@ gives its bits (tested on many seeds and offsets).
 Packages live in ``$FPZO_CACHE_DIR`` (default ``~/.cache/fpzo_ray``), named by kind, dtype,
 torch version and the CPU's vector capability (a package compiled for AVX-512 does not run on
 an AVX2 machine sharing the home directory). A build takes 10-30 s of one core, in a process
-of its own (``python -m fpzo_ray.zo.philox_kernels KIND DTYPE``, :func:`start_build`):
+of its own (:func:`start_build`):
 exporting and compiling change process-wide state of torch for a while (a simulation
 computing beside a build on a thread of the same process got other float32 roundings), and
 a separate process also spares the caller the imports of Dynamo and Inductor. Concurrent
 builders on a machine build each package once (a lock file naming the builder; the lock of a
-builder that is gone is taken over); the log of the last build is kept beside the package.
+builder that is gone is taken over); the builds' output is appended to a log beside the package.
 """
 
 from __future__ import annotations
@@ -160,30 +160,52 @@ def _stale(lock: Path) -> bool:
     return False
 
 
+#: What a build process runs (``-c``, not ``-m``: the package imports this module first).
+_BUILD = (
+    "import sys, torch; from fpzo_ray.zo.philox_kernels import build; "
+    "build(sys.argv[1], getattr(torch, sys.argv[2]))"
+)
+#: Starts its arguments as a process of their own and exits: the builder is then nobody's
+#: child, and Ray, which kills a worker's child processes when the worker exits (a trial's
+#: end), lets it finish.
+_DETACH = (
+    "import subprocess, sys; "
+    "subprocess.Popen(sys.argv[1:], start_new_session=True, stdin=subprocess.DEVNULL)"
+)
+
+
 def build_command(kind: str, dtype: torch.dtype) -> list[str]:
     """The command of a build process."""
-    return [sys.executable, "-m", __name__, kind, str(dtype).removeprefix("torch.")]
+    return [sys.executable, "-c", _BUILD, kind, str(dtype).removeprefix("torch.")]
 
 
-def start_build(kind: str, dtype: torch.dtype) -> subprocess.Popen[bytes]:
+def build_log(kind: str, dtype: torch.dtype) -> Path:
+    """The builds' output (appended), beside the package."""
+    return package_path(kind, dtype).with_suffix(".log")
+
+
+def start_build(kind: str, dtype: torch.dtype, detach: bool = False) -> subprocess.Popen[bytes]:
     """A process building the package of ``kind`` and ``dtype`` (it exits at once when the
-    package exists or another process is building it); its output goes to the log beside
-    the package."""
-    path = package_path(kind, dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_suffix(".log").open("wb") as log:
-        return subprocess.Popen(
-            build_command(kind, dtype),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # not killed with a process group the caller leaves
+    package exists or another process is building it), its output appended to
+    :func:`build_log`. ``detach``: the builder outlives this process and its process tree
+    (the returned process is the one that started it, already done)."""
+    log_path = build_log(kind, dtype)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = build_command(kind, dtype)
+    if detach:
+        command = [sys.executable, "-c", _DETACH, *command]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+    if detach:
+        process.wait()
+    return process
 
 
 def build_failure(kind: str, dtype: torch.dtype, returncode: int) -> str:
-    """Why a build process failed: its exit status and the last line of its log."""
-    log = package_path(kind, dtype).with_suffix(".log")
+    """Why a build process failed: its exit status and the last line of the log."""
+    log = build_log(kind, dtype)
     lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
     return f"exit {returncode}: {lines[-1] if lines else 'no output'} (log: {log})"
 
@@ -203,7 +225,3 @@ def kernel(kind: str, dtype: torch.dtype) -> Kernel:
         if returncode != 0:
             why = build_failure(kind, dtype, returncode)
             raise RuntimeError(f"building a Philox kernel failed: {why}")
-
-
-if __name__ == "__main__":  # python -m fpzo_ray.zo.philox_kernels KIND DTYPE
-    build(sys.argv[1], getattr(torch, sys.argv[2]))
