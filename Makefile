@@ -6,12 +6,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # `ray start` turns token authentication on; the job CLI must use it too.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: run test test-fast lint install ray-up ray-join job ray-down clean
+.PHONY: run test test-fast lint install ray-up ray-join job ray-down mlflow-server clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet -e '.[test,lint,server]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -49,6 +49,19 @@ job: $(VENV)/.installed
 	. $(VENV)/bin/activate && ray job submit --working-dir . -- python -m fpzo_ray.sweep
 ray-down:
 	. $(VENV)/bin/activate && ray stop
+
+MLFLOW_DATA ?= results/mlflow-server
+MLFLOW_PORT ?= 5000
+MLFLOW_ARTIFACTS ?= results/mlflow-artifacts
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PG_PORT ?= 5432
+## an MLflow tracking server in the foreground (clusters/mlflow-server.sh): PostgreSQL of its own
+## in MLFLOW_DATA, artifacts in MLFLOW_ARTIFACTS (a path or s3://...); Ctrl-C stops both. Runs
+## log to it with the MLFLOW_TRACKING_URI it prints; for a cluster, MLFLOW_HOST=0.0.0.0. Needs
+## psycopg2-binary (the `server` extra). `make clean` deletes the default MLFLOW_DATA.
+mlflow-server: $(VENV)/.installed
+	PYTHON=$(PY) clusters/mlflow-server.sh --data $(MLFLOW_DATA) --pg-port $(MLFLOW_PG_PORT) \
+	  --port $(MLFLOW_PORT) --host $(MLFLOW_HOST) --artifacts $(MLFLOW_ARTIFACTS)
 
 clean:
 	rm -rf results .pytest_cache

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.study.summary import STOPPED_MARKER
+from fpzo_ray.tracking import trial_storage
 
 
 def _rounds(trial: Any) -> int:
@@ -71,8 +71,8 @@ class TrialProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rounds = _rounds(trial)
         done = int((trial.last_result or {}).get("round", 0))
-        if done < rounds and trial.local_path:  # the scheduler stopped it
-            (Path(trial.local_path) / STOPPED_MARKER).write_text(str(done))
+        if done < rounds and trial.path:  # the scheduler stopped it
+            trial_storage(trial).write_text(STOPPED_MARKER, str(done))
         self._say(
             f"{trial}: " + ("finished" if done >= rounds else f"stopped early at round {done}")
         )

@@ -43,12 +43,22 @@ from fpzo_ray.report.sources import (
     PARENT_RUN_FILE,
     SELECTION_FILE,
     TIMING_FILE,
+    TRACKING_FILE,
     SweepRecord,
     read_json,
     read_selections,
+    read_text,
 )
 from fpzo_ray.sim.ray_session import add_address_option, init_ray, use_address_option
 from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
+from fpzo_ray.storage import (
+    LocalCopy,
+    Storage,
+    check_writable,
+    folder_on,
+    open_storage,
+    resolve_storage,
+)
 from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, trial_figures
 from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
@@ -75,14 +85,16 @@ class SweepOutcome:
     selections: dict[str, Selection]
     figures: list[TrialFigures]
     interrupted: bool = False  # some trial did not run every round: resume with --resume
+    #: where the experiment persists (``experiment_dir`` is its local copy when it is a URI)
+    experiment_location: str = ""
 
     @property
     def resume_command(self) -> str:
-        return _resume_command(self.experiment_dir)
+        return _resume_command(self.experiment_location or str(self.experiment_dir))
 
 
-def _resume_command(experiment_dir: Path) -> str:
-    return f"{sys.executable} -m fpzo_ray.sweep --resume {experiment_dir}"
+def _resume_command(experiment: str | Path) -> str:
+    return f"{sys.executable} -m fpzo_ray.sweep --resume {experiment}"
 
 
 # -- one phase: a Tune experiment ----------------------------------------------------------
@@ -111,7 +123,11 @@ def _pin_workers(plans: list[TrialPlan], concurrent: int) -> list[TrialPlan]:
 
 
 def _run_phase(
-    phase: str, plans: list[TrialPlan], spec: SweepSpec, experiment_dir: Path, callbacks: list[Any]
+    phase: str,
+    plans: list[TrialPlan],
+    spec: SweepSpec,
+    experiment: Storage,
+    callbacks: list[Any],
 ) -> Any:
     """Fit (or, when its folder holds one, restore and finish) one phase's Tune experiment."""
     from ray import tune
@@ -132,10 +148,15 @@ def _run_phase(
     trainable = tune.with_resources(
         federated_trial, tune.PlacementGroupFactory(bundles(largest), strategy=strategy)
     )
-    folder = experiment_dir / phase
-    if tune.Tuner.can_restore(folder):
+    # a local path as before; anything else through the filesystem the storage resolved
+    filesystem = {} if experiment.is_local else {"storage_filesystem": experiment.filesystem}
+    if tune.Tuner.can_restore(experiment.path_of(phase), **filesystem):
         tuner = tune.Tuner.restore(
-            str(folder), trainable, resume_unfinished=True, resume_errored=True
+            experiment.path_of(phase),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            **filesystem,
         )
         # Tune restores the callbacks the interrupted session pickled (its process identity,
         # clock and give-up timer): this session's own replace them. The MLflow callback
@@ -164,11 +185,15 @@ def _run_phase(
             ),
             run_config=tune.RunConfig(
                 name=phase,
-                storage_path=str(experiment_dir),
+                storage_path=experiment.root,
                 verbose=0,
                 callbacks=callbacks,
                 # two, so that a corrupt newest one has a fallback
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # a trial whose node, process or actors were lost restarts from its last
+                # checkpoint on the nodes left (tracking.TrialMirror.on_trial_recover)
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                **filesystem,
             ),
         )
     return tuner.fit()
@@ -191,8 +216,7 @@ def _trial_state(
         done = max(done, int(history["round"].max()))
     if done >= planned and ended:
         return "OK"
-    folder = Path(result.path) if result is not None and result.path else None
-    if folder is not None and (folder / STOPPED_MARKER).is_file():
+    if result is not None and result.path and _result_folder(result).exists(STOPPED_MARKER):
         return "STOPPED"
     return "INTERRUPTED" if done > 0 or seen is not None else "NOT_STARTED"
 
@@ -202,10 +226,14 @@ def _plan_of(result: Any) -> dict[str, Any] | None:
     experiment stopped comes back without one) from the ``params.json`` in its folder."""
     if result.config:
         return result.config["trial"]
-    params = Path(result.path) / "params.json" if result.path else None
-    if params is not None and params.is_file():
-        return json.loads(params.read_text())["trial"]
+    if result.path and _result_folder(result).exists("params.json"):
+        return json.loads(_result_folder(result).read_text("params.json"))["trial"]
     return None
+
+
+def _result_folder(result: Any) -> Storage:
+    """A Tune result's trial folder, in the sweep's storage."""
+    return folder_on(result.filesystem, result.path)
 
 
 def _figures(
@@ -263,10 +291,19 @@ def _selections(
 
 # -- the whole sweep -----------------------------------------------------------------------
 def run_sweep(
-    spec: SweepSpec, results_dir: Path, resume: Path | None = None, give_up_after_s: float = 1800.0
+    spec: SweepSpec,
+    results_dir: Path,
+    resume: str | Path | None = None,
+    give_up_after_s: float = 1800.0,
+    storage: Storage | None = None,
 ) -> SweepOutcome:
     """Run (or resume) every phase of the sweep; returns the trial and summary tables.
 
+    ``resume``: the experiment folder of an interrupted sweep (a path or a storage URI).
+    ``storage``: where a new sweep's experiment persists (default: the sweep file's
+    ``storage``, else ``FPZO_STORAGE``, else ``<results_dir>/ray_results``); the driver keeps
+    a local copy of its own files (sweep file, tables, report) in
+    ``<results_dir>/ray_results/<experiment>`` when that is elsewhere.
     ``give_up_after_s``: how long to wait while no trial can start for want of free
     resources before stopping (resumable) with :class:`ResourceWaitTimeout`; 0 = forever.
     """
@@ -276,18 +313,27 @@ def run_sweep(
     from fpzo_ray.tracking import (
         MLflowTracker,
         MLflowTrialCallback,
-        resolve_tracking_uri,
+        sweep_tracking_uri,
         ui_command,
     )
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    tracking_uri = resolve_tracking_uri(results_dir)
-    init_ray()
-    storage = (results_dir / "ray_results").resolve()
-    experiment = resume.name if resume else f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    experiment_dir = storage / experiment
+    if resume is not None:
+        location = open_storage(resume, "--resume")
+    else:
+        storage = storage or resolve_storage(None, spec.storage, results_dir)
+        location = storage.child(f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}")
+    experiment = location.name
+    folder = LocalCopy(location, results_dir / "ray_results" / experiment)
+    experiment_dir = folder.path
     if resume is None:
         save_spec(spec, experiment_dir)
+        tracking_uri = sweep_tracking_uri(results_dir, None)
+        (experiment_dir / TRACKING_FILE).write_text(tracking_uri)
+    else:
+        folder.pull()
+        tracking_uri = sweep_tracking_uri(results_dir, read_text(experiment_dir / TRACKING_FILE))
+    init_ray()
     mlflow_experiment = config_from_dict(spec.run_config(spec.cells()[0], {})).tracking.experiment
     tracker = MLflowTracker(tracking_uri, mlflow_experiment, results_dir)
     parent = tracker.find_run(EXPERIMENT_TAG, experiment)
@@ -295,6 +341,7 @@ def run_sweep(
         tracker.reopen(parent)
     else:
         parent = _start_parent(tracker, spec, experiment, experiment_dir)
+    folder.push()
     _hide_tunes_own_resume_hint()
     # With checkpoints every few rounds Tune snapshots its experiment state every two of them
     # (so that it never points at a deleted one) and warns each time: bench checkpoint
@@ -304,7 +351,7 @@ def run_sweep(
     print(
         f"Sweep {spec.name!r} ({spec.kind}: {' then '.join(spec.phases)}), "
         f"{spec.cell_count} cells, at most {spec.max_concurrent_trials} trials at a time; "
-        f"experiment folder {experiment_dir}; MLflow store {tracking_uri}",
+        f"experiment folder {location.location}; MLflow store {tracking_uri}",
         flush=True,
     )
     figures: list[TrialFigures] = []
@@ -327,13 +374,15 @@ def run_sweep(
                 ),
                 resource_watch(give_up_after_s),
             ]
-            results = _run_phase(phase, plans, spec, experiment_dir, callbacks)
+            results = _run_phase(phase, plans, spec, location, callbacks)
             figures += _figures(results, plans, spec, mirror.progress_of)
             if any(f.status in UNFINISHED for f in figures):
                 _add_wall_time(experiment_dir, time.time() - started)
-                return _interrupted(tracker, parent, spec, experiment_dir, figures, selections)
+                folder.push()
+                return _interrupted(tracker, parent, spec, folder, figures, selections)
             if phase == "search":
                 selections = _selections(spec, figures, experiment_dir)
+                folder.push(SELECTION_FILE)
         trials = trial_table(figures, spec)
         summary = summary_table(spec, selections, figures)
         _record(tracker, parent, experiment_dir, trials, summary)
@@ -349,18 +398,23 @@ def run_sweep(
             parent,
         )
         report = _report(record, experiment_dir, tracking_uri)
+        folder.push()
     except (KeyboardInterrupt, ResourceWaitTimeout) as exc:  # resumable stops
         _add_wall_time(experiment_dir, time.time() - started)
+        folder.push()
         tracker.end_open_runs("KILLED", str(exc) or "interrupted")
         if isinstance(exc, ResourceWaitTimeout):
             raise ResourceWaitTimeout(
-                f"{exc}\nResume with:\n  {_resume_command(experiment_dir)}"
+                f"{exc}\nResume with:\n  {_resume_command(location.location)}"
             ) from None
-        print(f"\nInterrupted. Resume with:\n  {_resume_command(experiment_dir)}", file=sys.stderr)
+        print(
+            f"\nInterrupted. Resume with:\n  {_resume_command(location.location)}",
+            file=sys.stderr,
+        )
         raise
     except Exception as exc:
         tracker.end_open_runs("FAILED", root_cause(exc))
-        raise stopped_on_error(exc, experiment_dir, _resume_command(experiment_dir)) from exc
+        raise stopped_on_error(exc, experiment_dir, _resume_command(location.location)) from exc
     tracker.end_run(parent)
     print(f"\nSweep {spec.name!r}: {len(trials)} trials in {time.time() - started:.0f} s")
     print(trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -372,7 +426,9 @@ def run_sweep(
         print(f"Report: {report}")
     print(f"MLflow store: {tracking_uri} (experiment {mlflow_experiment!r}, parent run {parent})")
     print(f"Open the MLflow UI:  {ui_command(tracking_uri, tracker.experiment_id)}")
-    return SweepOutcome(experiment_dir, parent, trials, summary, selections, figures)
+    return SweepOutcome(
+        experiment_dir, parent, trials, summary, selections, figures, False, location.location
+    )
 
 
 UNFINISHED = ("INTERRUPTED", "NOT_STARTED")
@@ -382,7 +438,7 @@ def _interrupted(
     tracker: Any,
     parent: str,
     spec: SweepSpec,
-    experiment_dir: Path,
+    folder: LocalCopy,
     figures: list[TrialFigures],
     selections: dict[str, Selection],
 ) -> SweepOutcome:
@@ -391,7 +447,14 @@ def _interrupted(
     trials = trial_table(figures, spec)
     tracker.end_open_runs("KILLED", "the sweep was interrupted; continue it with --resume")
     outcome = SweepOutcome(
-        experiment_dir, parent, trials, pd.DataFrame(), selections, figures, interrupted=True
+        folder.path,
+        parent,
+        trials,
+        pd.DataFrame(),
+        selections,
+        figures,
+        interrupted=True,
+        experiment_location=folder.storage.location,
     )
     states = {
         s: sum(f.status == s for f in figures)
@@ -578,33 +641,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="stop (resumable) when no trial could start for this long for "
         "want of free resources; 0 = wait forever (default 1800)",
     )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH_OR_URI",
+        help="where trials, checkpoints and artifacts persist: a path every node mounts or "
+        "a URI (s3://bucket/prefix, gs://...); default: the sweep file's storage, else "
+        "FPZO_STORAGE, else RESULTS_DIR/ray_results (right on one machine)",
+    )
     add_address_option(parser)
     args = parser.parse_args(argv)
     install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()
     use_address_option(args)
+    from fpzo_ray.cluster_checks import check_storage_on_every_node, check_tracking_uri
     from fpzo_ray.failure import StoppedOnError
     from fpzo_ray.resources import ResourceWaitTimeout, check_resources, give_up_after
-    from fpzo_ray.tracking import default_results_dir, prepare_results_dir
+    from fpzo_ray.tracking import default_results_dir, prepare_results_dir, sweep_tracking_uri
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    resume = Path(args.resume).resolve() if args.resume else None
+    storage: Storage | None = None
     try:
         paths = {"sweep file": args.sweep, "--results-dir": args.results_dir}
-        require_utf8_paths({**paths, "--resume": args.resume})
+        require_utf8_paths({**paths, "--resume": args.resume, "--storage": args.storage})
         give_up_after_s = give_up_after(args.give_up_after)
-        if resume is not None:
-            spec = load_saved_spec(resume)
-            results_dir = resume.parent.parent  # <results>/ray_results/<experiment>
+        if args.resume:
+            storage = open_storage(args.resume, "--resume")
+            results_dir = _resumed_results_dir(storage, args.results_dir)
+            spec = _resumed_spec(storage, results_dir, args.storage)
         else:
             spec = load_sweep(find_sweep_file(args.sweep), args.set)
+            storage = resolve_storage(args.storage, spec.storage, results_dir)
         configs = spec.validated_configs()
         from fpzo_ray.preflight import preflight  # torch: imported once the files are valid
 
         preflight(configs)
         check_resources(configs, spec.max_concurrent_trials)
         prepare_results_dir(results_dir)
+        check_writable(storage)
+        check_tracking_uri(sweep_tracking_uri(results_dir, None))
+        check_storage_on_every_node(storage)  # on a cluster of several nodes
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -612,7 +689,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Stopped before any work.", file=sys.stderr)
         return STOPPED_EXIT_CODE
     try:
-        outcome = run_sweep(spec, results_dir, resume, give_up_after_s)
+        if args.resume:
+            outcome = run_sweep(spec, results_dir, args.resume, give_up_after_s)
+        else:
+            outcome = run_sweep(spec, results_dir, None, give_up_after_s, storage)
     except ResourceWaitTimeout as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -624,6 +704,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.interrupted:
         return STOPPED_EXIT_CODE
     return 1 if (outcome.trials["status"] == "ERROR").any() else 0
+
+
+def _resumed_results_dir(experiment: Storage, results_dir: str | None) -> Path:
+    """Where a resumed sweep keeps its local files: ``--results-dir``, else the results
+    folder the experiment is in (``<results>/ray_results/<experiment>``), else the default."""
+    from fpzo_ray.tracking import default_results_dir
+
+    if results_dir:
+        return Path(results_dir)
+    if experiment.is_local and experiment.local_path.parent.name == "ray_results":
+        return experiment.local_path.parent.parent
+    return default_results_dir()
+
+
+def _resumed_spec(experiment: Storage, results_dir: Path, storage_option: str | None) -> SweepSpec:
+    """The spec of the sweep in ``experiment`` (its folder, where it persists: a path or a
+    URI), fetched into its local copy; the store it logged to must still be reachable."""
+    from fpzo_ray.sweep_spec import SPEC_FILE
+    from fpzo_ray.tracking import sweep_tracking_uri
+
+    if storage_option:
+        raise ConfigError(
+            "config error: --storage: a resumed sweep stays where it is (--resume names its "
+            "folder); leave --storage out"
+        )
+    try:
+        found = experiment.exists(SPEC_FILE)
+    except OSError as exc:
+        raise ConfigError(
+            f"config error: --resume: {experiment.location} cannot be read ({exc})"
+        ) from None
+    if not found:
+        raise ConfigError(
+            f"config error: --resume: {experiment.location} is not a sweep's experiment "
+            f"folder (no {SPEC_FILE})"
+        )
+    copy = LocalCopy(experiment, results_dir / "ray_results" / experiment.name)
+    copy.pull()
+    sweep_tracking_uri(results_dir, read_text(copy.path / TRACKING_FILE))
+    return load_saved_spec(copy.path)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ A sweep file holds:
 - ``name``, ``description``, ``max_concurrent_trials``, ``max_trials`` (default
   10,000: a larger sweep is refused unless this is raised; the count is taken from the
   axes' lengths before anything is expanded);
+- ``storage`` (optional): where trials and their artifacts persist, a path every node mounts
+  or a URI (``s3://bucket/prefix``; see ``fpzo_ray.storage``); ``--storage`` overrides it;
+- ``max_failures`` (default 3): how often a trial whose node, process or actors were lost is
+  restarted from its last checkpoint;
 - ``base``: overrides of the defaults of ``config.py`` shared by every trial;
 - ``grid``: the axes whose cross product are the *cells*. An axis is either a config field
   with a list of values (``data.alpha: [0.1, 1.0]``) or a *named* axis: a mapping of names to
@@ -64,6 +68,8 @@ SWEEP_KEYS = (
     "description",
     "max_concurrent_trials",
     "max_trials",
+    "max_failures",
+    "storage",
     "base",
     "grid",
     "search",
@@ -77,6 +83,9 @@ SELECTION_METRICS = {"val_accuracy": "max", "val_loss": "min"}
 SCOPES = ("last", "best")
 #: Sweeps larger than this are refused unless the file raises ``max_trials``.
 DEFAULT_MAX_TRIALS = 10_000
+#: Restarts of a failed trial from its last checkpoint: what a lost node or process needs
+#: (an error of the trial's own code gets one restart only, see ``tracking.TrialMirror``).
+DEFAULT_MAX_FAILURES = 3
 #: Up to this many first-phase trials every one is validated; above, the axes one by one.
 FULL_VALIDATION_LIMIT = 2_000
 #: The longest sweep name (see ``_sweep_name``).
@@ -212,6 +221,10 @@ class SweepSpec:
     study: StudySettings | None
     max_concurrent_trials: int
     max_trials: int = DEFAULT_MAX_TRIALS
+    #: How often a failed trial is restarted from its last checkpoint (see ``trial``).
+    max_failures: int = DEFAULT_MAX_FAILURES
+    #: Where trials persist (``storage.resolve_storage``); None: the default.
+    storage: str | None = None
 
     @property
     def cell_count(self) -> int:
@@ -661,6 +674,13 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
             raise ConfigError("config error: search.space.seed: a study draws its own seeds")
     concurrent = _int("max_concurrent_trials", raw.get("max_concurrent_trials", 2), 1)
     max_trials = _int("max_trials", raw.get("max_trials", DEFAULT_MAX_TRIALS), 1)
+    max_failures = _int("max_failures", raw.get("max_failures", DEFAULT_MAX_FAILURES), 0)
+    storage = raw.get("storage")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        raise ConfigError(
+            f"config error: storage: got {storage!r}; name a path every node mounts or a "
+            "URI (s3://bucket/prefix)"
+        )
     name = _sweep_name(raw.get("name", default_name), "name" in raw)
     # the raw file keeps the name it was given, so that a saved copy reads back the same
     spec = SweepSpec(
@@ -673,6 +693,8 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str = "sweep") -> SweepSpe
         study,
         concurrent,
         max_trials,
+        max_failures,
+        storage,
     )
     if spec.trial_count > max_trials:
         sizes = " x ".join(str(len(a.values)) for a in axes)

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
 from fpzo_ray.failure import error_summary
 from fpzo_ray.mlflow_writer import StoreWriter
+from fpzo_ray.storage import Storage, folder_on
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,24 @@ def resolve_tracking_uri(results_dir: str | Path) -> str:
     if env:
         return env
     return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
+
+
+def sweep_tracking_uri(results_dir: str | Path, recorded: str | None) -> str:
+    """Where a sweep logs: ``MLFLOW_TRACKING_URI`` when set; else, for a resumed sweep, the
+    store it logged to before (``recorded`` in its experiment folder), which must still be
+    there (a resumed sweep on a fresh head cannot find its runs in a SQLite file the lost head
+    kept); else the SQLite file in ``results_dir``."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if recorded:
+        if recorded.startswith("sqlite:///") and not Path(recorded[len("sqlite:///") :]).is_file():
+            raise ConfigError(
+                f"config error: --resume: the sweep logged to {recorded}, which is not on this "
+                "machine; set MLFLOW_TRACKING_URI to the store that holds its runs (its "
+                "tracking server, or that file copied here)"
+            )
+        return recorded
+    return resolve_tracking_uri(results_dir)
 
 
 def prepare_results_dir(path: Path) -> Path:
@@ -305,6 +325,77 @@ def log_run_figures(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder:
         log.warning("the figures of run %s could not be made (%s)", run_id, root_cause(exc))
 
 
+def trial_storage(trial: Any) -> Storage:
+    """A Tune trial's folder in the sweep's storage (its checkpoints, results, artifacts)."""
+    return folder_on(trial.storage.storage_filesystem, trial.path)
+
+
+def log_trial_files(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder: Storage) -> None:
+    """A finished trial's artifacts (``RUN_ARTIFACTS``) and figures onto its run, read from
+    its folder in the sweep's storage. A folder elsewhere (a bucket) is read through a local
+    temporary copy, and the figures drawn there are copied back beside the artifacts."""
+    if folder.is_local:
+        _log_trial_files(tracker, run_id, cfg, folder.local_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="fpzo_trial_") as local:
+        folder.download(Path(local), RUN_ARTIFACTS)
+        _log_trial_files(tracker, run_id, cfg, Path(local))
+        if (Path(local) / "figures").is_dir():
+            folder.upload(Path(local) / "figures", "figures")
+
+
+def _log_trial_files(tracker: MLflowTracker, run_id: str, cfg: RunConfig, local: Path) -> None:
+    for name in RUN_ARTIFACTS:
+        if (local / name).is_file():
+            tracker.log_artifact(run_id, local / name)
+    log_run_figures(tracker, run_id, cfg, local)
+
+
+def lost_to_the_cluster(trial: Any) -> bool:
+    """Whether a trial's last failure was the cluster's (a node, a process or an actor
+    lost: Ray's actor, node, worker and object-loss errors, also as the cause of another
+    error), not an error raised by the trial's own code."""
+    from ray.exceptions import (
+        NodeDiedError,
+        ObjectLostError,
+        OwnerDiedError,
+        RayActorError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
+
+    lost = (RayActorError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError)
+    error: BaseException | None = _pickled_error(trial)
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, lost):
+            return True
+        if isinstance(error, RayTaskError):
+            cause = error.as_instanceof_cause()
+            if isinstance(cause, lost):
+                return True
+            error = getattr(error, "cause", None) or error.__cause__
+        else:
+            error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def _pickled_error(trial: Any) -> BaseException | None:
+    """The exception Tune saved for the trial's last failure (the driver's copy first: the
+    one in storage is written later), or None."""
+    import cloudpickle
+
+    local = Path(trial.pickled_error_file) if trial.pickled_error_file else None
+    try:
+        if local is not None and local.is_file():
+            with local.open("rb") as saved:
+                return cloudpickle.load(saved)
+        return trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - an error that cannot be unpickled is not a lost node
+        return None
+
+
 def _metric_entities(metrics: Mapping[str, Any], step: int) -> list[Any]:
     """The finite numbers of ``metrics`` as MLflow metrics at ``step``."""
     from mlflow.entities import Metric
@@ -436,15 +527,11 @@ class TrialMirror:
         self, run_id: str, trial: Any, status: str, tags: dict[str, str], message: str | None = None
     ) -> None:
         """Queue a trial's last writes: its tags, artifacts and figures, then its end."""
-        folder = Path(trial.local_path) if trial.local_path else None
         cfg = config_from_dict(trial.config["trial"]["run"])
         if tags:
             self.tracker.queue(self.tracker.set_tags, run_id, tags)
-        if folder is not None:
-            for name in RUN_ARTIFACTS:
-                if (folder / name).is_file():
-                    self.tracker.queue(self.tracker.log_artifact, run_id, folder / name)
-            self.tracker.queue(log_run_figures, self.tracker, run_id, cfg, folder)
+        if trial.path:
+            self.tracker.queue(log_trial_files, self.tracker, run_id, cfg, trial_storage(trial))
         self.tracker.queue(self.tracker.end_run, run_id, status, message)
         self.closed.add(run_id)
 
@@ -458,6 +545,24 @@ class TrialMirror:
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
         self._finish(run_id, trial, "FAILED", {}, error_summary(trial_error_text(trial)))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune restarts a failed trial from its last checkpoint (``max_failures``). That is
+        what a lost node, process or actor needs; an error of the trial's own code would only
+        come back (a run is a function of its configuration and seed), so such a trial gets
+        this one restart and no more. Its run stays open; rounds it reports again after the
+        restart are not logged twice (``on_trial_result``)."""
+        lost = lost_to_the_cluster(trial)
+        if not lost:
+            trial.max_failures = min(trial.max_failures, trial.num_failures)
+        self.tracker.queue(
+            self.tracker.set_tags,
+            self._run_id(trial),
+            {
+                "restarts": trial.num_failures,
+                "last_restart": "lost node, process or actor" if lost else "error in the trial",
+            },
+        )
 
     def _settle_restored(self, trials: list) -> None:
         """Trials a resumed sweep restored as ended, whose run the interrupted driver did not
@@ -474,9 +579,9 @@ class TrialMirror:
             ):
                 continue
             self._run_id(trial)  # reopens it, knowing the rounds it logged
-            saved = Path(trial.local_path or "") / "result.json"
-            if saved.is_file():
-                for line in saved.read_text().splitlines():
+            folder = trial_storage(trial)
+            if folder.exists("result.json"):
+                for line in folder.read_text("result.json").splitlines():
                     if line.strip():
                         self.on_trial_result(0, trials, trial, json.loads(line))
             if trial.status == "TERMINATED":

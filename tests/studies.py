@@ -133,3 +133,33 @@ def stop_head(head: subprocess.Popen, temp_dir: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
     subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)
+
+
+def reference_metrics(raw: dict) -> list[dict]:
+    """Every round's metrics of the run ``raw`` configures, computed in this process without
+    Ray: what any sweep of it must log, wherever and however often interrupted."""
+    from fpzo_ray.config import config_from_dict
+    from fpzo_ray.data import federated_data
+    from fpzo_ray.sim.in_process import run_in_process
+
+    cfg = config_from_dict(raw)
+    return run_in_process(cfg, *federated_data(cfg))
+
+
+def all_runs(client, experiment: str) -> list:
+    """Every run of an MLflow experiment, deleted ones included."""
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], run_view_type=3, max_results=100)
+
+
+def assert_logged_once(client, run_id: str, expected: list[dict]) -> None:
+    """Every evaluated round of the uninterrupted reference is in the run exactly once, with
+    the reference's value."""
+    import pytest
+
+    for key in ("test_accuracy", "cumulative_client_forward_flops"):
+        history = client.get_metric_history(run_id, key)
+        steps = [m.step for m in history]
+        assert len(steps) == len(set(steps)), f"{key} logged twice at some round: {steps}"
+        want = {m["round"]: m[key] for m in expected if key in m}
+        assert {m.step: m.value for m in history} == pytest.approx(want), key

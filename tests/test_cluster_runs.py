@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from studies import command_env, free_port, ray_cli, resume, start_head, stop_head
+from studies import (
+    all_runs,
+    assert_logged_once,
+    command_env,
+    free_port,
+    ray_cli,
+    reference_metrics,
+    resume,
+    start_head,
+    stop_head,
+)
 
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
-from fpzo_ray.data import federated_data
 from fpzo_ray.sim.checkpoint import STATE_FILE, load_server_state
-from fpzo_ray.sim.in_process import run_in_process
 from fpzo_ray.tracking import MLflowTracker
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # its own Ray, in subprocesses
@@ -61,11 +69,6 @@ def _figures(metrics):
     }
 
 
-def _reference(raw):
-    cfg = config_from_dict(raw)
-    return run_in_process(cfg, *federated_data(cfg))
-
-
 def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     out = subprocess.run(
         [sys.executable, "-c", MULTINODE, json.dumps(RAW)],
@@ -79,23 +82,7 @@ def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     result = json.loads(line[0][len("RESULT") :])
     assert result["cluster_nodes"] == 2
     assert len(set(result["nodes"])) == 2  # one worker on each node
-    assert [_figures(m) for m in result["metrics"]] == [_figures(m) for m in _reference(RAW)]
-
-
-def _all_runs(client, experiment: str):
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], run_view_type=3, max_results=100)
-
-
-def _assert_logged_once(client, run_id: str, expected: list[dict]) -> None:
-    """Every evaluated round of the uninterrupted reference is in the run exactly once, with
-    the reference's value."""
-    for key in ("test_accuracy", "cumulative_client_forward_flops"):
-        history = client.get_metric_history(run_id, key)
-        steps = [m.step for m in history]
-        assert len(steps) == len(set(steps)), f"{key} logged twice at some round: {steps}"
-        want = {m["round"]: m[key] for m in expected if key in m}
-        assert {m.step: m.value for m in history} == pytest.approx(want), key
+    assert [_figures(m) for m in result["metrics"]] == [_figures(m) for m in reference_metrics(RAW)]
 
 
 def _wait_for(condition, driver, seconds: float = 240) -> None:
@@ -165,9 +152,9 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert 0 < state["rounds_done"] < 120  # it really was interrupted mid-run
     # Its runs were left RUNNING by a process that is gone: the next start marks them KILLED.
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    assert {r.info.status for r in _all_runs(client, "resume_test")} == {"RUNNING"}
+    assert {r.info.status for r in all_runs(client, "resume_test")} == {"RUNNING"}
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "resume_test", results)
-    assert {r.info.status for r in _all_runs(client, "resume_test")} == {"KILLED"}
+    assert {r.info.status for r in all_runs(client, "resume_test")} == {"KILLED"}
 
     resume("fpzo_ray.sweep", experiment)
     # Every reported result, in order; rounds between the last checkpoint and the kill were
@@ -177,15 +164,17 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
         result = json.loads(line)
         reported[result["round"]] = result
     assert sorted(reported) == list(range(1, 121))
-    expected = _reference({**base, "simulation": {**base["simulation"], "checkpoint_every": 0}})
+    expected = reference_metrics(
+        {**base, "simulation": {**base["simulation"], "checkpoint_every": 0}}
+    )
     for metrics in expected:
         got = reported[metrics["round"]]
         assert {k: got.get(k) for k in _figures(metrics)} == _figures(metrics)
-    runs = _all_runs(client, "resume_test")
+    runs = all_runs(client, "resume_test")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # parent, trial
     (trial_run,) = [r for r in runs if r.data.tags.get("phase") == "grid"]
     assert trial_run.data.tags["mlflow.parentRunId"] in {r.info.run_id for r in runs}
-    _assert_logged_once(client, trial_run.info.run_id, expected)
+    assert_logged_once(client, trial_run.info.run_id, expected)
 
 
 def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
@@ -222,7 +211,7 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     assert "INTERRUPTED" in output and "not started" in output
     assert f"-m fpzo_ray.sweep --resume {experiment}" in output
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    assert {r.info.status for r in _all_runs(client, "sigint_test")} == {"KILLED"}
+    assert {r.info.status for r in all_runs(client, "sigint_test")} == {"KILLED"}
 
     # Tune restores the newest checkpoint its driver had recorded, which may be older than
     # the newest on disk: every one but the oldest is corrupted, so the one Tune names is.
@@ -237,7 +226,7 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
         f"warning: checkpoint {folder / STATE_FILE} cannot be read" in said for folder in corrupted
     ), said[-3000:]
 
-    runs = _all_runs(client, "sigint_test")
+    runs = all_runs(client, "sigint_test")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         if run.data.tags.get("phase") != "grid":
@@ -247,8 +236,10 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
         resolved = {k: str(v) for k, v in flatten(config_to_dict(config_from_dict(raw))).items()}
         logged = {k: v for k, v in run.data.params.items() if not k.startswith("setup.")}
         assert logged == resolved
-        reference = _reference({**raw, "simulation": {**base["simulation"], "checkpoint_every": 0}})
-        _assert_logged_once(client, run.info.run_id, reference)
+        reference = reference_metrics(
+            {**raw, "simulation": {**base["simulation"], "checkpoint_every": 0}}
+        )
+        assert_logged_once(client, run.info.run_id, reference)
 
 
 def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
@@ -267,18 +258,20 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     (folder,) = results.glob("runs/*")
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "run_resume_test", results)
-    (run,) = _all_runs(client, "run_resume_test")
+    (run,) = all_runs(client, "run_resume_test")
     assert run.info.status == "KILLED" and "ended without closing it" in run.data.tags["killed"]
 
     resumed = resume("fpzo_ray.run", folder)
     assert "Resuming after round" in resumed.stdout
-    (run,) = _all_runs(client, "run_resume_test")
+    (run,) = all_runs(client, "run_resume_test")
     assert run.info.status == "FINISHED"
     assert {"clients.csv", "config.yaml", "model.pt"} <= {
         a.path for a in client.list_artifacts(run.info.run_id)
     }
-    expected = _reference({**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}})
-    _assert_logged_once(client, run.info.run_id, expected)
+    expected = reference_metrics(
+        {**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}}
+    )
+    assert_logged_once(client, run.info.run_id, expected)
 
 
 # -- every way a sweep or run is stopped -----------------------------------------------------
@@ -313,7 +306,7 @@ def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -
     states = {int(row.split()[0]): row.split()[4] for row in table[2:4]}
     assert set(states.values()) - {"OK"}, "nothing was interrupted"
     assert f"-m fpzo_ray.sweep --resume {experiment}" in output
-    runs = _all_runs(client, name)
+    runs = all_runs(client, name)
     trial_runs = {
         int(r.data.params["zo.num_perturbations"]): r.info.status
         for r in runs
@@ -342,14 +335,16 @@ def _two_trial_sweep(tmp_path: Path, name: str) -> tuple[Path, dict]:
 
 
 def _assert_resumed_to_the_uninterrupted_result(client, name: str, base: dict) -> None:
-    runs = _all_runs(client, name)
+    runs = all_runs(client, name)
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         if run.data.tags.get("phase") == "grid":
             K = int(run.data.params["zo.num_perturbations"])
             raw = {**base, "zo": {"num_perturbations": K}}
             sim = {**base["simulation"], "checkpoint_every": 0}
-            _assert_logged_once(client, run.info.run_id, _reference({**raw, "simulation": sim}))
+            assert_logged_once(
+                client, run.info.run_id, reference_metrics({**raw, "simulation": sim})
+            )
 
 
 def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishes_it(tmp_path):
@@ -447,7 +442,7 @@ def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, 
     if module == "fpzo_ray.sweep":
         _check_interrupted_sweep(output, next(results.glob("ray_results/*")), client, name)
     else:
-        (run,) = _all_runs(client, name)
+        (run,) = all_runs(client, name)
         assert run.info.status == "KILLED"
         assert run.data.tags["killed"].startswith("interrupted after round")
 

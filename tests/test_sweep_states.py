@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow.fs
 import yaml
 
 from fpzo_ray.sweep import _figures
@@ -31,6 +32,7 @@ def _result(folder: Path, plan: dict | None, rounds: int = 0):
     return SimpleNamespace(
         config={"trial": plan} if plan else None,
         path=str(folder),
+        filesystem=pyarrow.fs.LocalFileSystem(),  # where Ray's Result says its path is
         metrics_dataframe=history,
         error=None,
     )

@@ -32,6 +32,8 @@ SELECTION_FILE = "selection.json"
 ENVIRONMENT_FILE = "environment.json"
 TIMING_FILE = "timing.json"
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+#: The MLflow tracking URI the sweep logs to: a resumed sweep logs there too.
+TRACKING_FILE = "mlflow_tracking_uri"
 #: The parent run's artifact holding the sweep file (with ``--set`` applied).
 SPEC_ARTIFACT = "sweep.yaml"
 #: Tag of a child run: its trial plan without the run configuration (JSON).
@@ -198,6 +200,11 @@ def record_from_folder(folder: str | Path) -> SweepRecord:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_text(path: Path) -> str | None:
+    """The stripped text of ``path``, or None when there is no such file."""
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _parent_run_id(folder: Path) -> str | None:
