@@ -41,8 +41,10 @@ from fpzo_ray.config import (
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.ray_session import add_address_option, use_address_option
 from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
+from fpzo_ray.storage import LocalCopy
 
 if TYPE_CHECKING:
+    from fpzo_ray.storage import Storage
     from fpzo_ray.tracking import MLflowTracker
 
 CONFIG_FILE = "config.yaml"
@@ -54,10 +56,22 @@ PROGRESS_EVERY_S = 10.0
 
 
 class RunFolder:
-    """Where a run keeps what it needs to be resumed."""
+    """Where a run keeps what it needs to be resumed: a local folder, copied to the run's
+    storage (``--storage``: a bucket) at every checkpoint and at the end, when that is
+    elsewhere (``storage.LocalCopy``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, copy: LocalCopy) -> None:
+        self.copy = copy
+        self.path = copy.path
+
+    @property
+    def location(self) -> str:
+        """Where the run persists (what ``--resume`` takes)."""
+        return self.copy.storage.location
+
+    def push(self) -> None:
+        """Everything the folder holds to the storage (nothing when it is the storage)."""
+        self.copy.push(drop_missing="checkpoint_")
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint folders, newest first."""
@@ -69,6 +83,7 @@ class RunFolder:
         save_server_state(state, self.path / f"checkpoint_{state['rounds_done']:06d}" / STATE_FILE)
         for old in self.checkpoints()[KEEP_CHECKPOINTS:]:
             shutil.rmtree(old, ignore_errors=True)
+        self.push()
 
     def config(self) -> RunConfig:
         if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
@@ -79,7 +94,7 @@ class RunFolder:
         return config_from_dict(read_yaml(self.path / CONFIG_FILE))
 
     def resume_command(self) -> str:
-        return f"{sys.executable} -m fpzo_ray.run --resume {self.path}"
+        return f"{sys.executable} -m fpzo_ray.run --resume {self.location}"
 
 
 class _StartupGC:
@@ -135,33 +150,47 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
         "--resume",
         metavar="FOLDER",
         default=None,
-        help="continue an interrupted run: its run folder",
+        help="continue an interrupted run: its run folder (a path or a storage URI)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH_OR_URI",
+        help="where run folders persist: a path or a URI (s3://bucket/prefix, gs://...), "
+        "for a run that must survive its machine; default FPZO_STORAGE, else RESULTS_DIR/runs",
     )
     add_address_option(parser)
     args = parser.parse_args(argv)
     install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()
     use_address_option(args)
+    from fpzo_ray.cluster_checks import check_tracking_uri
     from fpzo_ray.resources import check_resources
-    from fpzo_ray.tracking import default_results_dir, prepare_results_dir
+    from fpzo_ray.storage import check_writable, resolve_storage
+    from fpzo_ray.tracking import default_results_dir, prepare_results_dir, tracking_uri_of
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         paths = {"--config": args.config, "--results-dir": args.results_dir}
-        require_utf8_paths({**paths, "--resume": args.resume})
+        require_utf8_paths({**paths, "--resume": args.resume, "--storage": args.storage})
+        results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
         if args.resume:
-            folder = RunFolder(Path(args.resume).resolve())
+            folder, results_dir = _resumed_folder(args.resume, args.results_dir, args.storage)
             cfg = folder.config()
-            results_dir = folder.path.parent.parent  # <results>/runs/<run>
+            tracking_uri = tracking_uri_of(results_dir, _recorded_tracking_uri(folder))
+            storage = folder.copy.storage
         else:
             raw = read_yaml(args.config) if args.config else {}
             cfg = config_from_dict(merge(raw, parse_overrides(args.set)))
-            results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
+            storage = resolve_storage(args.storage, None, results_dir / "runs")
+            tracking_uri = tracking_uri_of(results_dir, None)
             folder = None
         from fpzo_ray.preflight import preflight  # torch: imported once the files are valid
 
         preflight([cfg])
         check_resources([cfg])
+        check_tracking_uri(tracking_uri)
+        check_writable(storage)
         prepare_results_dir(results_dir)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -169,7 +198,46 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
     except KeyboardInterrupt:  # stopped while checking: nothing was started
         print("Stopped before any work.", file=sys.stderr)
         return STOPPED_EXIT_CODE
-    return _run(cfg, results_dir, folder, startup.started)
+    return _run(cfg, results_dir, storage, tracking_uri, folder, startup.started)
+
+
+def _resumed_folder(
+    location: str, results_dir: str | None, storage_option: str | None
+) -> tuple[RunFolder, Path]:
+    """The run folder ``--resume`` names (a path, or a URI whose folder is fetched into
+    ``<results>/runs/<run>``) and the results folder for what stays local."""
+    from fpzo_ray.storage import LocalCopy, open_storage
+    from fpzo_ray.tracking import default_results_dir
+
+    if storage_option:
+        raise ConfigError(
+            "config error: --storage: a resumed run stays where it is (--resume names its "
+            "folder); leave --storage out"
+        )
+    storage = open_storage(location, "--resume")
+    if results_dir:
+        local_results = Path(results_dir)
+    elif storage.is_local and storage.local_path.parent.name == "runs":
+        local_results = storage.local_path.parent.parent  # <results>/runs/<run>
+    else:
+        local_results = default_results_dir()
+    try:
+        found = storage.exists(CONFIG_FILE)
+    except OSError as exc:
+        raise ConfigError(f"config error: --resume: {location} cannot be read ({exc})") from None
+    if not found:
+        raise ConfigError(
+            f"config error: --resume: {location} is not a run folder (no {CONFIG_FILE})"
+        )
+    copy = LocalCopy(storage, local_results / "runs" / storage.name)
+    copy.pull(recursive=True)
+    return RunFolder(copy), local_results
+
+
+def _recorded_tracking_uri(folder: RunFolder) -> str | None:
+    from fpzo_ray.report.sources import TRACKING_FILE, read_text
+
+    return read_text(folder.path / TRACKING_FILE)
 
 
 T = TypeVar("T")
@@ -212,23 +280,33 @@ class _Store:
     logged: int
 
 
-def _open_store(cfg: RunConfig, results_dir: Path, folder: RunFolder, run_name: str) -> _Store:
+def _open_store(
+    cfg: RunConfig, results_dir: Path, tracking_uri: str, folder: RunFolder, run_name: str
+) -> _Store:
     """Open the store and start the run (a new run) or reopen it (``run_name`` empty: a
     resumed run). Runs on a thread of its own while Ray and the actors start: importing
     MLflow and checking the store's schema take 1-3 s here, as long as Ray's start."""
-    from fpzo_ray.tracking import MLflowTracker, resolve_tracking_uri
+    from fpzo_ray.report.sources import TRACKING_FILE
+    from fpzo_ray.tracking import MLflowTracker
 
-    tracker = MLflowTracker(resolve_tracking_uri(results_dir), cfg.tracking.experiment, results_dir)
+    tracker = MLflowTracker(tracking_uri, cfg.tracking.experiment, results_dir)
     if run_name:
         run_id = tracker.start_run(run_name, config_to_dict(cfg))
         (folder.path / RUN_ID_FILE).write_text(run_id)
+        (folder.path / TRACKING_FILE).write_text(tracking_uri)
+        folder.push()  # resumable from here on, from wherever the storage is
         return _Store(tracker, run_id, 0)
     run_id = (folder.path / RUN_ID_FILE).read_text().strip()
     return _Store(tracker, run_id, tracker.reopen(run_id))
 
 
 def _run(
-    cfg: RunConfig, results_dir: Path, folder: RunFolder | None, started: Callable[[], None]
+    cfg: RunConfig,
+    results_dir: Path,
+    storage: Storage,
+    tracking_uri: str,
+    folder: RunFolder | None,
+    started: Callable[[], None],
 ) -> int:
     """The run, started so that its slow parts overlap: the MLflow store opens on a thread
     of its own while the actors import and build (the first round's report waits for it),
@@ -248,13 +326,11 @@ def _run(
     if folder is None:
         method = cfg.pruning_method.split(":")[-1]  # an import path's attribute: a file name
         run_name = f"run_{method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
-        folder = RunFolder(
-            (results_dir / "runs" / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-        )
-        folder.path.mkdir(parents=True, exist_ok=True)
+        name = f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = RunFolder(LocalCopy(storage.child(name), (results_dir / "runs" / name).resolve()))
         (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     elif (folder.path / "clients.csv").is_file():
-        print(f"The run in {folder.path} finished every round: nothing to resume.")
+        print(f"The run in {folder.location} finished every round: nothing to resume.")
         return 0
     else:
         from fpzo_ray.sim.checkpoint import newest_readable
@@ -263,7 +339,7 @@ def _run(
         # Read (and checked) before the run is RUNNING again: a bad checkpoint is a warning
         # and a fallback, and a stop while a large one loads leaves the run as it was.
         state = newest_readable(folder.checkpoints(), rounds=cfg.training.rounds)
-    print(f"Run folder: {folder.path}", flush=True)
+    print(f"Run folder: {folder.location}", flush=True)
     began = time.time()
     last_round, last_line = 0, 0.0
     opening: _Background[_Store] | None = None
@@ -328,7 +404,9 @@ def _run(
         # can see a half-imported module when two threads import them at once. Opened now,
         # the store overlaps the actors' start (their imports, their models), which is as
         # long, and Ray starts sooner, not sharing the driver with MLflow.
-        opening = _Background(partial(_open_store, cfg, results_dir, folder, run_name), "mlflow")
+        opening = _Background(
+            partial(_open_store, cfg, results_dir, tracking_uri, folder, run_name), "mlflow"
+        )
         opening.start()  # once it is known to the handlers below: a run it opens is ended
         if resuming:
             print(
@@ -345,6 +423,7 @@ def _run(
         for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):
             run.tracker.log_artifact(run.run_id, folder.path / name)
         log_run_figures(run.tracker, run.run_id, cfg, folder.path)
+        folder.push()
         run.tracker.end_run(run.run_id)
     except KeyboardInterrupt:
         if (stopped := _opened_if_possible(opening)) is not None:
@@ -353,8 +432,10 @@ def _run(
             )
         elif not resuming:  # stopped while Ray started: no run, nothing to resume
             shutil.rmtree(folder.path, ignore_errors=True)
+            folder.copy.storage.delete()
             print("\nStopped before the run started.", file=sys.stderr)
             return STOPPED_EXIT_CODE
+        _push_if_possible(folder)
         print(
             f"\nInterrupted after round {last_round}. Resume with:\n  {folder.resume_command()}",
             file=sys.stderr,
@@ -366,7 +447,9 @@ def _run(
         elif not resuming:
             print(_failed_before_the_run(exc, folder.path), file=sys.stderr)
             return 1
-        print(stopped_on_error(exc, folder.path, folder.resume_command()), file=sys.stderr)
+        message = stopped_on_error(exc, folder.path, folder.resume_command())
+        _push_if_possible(folder)
+        print(message, file=sys.stderr)
         return 1
     finally:
         if stopping is not None:
@@ -376,6 +459,21 @@ def _run(
         f"{ui_command(run.tracker.tracking_uri, run.tracker.experiment_id)}"
     )
     return 0
+
+
+def _push_if_possible(folder: RunFolder) -> None:
+    """The run folder to its storage on the way out of a stop or an error, which may be the
+    storage's own: then a warning, the local copy keeping everything."""
+    from fpzo_ray.failure import root_cause
+
+    try:
+        folder.push()
+    except Exception as exc:  # noqa: BLE001 - on the way out, never raise
+        print(
+            f"warning: the run folder could not be copied to {folder.location} "
+            f"({root_cause(exc)}); it is complete in {folder.path}",
+            file=sys.stderr,
+        )
 
 
 def _opened_if_possible(opening: _Background[_Store] | None) -> _Store | None:

@@ -34,6 +34,8 @@ from fpzo_ray.config import ConfigError
 
 #: The environment variable that names the storage when no option or sweep-file key does.
 STORAGE_ENV = "FPZO_STORAGE"
+#: What a storage that nothing named is called in messages: a folder of the results folder.
+DEFAULT_OPTION = "--storage (default: --results-dir)"
 
 
 @dataclass(frozen=True)
@@ -209,23 +211,25 @@ def open_storage(location: str | os.PathLike[str], option: str = "--storage") ->
     return Storage(text, filesystem, root.rstrip("/"), option)
 
 
-def resolve_storage(
-    option_value: str | None, sweep_value: str | None, results_dir: Path
-) -> Storage:
+def resolve_storage(option_value: str | None, sweep_value: str | None, default: Path) -> Storage:
     """The storage a sweep or run uses: ``--storage``, else the sweep file's ``storage:``,
-    else ``FPZO_STORAGE``, else ``<results_dir>/ray_results`` (right on one machine)."""
+    else ``FPZO_STORAGE``, else ``default``, a folder of the results folder (right on one
+    machine)."""
     if option_value:
         return open_storage(option_value, "--storage")
     if sweep_value:
         return open_storage(sweep_value, "storage (sweep file)")
     if os.environ.get(STORAGE_ENV):
         return open_storage(os.environ[STORAGE_ENV], STORAGE_ENV)
-    return open_storage(results_dir / "ray_results", "--storage (default: --results-dir)")
+    return open_storage(default, DEFAULT_OPTION)
 
 
 def check_writable(storage: Storage) -> None:
     """Write, read back and remove a file, before any work: a folder that cannot be made, a
-    bucket that does not exist or refuses the credentials is one line naming the option."""
+    bucket that does not exist or refuses the credentials is one line naming the option.
+    The default storage, a folder of the results folder, is checked with it (nothing here)."""
+    if storage.option == DEFAULT_OPTION:
+        return
     probe = f".fpzo_write_test_{os.getpid()}"
     try:
         storage.write_text(probe, "ok")
@@ -249,23 +253,38 @@ class LocalCopy:
         self.path = storage.local_path if storage.is_local else local
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def push(self, *names: str) -> None:
-        """Copy the named files or folders (default: everything here) to the storage."""
+    def push(self, *names: str, drop_missing: str = "") -> None:
+        """Copy the named files or folders (default: everything here) to the storage; then
+        remove there what starts with ``drop_missing`` and is no longer here (old
+        checkpoints)."""
         if self.storage.is_local:
             return
         if not names:
             self.storage.upload(self.path)
-            return
         for name in names:
             if (self.path / name).exists():
                 self.storage.upload(self.path / name, name)
+        if drop_missing:
+            for name in self.storage.listdir():
+                if name.startswith(drop_missing) and not (self.path / name).exists():
+                    self.storage.delete(name)
 
-    def pull(self, names: Iterable[str] | None = None) -> list[str]:
-        """Copy the storage folder's own files here (not its subfolders): a resumed sweep
-        on a fresh head reads what the first one wrote."""
+    def pull(self, names: Iterable[str] | None = None, recursive: bool = False) -> None:
+        """Copy the storage folder's own files here (``recursive``: its subfolders too): a
+        resumed sweep or run on a fresh head reads what the first one wrote."""
         if self.storage.is_local:
-            return []
-        return self.storage.download(self.path, names)
+            return
+        if recursive:
+            import pyarrow.fs
+
+            pyarrow.fs.copy_files(
+                self.storage.root,
+                str(self.path),
+                source_filesystem=self.storage.filesystem,
+                destination_filesystem=pyarrow.fs.LocalFileSystem(),
+            )
+            return
+        self.storage.download(self.path, names)
 
 
 def folder_on(filesystem: Any, path: str) -> Storage:

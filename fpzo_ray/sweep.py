@@ -313,7 +313,7 @@ def run_sweep(
     from fpzo_ray.tracking import (
         MLflowTracker,
         MLflowTrialCallback,
-        sweep_tracking_uri,
+        tracking_uri_of,
         ui_command,
     )
 
@@ -321,18 +321,18 @@ def run_sweep(
     if resume is not None:
         location = open_storage(resume, "--resume")
     else:
-        storage = storage or resolve_storage(None, spec.storage, results_dir)
+        storage = storage or resolve_storage(None, spec.storage, results_dir / "ray_results")
         location = storage.child(f"{spec.name}_{time.strftime('%Y%m%d-%H%M%S')}")
     experiment = location.name
     folder = LocalCopy(location, results_dir / "ray_results" / experiment)
     experiment_dir = folder.path
     if resume is None:
         save_spec(spec, experiment_dir)
-        tracking_uri = sweep_tracking_uri(results_dir, None)
+        tracking_uri = tracking_uri_of(results_dir, None)
         (experiment_dir / TRACKING_FILE).write_text(tracking_uri)
     else:
         folder.pull()
-        tracking_uri = sweep_tracking_uri(results_dir, read_text(experiment_dir / TRACKING_FILE))
+        tracking_uri = tracking_uri_of(results_dir, read_text(experiment_dir / TRACKING_FILE))
     init_ray()
     mlflow_experiment = config_from_dict(spec.run_config(spec.cells()[0], {})).tracking.experiment
     tracker = MLflowTracker(tracking_uri, mlflow_experiment, results_dir)
@@ -657,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fpzo_ray.cluster_checks import check_storage_on_every_node, check_tracking_uri
     from fpzo_ray.failure import StoppedOnError
     from fpzo_ray.resources import ResourceWaitTimeout, check_resources, give_up_after
-    from fpzo_ray.tracking import default_results_dir, prepare_results_dir, sweep_tracking_uri
+    from fpzo_ray.tracking import default_results_dir, prepare_results_dir, tracking_uri_of
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -669,18 +669,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume:
             storage = open_storage(args.resume, "--resume")
             results_dir = _resumed_results_dir(storage, args.results_dir)
-            spec = _resumed_spec(storage, results_dir, args.storage)
+            spec, tracking_uri = _resumed_spec(storage, results_dir, args.storage)
         else:
             spec = load_sweep(find_sweep_file(args.sweep), args.set)
-            storage = resolve_storage(args.storage, spec.storage, results_dir)
+            storage = resolve_storage(args.storage, spec.storage, results_dir / "ray_results")
+            tracking_uri = tracking_uri_of(results_dir, None)
         configs = spec.validated_configs()
         from fpzo_ray.preflight import preflight  # torch: imported once the files are valid
 
         preflight(configs)
         check_resources(configs, spec.max_concurrent_trials)
-        prepare_results_dir(results_dir)
+        check_tracking_uri(tracking_uri)
         check_writable(storage)
-        check_tracking_uri(sweep_tracking_uri(results_dir, None))
+        prepare_results_dir(results_dir)
         check_storage_on_every_node(storage)  # on a cluster of several nodes
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -718,11 +719,13 @@ def _resumed_results_dir(experiment: Storage, results_dir: str | None) -> Path:
     return default_results_dir()
 
 
-def _resumed_spec(experiment: Storage, results_dir: Path, storage_option: str | None) -> SweepSpec:
+def _resumed_spec(
+    experiment: Storage, results_dir: Path, storage_option: str | None
+) -> tuple[SweepSpec, str]:
     """The spec of the sweep in ``experiment`` (its folder, where it persists: a path or a
-    URI), fetched into its local copy; the store it logged to must still be reachable."""
+    URI), fetched into its local copy, and the tracking URI it logs to."""
     from fpzo_ray.sweep_spec import SPEC_FILE
-    from fpzo_ray.tracking import sweep_tracking_uri
+    from fpzo_ray.tracking import tracking_uri_of
 
     if storage_option:
         raise ConfigError(
@@ -742,8 +745,8 @@ def _resumed_spec(experiment: Storage, results_dir: Path, storage_option: str | 
         )
     copy = LocalCopy(experiment, results_dir / "ray_results" / experiment.name)
     copy.pull()
-    sweep_tracking_uri(results_dir, read_text(copy.path / TRACKING_FILE))
-    return load_saved_spec(copy.path)
+    tracking_uri = tracking_uri_of(results_dir, read_text(copy.path / TRACKING_FILE))
+    return load_saved_spec(copy.path), tracking_uri
 
 
 if __name__ == "__main__":

@@ -74,11 +74,11 @@ def resolve_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
 
 
-def sweep_tracking_uri(results_dir: str | Path, recorded: str | None) -> str:
-    """Where a sweep logs: ``MLFLOW_TRACKING_URI`` when set; else, for a resumed sweep, the
-    store it logged to before (``recorded`` in its experiment folder), which must still be
-    there (a resumed sweep on a fresh head cannot find its runs in a SQLite file the lost head
-    kept); else the SQLite file in ``results_dir``."""
+def tracking_uri_of(results_dir: str | Path, recorded: str | None) -> str:
+    """Where a sweep or run logs: ``MLFLOW_TRACKING_URI`` when set; else, resumed, the store
+    it logged to before (``recorded`` in its folder), which must still be there (resumed on a
+    fresh head, it cannot find its runs in a SQLite file the lost head kept); else the SQLite
+    file in ``results_dir``."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if recorded:
@@ -354,7 +354,8 @@ def _log_trial_files(tracker: MLflowTracker, run_id: str, cfg: RunConfig, local:
 def lost_to_the_cluster(trial: Any) -> bool:
     """Whether a trial's last failure was the cluster's (a node, a process or an actor
     lost: Ray's actor, node, worker and object-loss errors, also as the cause of another
-    error), not an error raised by the trial's own code."""
+    error, or named in the trace of one: a cause is not always pickled with it), not an
+    error raised by the trial's own code."""
     from ray.exceptions import (
         NodeDiedError,
         ObjectLostError,
@@ -366,9 +367,10 @@ def lost_to_the_cluster(trial: Any) -> bool:
 
     lost = (RayActorError, NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError)
     error: BaseException | None = _pickled_error(trial)
-    seen = 0
-    while error is not None and seen < 20:
-        if isinstance(error, lost):
+    for _ in range(20):  # a cause chain is short; a cycle must not hang the driver
+        if error is None:
+            return False
+        if isinstance(error, lost) or any(name in str(error) for name in _LOST_NAMES):
             return True
         if isinstance(error, RayTaskError):
             cause = error.as_instanceof_cause()
@@ -377,8 +379,21 @@ def lost_to_the_cluster(trial: Any) -> bool:
             error = getattr(error, "cause", None) or error.__cause__
         else:
             error = error.__cause__ or error.__context__
-        seen += 1
     return False
+
+
+#: Ray's errors for what the cluster lost, as they appear in a trace.
+_LOST_NAMES = tuple(
+    f"ray.exceptions.{name}"
+    for name in (
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "NodeDiedError",
+        "OwnerDiedError",
+        "ObjectLostError",
+        "WorkerCrashedError",
+    )
+)
 
 
 def _pickled_error(trial: Any) -> BaseException | None:

@@ -360,6 +360,21 @@ CASES = {
     "give up after NaN seconds": ("sweep", ["--give-up-after", "nan"], {}, "--give-up-after"),
     "give up after infinite seconds": ("sweep", ["--give-up-after", "inf"], {}, "--give-up-after"),
     "give up after no number": ("sweep", ["--give-up-after", "soon"], {}, "--give-up-after"),
+    "storage pyarrow cannot open (sweep)": ("sweep", ["--storage", "nosuch://b"], {}, "--storage"),
+    "storage pyarrow cannot open (run)": ("run", ["--storage", "nosuch://b/p"], {}, "--storage"),
+    "storage that cannot be written (run)": ("run", ["--storage", "/proc/fpzo"], {}, "--storage"),
+    "storage beside --resume (sweep)": (
+        "sweep",
+        ["--resume", "{tmp}", "--storage", "{tmp}/elsewhere"],
+        {},
+        "--storage",
+    ),
+    "storage of a sweep file that is no path (sweep)": (
+        "sweep",
+        ["{tmp}/s.yaml"],
+        {"s.yaml": _sweep({"seed": [1]}, storage=["a", "list"])},
+        "storage",
+    ),
 }
 
 
