@@ -80,3 +80,47 @@ def digits():
     from fpzo_ray.data import load_dataset
 
     return load_dataset(DataConfig())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """An S3-compatible server on a free local port (moto's server mode, as Ray's own storage
+    tests use) with the bucket ``studies.BUCKET``: a boto3 client of it and its
+    ``host:port``, for pyarrow's ``endpoint_override``."""
+    pytest.importorskip("moto.server", reason="moto[server] (the test extra) is not installed")
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+    from studies import BUCKET, S3_CREDENTIALS, free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, **S3_CREDENTIALS},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            assert server.poll() is None, log.read_text()
+            assert time.time() < deadline, "the S3 server did not come up in 60 s"
+            time.sleep(0.5)
+    yield client, f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)

@@ -163,3 +163,20 @@ def assert_logged_once(client, run_id: str, expected: list[dict]) -> None:
         assert len(steps) == len(set(steps)), f"{key} logged twice at some round: {steps}"
         want = {m["round"]: m[key] for m in expected if key in m}
         assert {m.step: m.value for m in history} == pytest.approx(want), key
+
+
+#: Credentials of the tests' S3 endpoint (moto's server takes any).
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "fpzo-test",
+    "AWS_SECRET_ACCESS_KEY": "fpzo-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: The bucket the ``s3_endpoint`` fixture makes.
+BUCKET = "fpzo-sweeps"
+
+
+def bucket_keys(client, prefix: str) -> list[str]:
+    """The objects under ``prefix`` in the test bucket (not pyarrow's folder markers)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return [key for key in keys if not key.endswith("/")]

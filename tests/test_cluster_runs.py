@@ -3,6 +3,7 @@ each needs its own Ray instance; the rest of the suite shares one)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from studies import (
+    BUCKET,
+    S3_CREDENTIALS,
     all_runs,
     assert_logged_once,
+    bucket_keys,
     command_env,
     free_port,
     ray_cli,
@@ -108,12 +112,12 @@ def _resumable(rounds: int, experiment: str) -> dict:
     }
 
 
-def _start_driver(module: str, *args: str) -> subprocess.Popen:
+def _start_driver(module: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m module args`` in its own session (so that it can be killed with the Ray
     instance it starts), output merged."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env=command_env(),
+        env={**command_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -272,6 +276,63 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
         {**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}}
     )
     assert_logged_once(client, run.info.run_id, expected)
+
+
+def test_a_run_in_a_bucket_resumes_on_a_machine_that_never_saw_its_folder(tmp_path, s3_endpoint):
+    """``python -m fpzo_ray.run --storage s3://...`` killed (its machine lost): ``--resume``
+    with the bucket's URI and a results folder of its own fetches the run folder, logs to
+    the store the run logged to, and ends with the uninterrupted result; the bucket keeps the
+    newest two checkpoints, the model, the client records and the figures."""
+    client, endpoint = s3_endpoint
+    raw = _resumable(60, "run_in_a_bucket")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "first_machine"
+    storage = f"s3://{BUCKET}/runs?endpoint_override={endpoint}&scheme=http"
+    args = ("--config", str(config), "--results-dir", str(results), "--storage", storage)
+    driver = _start_driver("fpzo_ray.run", *args, env=S3_CREDENTIALS)
+    checkpointed = lambda: any("/checkpoint_000020/" in k for k in bucket_keys(client, "runs/"))  # noqa: E731
+    try:
+        _wait_for(checkpointed, driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    (name,) = {key.split("/")[1] for key in bucket_keys(client, "runs/")}
+    shutil.rmtree(results / "runs")  # that machine's local copy is gone; its store is not
+
+    location = f"s3://{BUCKET}/runs/{name}?endpoint_override={endpoint}&scheme=http"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpzo_ray.run",
+            "--resume",
+            location,
+            "--results-dir",
+            str(tmp_path / "second"),
+        ],
+        env={**command_env(), **S3_CREDENTIALS},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Resuming after round" in done.stdout
+    store = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    (run,) = all_runs(store, "run_in_a_bucket")
+    assert run.info.status == "FINISHED"
+    expected = reference_metrics(
+        {**raw, "simulation": {**raw["simulation"], "checkpoint_every": 0}}
+    )
+    assert_logged_once(store, run.info.run_id, expected)
+    names = {key.split("/", 2)[2] for key in bucket_keys(client, f"runs/{name}/")}
+    assert {"config.yaml", "model.pt", "clients.csv", "mlflow_run_id"} <= names, names
+    assert any(n.startswith("figures/") for n in names)
+    # the newest two, as in a local run folder (the 20th round's, seen before the kill, gone)
+    assert sorted({n.split("/")[0] for n in names if n.startswith("checkpoint_")}) == [
+        "checkpoint_000040",
+        "checkpoint_000050",
+    ]
 
 
 # -- every way a sweep or run is stopped -----------------------------------------------------

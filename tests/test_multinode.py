@@ -13,7 +13,6 @@ trials) and two worker nodes in private mount namespaces (``cluster_nodes``).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,15 @@ import pytest
 import yaml
 from cluster_nodes import LocalCluster, namespaces_unavailable
 from mlflow.tracking import MlflowClient
-from studies import all_runs, assert_logged_once, free_port, ray_cli, reference_metrics
+from studies import (
+    BUCKET,
+    S3_CREDENTIALS,
+    all_runs,
+    assert_logged_once,
+    bucket_keys,
+    ray_cli,
+    reference_metrics,
+)
 
 from fpzo_ray.tracking import RUN_ARTIFACTS
 
@@ -33,13 +40,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]  # clusters of its own, in subp
 _WHY_NOT = namespaces_unavailable()
 if _WHY_NOT:
     pytestmark.append(pytest.mark.skip(reason=f"no multi-node fixture: {_WHY_NOT}"))
-
-S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "fpzo-test",
-    "AWS_SECRET_ACCESS_KEY": "fpzo-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-BUCKET = "fpzo-sweeps"
 
 
 def _base(rounds: int, experiment: str) -> dict:
@@ -113,58 +113,16 @@ def _finish(driver: subprocess.Popen, timeout: float = 420) -> str:
     return output
 
 
+def _checkpoints_in(client, prefix: str) -> int:
+    return sum("/checkpoint_" in key for key in bucket_keys(client, prefix))
+
+
 def _wait_for(condition, driver: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.time() + seconds
     while not condition():
         assert driver.poll() is None, driver.stdout.read()[-4000:] if driver.stdout else ""
         assert time.time() < deadline, "timed out"
         time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """An S3-compatible server on a free local port (moto's server mode) with one bucket."""
-    pytest.importorskip("moto.server", reason="moto[server] (the test extra) is not installed")
-    import boto3
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env={**os.environ, **S3_CREDENTIALS},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-    deadline = time.time() + 60
-    while True:
-        try:
-            client.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:  # noqa: BLE001 - not listening yet
-            assert server.poll() is None, log.read_text()
-            assert time.time() < deadline, "the S3 server did not come up"
-            time.sleep(0.5)
-    yield client, f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=30)
-
-
-def _boto_credentials() -> dict:
-    return {
-        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
-
-
-def _keys(client, prefix: str) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-    return [key for key in keys if not key.endswith("/")]  # not pyarrow's folder markers
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +229,12 @@ def test_a_lost_head_is_resumed_on_a_new_head_from_s3(cluster, s3_endpoint, tmp_
         env=tracking,
     )
     try:
-        checkpointed = lambda: sum("/checkpoint_" in k for k in _keys(client, "head_loss/")) >= 4  # noqa: E731
-        _wait_for(checkpointed, driver)
+        _wait_for(lambda: _checkpoints_in(client, "head_loss/") >= 4, driver)
     finally:
         driver.kill()  # the driver ran on the head: it goes with it
         driver.wait(timeout=30)
         cluster.shutdown()  # the head, and the workers that cannot live without it
-    (experiment,) = {k.split("/")[1] for k in _keys(client, "head_loss/")}
+    (experiment,) = {k.split("/")[1] for k in bucket_keys(client, "head_loss/")}
 
     new = LocalCluster(
         cluster.root,
@@ -297,7 +254,7 @@ def test_a_lost_head_is_resumed_on_a_new_head_from_s3(cluster, s3_endpoint, tmp_
     assert "ERROR" not in output and "INTERRUPTED" not in output, output[-3000:]
     _check_runs(MlflowClient(tracking["MLFLOW_TRACKING_URI"]), "head_loss", base)
     # everything persisted in the bucket: the driver's files, every trial's files
-    keys = _keys(client, f"head_loss/{experiment}/")
+    keys = bucket_keys(client, f"head_loss/{experiment}/")
     names = {key.rsplit("/", 1)[-1] for key in keys}
     assert {"trials.csv", "fpzo_sweep.yaml", "summary.csv"} <= names, names
     grid = [key.split("/") for key in keys if key.split("/")[2] == "grid"]
