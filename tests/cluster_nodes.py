@@ -27,8 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-from studies import command_env, free_port, ray_cli
+from studies import command_env, free_port, kill_session, ray_cli
 
 RAY = str(Path(sys.executable).parent / "ray")
 #: GCS health checks every 0.5 s, a node dead after 3 missed: a lost node is noticed in ~2 s
@@ -183,8 +182,9 @@ class LocalCluster:
 
     def kill(self, node: Node) -> None:
         """Lose a node: SIGKILL to its raylet and every process of it, as a machine that dies."""
-        _kill_tree(node.process.pid)
+        kill_session(node.process.pid)
         node.process.wait(timeout=30)
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
 
     def shutdown(self) -> None:
         """Stop every node this cluster started (by process id) and remove its temp folders."""
@@ -197,25 +197,6 @@ class LocalCluster:
         for node in nodes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=max(0.1, deadline - time.time()))
-            _kill_tree(node.process.pid)  # what SIGTERM left (a worker's raylet, a job driver)
+            kill_session(node.process.pid)  # what SIGTERM left (a worker's raylet, a job driver)
             shutil.rmtree(node.temp_dir, ignore_errors=True)
         self.workers, self.head = [], None
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid``, every process below it, and every process in its session (Ray's job
-    drivers and workers may have left the tree, never the session of ``start_new_session``)."""
-    victims: list[psutil.Process] = []
-    try:
-        top = psutil.Process(pid)
-        victims = [top, *top.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        pass
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getsid(proc.pid) == pid:
-                victims.append(proc)
-    for proc in victims:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(victims, timeout=10)

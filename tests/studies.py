@@ -3,7 +3,9 @@ interrupted sweep or run through its command line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,14 +128,53 @@ def start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, s
 
 
 def stop_head(head: subprocess.Popen, temp_dir: Path) -> None:
-    """Stop this head and only it (``ray stop`` would stop every Ray on the machine)."""
+    """Stop this head and only it (``ray stop`` would stop every Ray on the machine): its
+    processes, found by the head's process and session ids."""
     if head.poll() is None:
         os.killpg(head.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-    subprocess.run(["pkill", "-9", "-f", str(temp_dir)], check=False)
+    kill_session(head.pid)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def run_in_session(
+    command: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a process session of its own, whatever it leaves running in that
+    session (a Ray it started) killed afterwards, by the session's id."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        kill_session(process.pid)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL ``pid``, every process below it, and every process in its session (Ray's job
+    drivers and workers may have left the tree, never the session of ``start_new_session``)."""
+    victims: list[psutil.Process] = []
+    try:
+        top = psutil.Process(pid)
+        victims = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(proc.pid) == pid:
+                victims.append(proc)
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=10)
 
 
 def reference_metrics(raw: dict) -> list[dict]:
