@@ -134,10 +134,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"\nAt the default cadence (every {default} rounds) the overhead after "
         f"{args.rounds} rounds is {100 * worst:.2f} % of the rounds' time."
     )
-    out = {"rows": rows, "default_every": default, "overhead_at_default": worst}
+    out: dict[str, Any] = {"rows": rows, "default_every": default, "overhead_at_default": worst}
     if args.storage_passes > 0:
-        out.update(_storage_cost(server.state_dict(), args.storage_passes, args.s3_endpoint))
-        for row in out["storage_rows"]:  # a trial waits for its checkpoint's persist
+        stored = _storage_cost(server.state_dict(), args.storage_passes, args.s3_endpoint)
+        out.update(stored)
+        for row in stored["storage_rows"]:  # a trial waits for its checkpoint's persist
             share = row["persist_ms"] / (max(default, 1) * rows[-1]["round_ms"])
             out[f"{row['storage']}_persist_overhead_at_default"] = share
             print(
