@@ -263,3 +263,22 @@ def test_a_lost_head_is_resumed_on_a_new_head_from_s3(cluster, s3_endpoint, tmp_
     for trial in trials:
         files = {parts[-1] for parts in grid if len(parts) > 4 and parts[3] == trial}
         assert set(RUN_ARTIFACTS) | {"server_state.pt", "result.json"} <= files, (trial, files)
+    # and its report is made from there by anyone who reaches the bucket
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpzo_ray.report",
+            location,
+            "--no-log",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        env={**new.env, **tracking},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "2 OK" in summary, summary

@@ -1,6 +1,7 @@
 """``python -m fpzo_ray.report SOURCE [--out DIR]``: a sweep's report, from where it lives.
 
-SOURCE is a sweep's experiment folder (``results/ray_results/<name>_<time>``), or an MLflow
+SOURCE is a sweep's experiment folder (``results/ray_results/<name>_<time>``, or where its
+``--storage`` put it: a path, or a URI such as ``s3://bucket/prefix/<name>_<time>``), or an MLflow
 tracking URI (``http://host:5000``, ``sqlite:///path/mlflow.db``) with ``--run-id`` (the
 sweep's parent run) or ``--experiment`` (its newest sweep). Writes ``report.html`` (one
 self-contained file), ``summary.md`` and ``figures/*.png`` into DIR, and logs them to the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,16 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fpzo_ray.failure import root_cause
     from fpzo_ray.report.document import write_report
     from fpzo_ray.report.publish import log_report
-    from fpzo_ray.report.sources import record_from_folder, record_from_mlflow
+    from fpzo_ray.report.sources import (
+        STORAGE_SCHEMES,
+        TRACKING_FILE,
+        fetch_experiment,
+        read_text,
+        record_from_folder,
+        record_from_mlflow,
+    )
+    from fpzo_ray.tracking import resolve_tracking_uri
 
     folder = Path(args.source)
+    scheme = args.source.split("://", 1)[0] if "://" in args.source else ""
+    fetched = tempfile.TemporaryDirectory(prefix="fpzo_report_")
     try:
-        if folder.is_dir():
-            record = record_from_folder(folder)
-            from fpzo_ray.tracking import resolve_tracking_uri
-
-            tracking_uri = resolve_tracking_uri(folder.resolve().parent.parent)
-            out = Path(args.out) if args.out else folder / "report"
+        if folder.is_dir() or scheme in STORAGE_SCHEMES:
+            local = fetch_experiment(args.source, Path(fetched.name)) if scheme else folder
+            record = record_from_folder(local)
+            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or (
+                read_text(local / TRACKING_FILE)  # where the sweep logged
+                or resolve_tracking_uri(folder.resolve().parent.parent)
+            )
+            default_out = Path(f"report_{record.experiment}") if scheme else folder / "report"
+            out = Path(args.out) if args.out else default_out
         elif "://" in args.source or args.source.startswith("databricks"):
             if not (args.run_id or args.experiment):
                 raise ConfigError(
@@ -78,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - whatever the store or server raised: one line
         print(f"error: {args.source}: {root_cause(exc)}", file=sys.stderr)
         return 1
+    finally:
+        fetched.cleanup()
     files = write_report(record, out)
     print(f"Report: {files.html.resolve()}\nSummary: {files.markdown.resolve()}")
     if not args.no_log:

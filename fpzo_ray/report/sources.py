@@ -198,6 +198,29 @@ def record_from_folder(folder: str | Path) -> SweepRecord:
     )
 
 
+#: URI schemes of storage (``fpzo_ray.storage``), not of MLflow tracking stores.
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def fetch_experiment(location: str, into: Path) -> Path:
+    """The experiment folder at ``location`` (a storage URI) as a local folder under
+    ``into``, holding what a report reads (the sweep's own files; each trial's plan, results,
+    error and stop marker), not the checkpoints."""
+    from fpzo_ray.storage import LocalCopy, open_storage
+
+    storage = open_storage(location, "SOURCE")
+    if not storage.exists(SPEC_FILE):
+        raise SourceError(f"config error: SOURCE: {location} is not a sweep's experiment folder")
+    local = into / storage.name
+    LocalCopy(storage, local).pull()
+    for phase in ("grid", "search", "repeat"):
+        for trial in storage.child(phase).listdir():
+            folder = storage.child(phase, trial)
+            wanted = ("params.json", "result.json", STOPPED_MARKER, "error.txt")
+            folder.download(local / phase / trial, [n for n in folder.listdir() if n in wanted])
+    return local
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
