@@ -206,29 +206,11 @@ def _resumed_folder(
 ) -> tuple[RunFolder, Path]:
     """The run folder ``--resume`` names (a path, or a URI whose folder is fetched into
     ``<results>/runs/<run>``) and the results folder for what stays local."""
-    from fpzo_ray.storage import LocalCopy, open_storage
-    from fpzo_ray.tracking import default_results_dir
+    from fpzo_ray.storage import open_resumed
+    from fpzo_ray.tracking import resumed_results_dir
 
-    if storage_option:
-        raise ConfigError(
-            "config error: --storage: a resumed run stays where it is (--resume names its "
-            "folder); leave --storage out"
-        )
-    storage = open_storage(location, "--resume")
-    if results_dir:
-        local_results = Path(results_dir)
-    elif storage.is_local and storage.local_path.parent.name == "runs":
-        local_results = storage.local_path.parent.parent  # <results>/runs/<run>
-    else:
-        local_results = default_results_dir()
-    try:
-        found = storage.exists(CONFIG_FILE)
-    except OSError as exc:
-        raise ConfigError(f"config error: --resume: {location} cannot be read ({exc})") from None
-    if not found:
-        raise ConfigError(
-            f"config error: --resume: {location} is not a run folder (no {CONFIG_FILE})"
-        )
+    storage = open_resumed(location, CONFIG_FILE, "run", storage_option)
+    local_results = resumed_results_dir(storage, results_dir, "runs")
     copy = LocalCopy(storage, local_results / "runs" / storage.name)
     copy.pull(recursive=True)
     return RunFolder(copy), local_results

@@ -224,6 +224,27 @@ def resolve_storage(option_value: str | None, sweep_value: str | None, default: 
     return open_storage(default, DEFAULT_OPTION)
 
 
+def open_resumed(location: str, marker: str, what: str, storage_option: str | None) -> Storage:
+    """The folder ``--resume`` names (a path or a URI), which must hold ``marker`` (``what``
+    says what it should be, for the message); ``--storage`` beside it is refused, the folder
+    staying where it is."""
+    if storage_option:
+        raise ConfigError(
+            f"config error: --storage: a resumed {what} stays where it is (--resume names its "
+            "folder); leave --storage out"
+        )
+    storage = open_storage(location, "--resume")
+    try:
+        found = storage.exists(marker)
+    except OSError as exc:
+        raise ConfigError(f"config error: --resume: {location} cannot be read ({exc})") from None
+    if not found:
+        raise ConfigError(
+            f"config error: --resume: {location} is not a {what} folder (no {marker})"
+        )
+    return storage
+
+
 def check_writable(storage: Storage) -> None:
     """Write, read back and remove a file, before any work: a folder that cannot be made, a
     bucket that does not exist or refuses the credentials is one line naming the option.

@@ -56,6 +56,7 @@ from fpzo_ray.storage import (
     Storage,
     check_writable,
     folder_on,
+    open_resumed,
     open_storage,
     resolve_storage,
 )
@@ -63,6 +64,7 @@ from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, 
 from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
     DEFAULT_SWEEP,
+    SPEC_FILE,
     SweepSpec,
     TrialPlan,
     find_sweep_file,
@@ -657,7 +659,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fpzo_ray.cluster_checks import check_storage_on_every_node, check_tracking_uri
     from fpzo_ray.failure import StoppedOnError
     from fpzo_ray.resources import ResourceWaitTimeout, check_resources, give_up_after
-    from fpzo_ray.tracking import default_results_dir, prepare_results_dir, tracking_uri_of
+    from fpzo_ray.tracking import (
+        default_results_dir,
+        prepare_results_dir,
+        resumed_results_dir,
+        tracking_uri_of,
+    )
 
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -667,9 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_utf8_paths({**paths, "--resume": args.resume, "--storage": args.storage})
         give_up_after_s = give_up_after(args.give_up_after)
         if args.resume:
-            storage = open_storage(args.resume, "--resume")
-            results_dir = _resumed_results_dir(storage, args.results_dir)
-            spec, tracking_uri = _resumed_spec(storage, results_dir, args.storage)
+            storage = open_resumed(args.resume, SPEC_FILE, "sweep's experiment", args.storage)
+            results_dir = resumed_results_dir(storage, args.results_dir, "ray_results")
+            spec, tracking_uri = _resumed_spec(storage, results_dir)
         else:
             spec = load_sweep(find_sweep_file(args.sweep), args.set)
             storage = resolve_storage(args.storage, spec.storage, results_dir / "ray_results")
@@ -707,42 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if (outcome.trials["status"] == "ERROR").any() else 0
 
 
-def _resumed_results_dir(experiment: Storage, results_dir: str | None) -> Path:
-    """Where a resumed sweep keeps its local files: ``--results-dir``, else the results
-    folder the experiment is in (``<results>/ray_results/<experiment>``), else the default."""
-    from fpzo_ray.tracking import default_results_dir
-
-    if results_dir:
-        return Path(results_dir)
-    if experiment.is_local and experiment.local_path.parent.name == "ray_results":
-        return experiment.local_path.parent.parent
-    return default_results_dir()
-
-
-def _resumed_spec(
-    experiment: Storage, results_dir: Path, storage_option: str | None
-) -> tuple[SweepSpec, str]:
-    """The spec of the sweep in ``experiment`` (its folder, where it persists: a path or a
-    URI), fetched into its local copy, and the tracking URI it logs to."""
-    from fpzo_ray.sweep_spec import SPEC_FILE
+def _resumed_spec(experiment: Storage, results_dir: Path) -> tuple[SweepSpec, str]:
+    """The spec of the sweep in ``experiment`` (its folder, a path or a URI), its own files
+    fetched into its local copy, and the tracking URI it logs to."""
     from fpzo_ray.tracking import tracking_uri_of
 
-    if storage_option:
-        raise ConfigError(
-            "config error: --storage: a resumed sweep stays where it is (--resume names its "
-            "folder); leave --storage out"
-        )
-    try:
-        found = experiment.exists(SPEC_FILE)
-    except OSError as exc:
-        raise ConfigError(
-            f"config error: --resume: {experiment.location} cannot be read ({exc})"
-        ) from None
-    if not found:
-        raise ConfigError(
-            f"config error: --resume: {experiment.location} is not a sweep's experiment "
-            f"folder (no {SPEC_FILE})"
-        )
     copy = LocalCopy(experiment, results_dir / "ray_results" / experiment.name)
     copy.pull()
     tracking_uri = tracking_uri_of(results_dir, read_text(copy.path / TRACKING_FILE))

@@ -67,6 +67,17 @@ def default_results_dir() -> Path:
     return Path("results")
 
 
+def resumed_results_dir(folder: Storage, given: str | None, layout: str) -> Path:
+    """Where a resumed sweep or run keeps what stays local: ``--results-dir`` (``given``),
+    else the results folder ``folder`` is in (``<results>/<layout>/<name>``), else the
+    default."""
+    if given:
+        return Path(given)
+    if folder.is_local and folder.local_path.parent.name == layout:
+        return folder.local_path.parent.parent
+    return default_results_dir()
+
+
 def resolve_tracking_uri(results_dir: str | Path) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
