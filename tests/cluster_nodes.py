@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from studies import command_env, free_port, kill_session, ray_cli
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -181,7 +182,14 @@ class LocalCluster:
             time.sleep(1)
 
     def kill(self, node: Node) -> None:
-        """Lose a node: SIGKILL to its raylet and every process of it, as a machine that dies."""
+        """Lose a node: SIGKILL to its raylet, as when its machine dies; once the head has
+        seen it dead, whatever of it is left is removed (Ray's workers end with their raylet
+        by themselves)."""
+        alive = 1 + sum(w.alive() for w in self.workers) if self.head else 0
+        for process in psutil.Process(node.process.pid).children(recursive=True):
+            if process.name() == "raylet":
+                process.kill()
+        self.wait_for_nodes(alive - 1)
         kill_session(node.process.pid)
         node.process.wait(timeout=30)
         shutil.rmtree(node.temp_dir, ignore_errors=True)
