@@ -22,7 +22,7 @@ run: $(VENV)/.installed
 
 ## install, then run the test suite
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## the pure-algorithm tests: no Ray, nothing slow (under a minute)
 test-fast: $(VENV)/.installed

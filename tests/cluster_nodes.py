@@ -181,6 +181,17 @@ class LocalCluster:
             assert time.time() < deadline, f"the cluster did not reach {count} alive nodes"
             time.sleep(1)
 
+    def worker_running(self, title: str) -> Node | None:
+        """The worker node one of whose processes has ``title`` in its command line (Ray
+        titles a worker process after the actor it runs, e.g. ``ray::ImplicitFunc`` for a
+        Tune trial), or None."""
+        for node in self.workers:
+            with contextlib.suppress(psutil.Error):
+                for process in psutil.Process(node.process.pid).children(recursive=True):
+                    if title in " ".join(process.cmdline()):
+                        return node
+        return None
+
     def kill(self, node: Node) -> None:
         """Lose a node: SIGKILL to its raylet, as when its machine dies; once the head has
         seen it dead, whatever of it is left is removed (Ray's workers end with their raylet

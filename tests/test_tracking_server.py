@@ -24,7 +24,7 @@ from studies import ROOT, all_runs, assert_logged_once, command_env, free_port, 
 from fpzo_ray.models.pruned import load_pruned
 from fpzo_ray.tracking import RUN_ARTIFACTS
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a sweep with its own Ray, a server
+pytestmark = pytest.mark.slow  # a server, and a sweep on the session's Ray
 
 SCRIPT = ROOT / "clusters" / "mlflow-server.sh"
 
@@ -84,7 +84,11 @@ def tracking_server(tmp_path_factory):
     assert not left, f"left running: {[p.cmdline() for p in left]}"
 
 
-def test_a_sweep_logs_to_the_postgresql_tracking_server(tracking_server, tmp_path):
+def test_a_sweep_logs_to_the_postgresql_tracking_server(
+    ray_session, tracking_server, tmp_path, monkeypatch
+):
+    from fpzo_ray.sweep import load_sweep, run_sweep
+
     name = "team_server"
     base = {
         "data": {"num_clients": 12, "partition": "dirichlet", "alpha": 0.5},
@@ -98,14 +102,9 @@ def test_a_sweep_logs_to_the_postgresql_tracking_server(tracking_server, tmp_pat
     sweep.write_text(
         yaml.safe_dump({"name": name, "base": base, "grid": {"pruning.method": ["dense", "snip"]}})
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "fpzo_ray.sweep", str(sweep), "--results-dir", str(tmp_path / "r")],
-        env={**command_env(), "MLFLOW_TRACKING_URI": tracking_server},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    outcome = run_sweep(load_sweep(sweep), tmp_path / "r")
+    assert list(outcome.trials["status"]) == ["OK", "OK"]
     assert not (tmp_path / "r" / "mlflow.db").exists()  # nothing went to a local store
 
     client = MlflowClient(tracking_server)  # everything below comes back over HTTP
