@@ -126,3 +126,7 @@ def test_failing_trial_ends_failed_with_its_error(ray_session, tmp_path, monkeyp
     )
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "MNIST not found" in runs[0].data.tags["error"]
+    # an error of the trial's own code is tried once more, not max_failures times: it
+    # comes back the same (a lost node, which is what the restarts are for, gets them all)
+    assert runs[0].data.tags["restarts"] == "1"
+    assert runs[0].data.tags["last_restart"] == "error in the trial"
