@@ -28,6 +28,7 @@ from studies import (
     all_runs,
     assert_logged_once,
     bucket_keys,
+    command_env,
     ray_cli,
     reference_metrics,
 )
@@ -229,21 +230,20 @@ def test_a_lost_head_is_resumed_on_a_new_head_from_s3(cluster, s3_endpoint, tmp_
         cluster.shutdown()  # the head, and the workers that cannot live without it
     (experiment,) = {k.split("/")[1] for k in bucket_keys(client, "head_loss/")}
 
-    new = LocalCluster(
-        cluster.root,
-        hidden=[cluster.root / "head_local"],
-        env={**S3_CREDENTIALS, **tracking},
+    # the new head: a machine that never saw the old one's disk, whose driver starts a Ray of
+    # its own (a one-node cluster) and reaches the bucket and the shared store
+    env = {**command_env(), **S3_CREDENTIALS, **tracking}
+    location = f"s3://{BUCKET}/head_loss/{experiment}?endpoint_override={endpoint}&scheme=http"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fpzo_ray.sweep", "--resume", location]
+        + ["--results-dir", str(tmp_path / "new_head")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
     )
-    try:
-        new.start_head(num_cpus=0)
-        new.add_worker()
-        location = f"s3://{BUCKET}/head_loss/{experiment}?endpoint_override={endpoint}&scheme=http"
-        resumed = _driver(
-            new, "--resume", location, "--results-dir", str(tmp_path / "new_head"), env=tracking
-        )
-        output = _finish(resumed)
-    finally:
-        new.shutdown()
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-4000:]
     assert "ERROR" not in output and "INTERRUPTED" not in output, output[-3000:]
     _check_runs(MlflowClient(tracking["MLFLOW_TRACKING_URI"]), "head_loss", base)
     # everything persisted in the bucket: the driver's files, every trial's files
@@ -267,7 +267,7 @@ def test_a_lost_head_is_resumed_on_a_new_head_from_s3(cluster, s3_endpoint, tmp_
             "--out",
             str(tmp_path / "rep"),
         ],
-        env={**new.env, **tracking},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
