@@ -527,11 +527,14 @@ def test_a_local_run_starts_its_own_ray_whatever_cluster_ray_last_recorded(tmp_p
         env.pop(name, None)
     command = [sys.executable, "-m", "fpzo_ray.run", "--config", str(config)]
     command += ["--results-dir", str(tmp_path / "results")]
-    done = run_in_session(command, env, timeout=300)
+    try:
+        done = run_in_session(command, env, timeout=300)
+        # within the timeout, not after Ray's minute of retries
+        named = run_in_session([*command, "--address", dead], env, timeout=60)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # the Ray session folder it made
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Ray: started a local instance" in done.stdout
-    # within the timeout, not after Ray's minute of retries
-    named = run_in_session([*command, "--address", dead], env, timeout=60)
     assert named.returncode == 2, named.stderr[-3000:]
     (line,) = named.stderr.strip().splitlines()
     assert dead in line and "no Ray cluster answers" in line and "--address" in line
