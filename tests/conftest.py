@@ -31,6 +31,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
             item.add_marker(pytest.mark.slow)
+    _group_for_workers(items)
+
+
+def _group_for_workers(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), and the
+    longest first.
+
+    Every reader of the finished study shares one worker (the study runs once per worker
+    that needs it), and so do the tests of a module with a module-scoped fixture (built once).
+    Other tests go wherever a worker is free. The groups, long chains of slow tests, are
+    handed out first, so that they do not start last on one worker while the other idles.
+    """
+    shared_modules = {
+        item.module.__name__
+        for item in items
+        if item.module is not None
+        and any(
+            definition.scope == "module"
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+        )
+    }
+
+    def group(item: pytest.Item) -> str | None:
+        if "finished_study" in getattr(item, "fixturenames", ()):
+            return "finished_study"
+        module = item.module.__name__ if item.module is not None else None
+        return module if module in shared_modules else None
+
+    groups = {item: group(item) for item in items}
+    for item, name in groups.items():
+        if name is not None:
+            item.add_marker(pytest.mark.xdist_group(name))
+    items.sort(key=lambda item: {"finished_study": 0, None: 2}.get(groups[item], 1))
 
 
 @pytest.fixture(scope="session")
