@@ -15,6 +15,7 @@ import math
 import re
 import types
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +62,20 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 #: Integers are 64-bit everywhere they go (seeds, counts, torch, numpy).
 INT_RANGE = (-(2**63), 2**63 - 1)
+#: Numbers feed float32 tensors (weights, perturbations, rates): past this they are infinite
+#: there, and a nonzero value below the smallest float32 is 0.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45
+#: Ray counts fractional resources in steps of this size; a smaller fraction is an error
+#: once Ray has started.
+RAY_RESOURCE_STEP = 1e-4
 
 
 #: The type of every ``args`` field: keyword arguments of a component, checked by it.
 ARGS_TYPE = dict[str, Any] | None
+
+
+_NULL, _MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
 
 
 class _Refused(Exception):
@@ -89,7 +100,7 @@ class _Loader(yaml.SafeLoader):
     compared as resolved scalars (tag and text), before merge keys are expanded: a key
     overriding a merged one is not a duplicate.
 
-    YAML 1.1 reads ``1e-4`` as a string; researchers write it as a number, so it is one.
+    Scalars are resolved by YAML 1.2's core schema (below): ``1e-4`` is a number.
     """
 
     def __init__(self, stream: str) -> None:
@@ -150,13 +161,35 @@ class _Loader(yaml.SafeLoader):
         )
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+# Plain scalars are read by YAML 1.2's core schema, not PyYAML's YAML 1.1: there ``010`` is
+# octal 8, ``1:30`` the sexagesimal 90, ``1_000`` a thousand, ``yes``/``off`` booleans and
+# ``2026-12-06`` a date, all silently. Here they are 10, and strings that a number or
+# boolean field refuses by name. Only null and the merge key (``<<``) keep PyYAML's rules.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag in (_NULL, _MERGE)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
     ),
-    list("-+0123456789."),
-)
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    """A YAML 1.2 core integer: decimal (leading zeros included), ``0o`` octal, ``0x`` hex."""
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _core_int)
 
 
 def show(value: Any, limit: int = 60) -> str:
@@ -207,6 +240,30 @@ def require_utf8_paths(paths: Mapping[str, str | Path | None]) -> None:
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message is one line naming the field."""
+
+
+def check_text(where: str, text: str) -> str:
+    """``text`` unless it holds a control character (a newline, a NUL, an escape: names end
+    up in run names, folder names, MLflow tags and terminal lines, which they would break or
+    forge) or a lone surrogate (which no file, database or terminal can encode)."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ConfigError(
+                f"config error: {where}: got {show(text)}, must not hold control characters "
+                f"({char!r})"
+            )
+    return text
+
+
+def refuse_with_resume(flags: Mapping[str, bool]) -> None:
+    """``--resume`` continues with the configuration the work started with: a flag that
+    would change it (given: True) is refused rather than silently ignored."""
+    for flag, given in flags.items():
+        if given:
+            raise ConfigError(
+                f"config error: {flag}: not taken with --resume, which continues with the "
+                "configuration the work started with; leave it out (or start anew)"
+            )
 
 
 def setting(
@@ -442,14 +499,14 @@ class SimulationConfig:
     num_workers: int = setting(
         2, ge=0, doc="client worker actors per run; 0 = as many as the cluster's CPUs allow"
     )
-    worker_cpus: float = setting(0.4, gt=0.0, doc="Ray num_cpus of each worker actor")
+    worker_cpus: float = setting(0.4, ge=RAY_RESOURCE_STEP, doc="Ray num_cpus of each worker actor")
     worker_gpus: float = setting(0.0, ge=0.0, doc="Ray num_gpus of each worker actor")
     worker_memory_mb: float = setting(
         0.0,
         ge=0.0,
         doc="Ray memory resource of each worker, MB = 10^6 bytes (schedules only); 0 = none",
     )
-    server_cpus: float = setting(0.1, gt=0.0, doc="Ray num_cpus of the server actor")
+    server_cpus: float = setting(0.1, ge=RAY_RESOURCE_STEP, doc="Ray num_cpus of the server actor")
     server_gpus: float = setting(
         0.1,
         ge=0.0,
@@ -570,9 +627,15 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"config error: {path}: got {value!r}, must be a finite number")
+        if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
+            raise ConfigError(
+                f"config error: {path}: got {value!r}, must be 0 or between "
+                f"{FLOAT32_TINY:.2g} and {FLOAT32_MAX:.3g} in size (it is used in float32)"
+            )
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config error: {path}: got {show(value)}, must be a string")
+        check_text(path, value)
         max_len = rule.get("max_len")
         if max_len is not None and not 1 <= len(value) <= max_len:
             raise ConfigError(
@@ -596,7 +659,7 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
             and not isinstance(v, bool)
             and INT_RANGE[0] <= v <= INT_RANGE[1]
             and math.isfinite(v)
-            and v >= 0
+            and 0 <= v <= FLOAT32_MAX
             for k, v in value.items()
         ):
             raise ConfigError(
@@ -646,6 +709,14 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
 
 def _cross_check(cfg: RunConfig) -> None:
     """Rules that involve more than one field."""
+    sim = cfg.simulation
+    for name in ("worker_gpus", "server_gpus"):
+        value = getattr(sim, name)
+        if 0 < value < RAY_RESOURCE_STEP:
+            raise ConfigError(
+                f"config error: simulation.{name}: got {value!r}, must be 0 or >= "
+                f"{RAY_RESOURCE_STEP} (Ray counts resources in steps of {RAY_RESOURCE_STEP})"
+            )
     if cfg.training.clients_per_round > cfg.data.num_clients:
         raise ConfigError(
             f"config error: training.clients_per_round: got {cfg.training.clients_per_round}, "

@@ -36,6 +36,7 @@ from fpzo_ray.config import (
     merge,
     parse_overrides,
     read_yaml,
+    refuse_with_resume,
     require_utf8_paths,
 )
 from fpzo_ray.logs import configure as configure_logging
@@ -175,6 +176,7 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
         require_utf8_paths({**paths, "--resume": args.resume, "--storage": args.storage})
         results_dir = Path(args.results_dir) if args.results_dir else default_results_dir()
         if args.resume:
+            refuse_with_resume({"--config": args.config is not None, "--set": bool(args.set)})
             folder, results_dir = _resumed_folder(args.resume, args.results_dir, args.storage)
             cfg = folder.config()
             tracking_uri = tracking_uri_of(results_dir, _recorded_tracking_uri(folder))

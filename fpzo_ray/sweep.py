@@ -35,7 +35,13 @@ from typing import Any
 
 import pandas as pd
 
-from fpzo_ray.config import ConfigError, config_from_dict, merge, require_utf8_paths
+from fpzo_ray.config import (
+    ConfigError,
+    config_from_dict,
+    merge,
+    refuse_with_resume,
+    require_utf8_paths,
+)
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.report.sources import (
     ENVIRONMENT_FILE,
@@ -617,7 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sweep", nargs="?", default=DEFAULT_SWEEP, help="sweep YAML file")
+    parser.add_argument(
+        "sweep", nargs="?", default=None, help=f"sweep YAML file (default {DEFAULT_SWEEP})"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -674,11 +682,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_utf8_paths({**paths, "--resume": args.resume, "--storage": args.storage})
         give_up_after_s = give_up_after(args.give_up_after)
         if args.resume:
+            refuse_with_resume({"sweep file": args.sweep is not None, "--set": bool(args.set)})
             storage = open_resumed(args.resume, SPEC_FILE, "sweep's experiment", args.storage)
             results_dir = resumed_results_dir(storage, args.results_dir, "ray_results")
             spec, tracking_uri = _resumed_spec(storage, results_dir)
         else:
-            spec = load_sweep(find_sweep_file(args.sweep), args.set)
+            spec = load_sweep(find_sweep_file(args.sweep or DEFAULT_SWEEP), args.set)
             storage = resolve_storage(args.storage, spec.storage, results_dir / "ray_results")
             tracking_uri = tracking_uri_of(results_dir, None)
         configs = spec.validated_configs()

@@ -50,6 +50,7 @@ import yaml
 from fpzo_ray.config import (
     ConfigError,
     RunConfig,
+    check_text,
     config_from_dict,
     field_type,
     flatten,
@@ -361,8 +362,9 @@ class SweepSpec:
                 configs.append(
                     config_from_dict(self.run_config(cell, {}, self.repeat_seeds(cell)[-1]))
                 )
+        full_runs = list(configs)
         configs += [config_from_dict(p.run) for p in self.first_phase_plans()]
-        self._check_against_configs(configs)
+        self._check_against_configs(configs, full_runs)
         return configs
 
     def _validated_by_axis(self) -> list[RunConfig]:
@@ -388,13 +390,21 @@ class SweepSpec:
             for value in combo:
                 overrides = merge(overrides, value.overrides)
             configs.append(config_from_dict(merge(self.base, overrides)))
-        self._check_against_configs(configs)
+        self._check_against_configs(configs, configs)
         return configs
 
-    def _check_against_configs(self, configs: list[RunConfig]) -> None:
+    def _check_against_configs(self, configs: list[RunConfig], full_runs: list[RunConfig]) -> None:
+        """Rules between the sweep's settings and its trials (``full_runs``: the cells' own
+        configurations, before a search shortens them)."""
         search = self.search
         if search is None:
             return
+        full = min(cfg.training.rounds for cfg in full_runs)
+        if search.rounds is not None and search.rounds > full:
+            raise ConfigError(
+                f"config error: search.rounds: got {search.rounds}, must be <= "
+                f"training.rounds ({full}): a search trial is a shortened run, never a longer one"
+            )
         if search.metric.startswith("val_"):
             for cfg in configs:
                 if cfg.data.validation_fraction <= 0:
@@ -514,6 +524,7 @@ def _parse_axis(name: Any, entry: Any, base: dict[str, Any]) -> Axis:
         values = []
         for label, body in entry.items():
             place = f"{where}.{label}"
+            check_text(where, str(label))  # a label names runs and folders
             if body is not None and not isinstance(body, Mapping):
                 raise ConfigError(
                     f"config error: {place}: got {body!r}, must be a mapping of "

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -90,3 +91,51 @@ def test_microbatching_needs_per_sample_norm_and_the_plain_loop():
             config_from_dict(raw)
     with pytest.raises(ConfigError, match="training.bp_microbatch_size"):
         config_from_dict({"training": {"bp_microbatch_size": 8}, "model": {"norm": "batch"}})
+
+
+#: Values that YAML 1.1 (PyYAML's default) would read silently as something else, and the
+#: fields that refuse them by name (YAML 1.2 core reads them as strings).
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("training.rounds=1:30", "training.rounds"),  # 1.1: sexagesimal 90
+        ("training.rounds=1_000", "training.rounds"),  # 1.1: a thousand
+        ("data.download=yes", "data.download"),  # 1.1: true
+        ("tracking.experiment=2026-12-06", None),  # 1.1: a date; here the string
+    ],
+)
+def test_yaml_is_read_as_yaml_1_2_core(override, field):
+    if field is None:
+        cfg = config_from_dict(parse_overrides([override]))
+        assert cfg.tracking.experiment == "2026-12-06"
+        return
+    with pytest.raises(ConfigError, match=f"^config error: {re.escape(field)}: "):
+        config_from_dict(parse_overrides([override]))
+
+
+def test_leading_zeros_are_decimal_and_0o_0x_prefixes_are_read():
+    tree = parse_overrides(["training.rounds=010", "seed=0x1F", "data.num_clients=0o20"])
+    cfg = config_from_dict(tree)
+    assert (cfg.training.rounds, cfg.seed, cfg.data.num_clients) == (10, 31, 16)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("zo.sigma=1e300", "zo.sigma"),  # infinite in float32
+        ("training.server_lr=1e308", "training.server_lr"),
+        ("zo.sigma=1e-300", "zo.sigma"),  # 0 in float32
+        ("simulation.worker_cpus=1e-300", "simulation.worker_cpus"),  # below Ray's step
+        ("simulation.worker_cpus=0.00005", "simulation.worker_cpus"),
+        ("simulation.worker_gpus=0.00005", "simulation.worker_gpus"),
+        (r'tracking.experiment="a\nb"', "tracking.experiment"),  # a newline forges lines
+        (r'tracking.experiment="a\0b"', "tracking.experiment"),  # NUL
+        (r'tracking.experiment="a\e[2Jb"', "tracking.experiment"),  # a terminal escape
+        (r'tracking.experiment="a\ud800b"', "tracking.experiment"),  # a lone surrogate
+    ],
+)
+def test_numbers_past_float32_ray_fractions_and_control_characters_are_refused(override, field):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(parse_overrides([override]))
+    message = str(err.value)
+    assert message.startswith(f"config error: {field}: ") and "\n" not in message, message

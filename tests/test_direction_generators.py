@@ -112,7 +112,13 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
             break
         time.sleep(0.05)
     assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*partial*"))
-    later = P._PhiloxFills()  # another process: the package is there at its first fill
+    # another process: the package is there at its first fill, loaded from its unpacked
+    # folder in the cache, with no copy in the temp folder (that outlives the process)
+    monkeypatch.setattr(philox_kernels, "_loaded", {})
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    later = P._PhiloxFills()
     for fills_now in (fills, later):
         for s, expected in reference.items():
             out = torch.empty(1, 4097)
@@ -122,6 +128,8 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
         fills_now.fill(philox.GAUSSIAN, many, list(reference), 3)
         assert torch.equal(many, torch.stack(list(reference.values())))
     assert later._ready == {(philox.GAUSSIAN, torch.float32)}
+    assert list(temp.iterdir()) == [] and not list(tmp_path.glob("*partial*"))
+    assert list(tmp_path.glob("*.unpacked"))
 
 
 def test_a_package_another_process_builds_is_awaited_not_rebuilt(monkeypatch, tmp_path):

@@ -230,6 +230,20 @@ CASES = {
     "malformed YAML via --set": ("run", ["--set", "training.rounds=[1, 2"], {}, "training.rounds"),
     "resume a folder that is no sweep": ("sweep", ["--resume", "{tmp}"], {}, "--resume"),
     "resume a folder that is no run": ("run", ["--resume", "{tmp}"], {}, "--resume"),
+    # a resumed run or sweep keeps its configuration: what would change it is refused
+    "resume a run with --set": ("run", ["--resume", "{tmp}", "--set", "seed=1"], {}, "--set"),
+    "resume a run with --config": (
+        "run",
+        ["--resume", "{tmp}", "--config", "{tmp}/c.yaml"],
+        {"c.yaml": "seed: 1"},
+        "--config",
+    ),
+    "resume a sweep with a sweep file": (
+        "sweep",
+        ["sweeps/quick.yaml", "--resume", "{tmp}"],
+        {},
+        "sweep file",
+    ),
     "unknown sweep key": (
         "sweep",
         ["{tmp}/s.yaml"],

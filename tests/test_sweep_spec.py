@@ -181,6 +181,8 @@ def _with(section, value):
         (_with("search", {"scheduler": {"grace_period": 500}}), "search.scheduler.grace_period"),
         (_with("search", {"bogus": 1}), "search.bogus"),
         (_with("search", {"rounds": 0}), "search.rounds"),
+        (_with("search", {"rounds": 11}), "search.rounds"),  # the cells run 10
+        ({**STUDY, "grid": {"method": {"a\nb": {}}}}, "grid.method"),
         (_with("study", {}), "study.seeds"),
         (_with("study", {"seeds": 1}), "study.seeds"),
         (_with("study", {"seeds": 3, "flops_budgets": [-1]}), "study.flops_budgets"),

@@ -16,8 +16,9 @@ gives its bits (tested on many seeds and offsets).
 
 Packages live in ``$FPZO_CACHE_DIR`` (default ``~/.cache/fpzo_ray``), named by kind, dtype,
 torch version and the CPU's vector capability (a package compiled for AVX-512 does not run on
-an AVX2 machine sharing the home directory). A build takes 10-30 s of one core, in a process
-of its own (:func:`start_build`):
+an AVX2 machine sharing the home directory). The first process to load a package unpacks it
+into a folder beside it (:func:`unpacked`), which every later one loads from. A build takes
+10-30 s of one core, in a process of its own (:func:`start_build`):
 exporting and compiling change process-wide state of torch for a while (a simulation
 computing beside a build on a thread of the same process got other float32 roundings), and
 a separate process also spares the caller the imports of Dynamo and Inductor. Concurrent
@@ -28,10 +29,12 @@ builder that is gone is taken over); the builds' output is appended to a log bes
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +72,10 @@ def load(kind: str, dtype: torch.dtype) -> Kernel | None:
     path = package_path(kind, dtype)
     if not path.is_file():
         return None
-    loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    # From an unpacked folder: given the package file, the loader unpacks it into a folder of
+    # its own in the temp folder, which outlives the many processes that never destroy it
+    # (Ray's workers exit without it), 1.8 MB each.
+    loader = torch._C._aoti.AOTIModelPackageLoader(str(unpacked(path)), "model", False, 1, -1)
 
     def kernel(params: torch.Tensor, num_blocks: int) -> torch.Tensor:
         # the number of blocks travels as the length of an empty tensor (a dynamic size)
@@ -78,6 +84,30 @@ def load(kind: str, dtype: torch.dtype) -> Kernel | None:
 
     _loaded[kind, dtype] = kernel
     return kernel
+
+
+def unpacked(package: Path) -> Path:
+    """The package's files in a folder beside it (``<name>.unpacked``), unpacked on first use:
+    the loader reads them there and copies nothing. Unpacked under a name of this process's
+    own and renamed into place, so a reader never sees half a folder; a process that loses
+    the race to another unpacking the same package drops its copy."""
+    folder = package.with_name(package.stem + ".unpacked")
+    if folder.is_dir():
+        return folder
+    partial = package.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    with zipfile.ZipFile(package) as archive:
+        for member in archive.infolist():
+            # the archive holds one top folder, named after the file it was first written as
+            _, _, inside = member.filename.partition("/")
+            if inside and not member.is_dir():
+                member.filename = inside
+                archive.extract(member, partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process unpacked it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def check_flags() -> None:
