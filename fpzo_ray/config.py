@@ -466,6 +466,13 @@ class TrainingConfig:
     )
     rounds: int = setting(200, ge=1)
     clients_per_round: int = setting(10, ge=1)
+    max_empty_rounds: int = setting(
+        3,
+        ge=0,
+        doc="rounds in a row in which no sampled client's reply could be aggregated (each "
+        "failed, was unavailable, out of memory or non-finite) before the run fails; "
+        "0 = fail at the first",
+    )
     batch_size: int = setting(32, ge=1, doc="client mini-batch per step")
     local_steps: int = setting(1, ge=1, doc="E, client steps per round (fedavg, bp)")
     client_lr: float = setting(0.01, gt=0.0, doc="client SGD learning rate (fedavg, bp)")

@@ -49,6 +49,9 @@ class TrialProgress(Callback):
         self.phase_started = time.time()
         self.rounds_at_start: int | None = None  # rounds already done when this run began
         self.last_line = 0.0
+        #: when each trial last said that sampled clients failed (the first time, then at
+        #: most every ``every_s`` while they go on)
+        self.failures_said_at: dict[str, float] = {}
 
     def _say(self, text: str) -> None:
         print(f"[{time.time() - self.started:6.0f} s] {text}", flush=True)
@@ -62,6 +65,11 @@ class TrialProgress(Callback):
     ) -> None:
         rounds = _rounds(trial)
         r = int(result.get("round", 0))
+        failures = result.get("client_failures")
+        said = self.failures_said_at.get(trial.trial_id)
+        if failures and (said is None or time.time() - said >= self.every_s):
+            self._say(f"{trial}: warning: round {r}: {failures}")
+            self.failures_said_at[trial.trial_id] = time.time()
         if "test_accuracy" in result and (r % max(1, rounds // 4) == 0 or r == rounds):
             val = f"val accuracy {result['val_accuracy']:.4f}, " if "val_accuracy" in result else ""
             self._say(

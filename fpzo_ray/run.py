@@ -299,7 +299,7 @@ def _run(
     round is reported (:class:`_StartupGC`)."""
     import yaml
 
-    from fpzo_ray.failure import root_cause, stopped_on_error
+    from fpzo_ray.failure import root_cause, run_failure, save_traceback, stopped_on_error
     from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
     from fpzo_ray.sim.federation import run_federated
     from fpzo_ray.sim.ray_session import init_ray, stop_local_ray
@@ -322,10 +322,11 @@ def _run(
         run_name = ""  # reopen the run
         # Read (and checked) before the run is RUNNING again: a bad checkpoint is a warning
         # and a fallback, and a stop while a large one loads leaves the run as it was.
-        state = newest_readable(folder.checkpoints(), rounds=cfg.training.rounds)
+        state = newest_readable(folder.checkpoints(), run=cfg, named_by_round=True)
     print(f"Run folder: {folder.location}", flush=True)
     began = time.time()
     last_round, last_line = 0, 0.0
+    last_metrics: dict[str, Any] = {}  # the last round's
     opening: _Background[_Store] | None = None
     store: _Store | None = None
     stopping: threading.Thread | None = None
@@ -342,14 +343,25 @@ def _run(
         """Log a round (once, even when a resumed run reports it again; queued, off the
         round loop), then keep its checkpoint once every round before it is in the store: a
         round whose logging failed is never behind the newest checkpoint."""
-        nonlocal last_round
+        nonlocal last_round, last_metrics
         run = opened()
-        last_round = int(metrics["round"])
+        last_round, last_metrics = int(metrics["round"]), metrics
         if last_round > run.logged:
             _log_round(run, metrics)
         if state is not None:
             run.tracker.flush()
             folder.save(state)
+
+    failures_said_at: float | None = None
+
+    def _say_client_failures(metrics: dict[str, Any], now: float) -> None:
+        """A warning line for a round whose sampled clients were not all aggregated: the
+        first such round's, then at most one every ``PROGRESS_EVERY_S`` while they go on."""
+        nonlocal failures_said_at
+        text = metrics.get("client_failures")
+        if text and (failures_said_at is None or now - failures_said_at >= PROGRESS_EVERY_S):
+            print(f"warning: round {metrics['round']}: {text}", file=sys.stderr, flush=True)
+            failures_said_at = now
 
     def _log_round(run: _Store, metrics: dict[str, Any]) -> None:
         from fpzo_ray.tracking import SETUP_KEY, round_metrics
@@ -358,12 +370,15 @@ def _run(
         if SETUP_KEY in metrics:
             run.tracker.queue(run.tracker.log_params, run.run_id, {SETUP_KEY: metrics[SETUP_KEY]})
             setup = metrics[SETUP_KEY]
+            failed = setup.get("pruning_failed_clients", 0)
             print(
                 f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
                 f" {setup['num_trained']} trained coordinates"
+                + (f" ({failed} pruning clients failed: their scores left out)" if failed else "")
             )
         run.tracker.queue_metrics(run.run_id, round_metrics(metrics), last_round)
         now = time.time()
+        _say_client_failures(metrics, now)
         flops = f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}"
         if "test_accuracy" in metrics:
             val = (
@@ -399,6 +414,8 @@ def _run(
                 flush=True,
             )
         result = run_federated(cfg, report, resume_state=state)
+        if total_failures := _client_failure_totals(last_metrics):
+            print(f"warning: over the run, {total_failures}", file=sys.stderr)
         stopping = stop_local_ray()  # the actors are gone: Ray's processes go meanwhile
         run = opened()
         run.tracker.flush()
@@ -431,6 +448,14 @@ def _run(
         elif not resuming:
             print(_failed_before_the_run(exc, folder.path), file=sys.stderr)
             return 1
+        if (failure := run_failure(exc)) is not None:  # resuming would fail the same way
+            _push_if_possible(folder)
+            print(
+                f"error: the run failed: {failure}\n{save_traceback(exc, folder.path)}; the "
+                "MLflow run is FAILED: change the configuration and start a new run",
+                file=sys.stderr,
+            )
+            return 1
         message = stopped_on_error(exc, folder.path, folder.resume_command())
         _push_if_possible(folder)
         print(message, file=sys.stderr)
@@ -443,6 +468,19 @@ def _run(
         f"{ui_command(run.tracker.tracking_uri, run.tracker.experiment_id)}"
     )
     return 0
+
+
+def _client_failure_totals(metrics: dict[str, Any]) -> str:
+    """The run's sampled clients that were not aggregated, by kind, from its last round's
+    cumulative counters ("" when there were none)."""
+    kinds = {
+        "cumulative_failed_clients": "failed",
+        "cumulative_oom_clients": "out of memory",
+        "cumulative_unavailable_clients": "unavailable",
+        "cumulative_stragglers": "past the deadline",
+    }
+    parts = [f"{int(metrics[k])} {words}" for k, words in kinds.items() if metrics.get(k)]
+    return "sampled clients not aggregated: " + ", ".join(parts) if parts else ""
 
 
 def _push_if_possible(folder: RunFolder) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from fpzo_ray.config import config_from_dict, config_to_dict
+from fpzo_ray.config import RunConfig, config_from_dict, config_to_dict
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
 from fpzo_ray.sim.checkpoint import STATE_FILE, newest_readable, save_server_state
@@ -35,9 +35,9 @@ from fpzo_ray.storage import Storage, folder_on
 log = logging.getLogger(__name__)
 
 
-def _restored_state(rounds: int) -> dict[str, Any] | None:
+def _restored_state(cfg: RunConfig) -> dict[str, Any] | None:
     """The newest usable checkpoint of this trial (older ones when the newest is corrupt or
-    not a valid state of a ``rounds``-round run), read from the sweep's storage wherever it
+    not a valid state of this run), read from the sweep's storage wherever it
     is; None for a fresh trial, or when none can be used (it then starts over, saying so)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -51,7 +51,7 @@ def _restored_state(rounds: int) -> dict[str, Any] | None:
     for name in [newest, *reversed(older)]:
         candidate = tune.Checkpoint(trial.path_of(name), filesystem=checkpoint.filesystem)
         with candidate.as_directory() as local:  # a local checkpoint is read in place
-            state = newest_readable([Path(local)], rounds=rounds)
+            state = newest_readable([Path(local)], run=cfg)
         if state is not None:
             return state
     log.warning("no readable checkpoint under %s; the trial starts over", trial.location)
@@ -86,7 +86,7 @@ def federated_trial(config: dict[str, Any]) -> None:
     cfg = config_from_dict(config["trial"]["run"])
     folder = _trial_folder()
     folder.write_text("config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    result = run_federated(cfg, _report, resume_state=_restored_state(cfg.training.rounds))
+    result = run_federated(cfg, _report, resume_state=_restored_state(cfg))
     with tempfile.TemporaryDirectory() as local:
         save_pruned(result.model, Path(local) / MODEL_FILE)
         pd.DataFrame(result.records).to_csv(Path(local) / "clients.csv", index=False)

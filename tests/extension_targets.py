@@ -83,3 +83,21 @@ NOT_A_FUNCTION = 3
 
 class NotAnAlgorithm:
     pass
+
+
+# -- components that compute nothing usable: a run must fail, never end FINISHED ------------
+def nan_scores(inputs: SaliencyInputs) -> torch.Tensor:
+    return torch.full((inputs.layout.num_prunable,), float("nan"))
+
+
+def list_scores(inputs: SaliencyInputs) -> list[float]:
+    return [1.0] * inputs.layout.num_prunable
+
+
+def fill_nan(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return out.fill_(float("nan"))
+
+
+def exploding(params: list[nn.Parameter], settings: ServerSettings) -> torch.optim.Optimizer:
+    """A server optimizer whose first step leaves no weight finite."""
+    return torch.optim.SGD(params, lr=float("inf"))

@@ -92,7 +92,7 @@ def _refused_then_fallback(newer: Path, older: Path) -> str:
 
 def test_the_real_state_round_trips(folders, good):
     _, older = folders
-    state = load_server_state(older / STATE_FILE, rounds=3)
+    state = load_server_state(older / STATE_FILE, config_from_dict(RAW))
     assert state.keys() == good.keys() and state["rounds_done"] == 2
     assert torch.equal(state["optimizer"]["weights"], good["optimizer"]["weights"])
     assert int(state["mask"].sum()) < state["mask"].numel()  # really pruned
@@ -285,10 +285,37 @@ def test_a_state_breaking_the_schema_names_the_field_and_falls_back(case, folder
 
 def test_a_checkpoint_past_the_runs_rounds_is_refused_when_they_are_known(folders):
     _, older = folders
+    one_round = config_from_dict({**RAW, "training": {**RAW["training"], "rounds": 1}})
     with pytest.raises(CheckpointError, match=r"field 'rounds_done' is 2, past the run's 1 "):
-        load_server_state(older / STATE_FILE, rounds=1)
-    assert newest_readable([older], lambda _: None, rounds=1) is None
-    assert load_server_state(older / STATE_FILE, rounds=2)["rounds_done"] == 2
+        load_server_state(older / STATE_FILE, one_round)
+    assert newest_readable([older], lambda _: None, one_round) is None
+    assert load_server_state(older / STATE_FILE, config_from_dict(RAW))["rounds_done"] == 2
+
+
+def test_another_runs_checkpoint_is_no_fallback(folders, good):
+    """A valid checkpoint of another run (another seed), copied or linked into the run's
+    folder, is refused naming the field, and the run's own older one is used."""
+    newer, older = folders
+    other = config_from_dict({**RAW, "seed": 1})
+    save_server_state(good, newer / STATE_FILE)  # this run's, then another run's
+    warnings: list[str] = []
+    assert newest_readable([newer, older], warnings.append, other) is None
+    assert all("field 'run_key' is another run's" in w for w in warnings) and len(warnings) == 2
+    state = newest_readable([newer, older], warnings.append, config_from_dict(RAW))
+    assert state is not None
+
+
+def test_a_checkpoint_named_for_another_round_is_no_fallback(folders, good):
+    newer, older = folders  # checkpoint_000002, checkpoint_000001; the state holds 2 rounds
+    save_server_state(good, newer / STATE_FILE)
+    warnings: list[str] = []
+    state = newest_readable([newer, older], warnings.append, named_by_round=True)
+    assert state is not None and state["rounds_done"] == 2  # the newer one, rightly named
+    assert newest_readable([older], warnings.append, named_by_round=True) is None
+    assert warnings == [
+        f"checkpoint {older / STATE_FILE}: field 'rounds_done' is 2, but the checkpoint's "
+        "name says 1; trying an older checkpoint"
+    ]
 
 
 def test_a_state_from_before_algorithms_had_state_still_loads(folders, good):

@@ -217,6 +217,26 @@ def pruning_method(name_or_path: str, args: Mapping[str, Any] | None = None) -> 
     return PruningMethod(label, client=ClientSaliency(compute))
 
 
+def checked_scores(label: str, scores: Any, count: int) -> torch.Tensor:
+    """``scores`` when it is what a saliency must return, a float tensor of ``count`` finite
+    values (one per prunable weight); else a ValueError naming the method and what it gave
+    (a researcher's method returning a list, the wrong length or NaN would otherwise be
+    summed, broadcast or ranked into a mask that only looks like that method's)."""
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError(
+            f"pruning method {label} returned {type(scores).__name__}, must be a tensor of "
+            f"{count} scores (one per prunable weight)"
+        )
+    if tuple(scores.shape) != (count,):
+        raise ValueError(
+            f"pruning method {label} returned shape {tuple(scores.shape)}, must be ({count},) "
+            "(one score per prunable weight)"
+        )
+    if not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"pruning method {label} returned non-finite or non-float scores")
+    return scores
+
+
 def keep_scores(method: str, total: torch.Tensor) -> torch.Tensor:
     """The keep-scores (higher = keep) of registered method ``method``'s total."""
     return pruning_method(method).keep(total)

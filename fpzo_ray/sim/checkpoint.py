@@ -20,21 +20,25 @@ checked by ``FederatedServer.load_state_dict``. Plain PyTorch: nothing here know
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import torch
 
+from fpzo_ray.config import RunConfig, config_to_dict
+
 log = logging.getLogger(__name__)
 STATE_FILE = "server_state.pt"
 
-# What ``FederatedServer.state_dict`` writes. ``algorithm`` may be missing: checkpoints from
-# before the algorithms had server state lack it, and the server reads it as ``{}``.
+# What ``FederatedServer.state_dict`` writes. ``algorithm``, ``empty_rounds`` and ``run_key``
+# may be missing: checkpoints from before them lack them (read as ``{}``, 0 and this run's).
 REQUIRED_FIELDS = (
     "rounds_done",
     "mask",
@@ -45,7 +49,7 @@ REQUIRED_FIELDS = (
     "client_records",
     "pruning_summary",
 )
-OPTIONAL_FIELDS = ("algorithm",)
+OPTIONAL_FIELDS = ("algorithm", "empty_rounds", "run_key")
 # What the round loop and the resumed run's first report read from ``pruning_summary``.
 SUMMARY_FIELDS = ("pruning_method", "kept_fraction", "num_trained", "num_prunable")
 
@@ -70,9 +74,20 @@ def save_server_state(state: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
-def load_server_state(path: Path, rounds: int | None = None) -> dict[str, Any]:
+def run_key(cfg: RunConfig) -> str:
+    """The fingerprint of a run's configuration (its seed included), which its checkpoints
+    carry: a checkpoint of another run (another seed, another sparsity), copied or linked
+    into a run folder, is then not mistaken for one of this run's."""
+    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_server_state(
+    path: Path, run: RunConfig | None = None, round_done: int | None = None
+) -> dict[str, Any]:
     """The server state saved in ``path``, read with ``weights_only=True`` and checked by
-    :func:`check_server_state` (``rounds``: the run's ``training.rounds``, when known)."""
+    :func:`check_server_state` (``run``: the run it must belong to, when known;
+    ``round_done``: the round its name says it holds)."""
     if not path.is_file():  # follows links: a link to a regular file is read (and checked)
         reason = "not a regular file" if path.exists() else "no such file"
         raise CheckpointError(f"checkpoint {path}: {reason}")
@@ -82,10 +97,12 @@ def load_server_state(path: Path, rounds: int | None = None) -> dict[str, Any]:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - the loader has no one error for a bad file
         raise CheckpointError(f"checkpoint {path} cannot be read ({_one_line(exc)})") from None
-    return check_server_state(state, path, rounds)
+    return check_server_state(state, path, run, round_done)
 
 
-def check_server_state(state: object, path: Path, rounds: int | None = None) -> dict[str, Any]:
+def check_server_state(
+    state: object, path: Path, run: RunConfig | None = None, round_done: int | None = None
+) -> dict[str, Any]:
     """``state`` when it is a server state as ``FederatedServer.state_dict`` writes it, else a
     :class:`CheckpointError` naming ``path`` and the first field that is wrong.
 
@@ -95,10 +112,17 @@ def check_server_state(state: object, path: Path, rounds: int | None = None) -> 
     model's P prunable weights, the server trains d = (non-prunable count) + (kept count) of
     them, so ``optimizer.weights`` holds at least as many values as the mask keeps, and the
     pruning summary's ``num_trained`` and ``num_prunable`` are exactly d and P. Past
-    ``rounds`` (the run's ``training.rounds``) no checkpoint is ever written.
+    the run's ``training.rounds`` no checkpoint is ever written, and a checkpoint of ``run``
+    carries its :func:`run_key` and, when its name says, holds ``round_done`` rounds.
     """
     try:
-        return _checked_state(state, rounds)
+        state = _checked_state(state, run.training.rounds if run is not None else None)
+        if run is not None and state.get("run_key", run_key(run)) != run_key(run):
+            raise _Invalid("run_key", "is another run's (its configuration or seed differs)")
+        if round_done is not None and state["rounds_done"] != round_done:
+            done = state["rounds_done"]
+            raise _Invalid("rounds_done", f"is {done}, but the checkpoint's name says {round_done}")
+        return state
     except _Invalid as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a tensor or text no check foresaw: still refused
@@ -110,14 +134,19 @@ def check_server_state(state: object, path: Path, rounds: int | None = None) -> 
 def newest_readable(
     folders: list[Path],
     warn: Callable[[str], Any] | None = None,
-    rounds: int | None = None,
+    run: RunConfig | None = None,
+    named_by_round: bool = False,
 ) -> dict[str, Any] | None:
     """The state in the first of ``folders`` (newest first) that can be used; every one that
     cannot is reported through ``warn`` (default: a logged warning) and skipped. None when
-    none can be used. ``rounds``: see :func:`load_server_state`."""
+    none can be used. ``run``: see :func:`load_server_state`; ``named_by_round``: each folder
+    is named ``checkpoint_<rounds done>``, which its state must match."""
     for folder in folders:
+        named = re.fullmatch(r"checkpoint_(\d+)", folder.name) if named_by_round else None
         try:
-            return load_server_state(folder / STATE_FILE, rounds)
+            return load_server_state(
+                folder / STATE_FILE, run, int(named.group(1)) if named else None
+            )
         except CheckpointError as exc:
             (warn or log.warning)(f"{exc}; trying an older checkpoint")
     return None
@@ -135,6 +164,9 @@ def _checked_state(state: object, rounds: int | None) -> dict[str, Any]:
     _count(state["mask_version"], "mask_version")
     weights = _checked_optimizer(state["optimizer"], kept=int(mask.sum()))
     _checked_algorithm(state.get("algorithm", {}))
+    _count(state.get("empty_rounds", 0), "empty_rounds")
+    if not isinstance(state.get("run_key", ""), str):
+        raise _Invalid("run_key", f"must be a string, got {_kind(state['run_key'])}")
     for name in ("totals", "reached"):
         for key, value in _str_dict(state[name], name).items():
             if not _is_finite_number(value):

@@ -43,7 +43,7 @@ from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.models import StagedModel, bind_flat_buffer, build_model
 from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
 from fpzo_ray.pruning import Mask
-from fpzo_ray.pruning.methods import SaliencyInputs, pruning_method
+from fpzo_ray.pruning.methods import SaliencyInputs, checked_scores, pruning_method
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.devices import MemoryGate
 from fpzo_ray.sim.messages import (
@@ -281,7 +281,7 @@ class ClientRuntime:
                 p.draws_per_client,
                 p.batch_size,
             )
-        signed = saliency.compute(
+        computed = saliency.compute(
             SaliencyInputs(
                 self.model,
                 self.layout,
@@ -295,6 +295,7 @@ class ClientRuntime:
                 p.draw_init,
             )
         )
+        signed = checked_scores(broadcast.method, computed, self.layout.num_prunable)
         flops = (
             saliency.forward_passes
             * p.batch_size

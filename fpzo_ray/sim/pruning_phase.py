@@ -22,10 +22,16 @@ import torch
 from torch import nn
 
 from fpzo_ray.config import RunConfig
+from fpzo_ray.failure import RunFailed
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.protocol import pruning_draw_seeds, pruning_participants
 from fpzo_ray.pruning import Mask, prune_iteratively
-from fpzo_ray.pruning.methods import PruningMethod, SaliencyInputs, pruning_method
+from fpzo_ray.pruning.methods import (
+    PruningMethod,
+    SaliencyInputs,
+    checked_scores,
+    pruning_method,
+)
 from fpzo_ray.seeding import Purpose, derive_seed, generator
 from fpzo_ray.sim.messages import (
     MaskBroadcast,
@@ -74,16 +80,24 @@ class PruningPhase:
                 pruning_participants(self.cfg, iteration),
             )
             total = torch.zeros(self.layout.num_prunable, dtype=torch.float64)
+            usable, errors = 0, []
             for reply in report.replies:
-                if not isinstance(reply, PruningReply) or not bool(
-                    torch.isfinite(reply.kept_scores).all()
-                ):
+                if not isinstance(reply, PruningReply):
                     self.cost["pruning_failed_clients"] += 1
+                    errors.append(getattr(reply, "error", "") or "no reply")
                     continue
                 total[mask.prunable_kept] += reply.kept_scores.double()
                 self.cost["pruning_client_flops"] += reply.flops
                 self.cost["pruning_upload_bytes"] += reply.upload_bytes
                 self.cost["pruning_download_bytes"] += reply.download_bytes
+                usable += 1
+            if not usable:
+                first = str(errors[0]).splitlines()[0][:200] if errors else "no client replied"
+                raise RunFailed(
+                    "pruning_failed",
+                    f"{name}, iteration {iteration + 1}: none of the {len(report.replies)} "
+                    f"sampled clients produced a usable score ({first})",
+                )
             return method.keep(total)
 
         return saliency_round
@@ -111,7 +125,8 @@ class PruningPhase:
                 p.epsilon,
                 p.draw_init,
             )
-            return method.keep(server(inputs))
+            scores = checked_scores(method.label, server(inputs), self.layout.num_prunable)
+            return method.keep(scores)
 
         return saliency_round
 

@@ -105,6 +105,30 @@ class RoundTally:
             self.delivered_s.append(seconds)
         return True
 
+    def failures(self) -> str:
+        """What kept sampled clients out of the aggregate, e.g. ``3 of 10 sampled clients not
+        aggregated: 2 error (ValueError: boom), 1 unavailable``, with the first error of each
+        kind; "" when every one was aggregated."""
+        counts: dict[str, int] = {}
+        first_error: dict[str, str] = {}
+        for record in self.records:
+            status = record["status"]
+            if status == "ok":
+                continue
+            counts[status] = counts.get(status, 0) + 1
+            if record.get("error"):
+                first_error.setdefault(status, str(record["error"]).splitlines()[0][:160])
+        if not counts:
+            return ""
+        parts = [
+            f"{n} {status}" + (f" ({first_error[status]})" if status in first_error else "")
+            for status, n in counts.items()
+        ]
+        return (
+            f"{sum(counts.values())} of {len(self.records)} sampled clients not aggregated: "
+            + ", ".join(parts)
+        )
+
     def round_seconds(self) -> float | None:
         """Simulated duration of the round (None without device profiles)."""
         if self.devices is None:

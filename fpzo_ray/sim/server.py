@@ -29,11 +29,12 @@ from fpzo_ray.accounting import forward_flops, layer_flops
 from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ArrayDataset
+from fpzo_ray.failure import RunFailed
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
 from fpzo_ray.seeding import Purpose, derive_seed
-from fpzo_ray.sim.checkpoint import CheckpointError
+from fpzo_ray.sim.checkpoint import CheckpointError, run_key
 from fpzo_ray.sim.devices import ClientDevices, reachable
 from fpzo_ray.sim.evaluation import Evaluator
 from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
@@ -101,6 +102,7 @@ class FederatedServer:
         self.reached: dict[str, Any] = {}  # time / rounds to the target accuracy, once reached
         self.pruning_summary: dict[str, Any] = {}
         self.rounds_done = 0
+        self.empty_rounds = 0  # rounds in a row with nothing to aggregate
         self.engine_faults = FailureCounts()  # the pool's, as of its last round
         self._next: DispatchedRound | None = None  # the next round, already started
 
@@ -211,6 +213,13 @@ class FederatedServer:
         if contributions:
             aggregate = self.algorithm.aggregate(contributions, weights)
             self.algorithm.server_step(self.optimizer, aggregate)
+            if not bool(torch.isfinite(self.optimizer.weights).all()):
+                raise RunFailed(
+                    "non_finite_weights",
+                    f"round {round_index + 1}: the server step made the global weights "
+                    "infinite or NaN (a learning rate, sigma or update too large?)",
+                )
+        self._count_empty_round(round_index, contributions, tally)
         self.rounds_done = round_index + 1
         if self.rounds_done < cfg.training.rounds:
             self._next = self._dispatch(self.rounds_done)
@@ -225,6 +234,8 @@ class FederatedServer:
             **tally.round_metrics(),
             **self.totals,
         }
+        if failures := tally.failures():
+            metrics["client_failures"] = failures  # text: for the terminal, not a metric
         metrics["cumulative_worker_failures"] = report.failures.worker_failures
         metrics["cumulative_retried_clients"] = report.failures.retried_clients
         last = round_index + 1 == cfg.training.rounds
@@ -241,6 +252,24 @@ class FederatedServer:
         metrics.update(self.reached)
         metrics.update(_timing(report.timing, started, pooled, aggregated))
         return metrics
+
+    def _count_empty_round(
+        self, round_index: int, contributions: list[torch.Tensor], tally: RoundTally
+    ) -> None:
+        """Fail the run once more than ``training.max_empty_rounds`` rounds in a row had no
+        reply to aggregate: the weights no longer change, and a run that trains nothing
+        must not end as if it had."""
+        self.empty_rounds = 0 if contributions else self.empty_rounds + 1
+        allowed = self.cfg.training.max_empty_rounds
+        if self.empty_rounds > allowed:
+            first = round_index + 1 - allowed
+            rounds = f"rounds {first}-{round_index + 1}" if allowed else f"round {first}"
+            why = tally.failures() or "no client was sampled"
+            raise RunFailed(
+                "no_usable_clients",
+                f"{rounds}: no sampled client's reply could be aggregated (round "
+                f"{round_index + 1}: {why}); training.max_empty_rounds is {allowed}",
+            )
 
     def _contribution(
         self, reply: TrainReply, round_index: int, start: torch.Tensor
@@ -269,6 +298,8 @@ class FederatedServer:
             "reached": dict(self.reached),
             "client_records": json.dumps(self.client_records, default=_plain_number),
             "pruning_summary": dict(self.pruning_summary),
+            "empty_rounds": self.empty_rounds,
+            "run_key": run_key(self.cfg),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -306,6 +337,7 @@ class FederatedServer:
         self.client_records = json.loads(state["client_records"])
         self.pruning_summary = dict(state["pruning_summary"])
         self.rounds_done = state["rounds_done"]
+        self.empty_rounds = state.get("empty_rounds", 0)
 
     # -- evaluation ------------------------------------------------------------------------
     def global_flat_weights(self, use_ema: bool = True) -> torch.Tensor:
