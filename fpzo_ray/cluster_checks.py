@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -26,6 +27,10 @@ from fpzo_ray.storage import Storage
 PROBE_TIMEOUT_S = 120.0
 #: How long a tracking server may take to answer its health check.
 TRACKING_TIMEOUT_S = 5.0
+#: The tracking URI schemes MLflow stores runs in ("": a bare path, a folder of files).
+TRACKING_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https")
+#: The database servers among them, and their default ports.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 _WHAT_TO_DO = (
     "name a path every node mounts (NFS, EFS, a Kubernetes volume) or a bucket every node "
@@ -111,10 +116,22 @@ def check_storage_on_every_node(storage: Storage, timeout_s: float = PROBE_TIMEO
 
 
 def check_tracking_uri(tracking_uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> None:
-    """A tracking server (``http://``, ``https://``) must answer MLflow's health check
-    within ``timeout_s``; other stores (a SQLite file, a database URI) are opened by the
-    driver itself, which says what is wrong when it cannot."""
-    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+    """Before Ray starts: the tracking URI's scheme must be one MLflow stores runs in; a
+    tracking server (``http://``, ``https://``) must answer MLflow's health check within
+    ``timeout_s``, and a database server (``postgresql://`` ...) accept a connection within
+    it (else the driver would wait on it for minutes, Ray started). A SQLite file is opened
+    by the driver itself, which says what is wrong when it cannot."""
+    parts = urlsplit(tracking_uri)
+    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2: SQLAlchemy's dialect+driver
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"config error: MLFLOW_TRACKING_URI: got {tracking_uri!r}, its scheme "
+            f"{parts.scheme!r} is none MLflow stores runs in (a path, "
+            f"{', '.join(TRACKING_SCHEMES[1:])})"
+        )
+    if scheme in DATABASE_PORTS:
+        _check_database(parts.hostname, parts.port or DATABASE_PORTS[scheme], timeout_s)
+    if scheme not in ("http", "https"):
         return
     url = tracking_uri.rstrip("/") + "/health"
     try:
@@ -131,3 +148,19 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = TRACKING_TIMEOUT_S)
         f"{tracking_uri} ({reason}, within {timeout_s:g} s); start it "
         "(clusters/mlflow-server.sh), or unset MLFLOW_TRACKING_URI to log to a local SQLite file"
     )
+
+
+def _check_database(host: str | None, port: int, timeout_s: float) -> None:
+    """A database server must accept a TCP connection at ``host:port`` within ``timeout_s``
+    (a Unix socket, no host, is left to the driver)."""
+    if not host:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"config error: MLFLOW_TRACKING_URI: no database server accepts a connection at "
+            f"{host}:{port} ({reason}, within {timeout_s:g} s); start it, or unset "
+            "MLFLOW_TRACKING_URI to log to a local SQLite file"
+        ) from None

@@ -15,12 +15,17 @@ This module imports nothing of fpzo_ray at import time (``config`` sits on top o
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: ``package.module:attribute`` (the attribute may be dotted: ``module:Class.method``).
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -48,8 +53,16 @@ def import_target(path: str) -> Any:
     if not is_import_path(path):
         raise TargetError(f"{path!r} is not an import path like 'my_module:my_function'")
     module_name, attribute = path.split(":")
+    printed = io.StringIO()
     try:
-        obj: Any = importlib.import_module(module_name)
+        # what the module prints while it imports is not the command's output: kept for the
+        # debug log (FPZO_LOG_LEVEL=DEBUG), never above a one-line error
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            obj: Any = importlib.import_module(module_name)
+    except SystemExit as exc:  # sys.exit() at import: an error, never the command's exit
+        raise TargetError(
+            f"{path!r}: importing {module_name} called sys.exit({exc.code!r})"
+        ) from None
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise TargetError(
@@ -61,6 +74,9 @@ def import_target(path: str) -> Any:
         raise TargetError(
             f"{path!r}: importing {module_name} raised {type(exc).__name__}: {_first_line(exc)}"
         ) from None
+    finally:
+        if printed.getvalue():
+            log.debug("importing %s printed:\n%s", module_name, printed.getvalue())
     for part in attribute.split("."):
         if not hasattr(obj, part):
             raise TargetError(f"{path!r}: module {module_name} has no attribute {attribute!r}")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -460,15 +461,9 @@ def test_ray_job_stop_on_a_submitted_sweep_ends_it_truthfully_and_resume_finishe
     _assert_resumed_to_the_uninterrupted_result(client, "job_stop", base)
 
 
-@pytest.mark.parametrize(
-    "module, stop_with",
-    [("fpzo_ray.sweep", signal.SIGTERM), ("fpzo_ray.run", signal.SIGINT)],
-    ids=["sweep-sigterm", "run-sigint"],
-)
-def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, stop_with):
-    """``python -m ... &`` in a script inherits SIGINT as ignored; SIGINT and SIGTERM still
-    stop it the way Ctrl-C does: exit 130, runs KILLED, the resume command printed."""
-    name = f"background_{module.rsplit('.', 1)[1]}"
+def _stoppable(tmp_path: Path, module: str, name: str) -> tuple[list[str], Callable[[], bool]]:
+    """The arguments of a sweep or run worth stopping, and whether it has made progress
+    (a checkpoint) to lose."""
     results = tmp_path / "results"
     if module == "fpzo_ray.sweep":
         sweep, _ = _two_trial_sweep(tmp_path, name)
@@ -479,10 +474,36 @@ def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, 
         config.write_text(yaml.safe_dump(_resumable(60, name)))
         args = ["--config", str(config)]
         progress = lambda: any(results.glob("runs/*/checkpoint_000010"))  # noqa: E731
+    return [*args, "--results-dir", str(results)], progress
+
+
+def _check_stopped(output: str, returncode: int, results: Path, module: str, name: str) -> None:
+    """Stopped as by Ctrl-C: exit 130, the resume command, runs KILLED (a sweep: its table)."""
+    assert returncode == 130, output[-3000:]
+    assert "Resume with:" in output and "--resume" in output
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    if module == "fpzo_ray.sweep":
+        _check_interrupted_sweep(output, next(results.glob("ray_results/*")), client, name)
+    else:
+        (run,) = all_runs(client, name)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["killed"].startswith("interrupted after round")
+
+
+@pytest.mark.parametrize(
+    "module, stop_with",
+    [("fpzo_ray.sweep", signal.SIGTERM), ("fpzo_ray.run", signal.SIGINT)],
+    ids=["sweep-sigterm", "run-sigint"],
+)
+def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, stop_with):
+    """``python -m ... &`` in a script inherits SIGINT as ignored; SIGINT and SIGTERM still
+    stop it the way Ctrl-C does: exit 130, runs KILLED, the resume command printed."""
+    name = f"background_{module.rsplit('.', 1)[1]}"
+    args, progress = _stoppable(tmp_path, module, name)
     probe = f"{sys.executable} -c 'import signal as s; print(s.getsignal(s.SIGINT) == s.SIG_IGN)'"
     inherited = subprocess.run(["bash", "-c", f"{probe} & wait"], capture_output=True, text=True)
     assert inherited.stdout.strip() == "True"  # what the command below inherits
-    command = " ".join([sys.executable, "-m", module, *args, "--results-dir", str(results)])
+    command = " ".join([sys.executable, "-m", module, *args])
     script = subprocess.Popen(
         ["bash", "-c", f"{command} & echo $!; wait $!"],  # non-interactive: SIGINT ignored
         env=command_env(),
@@ -498,15 +519,32 @@ def test_started_in_the_background_by_a_script_it_still_stops(tmp_path, module, 
     finally:
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)
-    assert script.returncode == 130, output[-3000:]
-    assert "Resume with:" in output and "--resume" in output
-    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    if module == "fpzo_ray.sweep":
-        _check_interrupted_sweep(output, next(results.glob("ray_results/*")), client, name)
-    else:
-        (run,) = all_runs(client, name)
-        assert run.info.status == "KILLED"
-        assert run.data.tags["killed"].startswith("interrupted after round")
+    _check_stopped(output, script.returncode, tmp_path / "results", module, name)
+
+
+@pytest.mark.parametrize("module", ["fpzo_ray.sweep", "fpzo_ray.run"])
+def test_a_stop_sent_to_the_process_group_ends_like_a_single_sigterm(tmp_path, module):
+    """What ``timeout``, ``kill -- -PGID``, Slurm and systemd send: SIGTERM to every process
+    of the command's group. Ray's own processes are in sessions of their own, so it reaches
+    the command alone, which stops as on one SIGTERM (and then stops its Ray)."""
+    name = f"group_{module.rsplit('.', 1)[1]}"
+    args, progress = _stoppable(tmp_path, module, name)
+    command = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the leader of a process group, as under a batch system
+    )
+    try:
+        _wait_for(progress, command)
+        os.killpg(command.pid, signal.SIGTERM)
+        output = command.communicate(timeout=180)[0].decode()
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    _check_stopped(output, command.returncode, tmp_path / "results", module, name)
+    assert not _crashes(output), output[-3000:]
 
 
 def test_a_local_run_starts_its_own_ray_whatever_cluster_ray_last_recorded(tmp_path):

@@ -220,6 +220,13 @@ CASES = {
         "devices.profiles_file",
     ),
     "unknown field": ("run", ["--set", "zo.sigmaa=0.001"], {}, "zo.sigmaa"),
+    # a target's module that prints and calls sys.exit(0) at import: one line, never exit 0
+    "sys.exit(0) in a target module": (
+        "run",
+        ["--set", "model.target=tests.exits_at_import:model"],
+        {},
+        "importing tests.exits_at_import called sys.exit(0)",
+    ),
     "zero perturbations": (
         "sweep",
         ["--set", "zo.num_perturbations=0"],
@@ -394,7 +401,33 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
-    command, arguments, files, named = CASES[case]
+    _refused_before_any_work(tmp_path, *CASES[case])
+
+
+#: A tracking URI that cannot work: refused before Ray starts (no store, no run).
+TRACKING_CASES = {
+    "unknown scheme": ("bogus://host/path", "its scheme 'bogus' is none MLflow stores runs in"),
+    "database that does not answer": (
+        "postgresql://user:secret@127.0.0.1:1/mlflow",
+        "no database server accepts a connection at 127.0.0.1:1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRACKING_CASES))
+def test_a_tracking_uri_that_cannot_work_is_one_line_before_ray(case, tmp_path):
+    uri, said = TRACKING_CASES[case]
+    _refused_before_any_work(tmp_path, "run", [], {}, said, {"MLFLOW_TRACKING_URI": uri})
+
+
+def _refused_before_any_work(
+    tmp_path: Path,
+    command: str,
+    arguments: list[str],
+    files: dict[str, str | bytes],
+    named: str,
+    extra_env: dict[str, str] | None = None,
+) -> None:
     for name, content in files.items():
         path = tmp_path / name
         if isinstance(content, bytes):
@@ -407,6 +440,7 @@ def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
     ray_tmp = tmp_path / "ray"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    env.update(extra_env or {})
     out = subprocess.run(
         [sys.executable, "-m", f"fpzo_ray.{command}", *arguments],
         env=env,
@@ -420,6 +454,7 @@ def test_hostile_input_is_one_line_before_any_work(case, tmp_path):
     assert named in lines[0], lines[0]
     assert len(lines[0]) < 400  # a hostile value is shown cut short, not echoed whole
     assert "Traceback" not in out.stderr + out.stdout
+    assert "printed at import" not in out.stderr + out.stdout
     assert not ray_tmp.exists()  # no Ray session was started
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "results").exists()
 

@@ -11,10 +11,13 @@ cluster that does not answer is one line within seconds, not a minute of retries
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from fpzo_ray.config import ConfigError
 from fpzo_ray.stopping import install_stop_handlers
@@ -64,7 +67,8 @@ def init_ray() -> None:
         return
     address = cluster_address()
     if address is None:
-        ray.init(address="local", include_dashboard=False)
+        with _ray_processes_in_sessions_of_their_own():
+            ray.init(address="local", include_dashboard=False)
         _started_here = True
         cpus = ray.cluster_resources().get("CPU", 0)
         print(f"Ray: started a local instance ({cpus:g} CPUs)", flush=True)
@@ -79,6 +83,37 @@ def init_ray() -> None:
             flush=True,
         )
     install_stop_handlers()  # ray.init replaces the SIGTERM handler with one that exits
+
+
+@contextlib.contextmanager
+def _ray_processes_in_sessions_of_their_own() -> Iterator[None]:
+    """Start the local Ray's processes (GCS, raylet, monitors) each in a session, hence a
+    process group, of its own, not in the driver's.
+
+    A stop sent to a process group (``timeout``, ``kill -- -PGID``, Slurm, systemd) then
+    reaches the driver alone, which stops as on a single SIGTERM (runs KILLED, the table, the
+    resume command) and shuts its Ray down itself; in the driver's group, the GCS and the
+    raylet died with it, and the driver could only hang on a dead Ray and fail. They still
+    die with the driver if it is killed outright (Ray's fate sharing on Linux). Ray starts
+    them with its ``ConsolePopen``, a ``subprocess.Popen``: that private name is wrapped while
+    ``ray.init`` runs; if it is not there, Ray starts as before."""
+    from ray._private import services
+
+    original = getattr(services, "ConsolePopen", None)
+    if original is None:
+        yield
+        return
+
+    class OwnSession(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original  # type: ignore[misc]
 
 
 def stop_local_ray() -> threading.Thread | None:
