@@ -23,7 +23,7 @@ run: $(VENV)/.installed
 ## install, then run the test suite, on two workers (pytest-xdist): most tests wait on
 ## subprocesses and Ray, so two share two cores well (tests/conftest.py groups them)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 
 ## the pure-algorithm tests: no Ray, nothing slow (under a minute)
 test-fast: $(VENV)/.installed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -26,45 +27,67 @@ RAY_FIXTURES = {"ray_session", "finished_study", "mlflow_server"}
 LOGICAL_GPUS = 2
 
 
+#: ``make test`` spreads the tests over two pytest-xdist workers (``--dist loadscope``,
+#: refined by :func:`pytest_xdist_make_scheduler`). These modules' tests share one worker: a
+#: module-scoped fixture is then built once, and the finished study, which several modules
+#: read, runs once. Every other test goes to whichever worker is free. Checked at collection.
+SHARED_WORKER = {
+    "test_mlflow_ui.py": "finished_study",
+    "test_report_e2e.py": "finished_study",
+    "test_study_e2e.py": "finished_study",
+    "test_checkpoint_files.py": "test_checkpoint_files.py",
+    "test_engine.py": "test_engine.py",
+    "test_examples.py": "test_examples.py",
+    "test_memory.py": "test_memory.py",
+    "test_multinode.py": "test_multinode.py",
+    "test_tracking_server.py": "test_tracking_server.py",
+    "test_user_data.py": "test_user_data.py",
+}
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the scopes of :data:`SHARED_WORKER`: a group per listed
+    module (or set of modules), every other test a scope of its own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedWorkerScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_WORKER.get(_module_of(nodeid), nodeid)
+
+    return SharedWorkerScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
             item.add_marker(pytest.mark.slow)
-    _group_for_workers(items)
+    _check_shared_worker(items)
+    # the groups, long chains of slow tests, are handed out first, so that none starts last
+    # on one worker while the other idles
+    items.sort(key=lambda item: _module_of(item.nodeid) not in SHARED_WORKER)
 
 
-def _group_for_workers(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), and the
-    longest first.
-
-    Every reader of the finished study shares one worker (the study runs once per worker
-    that needs it), and so do the tests of a module with a module-scoped fixture (built once).
-    Other tests go wherever a worker is free. The groups, long chains of slow tests, are
-    handed out first, so that they do not start last on one worker while the other idles.
-    """
-    shared_modules = {
-        item.module.__name__
-        for item in items
-        if item.module is not None
-        and any(
-            definition.scope == "module"
-            for definitions in item._fixtureinfo.name2fixturedefs.values()
-            for definition in definitions
+def _check_shared_worker(items: list[pytest.Item]) -> None:
+    """Every module that reads the finished study or has a module-scoped fixture must be in
+    :data:`SHARED_WORKER`, else the study or the fixture is built on each worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else ()
+        shared = "finished_study" in getattr(item, "fixturenames", ()) or any(
+            d.scope == "module" for defs in definitions for d in defs
         )
-    }
-
-    def group(item: pytest.Item) -> str | None:
-        if "finished_study" in getattr(item, "fixturenames", ()):
-            return "finished_study"
-        module = item.module.__name__ if item.module is not None else None
-        return module if module in shared_modules else None
-
-    groups = {item: group(item) for item in items}
-    for item, name in groups.items():
-        if name is not None:
-            item.add_marker(pytest.mark.xdist_group(name))
-    items.sort(key=lambda item: {"finished_study": 0, None: 2}.get(groups[item], 1))
+        if shared and _module_of(item.nodeid) not in SHARED_WORKER:
+            raise pytest.UsageError(
+                f"{_module_of(item.nodeid)} has a module-scoped fixture or reads the finished "
+                "study: add it to SHARED_WORKER in tests/conftest.py"
+            )
 
 
 @pytest.fixture(scope="session")
