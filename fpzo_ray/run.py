@@ -87,11 +87,17 @@ class RunFolder:
         self.push()
 
     def config(self) -> RunConfig:
+        """The run's configuration, once the files that decide what a resumed run does are
+        checked to be signed by this user (``signing``): its import paths run code."""
+        from fpzo_ray.report.sources import TRACKING_FILE
+        from fpzo_ray.signing import verify
+
         if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
             raise ConfigError(
                 f"config error: --resume: {self.path} is not a run folder (no "
                 f"{CONFIG_FILE} and {RUN_ID_FILE})"
             )
+        verify(self.path, [CONFIG_FILE, RUN_ID_FILE, TRACKING_FILE])
         return config_from_dict(read_yaml(self.path / CONFIG_FILE))
 
     def resume_command(self) -> str:
@@ -271,6 +277,7 @@ def _open_store(
     resumed run). Runs on a thread of its own while Ray and the actors start: importing
     MLflow and checking the store's schema take 1-3 s here, as long as Ray's start."""
     from fpzo_ray.report.sources import TRACKING_FILE
+    from fpzo_ray.signing import sign
     from fpzo_ray.tracking import MLflowTracker
 
     tracker = MLflowTracker(tracking_uri, cfg.tracking.experiment, results_dir)
@@ -278,6 +285,7 @@ def _open_store(
         run_id = tracker.start_run(run_name, config_to_dict(cfg))
         (folder.path / RUN_ID_FILE).write_text(run_id)
         (folder.path / TRACKING_FILE).write_text(tracking_uri)
+        sign(folder.path, [RUN_ID_FILE, TRACKING_FILE])
         folder.push()  # resumable from here on, from wherever the storage is
         return _Store(tracker, run_id, 0)
     run_id = (folder.path / RUN_ID_FILE).read_text().strip()
@@ -301,6 +309,7 @@ def _run(
 
     from fpzo_ray.failure import root_cause, run_failure, save_traceback, stopped_on_error
     from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
+    from fpzo_ray.signing import sign
     from fpzo_ray.sim.federation import run_federated
     from fpzo_ray.sim.ray_session import init_ray, stop_local_ray
     from fpzo_ray.tracking import log_run_figures, ui_command
@@ -313,6 +322,7 @@ def _run(
         name = f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
         folder = RunFolder(LocalCopy(storage.child(name), (results_dir / "runs" / name).resolve()))
         (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        sign(folder.path, [CONFIG_FILE])
     elif (folder.path / "clients.csv").is_file():
         print(f"The run in {folder.location} finished every round: nothing to resume.")
         return 0

@@ -140,9 +140,11 @@ def _run_phase(
     """Fit (or, when its folder holds one, restore and finish) one phase's Tune experiment."""
     from ray import tune
 
+    from fpzo_ray.signing import sign, state_files
     from fpzo_ray.sim.federation import bundles
     from fpzo_ray.study.scheduler import PerCellASHA
     from fpzo_ray.trial import federated_trial
+    from fpzo_ray.tune_signer import TuneStateSigner
 
     # Every trial reserves what its own configuration asks for; trials whose simulation.*
     # fields differ would need different requests, which Tune's single resource request
@@ -158,6 +160,7 @@ def _run_phase(
     )
     # a local path as before; anything else through the filesystem the storage resolved
     filesystem = {} if experiment.is_local else {"storage_filesystem": experiment.filesystem}
+    state = experiment.child(phase)
     if tune.Tuner.can_restore(experiment.path_of(phase), **filesystem):
         tuner = tune.Tuner.restore(
             experiment.path_of(phase),
@@ -171,7 +174,7 @@ def _run_phase(
         # finds each trial's run again by its trial-id tag.
         internal = tuner._local_tuner
         assert internal is not None  # None only under Ray Client, which sweeps do not use
-        internal._run_config.callbacks = callbacks
+        internal._run_config.callbacks = [*callbacks, TuneStateSigner(state)]
     else:
         search = spec.search if phase == "search" else None
         scheduler = None
@@ -195,7 +198,7 @@ def _run_phase(
                 name=phase,
                 storage_path=experiment.root,
                 verbose=0,
-                callbacks=callbacks,
+                callbacks=[*callbacks, TuneStateSigner(state)],
                 # two, so that a corrupt newest one has a fallback
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 # a trial whose node, process or actors were lost restarts from its last
@@ -204,7 +207,10 @@ def _run_phase(
                 **filesystem,
             ),
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    finally:
+        sign(state, state_files(state))  # as Tune left it, whatever ended the phase
 
 
 def _trial_state(
@@ -318,6 +324,7 @@ def run_sweep(
     from fpzo_ray.failure import root_cause, stopped_on_error
     from fpzo_ray.progress import TrialProgress
     from fpzo_ray.resources import ResourceWaitTimeout, resource_watch
+    from fpzo_ray.signing import sign, verify
     from fpzo_ray.tracking import (
         MLflowTracker,
         MLflowTrialCallback,
@@ -338,8 +345,10 @@ def run_sweep(
         save_spec(spec, experiment_dir)
         tracking_uri = tracking_uri_of(results_dir, None)
         (experiment_dir / TRACKING_FILE).write_text(tracking_uri)
+        sign(experiment_dir, [TRACKING_FILE])
     else:
         folder.pull()
+        verify(experiment_dir, [TRACKING_FILE])
         tracking_uri = tracking_uri_of(results_dir, read_text(experiment_dir / TRACKING_FILE))
     init_ray()
     mlflow_experiment = config_from_dict(spec.run_config(spec.cells()[0], {})).tracking.experiment
@@ -726,12 +735,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _resumed_spec(experiment: Storage, results_dir: Path) -> tuple[SweepSpec, str]:
     """The spec of the sweep in ``experiment`` (its folder, a path or a URI), its own files
     fetched into its local copy, and the tracking URI it logs to."""
+    from fpzo_ray.signing import state_files, verify
     from fpzo_ray.tracking import tracking_uri_of
 
     copy = LocalCopy(experiment, results_dir / "ray_results" / experiment.name)
     copy.pull()
-    tracking_uri = tracking_uri_of(results_dir, read_text(copy.path / TRACKING_FILE))
-    return load_saved_spec(copy.path), tracking_uri
+    spec = load_saved_spec(copy.path)  # its signature checked first, as every file below
+    verify(copy.path, [TRACKING_FILE])
+    for phase in spec.phases:  # Tune's state is a pickle: none unsigned is ever restored
+        if experiment.exists(phase):
+            verify(experiment.child(phase), state_files(experiment.child(phase)))
+    return spec, tracking_uri_of(results_dir, read_text(copy.path / TRACKING_FILE))
 
 
 if __name__ == "__main__":

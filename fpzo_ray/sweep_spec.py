@@ -746,14 +746,23 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 def save_spec(spec: SweepSpec, folder: Path) -> None:
+    """The sweep file as resolved, in the experiment folder, signed (``signing``): it names
+    import paths, which resuming imports."""
+    from fpzo_ray.signing import sign
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+    sign(folder, [SPEC_FILE])
 
 
-def load_saved_spec(folder: Path) -> SweepSpec:
-    """The spec a sweep in ``folder`` (its experiment folder) was started with."""
+def load_saved_spec(folder: Path, what: str = "--resume") -> SweepSpec:
+    """The spec a sweep in ``folder`` (its experiment folder) was started with, once its
+    signature is checked (``what``: the option that named the folder, for the error)."""
+    from fpzo_ray.signing import verify
+
     if not (folder / SPEC_FILE).is_file():
         raise ConfigError(
-            f"config error: --resume: {folder} is not a sweep's experiment folder (no {SPEC_FILE})"
+            f"config error: {what}: {folder} is not a sweep's experiment folder (no {SPEC_FILE})"
         )
+    verify(folder, [SPEC_FILE], what)
     return load_sweep(folder / SPEC_FILE)

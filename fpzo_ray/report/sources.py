@@ -171,7 +171,7 @@ def record_from_folder(folder: str | Path) -> SweepRecord:
         raise SourceError(
             f"config error: SOURCE: {folder} is not a sweep's experiment folder (no {SPEC_FILE})"
         )
-    spec = load_saved_spec(folder)
+    spec = load_saved_spec(folder, "SOURCE")
     selections = {}
     if (folder / SELECTION_FILE).is_file():
         selections = read_selections((folder / SELECTION_FILE).read_text())

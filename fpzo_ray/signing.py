@@ -1,0 +1,161 @@
+"""Signatures on the files of a results folder that decide what runs when it is resumed.
+
+Resuming reads back files that drive execution: a run folder's ``config.yaml`` and a sweep's
+saved sweep file name import paths (code, by design: a researcher's model or data), and Tune's
+experiment state is a pickle. A results folder is data that others can change (shared
+storage, a bucket, a folder copied from elsewhere), so each such file is signed when it is
+written, with an HMAC-SHA256 under a key of this user's, and ``--resume`` (and the report
+command) checks it before anything is parsed, unpickled or imported: a file that is not
+signed, or was changed since, is one line naming it.
+
+Why an HMAC under a per-user key: only someone holding the key can sign, and the key never
+leaves the machines its owner copies it to. It is ``$FPZO_SIGNING_KEY_FILE``, by default
+``~/.config/fpzo_ray/signing.key``, made on first use (32 random bytes) with mode 600, and
+refused when others may read it. A sweep resumed on a new head (a lost one) needs the same
+key there: a secret mounted on every head, named by ``FPZO_SIGNING_KEY_FILE``.
+
+Each signed folder holds ``fpzo_signatures.json``: per file name, the HMACs of its last few
+versions (Tune rewrites its state while a sweep runs, and a stop can fall between a new
+version's upload and its signature). ``python -m fpzo_ray.signing FOLDER`` signs what a
+folder holds as it is, for a folder one has checked oneself (one written before signatures
+existed, say).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from fpzo_ray.config import ConfigError
+from fpzo_ray.storage import Storage, open_storage
+
+KEY_ENV = "FPZO_SIGNING_KEY_FILE"
+SIGNATURES_FILE = "fpzo_signatures.json"
+#: Versions of a file whose signatures are kept (newest first).
+KEEP_VERSIONS = 3
+
+
+def key_file() -> Path:
+    return Path(os.environ.get(KEY_ENV) or Path.home() / ".config" / "fpzo_ray" / "signing.key")
+
+
+def signing_key() -> bytes:
+    """This user's key, made (mode 600) when there is none; a key others may read is refused
+    (whoever reads it can sign)."""
+    path = key_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_hex(32))
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"config error: {KEY_ENV}: the signing key {path} cannot be read ({exc.strerror})"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"config error: {KEY_ENV}: the signing key {path} may be read by others (mode "
+            f"{stat.S_IMODE(mode):o}); make it private: chmod 600 {path}"
+        )
+    if len(text) < 32:
+        raise ConfigError(f"config error: {KEY_ENV}: {path} holds no key (too short)")
+    return text.encode()
+
+
+def _digest(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def _read(folder: Storage) -> dict[str, list[str]]:
+    if not folder.exists(SIGNATURES_FILE):
+        return {}
+    try:
+        signatures = json.loads(folder.read_text(SIGNATURES_FILE))
+    except (OSError, ValueError):
+        return {}  # unreadable: every file in the folder then reads as unsigned
+    return signatures if isinstance(signatures, dict) else {}
+
+
+def sign(folder: Storage | Path, names: Iterable[str]) -> None:
+    """Sign the current contents of ``names`` in ``folder`` (missing ones are skipped)."""
+    folder = folder if isinstance(folder, Storage) else open_storage(folder)
+    key = signing_key()
+    signatures = _read(folder)
+    changed = False
+    for name in names:
+        if not folder.exists(name):
+            continue
+        digest = _digest(key, folder.read_bytes(name))
+        versions = [v for v in signatures.get(name, []) if isinstance(v, str)]
+        if versions[:1] != [digest]:
+            signatures[name] = [digest, *[v for v in versions if v != digest]][:KEEP_VERSIONS]
+            changed = True
+    if changed:
+        folder.write_text(SIGNATURES_FILE, json.dumps(signatures, indent=1, sort_keys=True))
+
+
+def verify(folder: Storage | Path, names: Iterable[str], what: str = "--resume") -> None:
+    """Raise :class:`ConfigError` for the first of ``names`` in ``folder`` (missing ones are
+    skipped) that this user's key did not sign as it is now."""
+    folder = folder if isinstance(folder, Storage) else open_storage(folder)
+    key = signing_key()
+    signatures = _read(folder)
+    for name in names:
+        if not folder.exists(name):
+            continue
+        if _digest(key, folder.read_bytes(name)) not in signatures.get(name, []):
+            state = "was changed since it was signed" if name in signatures else "is not signed"
+            raise ConfigError(
+                f"config error: {what}: {folder.path_of(name)} {state} by this user's key "
+                f"({key_file()}): it decides what runs, so it is not read. If you wrote or "
+                f"checked this folder yourself: {sys.executable} -m fpzo_ray.signing "
+                f"{folder.location}"
+            )
+
+
+def state_files(folder: Storage) -> list[str]:
+    """The files Tune keeps its experiment state in, at the top of a phase's folder
+    (``tuner.pkl``, ``experiment_state-*.json``, its searcher's and callbacks' state)."""
+    return sorted(
+        name
+        for name in folder.listdir()
+        if name.endswith((".pkl", ".json")) and name != SIGNATURES_FILE
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fpzo_ray.signing FOLDER...``: sign what each folder holds as it is."""
+    from fpzo_ray.report.sources import TRACKING_FILE
+    from fpzo_ray.sweep_spec import SPEC_FILE
+
+    folders = list(argv if argv is not None else sys.argv[1:])
+    if not folders:
+        print("usage: python -m fpzo_ray.signing FOLDER...", file=sys.stderr)
+        return 2
+    for location in folders:
+        folder = open_storage(location, "FOLDER")
+        driver_files = ["config.yaml", "mlflow_run_id", SPEC_FILE, TRACKING_FILE]
+        sign(folder, driver_files + state_files(folder))
+        for phase in ("grid", "search", "repeat"):
+            if folder.exists(phase):
+                sign(folder.child(phase), state_files(folder.child(phase)))
+        print(f"signed {folder.location}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
