@@ -530,6 +530,13 @@ class SimulationConfig:
         choices=WORKER_FAILURE_POLICIES,
         doc="clients of a dead worker: rerun elsewhere, or drop",
     )
+    round_timeout_s: float = setting(
+        1800.0,
+        gt=0.0,
+        doc="wall-clock limit on a worker's share of a round (or of a pruning iteration): "
+        "its clients then fail as timed out and the worker is replaced; the server's own step "
+        "gets as long again before the run fails (round_timeout)",
+    )
     compile: bool = setting(
         False,
         doc="torch.compile each worker's forward passes (inductor; compiled once per worker, "

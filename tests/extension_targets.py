@@ -101,3 +101,11 @@ def fill_nan(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def exploding(params: list[nn.Parameter], settings: ServerSettings) -> torch.optim.Optimizer:
     """A server optimizer whose first step leaves no weight finite."""
     return torch.optim.SGD(params, lr=float("inf"))
+
+
+def fill_hangs(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Directions that never come: a client's work that hangs."""
+    import time
+
+    time.sleep(3600)
+    return out

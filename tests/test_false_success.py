@@ -73,10 +73,12 @@ def test_a_healthy_run_reports_no_client_failures():
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_the_command_line_fails_the_run_with_its_kind_and_says_why(tmp_path):
-    """``python -m fpzo_ray.run`` on NaN directions: warning lines while it runs, then one
-    error line naming the kind, exit 1, the MLflow run FAILED, and no resume command (a
-    resumed run would fail the same way)."""
+def test_a_run_whose_clients_hang_fails_named_after_its_timeouts(tmp_path):
+    """``python -m fpzo_ray.run`` whose clients' work hangs: each round, the workers' share
+    passes ``simulation.round_timeout_s``, their clients fail as timed out (a warning line)
+    and the workers are replaced; past ``training.max_empty_rounds`` the run fails: one error
+    line naming the kind, exit 1, the MLflow run FAILED, no resume command (a resumed run
+    would fail the same way)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}", RAY_USAGE_STATS_ENABLED="0")
     sets = [
@@ -85,11 +87,13 @@ def test_the_command_line_fails_the_run_with_its_kind_and_says_why(tmp_path):
         f"model.target={T}:mlp",
         "pruning.method=magnitude",
         "pruning.clients_per_iteration=3",
-        f"zo.direction={T}:fill_nan",
+        f"zo.direction={T}:fill_hangs",
         "zo.generator=torch_cpu",
         "training.clients_per_round=3",
         "training.rounds=20",
+        "training.max_empty_rounds=1",
         "simulation.num_workers=1",
+        "simulation.round_timeout_s=3",
     ]
     out = subprocess.run(
         [sys.executable, "-m", "fpzo_ray.run", "--results-dir", str(tmp_path)]
@@ -101,13 +105,10 @@ def test_the_command_line_fails_the_run_with_its_kind_and_says_why(tmp_path):
     )
     assert out.returncode == 1, out.stderr[-3000:]
     lines = out.stderr.strip().splitlines()
-    assert any(
-        line.startswith("warning: round 1: 3 of 3 sampled clients not aggregated") for line in lines
-    ), out.stderr[-3000:]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert errors == [
-        next(line for line in lines if line.startswith("error: the run failed: no_usable_clients"))
-    ], out.stderr[-3000:]
+    warning = "warning: round 1: 3 of 3 sampled clients not aggregated: 3 timeout (no reply"
+    assert any(line.startswith(warning) for line in lines), out.stderr[-3000:]
+    (error,) = [line for line in lines if line.startswith("error: ")]
+    assert error.startswith("error: the run failed: no_usable_clients: rounds 1-2: "), error
     assert "resume" not in out.stderr and "Traceback" not in out.stderr
 
     import mlflow

@@ -17,10 +17,12 @@ from typing import Any
 
 import ray
 import torch
+from ray.exceptions import GetTimeoutError
 from ray.util import get_current_placement_group
 
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import federated_data
+from fpzo_ray.failure import RunFailed
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.devices import client_devices
@@ -99,11 +101,26 @@ def start_federation(cfg: RunConfig) -> Federation:
         functools.partial(_spawn_worker, cfg, dataset_ref, partition_ref),
         resolve_num_workers(cfg),
         cfg.simulation.on_worker_failure,
+        cfg.simulation.round_timeout_s,
     )
     server = ServerActor.options(**actor_options(server_resources(cfg.simulation))).remote(
         cfg, dataset_ref, pool, client_devices(cfg)
     )
     return Federation(server, pool)
+
+
+def _within(call: Any, limit_s: float, what: str) -> Any:
+    """The result of the server's ``call``, or :class:`RunFailed` (``round_timeout``) when it
+    takes longer than ``limit_s``: a server step (an algorithm's, an evaluation) that hangs
+    must not hold the run, its resources and its sweep forever."""
+    try:
+        return ray.get(call, timeout=limit_s)
+    except GetTimeoutError:
+        raise RunFailed(
+            "round_timeout",
+            f"{what} did not end within {limit_s:g} s (twice simulation.round_timeout_s): the "
+            "server's step hangs or is far too slow",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -135,15 +152,18 @@ def run_federated(
     every = cfg.simulation.checkpoint_every
     try:
         server = federation.server
+        # a round: the workers' share (each within round_timeout_s), then the server's step
+        limit = 2 * cfg.simulation.round_timeout_s
         if resume_state is not None:
             ray.get(server.load_state_dict.remote(resume_state))
             setup, first = resume_state["pruning_summary"], resume_state["rounds_done"]
         else:
-            setup, first = ray.get(server.prune.remote()), 0
+            pruning_limit = limit * max(1, cfg.pruning.iterations)
+            setup, first = _within(server.prune.remote(), pruning_limit, "the pruning phase"), 0
         rounds = cfg.training.rounds
         running: Any = server.run_round.remote(first) if first < rounds else None
         for r in range(first, rounds):
-            metrics: dict[str, Any] = ray.get(running)
+            metrics: dict[str, Any] = _within(running, limit, f"round {r + 1}")
             if r == first:
                 metrics = {**metrics, "setup": setup}
             due = every > 0 and (r + 1) % every == 0 and r + 1 < rounds

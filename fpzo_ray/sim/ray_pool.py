@@ -4,7 +4,10 @@ Each round the sorted client ids are cut into one contiguous chunk per live work
 call per worker. The round's broadcast is put in the object store once and every worker reads
 it from there; the mask is sent only to workers that do not hold its version yet.
 
-A worker that dies mid-round (``ray.kill``, SIGKILL, node loss) raises an actor error for its
+A worker whose share of a round takes longer than the pool's ``timeout_s``
+(``simulation.round_timeout_s``) is killed and replaced, its clients reported as failed
+(``timeout``): a client whose work hangs fails, the run goes on. A worker that dies mid-round
+(``ray.kill``, SIGKILL, node loss) raises an actor error for its
 chunk. Its clients are then either run again on another worker (``retry``: the results are
 the same, every client's work being a function of its seeds) or reported as failed (``drop``);
 a chunk that has killed ``MAX_RETRIES`` workers is dropped (a client whose work kills the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,10 +46,15 @@ class RayWorkerPool:
     also to replace a dead one."""
 
     def __init__(
-        self, make_worker: Callable[[], Any], size: int, on_worker_failure: str = "retry"
+        self,
+        make_worker: Callable[[], Any],
+        size: int,
+        on_worker_failure: str = "retry",
+        timeout_s: float = math.inf,
     ) -> None:
         if on_worker_failure not in ("retry", "drop"):
             raise ValueError(f"simulation.on_worker_failure: unknown {on_worker_failure!r}")
+        self.timeout_s = timeout_s
         self.make_worker = make_worker
         self.workers = [make_worker() for _ in range(size)]
         self.mask_version = [-1] * size
@@ -58,11 +67,12 @@ class RayWorkerPool:
         self.mask_version[index] = mask.version
         return self.workers[index].run.remote(mask if stale else None, broadcast_ref, chunk)
 
-    def _replace(self, index: int) -> None:
+    def _replace(self, index: int, why: str = "died") -> None:
         self.worker_failures += 1
         log.warning(
-            "worker %d died; starting a replacement (%d worker failures so far)",
+            "worker %d %s; starting a replacement (%d worker failures so far)",
             index,
+            why,
             self.worker_failures,
         )
         with contextlib.suppress(Exception):  # it is already gone
@@ -93,8 +103,19 @@ class RayWorkerPool:
         waited = time.perf_counter()
         replies: list[Reply] = []
         compute: list[float] = []
+        deadline = waited + self.timeout_s
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            left = deadline - time.perf_counter()
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, left))
+            if not ready:  # past the limit: the workers still busy are hung or far too slow
+                for index, chunk, _ in pending.values():
+                    self._replace(index, f"gave no reply within {self.timeout_s:g} s")
+                    replies.extend(
+                        ClientFailure(c, f"no reply within {self.timeout_s:g} s", kind="timeout")
+                        for c in chunk
+                    )
+                pending.clear()
+                break
             index, chunk, attempt = pending.pop(ready[0])
             try:
                 batch, seconds = ray.get(ready[0])
