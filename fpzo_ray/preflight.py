@@ -8,7 +8,12 @@ an error, too, stops before Ray starts, with one line naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +25,9 @@ from fpzo_ray.protocol import zo_update_spec
 from fpzo_ray.sim.devices import load_catalog
 from fpzo_ray.zo.layerwise import blocks_for
 
+PREFLIGHT_TIMEOUT_ENV = "FPZO_PREFLIGHT_TIMEOUT_S"
+DEFAULT_PREFLIGHT_TIMEOUT_S = 600.0
+
 
 def preflight(configs: Sequence[RunConfig]) -> None:
     """Raise :class:`ConfigError` for the first configuration that cannot run."""
@@ -30,14 +38,43 @@ def preflight(configs: Sequence[RunConfig]) -> None:
             load_catalog(cfg.devices.profiles_file or None, cfg.devices.population)
         data = repr(cfg.data)  # its args (a dict) make the section unhashable
         if data not in datasets:
-            datasets[data] = _load(cfg)
+            with time_limit("data.target" if cfg.data.target else "data.name", cfg.data_name):
+                datasets[data] = _load(cfg)
         if (data, str(cfg.seed)) not in seen:
             seen.add((data, str(cfg.seed)))
             federated_data(cfg, datasets[data])
         model = (data, repr(cfg.model), cfg.zo.perturbation_scope)
         if model not in seen:
             seen.add(model)
-            _try_model(cfg, datasets[data])
+            with time_limit("model.target" if cfg.model.target else "model.name", cfg.model_name):
+                _try_model(cfg, datasets[data])
+
+
+@contextlib.contextmanager
+def time_limit(field: str, target: str) -> Iterator[None]:
+    """A :class:`ConfigError` naming ``field`` and ``target`` when the block (a data set
+    loaded, a model built and run: possibly a researcher's code) takes longer than
+    ``$FPZO_PREFLIGHT_TIMEOUT_S`` (default 600 s): one that hangs must not hold the command
+    forever. An interval timer's signal interrupts Python code, ``time.sleep`` and most
+    waits; on a thread other than the main one (where signals cannot go) there is no limit."""
+    limit = float(os.environ.get(PREFLIGHT_TIMEOUT_ENV) or DEFAULT_PREFLIGHT_TIMEOUT_S)
+    if threading.current_thread() is not threading.main_thread() or limit <= 0:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise ConfigError(
+            f"config error: {field}: {target} did not finish within {limit:g} s "
+            f"({PREFLIGHT_TIMEOUT_ENV}): does it hang?"
+        )
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _load(cfg: RunConfig) -> ArrayDataset:
@@ -47,6 +84,8 @@ def _load(cfg: RunConfig) -> ArrayDataset:
         return load_dataset(cfg.data)
     except FileNotFoundError as exc:
         raise ConfigError(f"config error: {exc}") from None
+    except ConfigError:
+        raise  # already one line (a time limit, say)
     except Exception as exc:  # noqa: BLE001 - a researcher's loader may raise anything
         if not cfg.data.target:
             raise
@@ -68,6 +107,8 @@ def _try_model(cfg: RunConfig, dataset: ArrayDataset) -> None:
                 f"returns {logits.shape[-1]} outputs a sample, the data has "
                 f"{dataset.num_classes} classes"
             )
+    except ConfigError:
+        raise  # already one line (a time limit, say)
     except Exception as exc:  # noqa: BLE001 - a researcher's model may raise anything
         raise ConfigError(_raised(field, cfg.model_name, exc)) from None
     try:  # the layer-wise variant needs a chain of stages

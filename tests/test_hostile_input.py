@@ -420,6 +420,14 @@ def test_a_tracking_uri_that_cannot_work_is_one_line_before_ray(case, tmp_path):
     _refused_before_any_work(tmp_path, "run", [], {}, said, {"MLFLOW_TRACKING_URI": uri})
 
 
+def test_a_target_that_hangs_in_the_preflight_is_one_line_at_its_time_limit(tmp_path):
+    target = "tests.hanging_targets:model"
+    said = f"model.target: {target} did not finish within 2 s (FPZO_PREFLIGHT_TIMEOUT_S)"
+    arguments = ["--set", f"model.target={target}"]
+    limit = {"FPZO_PREFLIGHT_TIMEOUT_S": "2"}
+    _refused_before_any_work(tmp_path, "run", arguments, {}, said, limit)
+
+
 def _refused_before_any_work(
     tmp_path: Path,
     command: str,
