@@ -428,6 +428,23 @@ def test_a_target_that_hangs_in_the_preflight_is_one_line_at_its_time_limit(tmp_
     _refused_before_any_work(tmp_path, "run", arguments, {}, said, limit)
 
 
+def test_an_address_where_something_else_than_ray_answers_is_one_line(tmp_path):
+    """An HTTP server at the address accepts the connection but gives no gRPC handshake,
+    as Ray's GCS would: refused within seconds, before Ray is joined."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        said = "something other than a Ray cluster answers at"
+        _refused_before_any_work(tmp_path, "run", ["--address", address], {}, said)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _refused_before_any_work(
     tmp_path: Path,
     command: str,

@@ -191,4 +191,26 @@ def _reachable_gcs(address: str) -> str:
             f"config error: {_named(address)}: no Ray cluster answers at {gcs} ({reason} "
             f"within {CONNECT_TIMEOUT_S:g} s); start it, or name none to run on a local Ray"
         ) from None
+    if not _speaks_grpc(gcs):
+        raise ConfigError(
+            f"config error: {_named(address)}: something other than a Ray cluster answers at "
+            f"{gcs} (no gRPC handshake within {CONNECT_TIMEOUT_S:g} s, as Ray's GCS gives); "
+            "name the cluster's GCS address (host:port, port 6379 by default)"
+        )
     return gcs
+
+
+def _speaks_grpc(address: str) -> bool:
+    """Whether a gRPC server (as a Ray cluster's GCS is) completes the handshake at
+    ``address`` within ``CONNECT_TIMEOUT_S``: an HTTP server or any other service there
+    accepts the connection, then leaves ``ray.init`` waiting for minutes."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
