@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -40,7 +41,11 @@ from fpzo_ray.config import (
     require_utf8_paths,
 )
 from fpzo_ray.logs import configure as configure_logging
-from fpzo_ray.sim.ray_session import add_address_option, use_address_option
+from fpzo_ray.sim.ray_session import (
+    add_address_option,
+    check_local_ray_temp_dir,
+    use_address_option,
+)
 from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
 from fpzo_ray.storage import LocalCopy
 
@@ -101,7 +106,7 @@ class RunFolder:
         return config_from_dict(read_yaml(self.path / CONFIG_FILE))
 
     def resume_command(self) -> str:
-        return f"{sys.executable} -m fpzo_ray.run --resume {self.location}"
+        return shlex.join([sys.executable, "-m", "fpzo_ray.run", "--resume", self.location])
 
 
 class _StartupGC:
@@ -198,6 +203,7 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
         preflight([cfg])
         check_resources([cfg])
         check_tracking_uri(tracking_uri)
+        check_local_ray_temp_dir()
         check_writable(storage)
         prepare_results_dir(results_dir)
     except ConfigError as exc:

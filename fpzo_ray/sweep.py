@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +56,12 @@ from fpzo_ray.report.sources import (
     read_selections,
     read_text,
 )
-from fpzo_ray.sim.ray_session import add_address_option, init_ray, use_address_option
+from fpzo_ray.sim.ray_session import (
+    add_address_option,
+    check_local_ray_temp_dir,
+    init_ray,
+    use_address_option,
+)
 from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
 from fpzo_ray.storage import (
     LocalCopy,
@@ -102,7 +108,7 @@ class SweepOutcome:
 
 
 def _resume_command(experiment: str | Path) -> str:
-    return f"{sys.executable} -m fpzo_ray.sweep --resume {experiment}"
+    return shlex.join([sys.executable, "-m", "fpzo_ray.sweep", "--resume", str(experiment)])
 
 
 # -- one phase: a Tune experiment ----------------------------------------------------------
@@ -705,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         preflight(configs)
         check_resources(configs, spec.max_concurrent_trials)
         check_tracking_uri(tracking_uri)
+        check_local_ray_temp_dir()
         check_writable(storage)
         prepare_results_dir(results_dir)
         check_storage_on_every_node(storage)  # on a cluster of several nodes

@@ -428,6 +428,12 @@ def test_a_target_that_hangs_in_the_preflight_is_one_line_at_its_time_limit(tmp_
     _refused_before_any_work(tmp_path, "run", arguments, {}, said, limit)
 
 
+def test_a_temp_folder_too_long_for_rays_sockets_is_one_line_before_ray(tmp_path):
+    long = f"/tmp/{'x' * 60}"  # never made: refused first
+    said = "RAY_TMPDIR: " + long + " is 65 bytes long"
+    _refused_before_any_work(tmp_path, "run", [], {}, said, {"RAY_TMPDIR": long})
+
+
 def test_an_address_where_something_else_than_ray_answers_is_one_line(tmp_path):
     """An HTTP server at the address accepts the connection but gives no gRPC handshake,
     as Ray's GCS would: refused within seconds, before Ray is joined."""

@@ -58,6 +58,32 @@ def use_address_option(args: argparse.Namespace) -> None:
         os.environ["RAY_ADDRESS"] = args.address
 
 
+#: The longest path Ray makes under its temp folder for a Unix socket
+#: (``/ray/session_<date>_<time>_<us>_<pid>/sockets/plasma_store``), and the limit on such
+#: paths (``sun_path``: 108 bytes with the final NUL).
+RAY_SOCKET_SUFFIX = 70
+UNIX_SOCKET_PATH_MAX = 107
+
+
+def check_local_ray_temp_dir() -> None:
+    """Before a local Ray starts: its temp folder (``RAY_TMPDIR``, else the system's) must
+    be short enough for the Unix socket paths Ray makes there, else Ray fails after its
+    start with a traceback."""
+    if cluster_address() is not None:
+        return
+    import tempfile
+
+    temp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    room = UNIX_SOCKET_PATH_MAX - RAY_SOCKET_SUFFIX
+    if len(os.fsencode(temp)) > room:
+        which = "RAY_TMPDIR" if os.environ.get("RAY_TMPDIR") else "TMPDIR"
+        raise ConfigError(
+            f"config error: {which}: {temp} is {len(os.fsencode(temp))} bytes long; Ray's "
+            f"socket paths under it would pass the {UNIX_SOCKET_PATH_MAX}-byte limit of Unix "
+            f"sockets: name a folder of at most {room} bytes"
+        )
+
+
 def init_ray() -> None:
     """Join the cluster of :func:`cluster_address`, or start Ray locally; say which."""
     import ray
