@@ -5,4 +5,13 @@ run). Algorithms live in plain PyTorch (``zo``, ``pruning``, ``accounting``); th
 in ``sim``.
 """
 
+import os
+
+from fpzo_ray.cache import cache_dir
+
 __version__ = "0.1.0"
+
+# torch keeps its compile cache (inductor's) in the temp folder by default: in the package's
+# cache instead, unless the user chose a place. Every process that imports the package (the
+# driver, Ray's workers) sets it before torch compiles anything.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))

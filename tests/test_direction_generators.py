@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fpzo_ray.accounting.memory import MemoryMeter
+from fpzo_ray.cache import CACHE_ENV
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo import perturbation as P
 from fpzo_ray.zo import philox, philox_kernels
@@ -94,7 +95,7 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
     """A process starts a build of the package after its eager fills (here: at once), and
     uses it once built; every later process loads it at its first fill; the bits never
     change (builds for 10-30 s)."""
-    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})  # as in a fresh process
     fills = P._PhiloxFills()
     fills.BUILD_AFTER_SECONDS = 0.0
@@ -133,7 +134,7 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
 
 
 def test_a_package_another_process_builds_is_awaited_not_rebuilt(monkeypatch, tmp_path):
-    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})
     lock = philox_kernels.package_path(philox.RADEMACHER, torch.float32).with_suffix(".lock")
     lock.write_text(f"{socket.gethostname()} {os.getppid()}")  # a live builder
@@ -156,7 +157,7 @@ def test_the_lock_of_a_builder_that_died_is_stale(tmp_path):
 
 
 def test_a_failed_build_leaves_the_fills_eager_and_its_reason_in_the_log(monkeypatch, tmp_path):
-    monkeypatch.setenv(philox_kernels.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})
     failing = [sys.executable, "-c", "import sys; print('no C++ compiler'); sys.exit(3)"]
     monkeypatch.setattr(philox_kernels, "build_command", lambda kind, dtype: failing)

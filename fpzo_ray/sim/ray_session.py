@@ -11,12 +11,15 @@ cluster that does not answer is one line within seconds, not a minute of retries
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fpzo_ray.config import ConfigError
@@ -96,6 +99,7 @@ def init_ray() -> None:
         with _ray_processes_in_sessions_of_their_own():
             ray.init(address="local", include_dashboard=False)
         _started_here = True
+        _remove_session_folder_at_exit()
         cpus = ray.cluster_resources().get("CPU", 0)
         print(f"Ray: started a local instance ({cpus:g} CPUs)", flush=True)
     else:
@@ -109,6 +113,40 @@ def init_ray() -> None:
             flush=True,
         )
     install_stop_handlers()  # ray.init replaces the SIGTERM handler with one that exits
+
+
+#: Set (to anything) to keep the session folder of the local Ray (its logs) after the exit.
+KEEP_RAY_SESSION_ENV = "FPZO_KEEP_RAY_SESSION"
+
+
+def _remove_session_folder_at_exit() -> None:
+    """At exit, after Ray's shutdown, remove the session folder the local Ray made in the
+    temp folder (``<temp>/ray/session_*``: its sockets and logs, tens of MB a day of runs):
+    a run leaves nothing behind. What went wrong is in the run's own ``error.log`` and MLflow;
+    ``FPZO_KEEP_RAY_SESSION=1`` keeps Ray's logs."""
+    if os.environ.get(KEEP_RAY_SESSION_ENV):
+        return
+    try:
+        from ray._private import worker
+
+        node: Any = worker._global_node
+        folder = Path(node.get_session_dir_path())
+    except Exception as exc:  # noqa: BLE001 - Ray's private layout changed: keep the folder
+        log.debug("the Ray session folder is left in place (%s)", exc)
+        return
+    atexit.register(_remove_session_folder, folder)
+
+
+def _remove_session_folder(folder: Path) -> None:
+    import ray
+
+    ray.shutdown()  # idempotent; the processes must be gone before their folder
+    shutil.rmtree(folder, ignore_errors=True)
+    latest = folder.parent / "session_latest"
+    if latest.is_symlink() and not latest.exists():  # it pointed to the folder just removed
+        latest.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the temp folder's ray/, when no other Ray uses it
+        folder.parent.rmdir()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ Bits: inductor's C++ is built without floating-point contraction or unsafe math 
 before every build), so the package computes the eager fill's IEEE operations one by one and
 gives its bits (tested on many seeds and offsets).
 
-Packages live in ``$FPZO_CACHE_DIR`` (default ``~/.cache/fpzo_ray``), named by kind, dtype,
+Packages live in the package cache (``fpzo_ray.cache``), named by kind, dtype,
 torch version and the CPU's vector capability (a package compiled for AVX-512 does not run on
 an AVX2 machine sharing the home directory). The first process to load a package unpacks it
 into a folder beside it (:func:`unpacked`), which every later one loads from. A build takes
@@ -40,18 +40,14 @@ from pathlib import Path
 
 import torch
 
-#: Environment variable naming the package folder.
-CACHE_ENV = "FPZO_CACHE_DIR"
+from fpzo_ray.cache import cache_dir
+
 #: A build lock older than this belongs to a process that died while building.
 STALE_LOCK_SECONDS = 600.0
 
 #: ``kernel(params, num_blocks) -> rows``: :func:`philox._tile_rows` of one kind and dtype on
 #: the CPU.
 Kernel = Callable[[torch.Tensor, int], torch.Tensor]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fpzo_ray")
 
 
 def package_path(kind: str, dtype: torch.dtype) -> Path:
