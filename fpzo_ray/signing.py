@@ -90,12 +90,13 @@ def _read(folder: Storage) -> dict[str, list[str]]:
     return signatures if isinstance(signatures, dict) else {}
 
 
-def sign(folder: Storage | Path, names: Iterable[str]) -> None:
-    """Sign the current contents of ``names`` in ``folder`` (missing ones are skipped)."""
+def sign(folder: Storage | Path, names: Iterable[str]) -> list[str]:
+    """Sign the current contents of ``names`` in ``folder`` (missing ones are skipped);
+    returns the names whose contents were new."""
     folder = folder if isinstance(folder, Storage) else open_storage(folder)
     key = signing_key()
     signatures = _read(folder)
-    changed = False
+    changed = []
     for name in names:
         if not folder.exists(name):
             continue
@@ -103,9 +104,10 @@ def sign(folder: Storage | Path, names: Iterable[str]) -> None:
         versions = [v for v in signatures.get(name, []) if isinstance(v, str)]
         if versions[:1] != [digest]:
             signatures[name] = [digest, *[v for v in versions if v != digest]][:KEEP_VERSIONS]
-            changed = True
+            changed.append(name)
     if changed:
         folder.write_text(SIGNATURES_FILE, json.dumps(signatures, indent=1, sort_keys=True))
+    return changed
 
 
 def verify(folder: Storage | Path, names: Iterable[str], what: str = "--resume") -> None:
@@ -125,6 +127,41 @@ def verify(folder: Storage | Path, names: Iterable[str], what: str = "--resume")
                 f"checked this folder yourself: {sys.executable} -m fpzo_ray.signing "
                 f"{folder.location}"
             )
+
+
+#: Beside each of Tune's experiment state files, its last complete version.
+INTACT_SUFFIX = ".intact"
+
+
+def sign_tune_state(folder: Storage) -> None:
+    """Sign Tune's state files in a phase's ``folder`` as they are now, skipping one being
+    written (a JSON file that does not parse yet), and keep a copy of each complete
+    experiment state: Tune copies it to the storage in place, so a driver killed during the
+    copy (a lost head) leaves it cut short, and the copy is what resuming falls back to
+    (:func:`restore_intact_state`)."""
+    complete = [name for name in state_files(folder) if _complete(name, folder.read_bytes(name))]
+    for name in sign(folder, complete):
+        if name.startswith("experiment_state-"):
+            folder.write_bytes(name + INTACT_SUFFIX, folder.read_bytes(name))
+
+
+def restore_intact_state(folder: Storage) -> None:
+    """Put back the last complete version of each experiment state file of ``folder`` that
+    was cut short (see :func:`sign_tune_state`); its signature is then checked as any."""
+    for name in state_files(folder):
+        backup = name + INTACT_SUFFIX
+        if not _complete(name, folder.read_bytes(name)) and folder.exists(backup):
+            folder.write_bytes(name, folder.read_bytes(backup))
+
+
+def _complete(name: str, data: bytes) -> bool:
+    if not name.endswith(".json"):
+        return True
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        return False
 
 
 def state_files(folder: Storage) -> list[str]:

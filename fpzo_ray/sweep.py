@@ -146,7 +146,7 @@ def _run_phase(
     """Fit (or, when its folder holds one, restore and finish) one phase's Tune experiment."""
     from ray import tune
 
-    from fpzo_ray.signing import sign, state_files
+    from fpzo_ray.signing import sign_tune_state
     from fpzo_ray.sim.federation import bundles
     from fpzo_ray.study.scheduler import PerCellASHA
     from fpzo_ray.trial import federated_trial
@@ -216,7 +216,7 @@ def _run_phase(
     try:
         return tuner.fit()
     finally:
-        sign(state, state_files(state))  # as Tune left it, whatever ended the phase
+        sign_tune_state(state)  # as Tune left it, whatever ended the phase
 
 
 def _trial_state(
@@ -742,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _resumed_spec(experiment: Storage, results_dir: Path) -> tuple[SweepSpec, str]:
     """The spec of the sweep in ``experiment`` (its folder, a path or a URI), its own files
     fetched into its local copy, and the tracking URI it logs to."""
-    from fpzo_ray.signing import state_files, verify
+    from fpzo_ray.signing import restore_intact_state, state_files, verify
     from fpzo_ray.tracking import tracking_uri_of
 
     copy = LocalCopy(experiment, results_dir / "ray_results" / experiment.name)
@@ -751,6 +751,7 @@ def _resumed_spec(experiment: Storage, results_dir: Path) -> tuple[SweepSpec, st
     verify(copy.path, [TRACKING_FILE])
     for phase in spec.phases:  # Tune's state is a pickle: none unsigned is ever restored
         if experiment.exists(phase):
+            restore_intact_state(experiment.child(phase))
             verify(experiment.child(phase), state_files(experiment.child(phase)))
     return spec, tracking_uri_of(results_dir, read_text(copy.path / TRACKING_FILE))
 

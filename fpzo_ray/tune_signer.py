@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from fpzo_ray.signing import sign, state_files
+from fpzo_ray.signing import sign_tune_state
 from fpzo_ray.storage import Storage
 
 
@@ -24,4 +24,4 @@ class TuneStateSigner(Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self.signed_at >= self.every_s:
             self.signed_at = time.monotonic()
-            sign(self.phase_folder, state_files(self.phase_folder))
+            sign_tune_state(self.phase_folder)

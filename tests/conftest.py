@@ -27,7 +27,7 @@ RAY_FIXTURES = {"ray_session", "finished_study", "mlflow_server"}
 LOGICAL_GPUS = 2
 
 
-#: ``make test`` spreads the tests over two pytest-xdist workers (``--dist loadscope``,
+#: ``make test`` spreads the tests over pytest-xdist workers (``--dist loadscope``,
 #: refined by :func:`pytest_xdist_make_scheduler`). These modules' tests share one worker: a
 #: module-scoped fixture is then built once, and the finished study, which several modules
 #: read, runs once. Every other test goes to whichever worker is free. Checked at collection.

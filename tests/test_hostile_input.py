@@ -622,6 +622,9 @@ def test_an_error_after_the_start_is_one_line_with_its_cause_and_the_way_back(tm
     except RuntimeError as exc:
         stopped = stopped_on_error(exc, tmp_path, "python -m fpzo_ray.run --resume X")
     first, saved, resume = str(stopped).splitlines()
-    assert first == "error: OperationalError: database or disk is full"
+    # the innermost cause, and where it was raised when that was outside the package and
+    # its libraries (here: this file, standing for a researcher's code)
+    assert first.startswith("error: OperationalError: database or disk is full (raised in ")
+    assert f"{Path(__file__).name}:" in first
     assert str(tmp_path / ERROR_LOG) in saved and resume.strip().endswith("--resume X")
     assert "many lines" in (tmp_path / ERROR_LOG).read_text()  # the whole traceback is kept

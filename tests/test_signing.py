@@ -129,3 +129,19 @@ def test_a_crafted_tuner_pickle_is_refused_before_it_is_unpickled(key, tmp_path)
     (line,) = out.stderr.strip().splitlines()
     assert "grid/tuner.pkl is not signed" in line, line
     assert not marker.exists() and not (tmp_path / "ray").exists()
+
+
+def test_an_experiment_state_cut_short_is_put_back_from_its_last_complete_copy(key, tmp_path):
+    """Tune copies its state to the storage in place: a driver killed during the copy leaves
+    it cut short. The last complete version, kept and signed beside it, is put back."""
+    from fpzo_ray.storage import open_storage
+
+    phase = open_storage(tmp_path)
+    (tmp_path / "tuner.pkl").write_bytes(b"pickle")
+    (tmp_path / "experiment_state-1.json").write_text('{"trial_data": []}')
+    signing.sign_tune_state(phase)
+    (tmp_path / "experiment_state-1.json").write_text('{"trial_data": [{"cut')  # killed
+    signing.sign_tune_state(phase)  # a state being written is not signed
+    signing.restore_intact_state(phase)
+    assert (tmp_path / "experiment_state-1.json").read_text() == '{"trial_data": []}'
+    signing.verify(phase, signing.state_files(phase))
