@@ -20,10 +20,10 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m fpzo_ray.sweep
 
-## install, then run the test suite, on three workers (pytest-xdist): most tests wait on
-## subprocesses and Ray, so three share two cores well (tests/conftest.py groups them)
+## install, then run the test suite, on two workers (pytest-xdist): most tests wait on
+## subprocesses and Ray, so two share two cores well (tests/conftest.py groups them)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 3 --dist loadscope --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 
 ## the pure-algorithm tests: no Ray, nothing slow (under a minute)
 test-fast: $(VENV)/.installed
