@@ -114,12 +114,9 @@ def verify(folder: Storage | Path, names: Iterable[str], what: str = "--resume")
     """Raise :class:`ConfigError` for the first of ``names`` in ``folder`` (missing ones are
     skipped) that this user's key did not sign as it is now."""
     folder = folder if isinstance(folder, Storage) else open_storage(folder)
-    key = signing_key()
     signatures = _read(folder)
     for name in names:
-        if not folder.exists(name):
-            continue
-        if _digest(key, folder.read_bytes(name)) not in signatures.get(name, []):
+        if folder.exists(name) and not is_signed(folder, name, signatures):
             state = "was changed since it was signed" if name in signatures else "is not signed"
             raise ConfigError(
                 f"config error: {what}: {folder.path_of(name)} {state} by this user's key "
@@ -129,16 +126,22 @@ def verify(folder: Storage | Path, names: Iterable[str], what: str = "--resume")
             )
 
 
+def is_signed(folder: Storage, name: str, signatures: dict[str, list[str]] | None = None) -> bool:
+    """Whether this user's key signed ``name`` in ``folder`` as it is now."""
+    signatures = _read(folder) if signatures is None else signatures
+    return _digest(signing_key(), folder.read_bytes(name)) in signatures.get(name, [])
+
+
 #: Beside each of Tune's experiment state files, its last complete version.
 INTACT_SUFFIX = ".intact"
 
 
 def sign_tune_state(folder: Storage) -> None:
-    """Sign Tune's state files in a phase's ``folder`` as they are now, skipping one being
-    written (a JSON file that does not parse yet), and keep a copy of each complete
-    experiment state: Tune copies it to the storage in place, so a driver killed during the
-    copy (a lost head) leaves it cut short, and the copy is what resuming falls back to
-    (:func:`restore_intact_state`)."""
+    """Sign Tune's state files in a phase's ``folder`` as they are now, skipping an
+    experiment state being written (its JSON does not parse yet), and keep a copy of each
+    complete one: Tune copies it to the storage in place, so a driver killed during the copy
+    (a lost head) leaves it cut short, or newer than its last signature, and the copy is what
+    resuming falls back to (:func:`restore_intact_state`)."""
     complete = [name for name in state_files(folder) if _complete(name, folder.read_bytes(name))]
     for name in sign(folder, complete):
         if name.startswith("experiment_state-"):
@@ -146,16 +149,21 @@ def sign_tune_state(folder: Storage) -> None:
 
 
 def restore_intact_state(folder: Storage) -> None:
-    """Put back the last complete version of each experiment state file of ``folder`` that
-    was cut short (see :func:`sign_tune_state`); its signature is then checked as any."""
+    """Put back the last complete, signed version of each experiment state file of
+    ``folder`` that was cut short or written after its last signature (see
+    :func:`sign_tune_state`): Tune then resumes from a little earlier, its trials from their
+    checkpoints. Its signature is then checked as any file's."""
     for name in state_files(folder):
         backup = name + INTACT_SUFFIX
-        if not _complete(name, folder.read_bytes(name)) and folder.exists(backup):
+        current = folder.read_bytes(name)
+        if folder.exists(backup) and (not _complete(name, current) or not is_signed(folder, name)):
             folder.write_bytes(name, folder.read_bytes(backup))
 
 
 def _complete(name: str, data: bytes) -> bool:
-    if not name.endswith(".json"):
+    """Whether ``data`` is a whole file: an experiment state (JSON) that parses; Tune's other
+    state files (pickles, whatever their suffix) are written whole before they are copied."""
+    if not name.startswith("experiment_state-"):
         return True
     try:
         json.loads(data)

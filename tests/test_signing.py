@@ -145,3 +145,17 @@ def test_an_experiment_state_cut_short_is_put_back_from_its_last_complete_copy(k
     signing.restore_intact_state(phase)
     assert (tmp_path / "experiment_state-1.json").read_text() == '{"trial_data": []}'
     signing.verify(phase, signing.state_files(phase))
+    # whole, but written after its last signature (the driver killed in between)
+    (tmp_path / "experiment_state-1.json").write_text('{"trial_data": [1]}')
+    signing.restore_intact_state(phase)
+    assert (tmp_path / "experiment_state-1.json").read_text() == '{"trial_data": []}'
+
+
+def test_tunes_other_state_files_are_signed_whatever_their_suffix(key, tmp_path):
+    """Tune's searcher state is a pickle named ``.json``: signed as written, not parsed."""
+    from fpzo_ray.storage import open_storage
+
+    phase = open_storage(tmp_path)
+    (tmp_path / "basic-variant-state-1.json").write_bytes(pickle.dumps({"a": 1}))
+    signing.sign_tune_state(phase)
+    signing.verify(phase, signing.state_files(phase))
