@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -468,17 +470,23 @@ def _refused_before_any_work(
     arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
     if "--results-dir" not in arguments:
         arguments += ["--results-dir", str(tmp_path / "results")]
-    ray_tmp = tmp_path / "ray"
+    # Ray's temp folder, were it started: short enough for its socket paths (as a user's)
+    ray_parent = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))
+    ray_tmp = ray_parent / "ray"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
     env.update(extra_env or {})
-    out = subprocess.run(
-        [sys.executable, "-m", f"fpzo_ray.{command}", *arguments],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", f"fpzo_ray.{command}", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        started = ray_tmp.exists()
+    finally:
+        shutil.rmtree(ray_parent, ignore_errors=True)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2, out.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("config error: "), out.stderr[-2000:]
@@ -486,7 +494,7 @@ def _refused_before_any_work(
     assert len(lines[0]) < 400  # a hostile value is shown cut short, not echoed whole
     assert "Traceback" not in out.stderr + out.stdout
     assert "printed at import" not in out.stderr + out.stdout
-    assert not ray_tmp.exists()  # no Ray session was started
+    assert not started  # no Ray session was started
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "results").exists()
 
 
