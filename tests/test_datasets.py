@@ -292,6 +292,29 @@ def test_missing_data_set_is_a_one_line_config_error(tmp_path):
         preflight([cfg])
 
 
+@pytest.mark.parametrize("name", TORCHVISION_DATASETS)
+def test_a_download_without_a_network_is_one_line_naming_data_download(
+    tmp_path, monkeypatch, capsys, name
+):
+    """No network (every URL refused, as on a cluster node without egress): one line naming
+    ``data.download`` and the reason, no traceback, none of torchvision's mirror chatter."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    cfg = RunConfig(data=DataConfig(name=name, root=str(tmp_path / "empty"), download=True))
+    with pytest.raises(ConfigError) as info:
+        preflight([cfg])
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith("config error: data.download: "), line
+    assert "Name or service not known" in line and "set data.download=false" in line
+    assert "Failed to download" not in capsys.readouterr().out
+
+
 def test_incomplete_cifar_folder_is_missing(tmp_path):
     _write_cifar10(tmp_path / "cifar-10-batches-py")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()

@@ -6,9 +6,14 @@ normalised batch by batch by the data set's :class:`PixelNormalisation` (see ``a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,16 +91,50 @@ def _not_found(title: str, root: Path, expected: str) -> FileNotFoundError:
     )
 
 
+def _splits(
+    cfg: DataConfig, title: str, root: Path, expected: str, split: Callable[[bool], Any]
+) -> tuple[Any, Any]:
+    """torchvision's training and test splits (``split(True)``, ``split(False)``), or the
+    one-line error naming the field to fix: ``data.root`` for missing files, ``data.download``
+    for a download that failed (no network, say). What torchvision prints while it tries its
+    mirrors is shown only when the download succeeds: the error says why it failed."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said) if cfg.download else contextlib.nullcontext():
+            train, test = split(True), split(False)
+    except (RuntimeError, OSError) as exc:
+        if not cfg.download:
+            raise _not_found(title, root, expected) from None
+        reason = _innermost(exc)
+        raise FileNotFoundError(
+            f"data.download: {title} could not be downloaded into {root} ({reason}); without "
+            f"a network, put {expected} there and set data.download=false"
+        ) from None
+    sys.stdout.write(said.getvalue())
+    return train, test
+
+
+def _innermost(exc: BaseException) -> str:
+    """The last line of the deepest cause of ``exc``: a download's socket error, say, or the
+    last mirror's error in torchvision's list of the mirrors it tried."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
 def _load_idx_dataset(
     cfg: DataConfig, name: str, title: str, dataset_cls: type, mean: float, std: float
 ) -> ArrayDataset:
     """An MNIST-format data set (IDX files under ``<root>/<ClassName>/raw``)."""
     root = Path(cfg.root).expanduser()
-    try:
-        train = dataset_cls(str(root), train=True, download=cfg.download)
-        test = dataset_cls(str(root), train=False, download=cfg.download)
-    except RuntimeError:
-        raise _not_found(title, root, f"{dataset_cls.__name__}/raw") from None
+    train, test = _splits(
+        cfg,
+        title,
+        root,
+        f"{dataset_cls.__name__}/raw",
+        lambda train: dataset_cls(str(root), train=train, download=cfg.download),
+    )
     return ArrayDataset(
         name,
         train.data.numpy()[:, None, :, :],
@@ -181,11 +220,13 @@ def _load_cifar_dataset(
     """CIFAR-10 or CIFAR-100 (python pickle batches) as ``uint8`` NCHW arrays."""
     dataset_cls = _existence_checked_datasets()[name]
     root = Path(cfg.root).expanduser()
-    try:
-        train = dataset_cls(str(root), train=True, download=cfg.download)
-        test = dataset_cls(str(root), train=False, download=cfg.download)
-    except RuntimeError:
-        raise _not_found(title, root, getattr(dataset_cls, "base_folder", name)) from None
+    train, test = _splits(
+        cfg,
+        title,
+        root,
+        getattr(dataset_cls, "base_folder", name),
+        lambda train: dataset_cls(str(root), train=train, download=cfg.download),
+    )
 
     def nchw(split) -> np.ndarray:  # torchvision keeps CIFAR as NHWC for PIL
         return np.ascontiguousarray(split.data.transpose(0, 3, 1, 2), dtype=np.uint8)
@@ -222,11 +263,15 @@ def load_svhn_dataset(cfg: DataConfig) -> ArrayDataset:
     """
     svhn_cls = _existence_checked_datasets()["svhn"]
     root = Path(cfg.root).expanduser()
-    try:
-        train = svhn_cls(str(root), split="train", download=cfg.download)
-        test = svhn_cls(str(root), split="test", download=cfg.download)
-    except RuntimeError:
-        raise _not_found("SVHN", root, "train_32x32.mat and test_32x32.mat") from None
+    train, test = _splits(
+        cfg,
+        "SVHN",
+        root,
+        "train_32x32.mat and test_32x32.mat",
+        lambda train: svhn_cls(
+            str(root), split="train" if train else "test", download=cfg.download
+        ),
+    )
 
     def images(split) -> np.ndarray:
         return np.ascontiguousarray(split.data, dtype=np.uint8)
