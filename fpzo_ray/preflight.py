@@ -111,10 +111,44 @@ def _try_model(cfg: RunConfig, dataset: ArrayDataset) -> None:
         raise  # already one line (a time limit, say)
     except Exception as exc:  # noqa: BLE001 - a researcher's model may raise anything
         raise ConfigError(_raised(field, cfg.model_name, exc)) from None
+    if cfg.training.algorithm != "bp":
+        _check_step_size(cfg, flat.numel())
     try:  # the layer-wise variant needs a chain of stages
         blocks_for(zo_update_spec(cfg, clip_on_client=False), model, layout, None)
     except ValueError as exc:
         raise ConfigError(f"config error: {exc}") from None
+
+
+#: Lower bounds on a ZO step's work on any device, generous by far, so that only a step that
+#: certainly cannot end in time is refused: a forward pass of a mini-batch takes at least a
+#: microsecond (a GPU kernel launch alone takes several; a CPU pass of the digits CNN, tens),
+#: and no device draws more than 1e10 direction numbers a second (the compiled Philox fill
+#: took 0.12-0.36 ns a number on one core).
+LEAST_PASS_S = 1e-6
+MOST_NUMBERS_PER_S = 1e10
+
+
+def _check_step_size(cfg: RunConfig, weights: int) -> None:
+    """Refuse a round whose ZO work cannot end within ``simulation.round_timeout_s`` on any
+    device (``zo.num_perturbations: 1e9`` would otherwise wait out the limit, fail every
+    client and then the run, hours later). A worker's share of a round is its clients' steps
+    one after another, each K + 1 forward passes and K directions of d numbers; counted at
+    :data:`LEAST_PASS_S` and :data:`MOST_NUMBERS_PER_S`, with d the weights left at the
+    configured sparsity (fewer than are trained, never more)."""
+    K = cfg.zo.num_perturbations
+    trained = max(1, int(weights * (1.0 - cfg.pruning.sparsity)))
+    steps = cfg.training.local_steps if cfg.training.mode == "fedavg" else 1
+    workers = cfg.simulation.num_workers or cfg.training.clients_per_round  # 0: unknown yet
+    clients = -(-cfg.training.clients_per_round // workers)
+    least_s = clients * steps * ((K + 1) * LEAST_PASS_S + K * trained / MOST_NUMBERS_PER_S)
+    limit_s = cfg.simulation.round_timeout_s
+    if least_s > limit_s:
+        raise ConfigError(
+            f"config error: zo.num_perturbations: {K} directions for {clients} client(s) a "
+            f"worker, {steps} step(s) each, over {trained:,} weights take at least "
+            f"{least_s:.3g} s a round on any device, more than simulation.round_timeout_s "
+            f"({limit_s:g} s)"
+        )
 
 
 def _raised(field: str, target: str, exc: Exception) -> str:

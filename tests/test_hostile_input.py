@@ -235,6 +235,13 @@ CASES = {
         {},
         "zo.num_perturbations",
     ),
+    # a step no device finishes within the round's limit: refused before work, not hours later
+    "a billion perturbations": (
+        "run",
+        ["--set", "zo.num_perturbations=1000000000"],
+        {},
+        "zo.num_perturbations: 1000000000 directions for 5 client(s) a worker",
+    ),
     "sparsity above 1": ("run", ["--set", "pruning.sparsity=1.5"], {}, "pruning.sparsity"),
     "malformed YAML via --set": ("run", ["--set", "training.rounds=[1, 2"], {}, "training.rounds"),
     "resume a folder that is no sweep": ("sweep", ["--resume", "{tmp}"], {}, "--resume"),
