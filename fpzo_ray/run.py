@@ -46,7 +46,7 @@ from fpzo_ray.sim.ray_session import (
     check_local_ray_temp_dir,
     use_address_option,
 )
-from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
+from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers, now_stopping
 from fpzo_ray.storage import LocalCopy
 
 if TYPE_CHECKING:
@@ -443,6 +443,7 @@ def _run(
         folder.push()
         run.tracker.end_run(run.run_id)
     except KeyboardInterrupt:
+        now_stopping()
         if (stopped := _opened_if_possible(opening)) is not None:
             stopped.tracker.end_run_if_possible(
                 stopped.run_id, "KILLED", f"interrupted after round {last_round}"

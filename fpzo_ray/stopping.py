@@ -9,11 +9,18 @@ call whatever handles SIGINT at that moment: Tune's own while an experiment runs
 stop; a second signal stops at once), Python's ``KeyboardInterrupt`` otherwise. The one
 inherited disposition kept is an ignored SIGHUP: that is what ``nohup`` asks for (the run
 outlives the terminal), and SIGINT and SIGTERM still stop such a run.
+
+Once a stop is being carried out (runs ended KILLED, the state saved, Ray shut down, at exit
+the session folder removed), another signal must not cut that short half-way, where a
+``KeyboardInterrupt`` would only print a traceback from an exit handler: it is announced, and
+a third quits at once (:func:`now_stopping`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -21,6 +28,7 @@ from types import FrameType
 STOPPED_EXIT_CODE = 130
 
 _hangups_ignored: bool | None = None  # SIGHUP's disposition as inherited (nohup), read once
+_signals_while_stopping = 0
 
 
 def install_stop_handlers() -> None:
@@ -45,3 +53,27 @@ def _as_sigint(signum: int, frame: FrameType | None) -> None:
         handler(signal.SIGINT, frame)
     else:
         raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def now_stopping() -> None:
+    """The process is stopping (a stop was received, or it is exiting): from now on a stop
+    signal does not interrupt the cleanup; the first one says so, the next quits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, _while_stopping)
+    signal.signal(signal.SIGTERM, _while_stopping)
+    if not _hangups_ignored:
+        signal.signal(signal.SIGHUP, _while_stopping)
+
+
+def _while_stopping(signum: int, frame: FrameType | None) -> None:
+    global _signals_while_stopping
+    _signals_while_stopping += 1
+    if _signals_while_stopping == 1:
+        print(
+            "\nAlready stopping; another signal quits at once, without finishing the cleanup.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    os._exit(STOPPED_EXIT_CODE)  # a local Ray's processes go with the driver (fate sharing)

@@ -62,7 +62,7 @@ from fpzo_ray.sim.ray_session import (
     init_ray,
     use_address_option,
 )
-from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers
+from fpzo_ray.stopping import STOPPED_EXIT_CODE, install_stop_handlers, now_stopping
 from fpzo_ray.storage import (
     LocalCopy,
     Storage,
@@ -399,7 +399,8 @@ def run_sweep(
             ]
             results = _run_phase(phase, plans, spec, location, callbacks)
             figures += _figures(results, plans, spec, mirror.progress_of)
-            if any(f.status in UNFINISHED for f in figures):
+            if any(f.status in UNFINISHED for f in figures):  # Tune took the stop signal
+                now_stopping()
                 _add_wall_time(experiment_dir, time.time() - started)
                 folder.push()
                 return _interrupted(tracker, parent, spec, folder, figures, selections)
@@ -423,6 +424,7 @@ def run_sweep(
         report = _report(record, experiment_dir, tracking_uri)
         folder.push()
     except (KeyboardInterrupt, ResourceWaitTimeout) as exc:  # resumable stops
+        now_stopping()
         _add_wall_time(experiment_dir, time.time() - started)
         folder.push()
         tracker.end_open_runs("KILLED", str(exc) or "interrupted")

@@ -70,3 +70,49 @@ def test_sigterm_hands_over_to_the_sigint_handler_of_the_moment():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [signal.SIGINT]
+
+
+# Stops once, then, as the cleanup runs, receives the signals given in argv 0.3 s apart.
+STOPPING_PROBE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from fpzo_ray.stopping import install_stop_handlers, now_stopping
+install_stop_handlers()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+except KeyboardInterrupt:
+    now_stopping()
+    for name in sys.argv[2:]:
+        os.kill(os.getpid(), getattr(signal, name))
+        time.sleep(0.3)
+    print("cleanup finished", flush=True)
+"""
+
+
+def _stopping_probe(*signals: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", STOPPING_PROBE, str(ROOT), *signals],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_second_signal_while_stopping_says_so_and_the_cleanup_finishes():
+    """Two Ctrl-C in a row: the second does not cut the cleanup (runs ended KILLED, Ray shut
+    down) short with a traceback from an exit handler; it is announced."""
+    for second in ("SIGINT", "SIGTERM"):
+        done = _stopping_probe(second)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "cleanup finished"
+        assert done.stderr.strip() == (
+            "Already stopping; another signal quits at once, without finishing the cleanup."
+        )
+
+
+def test_a_third_signal_while_stopping_quits_at_once_with_130():
+    done = _stopping_probe("SIGINT", "SIGINT")
+    assert done.returncode == 130
+    assert "cleanup finished" not in done.stdout
+    assert "Traceback" not in done.stderr

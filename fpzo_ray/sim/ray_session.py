@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fpzo_ray.config import ConfigError
-from fpzo_ray.stopping import install_stop_handlers
+from fpzo_ray.stopping import install_stop_handlers, now_stopping
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def _remove_session_folder_at_exit() -> None:
 def _remove_session_folder(folder: Path) -> None:
     import ray
 
+    now_stopping()  # exiting: a stop signal now must not cut Ray's shutdown (or Ray's own) short
     ray.shutdown()  # idempotent; the processes must be gone before their folder
     shutil.rmtree(folder, ignore_errors=True)
     latest = folder.parent / "session_latest"
