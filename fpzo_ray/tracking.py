@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -103,20 +104,33 @@ def tracking_uri_of(results_dir: str | Path, recorded: str | None) -> str:
     return resolve_tracking_uri(results_dir)
 
 
+#: The least free space the results folder's disk must have before a run or sweep starts: its
+#: MLflow store (about 1 MB when made), checkpoints and records of a small model. A floor, not
+#: an estimate: a full disk then fails here in one line rather than in MLflow's database.
+MIN_FREE_MB = 50
+
+
 def prepare_results_dir(path: Path) -> Path:
     """Create ``path`` and check that it can be written, before any work: a missing parent
-    that cannot be created, a file in the way, a read-only disk, no permission are one-line
-    :class:`ConfigError` s naming ``--results-dir``."""
+    that cannot be created, a file in the way, a read-only disk, no permission, a (nearly)
+    full disk are one-line :class:`ConfigError` s naming ``--results-dir``."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".fpzo_write_test"
         probe.write_text("ok")
         probe.unlink()
+        free_mb = shutil.disk_usage(path).free / 1e6
     except OSError as exc:
         raise ConfigError(
             f"config error: --results-dir: {path}: cannot be written "
             f"({exc.strerror or type(exc).__name__})"
         ) from None
+    if free_mb < MIN_FREE_MB:
+        raise ConfigError(
+            f"config error: --results-dir: {path}: {free_mb:.1f} MB free on its disk, less "
+            f"than the {MIN_FREE_MB} MB a run needs at least: free some space or point "
+            "--results-dir elsewhere"
+        )
     return path
 
 

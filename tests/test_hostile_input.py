@@ -444,6 +444,34 @@ def test_a_temp_folder_too_long_for_rays_sockets_is_one_line_before_ray(tmp_path
     _refused_before_any_work(tmp_path, "run", [], {}, said, {"RAY_TMPDIR": long})
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_full_results_disk_is_one_line_before_any_work(command, tmp_path):
+    """The results folder on a disk with 2 MB left (a tmpfs of its own, mounted in a private
+    mount namespace): one line naming --results-dir, exit 2, before Ray or MLflow."""
+    from cluster_nodes import namespaces_unavailable
+
+    if why := namespaces_unavailable():
+        pytest.skip(f"no small disk of its own: {why}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=2m fpzo_full {disk} && cd {ROOT} && "
+        f"exec {sys.executable} -m fpzo_ray.{command} --results-dir {disk}/results"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith(f"config error: --results-dir: {disk}/results: "), lines[0]
+    assert "MB free on its disk, less than the 50 MB a run needs at least" in lines[0]
+    assert "Ray" not in done.stdout
+
+
 def test_an_address_where_something_else_than_ray_answers_is_one_line(tmp_path):
     """An HTTP server at the address accepts the connection but gives no gRPC handshake,
     as Ray's GCS would: refused within seconds, before Ray is joined."""
