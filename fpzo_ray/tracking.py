@@ -17,6 +17,7 @@ artifacts under ``<results>/mlartifacts``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -79,20 +80,54 @@ def resumed_results_dir(folder: Storage, given: str | None, layout: str) -> Path
     return default_results_dir()
 
 
+#: The SQLite store a results folder holds when MLFLOW_TRACKING_URI names none, and the folder
+#: beside it that holds its runs' artifacts.
+DEFAULT_STORE = "mlflow.db"
+ARTIFACTS_FOLDER = "mlartifacts"
+
+
+def relocate_artifacts(store: Path, original: Path, copy: Path) -> None:
+    """Point the artifact locations of the copied SQLite ``store`` from the ``mlartifacts``
+    folder of the ``original`` results folder to that of the ``copy``. MLflow records them as
+    absolute URIs and has no API to change them, so they are rewritten in its schema's two
+    columns (``experiments.artifact_location``, ``runs.artifact_uri``); nothing else is."""
+    import sqlite3
+
+    old = (original.resolve() / ARTIFACTS_FOLDER).as_uri()
+    new = (copy.resolve() / ARTIFACTS_FOLDER).as_uri()
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            db.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                f"WHERE substr({column}, 1, ?) = ?",
+                (new, len(old) + 1, len(old), old),
+            )
+
+
 def resolve_tracking_uri(results_dir: str | Path) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(Path(results_dir).resolve() / 'mlflow.db')}"
+    return f"sqlite:///{(Path(results_dir).resolve() / DEFAULT_STORE)}"
 
 
 def tracking_uri_of(results_dir: str | Path, recorded: str | None) -> str:
     """Where a sweep or run logs: ``MLFLOW_TRACKING_URI`` when set; else, resumed, the store
     it logged to before (``recorded`` in its folder), which must still be there (resumed on a
     fresh head, it cannot find its runs in a SQLite file the lost head kept); else the SQLite
-    file in ``results_dir``."""
+    file in ``results_dir``.
+
+    A results folder copied whole (``cp -r results copy``) holds its own store: a folder
+    resumed from the copy logs there, and its artifacts go to the copy's ``mlartifacts``,
+    never into the original's, whose paths the copy recorded."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    own_store = Path(results_dir).resolve() / DEFAULT_STORE
+    if recorded and recorded.startswith("sqlite:///") and own_store.is_file():
+        original = Path(recorded[len("sqlite:///") :])
+        if original.name == DEFAULT_STORE and original.resolve() != own_store:
+            relocate_artifacts(own_store, original.parent, own_store.parent)
+            return f"sqlite:///{own_store}"
     if recorded:
         if recorded.startswith("sqlite:///") and not Path(recorded[len("sqlite:///") :]).is_file():
             raise ConfigError(
@@ -215,7 +250,7 @@ class MLflowTracker:
         else:
             location = None
             if tracking_uri.startswith("sqlite:"):
-                location = (Path(results_dir).resolve() / "mlartifacts").as_uri()
+                location = (Path(results_dir).resolve() / ARTIFACTS_FOLDER).as_uri()
             self.experiment_id = self.client.create_experiment(
                 experiment,
                 artifact_location=location,

@@ -12,10 +12,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
 from fpzo_ray.bench.common import data_root
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# One compute thread per test process, and per process a test starts: ``make test`` runs two
+# pytest workers on two cores beside Ray's workers, and torch's spinning OpenMP threads, two
+# per process, then slowed in-process training six-fold (measured: two example tests together
+# took 75 s with the default threads, 22 s with one each).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 # Real data sets (MNIST) for the tests that use them, skipped without: where the benches
 # look, the folder in FPZO_DATA_ROOT (else ./data).

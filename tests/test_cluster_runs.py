@@ -131,7 +131,8 @@ def _latest_checkpoints(results: Path) -> list[Path]:
 
 
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
-    base = _resumable(120, "resume_test")
+    rounds = 50
+    base = _resumable(rounds, "resume_test")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         yaml.safe_dump(
@@ -155,21 +156,30 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     experiment = next(results.glob("ray_results/resumable_*"))
     trial = next(p for p in (experiment / "grid").iterdir() if p.is_dir())
     state = load_server_state(_latest_checkpoints(results)[-1] / STATE_FILE)
-    assert 0 < state["rounds_done"] < 120  # it really was interrupted mid-run
+    assert 0 < state["rounds_done"] < rounds  # it really was interrupted mid-run
     # Its runs were left RUNNING by a process that is gone: the next start marks them KILLED.
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     assert {r.info.status for r in all_runs(client, "resume_test")} == {"RUNNING"}
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "resume_test", results)
     assert {r.info.status for r in all_runs(client, "resume_test")} == {"KILLED"}
 
+    # the results folder copied whole, and the copy resumed: in place, in its own store, the
+    # original left as it was
+    original = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
+    copied = tmp_path / "copy"
+    shutil.copytree(results, copied)
+    experiment, trial = (copied / p.relative_to(results) for p in (experiment, trial))
     resume("fpzo_ray.sweep", experiment)
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == original
+    assert {r.info.status for r in all_runs(client, "resume_test")} == {"KILLED"}
+    client = MlflowClient(f"sqlite:///{copied / 'mlflow.db'}")
     # Every reported result, in order; rounds between the last checkpoint and the kill were
     # reported twice (before the kill and after the resume): the later one counts.
     reported = {}
     for line in (trial / "result.json").read_text().splitlines():
         result = json.loads(line)
         reported[result["round"]] = result
-    assert sorted(reported) == list(range(1, 121))
+    assert sorted(reported) == list(range(1, rounds + 1))
     expected = reference_metrics(
         {**base, "simulation": {**base["simulation"], "checkpoint_every": 0}}
     )
@@ -250,7 +260,9 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
 
 def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     """``python -m fpzo_ray.run`` killed with SIGKILL: its MLflow run is KILLED at the next
-    start, and ``--resume`` continues it in the same run to the uninterrupted result."""
+    start, and ``--resume`` continues it in the same run to the uninterrupted result. The
+    results folder is copied whole first and the copy resumed: it resumes in place, in its own
+    store, and the original is left as it was."""
     raw = _resumable(60, "run_resume_test")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -266,9 +278,16 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     MLflowTracker(f"sqlite:///{results / 'mlflow.db'}", "run_resume_test", results)
     (run,) = all_runs(client, "run_resume_test")
     assert run.info.status == "KILLED" and "ended without closing it" in run.data.tags["killed"]
+    original = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
+    copied = tmp_path / "copy"
+    shutil.copytree(results, copied)
 
-    resumed = resume("fpzo_ray.run", folder)
+    resumed = resume("fpzo_ray.run", copied / folder.relative_to(results))
     assert "Resuming after round" in resumed.stdout
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == original
+    (run,) = all_runs(client, "run_resume_test")
+    assert run.info.status == "KILLED"  # the original's, untouched
+    client = MlflowClient(f"sqlite:///{copied / 'mlflow.db'}")
     (run,) = all_runs(client, "run_resume_test")
     assert run.info.status == "FINISHED"
     assert {"clients.csv", "config.yaml", "model.pt"} <= {
