@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,8 +96,12 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
     """A process starts a build of the package after its eager fills (here: at once), and
     uses it once built; every later process loads it at its first fill; the bits never
     change (builds for 10-30 s)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(philox_kernels, "_loaded", {})  # as in a fresh process
+    in_temp = Path(default_cache_dir())  # where inductor keeps what it is not told to keep
+    before = set(in_temp.rglob("*"))
     fills = P._PhiloxFills()
     fills.BUILD_AFTER_SECONDS = 0.0
     reference = {s: philox.fill_gaussian(torch.empty(4097), s, 3) for s in range(6)}
@@ -113,6 +118,7 @@ def test_philox_fills_switch_to_the_built_kernel_with_the_same_bits(monkeypatch,
             break
         time.sleep(0.05)
     assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*partial*"))
+    assert set(in_temp.rglob("*")) == before  # its precompiled headers are not in the temp folder
     # another process: the package is there at its first fill, loaded from its unpacked
     # folder in the cache, with no copy in the temp folder (that outlives the process)
     monkeypatch.setattr(philox_kernels, "_loaded", {})

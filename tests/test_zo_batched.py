@@ -3,6 +3,8 @@ give the loop's losses to float32 rounding, on every shipped model and normalisa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,7 +172,11 @@ def _client_replies(digits, zo: dict, simulation: dict | None = None):
 def test_compiled_forward_passes_give_the_eager_differences(digits, tmp_path, monkeypatch):
     """``simulation.compile``: inductor's fused kernels sum in another order (float32
     rounding); the compiled model reads the flat buffer the perturbations write in place."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    in_temp = Path(default_cache_dir())  # where inductor keeps what it is not told to keep
+    before = set(in_temp.rglob("*"))
     eager = _client_replies(digits, {"batching": "loop"})[1]
     for batching in ("loop", "batched"):
         compiled = _client_replies(digits, {"batching": batching}, {"compile": True})[1]
@@ -181,3 +187,4 @@ def test_compiled_forward_passes_give_the_eager_differences(digits, tmp_path, mo
             atol=2e-6,
         )
     assert any((tmp_path / "inductor").iterdir())  # kernels cached for the next workers
+    assert set(in_temp.rglob("*")) == before  # nothing left in the temp folder

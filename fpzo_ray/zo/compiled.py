@@ -11,17 +11,14 @@ The losses match the eager ones to float32 rounding (fused kernels sum in anothe
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from fpzo_ray.cache import keep_inductor_headers_in_cache
 from fpzo_ray.zo.stacked import stacked_losses
-
-CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,9 @@ class CompiledForwards:
 
 def compile_forwards(model: nn.Module) -> CompiledForwards:
     """``model``'s forward and the stacked forward, compiled lazily (at their first call)."""
-    os.environ.setdefault(CACHE_VARIABLE, str(Path.home() / ".cache" / "fpzo_ray" / "inductor"))
     import torch._inductor.config as inductor
+
+    keep_inductor_headers_in_cache()
 
     inductor.freezing = False
     inductor.fx_graph_cache = True

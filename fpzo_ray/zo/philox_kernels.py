@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from fpzo_ray.cache import cache_dir
+from fpzo_ray.cache import cache_dir, keep_inductor_headers_in_cache
 
 #: A build lock older than this belongs to a process that died while building.
 STALE_LOCK_SECONDS = 600.0
@@ -128,6 +128,8 @@ def build(kind: str, dtype: torch.dtype) -> bool:
     import torch._inductor
 
     from fpzo_ray.zo import philox
+
+    keep_inductor_headers_in_cache()
 
     path = package_path(kind, dtype)
     if path.is_file():
