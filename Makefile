@@ -20,11 +20,11 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m fpzo_ray.sweep
 
-## install, then run the test suite, on three workers (pytest-xdist): most tests wait on
-## subprocesses and Ray (a third of the CPU time is used on two workers), so three share
-## two cores well (tests/conftest.py groups them; each test process computes on one thread)
+## install, then run the test suite, on two workers (pytest-xdist): most tests wait on
+## subprocesses and Ray, so two share two cores well (tests/conftest.py groups them; each
+## test process computes on one thread). Three were no faster (measured twice).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 3 --dist loadscope --durations=40
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=40
 
 ## the pure-algorithm tests: no Ray, nothing slow (under a minute)
 test-fast: $(VENV)/.installed
