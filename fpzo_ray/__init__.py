@@ -7,11 +7,11 @@ in ``sim``.
 
 import os
 
-from fpzo_ray.cache import INDUCTOR_CACHE_ENV, cache_dir
+from fpzo_ray.cache import INDUCTOR_CACHE_ENV, inductor_cache_dir
 
 __version__ = "0.1.0"
 
 # torch keeps its compile cache (inductor's) in the temp folder by default: in the package's
 # cache instead, unless the user chose a place. Every process that imports the package (the
 # driver, Ray's workers) sets it before torch compiles anything.
-os.environ.setdefault(INDUCTOR_CACHE_ENV, str(cache_dir() / "inductor"))
+os.environ.setdefault(INDUCTOR_CACHE_ENV, str(inductor_cache_dir()))
