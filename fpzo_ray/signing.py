@@ -94,13 +94,19 @@ def sign(folder: Storage | Path, names: Iterable[str]) -> list[str]:
     """Sign the current contents of ``names`` in ``folder`` (missing ones are skipped);
     returns the names whose contents were new."""
     folder = folder if isinstance(folder, Storage) else open_storage(folder)
+    return _sign_contents(
+        folder, {name: folder.read_bytes(name) for name in names if folder.exists(name)}
+    )
+
+
+def _sign_contents(folder: Storage, contents: dict[str, bytes]) -> list[str]:
+    """Sign ``contents`` (file name: the bytes that were read) in ``folder``'s signatures;
+    returns the names whose contents were new."""
     key = signing_key()
     signatures = _read(folder)
     changed = []
-    for name in names:
-        if not folder.exists(name):
-            continue
-        digest = _digest(key, folder.read_bytes(name))
+    for name, data in contents.items():
+        digest = _digest(key, data)
         versions = [v for v in signatures.get(name, []) if isinstance(v, str)]
         if versions[:1] != [digest]:
             signatures[name] = [digest, *[v for v in versions if v != digest]][:KEEP_VERSIONS]
@@ -132,32 +138,50 @@ def is_signed(folder: Storage, name: str, signatures: dict[str, list[str]] | Non
     return _digest(signing_key(), folder.read_bytes(name)) in signatures.get(name, [])
 
 
-#: Beside each of Tune's experiment state files, its last complete version.
+#: Beside each of Tune's state files, its version in the last signed snapshot.
 INTACT_SUFFIX = ".intact"
+#: What a state file the last snapshot did not hold is renamed to when the snapshot is put
+#: back (set aside, not deleted: neither Tune nor :func:`state_files` reads it).
+SET_ASIDE_SUFFIX = ".unsigned"
 
 
 def sign_tune_state(folder: Storage) -> None:
-    """Sign Tune's state files in a phase's ``folder`` as they are now, skipping an
-    experiment state being written (its JSON does not parse yet), and keep a copy of each
-    complete one: Tune copies it to the storage in place, so a driver killed during the copy
-    (a lost head) leaves it cut short, or newer than its last signature, and the copy is what
-    resuming falls back to (:func:`restore_intact_state`)."""
-    complete = [name for name in state_files(folder) if _complete(name, folder.read_bytes(name))]
-    for name in sign(folder, complete):
-        if name.startswith("experiment_state-"):
-            folder.write_bytes(name + INTACT_SUFFIX, folder.read_bytes(name))
+    """Snapshot Tune's state in a phase's ``folder``: each state file read once, signed, and
+    a copy of it kept beside it. Tune rewrites its experiment state and its searcher's
+    together and copies them to the storage in place, so a driver killed between Tune's save
+    and the next snapshot leaves files newer than their signatures (or cut short, killed
+    during the copy); resuming then puts the whole snapshot back
+    (:func:`restore_intact_state`), never a mix of versions. A snapshot is taken only of
+    complete files: while an experiment state is being written (its JSON does not parse
+    yet), the next call takes it."""
+    contents = {name: folder.read_bytes(name) for name in state_files(folder)}
+    if not all(_complete(name, data) for name, data in contents.items()):
+        return
+    if _sign_contents(folder, contents):
+        for name, data in contents.items():
+            folder.write_bytes(name + INTACT_SUFFIX, data)
 
 
 def restore_intact_state(folder: Storage) -> None:
-    """Put back the last complete, signed version of each experiment state file of
-    ``folder`` that was cut short or written after its last signature (see
-    :func:`sign_tune_state`): Tune then resumes from a little earlier, its trials from their
-    checkpoints. Its signature is then checked as any file's."""
-    for name in state_files(folder):
-        backup = name + INTACT_SUFFIX
-        current = folder.read_bytes(name)
-        if folder.exists(backup) and (not _complete(name, current) or not is_signed(folder, name)):
-            folder.write_bytes(name, folder.read_bytes(backup))
+    """When any state file of ``folder`` is cut short or not signed as it is now, put the
+    last snapshot back whole (see :func:`sign_tune_state`): each file from its copy, and a
+    file the snapshot did not hold set aside. Tune then resumes from a few seconds earlier,
+    its trials from their checkpoints. The files are then checked as any file's."""
+    names = state_files(folder)
+    if not any(folder.exists(name + INTACT_SUFFIX) for name in names):
+        return  # killed before the first snapshot: the check names the unsigned file
+    signatures = _read(folder)
+    if all(
+        _complete(name, folder.read_bytes(name)) and is_signed(folder, name, signatures)
+        for name in names
+    ):
+        return
+    for name in names:
+        if folder.exists(name + INTACT_SUFFIX):
+            folder.write_bytes(name, folder.read_bytes(name + INTACT_SUFFIX))
+        else:
+            folder.write_bytes(name + SET_ASIDE_SUFFIX, folder.read_bytes(name))
+            folder.delete(name)
 
 
 def _complete(name: str, data: bytes) -> bool:

@@ -116,25 +116,62 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
-def finished_study(ray_session, tmp_path_factory):
-    """``studies.STUDY`` run once, uninterrupted, in this session's Ray, logged to a SQLite
-    store of its own: what the study, report and MLflow UI tests read."""
-    from studies import STUDY, write_sweep
+def finished_study(tmp_path_factory):
+    """``studies.STUDY`` run through its command line into a SQLite store of its own, killed
+    (the driver and the Ray it started, SIGKILL) once the search is decided and a repeat has
+    reported, then resumed with ``--resume`` to its end: what the resume test, the study,
+    report and MLflow UI tests read. One study serves them all (an uninterrupted second one
+    for comparison cost six minutes of CI); the resume test checks every trial against the
+    in-process run of its own configuration instead."""
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    from fpzo_ray.sweep import load_sweep, run_sweep
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from studies import STUDY, command_env, resume, write_sweep
+
+    from fpzo_ray.report.sources import EXPERIMENT_TAG
 
     folder = tmp_path_factory.mktemp("finished_study")
+    results = folder / "results"
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        outcome = run_sweep(load_sweep(write_sweep(folder, STUDY)), folder / "results")
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "fpzo_ray.sweep", str(write_sweep(folder, STUDY))]
+            + ["--results-dir", str(results)],
+            env=command_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.time() + 400
+        while not list(results.glob("ray_results/*/repeat/*/result.json")):
+            assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "the repeat phase never started"
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        driver.stdout.close()
+        experiment_dir = next(results.glob("ray_results/study_*"))
+        when_killed = {p.name for p in experiment_dir.iterdir()}
+        resume("fpzo_ray.sweep", experiment_dir)
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
+    tracking_uri = f"sqlite:///{results / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("study_e2e").experiment_id])
+    (parent,) = [run for run in runs if EXPERIMENT_TAG in run.data.tags]
     return SimpleNamespace(
-        outcome=outcome,
-        results=folder / "results",
-        tracking_uri=f"sqlite:///{folder / 'results' / 'mlflow.db'}",
-        spec_path=folder / "study.yaml",
+        experiment_dir=experiment_dir,
+        files_when_killed=when_killed,
+        parent_run_id=parent.info.run_id,
+        summary=pd.read_csv(experiment_dir / "summary.csv"),
+        trials=pd.read_csv(experiment_dir / "trials.csv"),
+        results=results,
+        tracking_uri=tracking_uri,
     )
 
 

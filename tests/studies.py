@@ -4,6 +4,7 @@ interrupted sweep or run through its command line."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -188,6 +189,26 @@ def reference_metrics(raw: dict) -> list[dict]:
 
     cfg = config_from_dict(raw)
     return run_in_process(cfg, *federated_data(cfg))
+
+
+def run_figures(metrics: dict) -> dict:
+    """A round's metrics without the ones that depend on the machine or the placement
+    (timings, which worker, retries): what equals the in-process reference exactly."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if not k.startswith("time_") and "worker" not in k and "retried" not in k and k != "setup"
+    }
+
+
+def reported_rounds(trial: Path) -> dict[int, dict]:
+    """A trial folder's ``result.json`` by round: a round reported twice (before a kill and
+    again after the resume) counts once, the later report."""
+    reported = {}
+    for line in (trial / "result.json").read_text().splitlines():
+        result = json.loads(line)
+        reported[result["round"]] = result
+    return reported
 
 
 def all_runs(client, experiment: str) -> list:

@@ -24,7 +24,9 @@ from studies import (
     free_port,
     ray_cli,
     reference_metrics,
+    reported_rounds,
     resume,
+    run_figures,
     run_in_session,
     start_head,
     stop_head,
@@ -67,14 +69,6 @@ cluster.shutdown()
 """
 
 
-def _figures(metrics):
-    return {
-        k: v
-        for k, v in metrics.items()
-        if not k.startswith("time_") and "worker" not in k and "retried" not in k and k != "setup"
-    }
-
-
 def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     out = subprocess.run(
         [sys.executable, "-c", MULTINODE, json.dumps(RAW)],
@@ -88,7 +82,9 @@ def test_a_run_spread_over_two_nodes_equals_the_single_process_run():
     result = json.loads(line[0][len("RESULT") :])
     assert result["cluster_nodes"] == 2
     assert len(set(result["nodes"])) == 2  # one worker on each node
-    assert [_figures(m) for m in result["metrics"]] == [_figures(m) for m in reference_metrics(RAW)]
+    assert [run_figures(m) for m in result["metrics"]] == [
+        run_figures(m) for m in reference_metrics(RAW)
+    ]
 
 
 def _wait_for(condition, driver, seconds: float = 240) -> None:
@@ -173,19 +169,16 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == original
     assert {r.info.status for r in all_runs(client, "resume_test")} == {"KILLED"}
     client = MlflowClient(f"sqlite:///{copied / 'mlflow.db'}")
-    # Every reported result, in order; rounds between the last checkpoint and the kill were
-    # reported twice (before the kill and after the resume): the later one counts.
-    reported = {}
-    for line in (trial / "result.json").read_text().splitlines():
-        result = json.loads(line)
-        reported[result["round"]] = result
+    # Every round reported; rounds between the last checkpoint and the kill were reported
+    # twice (before the kill and after the resume): the later one counts.
+    reported = reported_rounds(trial)
     assert sorted(reported) == list(range(1, rounds + 1))
     expected = reference_metrics(
         {**base, "simulation": {**base["simulation"], "checkpoint_every": 0}}
     )
     for metrics in expected:
         got = reported[metrics["round"]]
-        assert {k: got.get(k) for k in _figures(metrics)} == _figures(metrics)
+        assert {k: got.get(k) for k in run_figures(metrics)} == run_figures(metrics)
     runs = all_runs(client, "resume_test")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # parent, trial
     (trial_run,) = [r for r in runs if r.data.tags.get("phase") == "grid"]

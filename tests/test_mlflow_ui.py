@@ -98,7 +98,7 @@ def test_the_report_command_reads_the_study_from_the_server(
             "fpzo_ray.report",
             mlflow_server,
             "--run-id",
-            finished_study.outcome.parent_run_id,
+            finished_study.parent_run_id,
             "--out",
             str(tmp_path),
         ],
@@ -108,9 +108,9 @@ def test_the_report_command_reads_the_study_from_the_server(
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    written = finished_study.outcome.experiment_dir / "report"
+    written = finished_study.experiment_dir / "report"
     assert (tmp_path / "report.html").read_bytes() == (written / "report.html").read_bytes()
-    assert f"Logged to MLflow run {finished_study.outcome.parent_run_id}" in out.stdout
+    assert f"Logged to MLflow run {finished_study.parent_run_id}" in out.stdout
 
 
 def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, mlflow_server):
@@ -125,7 +125,7 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
 
     client = MlflowClient(finished_study.tracking_uri)
     experiment = client.get_experiment_by_name("study_e2e").experiment_id
-    parent = client.get_run(finished_study.outcome.parent_run_id)
+    parent = client.get_run(finished_study.parent_run_id)
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 8
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

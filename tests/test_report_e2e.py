@@ -52,8 +52,7 @@ def _png(data: bytes) -> tuple[int, int]:
 
 
 def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study):
-    outcome = finished_study.outcome
-    folder = outcome.experiment_dir / "report"
+    folder = finished_study.experiment_dir / "report"
     html = (folder / "report.html").read_text()
     markdown = (folder / "summary.md").read_text()
     for cell in ("method=dense", "method=ntk_sap_50"):  # every cell, in both
@@ -65,7 +64,7 @@ def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study):
     assert {p.name for p in (folder / "figures").iterdir()} == {Path(f).name for f in SWEEP_FIGURES}
 
     client = MlflowClient(finished_study.tracking_uri)
-    parent = outcome.parent_run_id
+    parent = finished_study.parent_run_id
     logged = {a.path for a in client.list_artifacts(parent)}
     assert {"report.html", "summary.md", "environment.json", "sweep.yaml"} <= logged
     assert {a.path for a in client.list_artifacts(parent, "figures")} == SWEEP_FIGURES
@@ -77,7 +76,7 @@ def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study):
 def test_every_trial_run_carries_its_figures(finished_study):
     client = MlflowClient(finished_study.tracking_uri)
     experiment = client.get_experiment_by_name("study_e2e")
-    parent = finished_study.outcome.parent_run_id
+    parent = finished_study.parent_run_id
     children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
     )
@@ -91,15 +90,15 @@ def test_every_trial_run_carries_its_figures(finished_study):
 def test_the_report_command_writes_the_same_report_from_the_folder_and_from_mlflow(
     finished_study, tmp_path
 ):
-    written = finished_study.outcome.experiment_dir / "report"
+    written = finished_study.experiment_dir / "report"
     from_folder = report_command(
-        str(finished_study.outcome.experiment_dir), "--out", str(tmp_path / "folder"), "--no-log"
+        str(finished_study.experiment_dir), "--out", str(tmp_path / "folder"), "--no-log"
     )
     assert from_folder.returncode == 0, from_folder.stderr[-2000:]
     from_store = report_command(
         finished_study.tracking_uri,
         "--run-id",
-        finished_study.outcome.parent_run_id,
+        finished_study.parent_run_id,
         "--out",
         str(tmp_path / "store"),
         "--no-log",

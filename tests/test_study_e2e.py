@@ -1,17 +1,13 @@
 """Searches and studies on Ray, end to end: ASHA per cell, selection on validation metrics,
-fresh repeat seeds, nested MLflow runs, and a killed study resumed to the same summary."""
+fresh repeat seeds, nested MLflow runs, and a killed study resumed to the uninterrupted result."""
 
+import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
-from studies import BASE, STUDY, command_env, resume, write_sweep
+from studies import BASE, reference_metrics, reported_rounds, run_figures, write_sweep
 
 from fpzo_ray.sweep import load_sweep, run_sweep
 
@@ -69,51 +65,57 @@ def test_asha_stops_weak_candidates_and_the_choice_is_the_best_validation_score(
     assert sum("stopped_early" in r.data.tags for r in children) == stopped
 
 
-def _comparable(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary.drop(columns=[c for c in summary.columns if c.startswith("wall_s")])
+def test_a_killed_study_resumes_to_the_result_of_an_uninterrupted_one(finished_study):
+    experiment = finished_study.experiment_dir
+    # killed in the repeat phase: the choice was written, the summary was not
+    assert "selection.json" in finished_study.files_when_killed
+    assert "summary.csv" not in finished_study.files_when_killed
 
+    # Every trial, searched or repeated, finished before the kill or after the resume, reported
+    # every round what the uninterrupted in-process run of its own configuration computes.
+    final: dict[tuple[str, str, int], dict] = {}  # (phase, cell, sample or seed): last round
+    repeated: dict[tuple[str, int], dict] = {}  # (cell, seed): the hyperparameters it ran
+    for params in sorted(experiment.glob("*/*/params.json")):
+        plan = json.loads(params.read_text())["trial"]
+        run = plan["run"]
+        expected = reference_metrics(
+            {**run, "simulation": {**run.get("simulation", {}), "checkpoint_every": 0}}
+        )
+        reported = reported_rounds(params.parent)
+        assert sorted(reported) == [m["round"] for m in expected]
+        for metrics in expected:
+            got = reported[metrics["round"]]
+            assert {k: got.get(k) for k in run_figures(metrics)} == run_figures(metrics)
+        index = plan["sample"] if plan["phase"] == "search" else plan["seed"]
+        final[(plan["phase"], plan["cell"], index)] = expected[-1]
+        if plan["phase"] == "repeat":
+            repeated[(plan["cell"], plan["seed"])] = plan["hyperparameters"]
+    assert len(final) == 8
 
-def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(
-    finished_study, tmp_path, monkeypatch
-):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = write_sweep(tmp_path, STUDY)
-    killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "fpzo_ray.sweep", str(path), "--results-dir", str(killed)]
-    driver = subprocess.Popen(
-        command,
-        env=command_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    # Kill the driver and its Ray once the search is decided and a repeat has reported.
-    deadline = time.time() + 300
-    while not list(killed.glob("ray_results/*/repeat/*/result.json")):
-        assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
-        assert time.time() < deadline, "the repeat phase never started"
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    experiment = next(killed.glob("ray_results/study_*"))
-    assert (experiment / "selection.json").is_file() and not (experiment / "summary.csv").exists()
-    resume("fpzo_ray.sweep", experiment)
-
-    straight = finished_study.outcome
-    after_resume = pd.read_csv(experiment / "summary.csv")
-    pd.testing.assert_frame_equal(
-        _comparable(after_resume), _comparable(pd.read_csv(straight.experiment_dir / "summary.csv"))
-    )
-    summary = straight.summary
-    assert list(summary["seeds"]) == ["2/2", "2/2"]
-    assert summary["test_accuracy_ci95"].map(math.isfinite).all()
-    # Repeat seeds are fresh: the search ran on seed 0 only, the repeats on 1 and 2.
-    trials = straight.trials
+    # The choice per cell: the best final validation accuracy of its search, ties to the lower
+    # sample; every repeat ran it, on fresh seeds; the summary is the repeats' mean.
+    selections = json.loads((experiment / "selection.json").read_text())
+    summary = finished_study.summary.set_index("cell")
+    for cell in ("method=dense", "method=ntk_sap_50"):
+        searched = {k[2]: m for k, m in final.items() if k[:2] == ("search", cell)}
+        best = max(searched, key=lambda s: (searched[s]["val_accuracy"], -s))
+        assert selections[cell]["sample"] == best
+        assert selections[cell]["value"] == pytest.approx(searched[best]["val_accuracy"])
+        repeats = {k[2]: m for k, m in final.items() if k[:2] == ("repeat", cell)}
+        assert set(repeats) == {1, 2}  # the search ran on seed 0 only
+        chosen = selections[cell]["hyperparameters"]
+        assert all(repeated[(cell, seed)] == chosen for seed in repeats)
+        row = summary.loc[cell]
+        assert row["seeds"] == "2/2" and math.isfinite(row["test_accuracy_ci95"])
+        assert row["chosen.training.server_lr"] == chosen["training.server_lr"]
+        mean = sum(m["test_accuracy"] for m in repeats.values()) / 2
+        assert row["test_accuracy_mean"] == pytest.approx(mean)
+    trials = finished_study.trials
     assert set(trials.loc[trials["phase"] == "search", "seed"]) == {0}
     assert set(trials.loc[trials["phase"] == "repeat", "seed"]) == {1, 2}
 
     # MLflow after the resume: one parent, every trial once, all nested under it.
-    client, runs = _runs(killed, "study_e2e")
+    client, runs = _runs(finished_study.results, "study_e2e")
     parents = [r for r in runs if "fpzo_experiment" in r.data.tags]
     children = [r for r in runs if "phase" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4 + 4
@@ -124,6 +126,7 @@ def test_a_killed_study_resumes_to_the_summary_of_an_uninterrupted_one(
     ]
     assert not unfinished, unfinished
     parent = parents[0].info.run_id
+    assert parent == finished_study.parent_run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
     assert {(r.data.tags["phase"], r.data.tags["seed"]) for r in children} == {
         ("search", "0"),
