@@ -10,13 +10,15 @@ before any work starts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import re
 import types
 import typing
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,14 @@ DIRECTIONS = registry.DIRECTION_KINDS.names
 GENERATORS = registry.DIRECTION_GENERATORS
 PERTURBATION_SCOPES = ("full", "layerwise")
 BATCHINGS = ("auto", "loop", "vmap", "batched")
+#: ``zo.dropout``: what a model's dropout does in the forward passes of a ZO difference
+#: (``zo.dropout``'s module).
+ZO_DROPOUTS = ("off", "same_mask", "independent")
 SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
 NORMS = ("group", "none", "batch")
+#: ``model.buffers``: how the global model's running statistics (BatchNorm's) are kept
+#: (``models.statistics``).
+BUFFER_POLICIES = ("aggregate", "recalibrate", "batch_stats")
 ACTIVATIONS = ("hardswish", "relu")
 DEVICES = ("cpu", "cuda")
 WORKER_FAILURE_POLICIES = ("retry", "drop")
@@ -341,6 +349,19 @@ class ModelConfig:
         "build(input_shape, num_classes, **args) -> nn.Module; replaces name",
     )
     args: dict[str, Any] | None = setting(None, doc="keyword arguments of model.target")
+    kwargs: dict[str, Any] | None = setting(
+        None,
+        doc="model.target called with keywords only, as a zoo's builders are "
+        "(torchvision.models:resnet18): these, plus num_classes and input_shape where its "
+        "signature takes them",
+    )
+    buffers: str = setting(
+        "aggregate",
+        choices=BUFFER_POLICIES,
+        doc="running statistics of a model with BatchNorm: aggregate (the clients' own, "
+        "averaged by the server), recalibrate (the server's, on validation inputs), "
+        "batch_stats (evaluation normalises by each batch's own)",
+    )
     norm: str = setting(
         "group",
         choices=NORMS,
@@ -392,6 +413,11 @@ class PruningConfig:
         doc="initialisation of NTK-SAP's fresh weight draws: model = the model's own "
         "initialiser (the one it is trained from), kaiming_normal = He normal, zero biases",
     )
+    allow_collapse: bool = setting(
+        False,
+        doc="train a mask under which the model's output no longer depends on its input "
+        "(layer collapse); by default the run fails (pruning_collapsed)",
+    )
 
 
 @dataclass(frozen=True)
@@ -441,6 +467,14 @@ class ZOConfig:
         ge=0,
         doc="stream each forward pass through chunks of this many samples (less "
         "activation memory, same loss); 0 = the whole batch at once",
+    )
+    dropout: str = setting(
+        "off",
+        choices=ZO_DROPOUTS,
+        doc="a model's dropout in the passes of a difference: off (the passes are "
+        "deterministic), same_mask (both passes of a difference draw the same mask, seeded "
+        "by its direction; central estimator), independent (a fresh mask each pass: the "
+        "difference is mostly mask noise)",
     )
     clip_inf_norm: float = setting(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
     ema_decay: float = setting(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
@@ -770,6 +804,13 @@ def _cross_check(cfg: RunConfig) -> None:
             "config error: zo.microbatch_size: only with zo.perturbation_scope "
             "full and zo.batching loop or auto"
         )
+    if cfg.zo.dropout == "same_mask" and (
+        cfg.zo.perturbation_scope != "full" or cfg.zo.batching not in ("loop", "auto")
+    ):
+        raise ConfigError(
+            "config error: zo.dropout: same_mask seeds each pass of the plain loop; it needs "
+            "zo.perturbation_scope full and zo.batching loop or auto"
+        )
     if cfg.zo.batching not in ("loop", "auto") and cfg.zo.perturbation_scope == "layerwise":
         raise ConfigError(
             f"config error: zo.batching: got {cfg.zo.batching!r}, the layer-wise variant runs "
@@ -787,8 +828,19 @@ def _cross_check(cfg: RunConfig) -> None:
             f"config error: training.mode: got {cfg.training.mode!r}, algorithm "
             f"{cfg.training.algorithm} runs {', '.join(modes)}"
         )
+    if cfg.model.buffers == "recalibrate" and cfg.data.validation_fraction == 0:
+        raise ConfigError(
+            "config error: model.buffers: recalibrate measures the running statistics on "
+            "validation inputs, and data.validation_fraction is 0 (no validation split)"
+        )
+    if cfg.model.args and cfg.model.kwargs is not None:
+        raise ConfigError(
+            "config error: model.kwargs: set either model.args (build(input_shape, "
+            "num_classes, **args)) or model.kwargs (build(**kwargs)), not both"
+        )
     for args_field, args, owner_field, owner in (
         ("model.args", cfg.model.args, "model.target", cfg.model.target),
+        ("model.kwargs", cfg.model.kwargs, "model.target", cfg.model.target),
         ("data.args", cfg.data.args, "data.target", cfg.data.target),
         ("pruning.args", cfg.pruning.args, "pruning.method", cfg.pruning.method),
     ):
@@ -797,7 +849,17 @@ def _cross_check(cfg: RunConfig) -> None:
                 f"config error: {args_field}: keyword arguments of a component given by "
                 f"import path in {owner_field}, which names none"
             )
+    if not _IMPORTS_TARGETS.get():
+        return  # a record of a run, not a run to start: nothing of it is imported
     _check_targets(cfg)
+    if (
+        cfg.zo.dropout == "same_mask"
+        and registry.DIFFERENCE_SCHEMES.load(cfg.zo.estimator).needs_base
+    ):
+        raise ConfigError(
+            f"config error: zo.dropout: same_mask needs an estimator without a shared base "
+            f"pass (central); {cfg.zo.estimator} compares every direction with one base pass"
+        )
     if cfg.zo.generator == "philox" and registry.is_import_path(cfg.zo.direction):
         raise ConfigError(
             f"config error: zo.direction: {cfg.zo.direction} draws from a torch.Generator, "
@@ -856,6 +918,23 @@ def build_section(cls: type, raw: Mapping[str, Any] | None, prefix: str) -> Any:
     return _build(cls, raw or {}, prefix)
 
 
+_IMPORTS_TARGETS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fpzo_imports_targets", default=True
+)
+
+
+@contextlib.contextmanager
+def records_only() -> Iterator[None]:
+    """Inside, configurations are read as records of runs that happened (a report of a
+    study): the components they name by import path are checked for form but not imported,
+    so a report needs none of the researcher's modules and runs none of their code."""
+    token = _IMPORTS_TARGETS.set(False)
+    try:
+        yield
+    finally:
+        _IMPORTS_TARGETS.reset(token)
+
+
 def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:
     """Build and validate a :class:`RunConfig` from nested dicts; raises :class:`ConfigError`."""
     cfg = _build(RunConfig, raw or {}, "")
@@ -866,6 +945,26 @@ def config_from_dict(raw: Mapping[str, Any] | None) -> RunConfig:
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Nested plain-dict form (YAML/JSON friendly) of a configuration."""
     return dataclasses.asdict(cfg)
+
+
+#: The fields a component named by import path makes meaningless (the registered data set's
+#: name; the built-in architecture's name, normalisation and activation).
+REPLACED_BY_TARGET = {
+    "data": ("name",),
+    "model": ("name", "norm", "norm_groups", "activation"),
+}
+
+
+def params_of(cfg: RunConfig) -> dict[str, Any]:
+    """A run's parameters as MLflow records them: :func:`config_to_dict` without the fields
+    that ``data.target`` or ``model.target`` replace (``data.name: digits`` beside a data set
+    of one's own would say what did not run)."""
+    tree = config_to_dict(cfg)
+    for section, fields in REPLACED_BY_TARGET.items():
+        if tree[section]["target"]:
+            for field in fields:
+                del tree[section][field]
+    return tree
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

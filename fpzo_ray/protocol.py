@@ -108,4 +108,5 @@ def zo_update_spec(cfg: RunConfig, clip_on_client: bool) -> ZOUpdateSpec:
         client_momentum=cfg.training.client_momentum,
         clip_inf_norm=cfg.zo.clip_inf_norm if clip_on_client else 0.0,
         microbatch_size=cfg.zo.microbatch_size,
+        dropout=cfg.zo.dropout,
     )

@@ -103,6 +103,50 @@ def check_call(obj: Any, path: str, args: tuple[Any, ...], kwargs: Mapping[str, 
         raise TargetError(f"{path!r}{signature} cannot be called this way: {exc}") from None
 
 
+def model_call(
+    obj: Any,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    args: Mapping[str, Any] | None,
+    kwargs: Mapping[str, Any] | None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments ``model.target`` is called with.
+
+    A builder of this project's form, ``build(input_shape, num_classes, **model.args)``, gets
+    them positionally. A builder from a zoo takes keywords only (torchvision's
+    ``resnet18(*, weights=None, progress=True, **kwargs)``): with ``model.kwargs``, or when
+    it cannot take the two positionally, it is called with keywords, ``num_classes`` and
+    ``input_shape`` filled in where its signature takes them and the configuration does not
+    set them. Nothing is called here.
+    """
+    if kwargs is None:
+        positional = ((input_shape, num_classes), dict(args or {}))
+        if args or _binds(obj, *positional):
+            return positional
+        kwargs = {}
+    filled = dict(kwargs)
+    try:
+        parameters = inspect.signature(obj).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: as written
+        return (), filled
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name, value in (("num_classes", num_classes), ("input_shape", input_shape)):
+        takes = name in parameters or (open_ended and name == "num_classes")
+        if takes and name not in filled:
+            filled[name] = value
+    return (), filled
+
+
+def _binds(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    try:
+        inspect.signature(obj).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: assume the project's form
+        return True
+    return True
+
+
 class Registry:
     """The registered components of one extension point (see the module docstring)."""
 
@@ -253,7 +297,8 @@ def _args(value: Any) -> dict[str, Any]:
 
 
 def _check_model(path: str, cfg: Any) -> None:
-    check_call(import_target(path), path, ((1,), 2), _args(cfg.model.args))
+    obj = import_target(path)
+    check_call(obj, path, *model_call(obj, (1,), 2, cfg.model.args, cfg.model.kwargs))
 
 
 def _check_data(path: str, cfg: Any) -> None:

@@ -35,6 +35,7 @@ from fpzo_ray.config import (
     config_to_dict,
     describe,
     merge,
+    params_of,
     parse_overrides,
     read_yaml,
     refuse_with_resume,
@@ -288,7 +289,7 @@ def _open_store(
 
     tracker = MLflowTracker(tracking_uri, cfg.tracking.experiment, results_dir)
     if run_name:
-        run_id = tracker.start_run(run_name, config_to_dict(cfg))
+        run_id = tracker.start_run(run_name, params_of(cfg))
         (folder.path / RUN_ID_FILE).write_text(run_id)
         (folder.path / TRACKING_FILE).write_text(tracking_uri)
         sign(folder.path, [RUN_ID_FILE, TRACKING_FILE])
@@ -392,6 +393,8 @@ def _run(
                 f" {setup['num_trained']} trained coordinates"
                 + (f" ({failed} pruning clients failed: their scores left out)" if failed else "")
             )
+            for warning in setup.get("pruning_warnings", []):
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         run.tracker.queue_metrics(run.run_id, round_metrics(metrics), last_round)
         now = time.time()
         _say_client_failures(metrics, now)

@@ -31,6 +31,7 @@ class Purpose(enum.IntEnum):
     AVAILABILITY = 10
     VALIDATION_SPLIT = 11
     ALGORITHM = 12  # an algorithm's own streams (e.g. a shared seed pool)
+    CONNECTIVITY = 13  # the random inputs of the mask's connectivity check
 
 
 def _splitmix64(x: int) -> int:

@@ -440,6 +440,7 @@ def run_sweep(
     except Exception as exc:
         tracker.end_open_runs("FAILED", root_cause(exc))
         raise stopped_on_error(exc, experiment_dir, _resume_command(location.location)) from exc
+    tracker.set_tags(parent, {"progress": f"ended: {_status_counts(figures)}"})
     tracker.end_run(parent)
     print(f"\nSweep {spec.name!r}: {len(trials)} trials in {time.time() - started:.0f} s")
     print(trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -459,6 +460,14 @@ def run_sweep(
 UNFINISHED = ("INTERRUPTED", "NOT_STARTED")
 
 
+def _status_counts(figures: list[TrialFigures]) -> str:
+    """``8 trials: 6 OK, 2 STOPPED``: what the parent run's progress tag ends with."""
+    counts: dict[str, int] = {}
+    for f in figures:
+        counts[f.status] = counts.get(f.status, 0) + 1
+    return f"{len(figures)} trials: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
 def _interrupted(
     tracker: Any,
     parent: str,
@@ -470,6 +479,7 @@ def _interrupted(
     """A phase ended with trials that did not run every round: never a success. Every trial
     is listed with its true state, open runs end KILLED, and the way to go on is printed."""
     trials = trial_table(figures, spec)
+    tracker.set_tags(parent, {"progress": f"interrupted: {_status_counts(figures)}"})
     tracker.end_open_runs("KILLED", "the sweep was interrupted; continue it with --resume")
     outcome = SweepOutcome(
         folder.path,
@@ -524,15 +534,21 @@ def parent_params(spec: SweepSpec) -> dict[str, Any]:
     """The parent run's parameters: the sweep's settings (``sweep.*``) and the resolved
     configuration its trials share, every field with defaults included; a field that differs
     between trials (a grid axis, a searched field, a study's seed) reads ``varies: ...``."""
-    from fpzo_ray.config import config_to_dict, flatten
+    from fpzo_ray.config import flatten, params_of
 
     def resolved(overrides: dict[str, Any]) -> dict[str, Any]:
-        return flatten(config_to_dict(config_from_dict(merge(spec.base, overrides))))
+        return flatten(params_of(config_from_dict(merge(spec.base, overrides))))
 
-    params = resolved(next(iter(spec.cells())).overrides)
+    cells = spec.cells()
+    params = resolved(cells[0].overrides)
     varied: dict[str, list[str]] = {}
-    for axis in spec.axes:  # each value on the base: linear in the axes, like validation
-        seen = [resolved(value.overrides) for value in axis.values]
+    for axis in spec.axes:
+        # each value in the first cell that holds it: on the base alone, a value may not
+        # resolve (a model.target for another axis's data.target)
+        seen = [
+            resolved(next(c for c in cells if c.coordinates[axis.column] == value.value).overrides)
+            for value in axis.values
+        ]
         # keys may differ between values: a component's ``args`` flatten to their own keys
         for key in dict.fromkeys(k for s in seen for k in s):
             values = list(dict.fromkeys(str(s.get(key, "(not set)")) for s in seen))

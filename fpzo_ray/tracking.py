@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, flatten
+from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, flatten, params_of
 from fpzo_ray.failure import error_summary
 from fpzo_ray.mlflow_writer import StoreWriter
 from fpzo_ray.storage import Storage, folder_on
@@ -566,7 +566,7 @@ class TrialMirror:
                 plan = trial.config["trial"]
                 existing = self.tracker.start_run(
                     str(trial),
-                    config_to_dict(config_from_dict(plan["run"])),
+                    params_of(config_from_dict(plan["run"])),
                     tags={"tune_trial_id": trial.trial_id, **child_tags(plan, self.sweep_name)},
                     parent_run_id=self.parent_run_id,
                 )

@@ -109,3 +109,62 @@ def fill_hangs(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     time.sleep(3600)
     return out
+
+
+def bn_cnn(
+    input_shape: tuple[int, ...], num_classes: int, width: int = 8, shift: float = 0.0
+) -> nn.Module:
+    """Two convolutions with BatchNorm (running statistics, as torchvision's models keep);
+    ``shift``: the convolutions' initial bias, an offset of the activations' means such as a
+    deep network's layers have."""
+    channels, height, width_px = input_shape
+    model = nn.Sequential(
+        nn.Conv2d(channels, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(width * height * width_px, num_classes),
+    )
+    with torch.no_grad():
+        model[0].bias.fill_(shift)
+        model[3].bias.fill_(shift)
+    return model
+
+
+def dropout_mlp(input_shape: tuple[int, ...], num_classes: int, p: float = 0.5) -> nn.Module:
+    features = int(np.prod(input_shape))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(features, 32), nn.Tanh(), nn.Dropout(p), nn.Linear(32, num_classes)
+    )
+
+
+def _without_last_layer(layout, density, gen, reference, layer_scope):  # noqa: ANN001
+    """A direct mask that prunes the last prunable layer whole (collapse) and nothing else."""
+    from fpzo_ray.pruning import Mask
+
+    kept = torch.ones(layout.num_prunable, dtype=torch.bool)
+    last = layout.prunable_slots[-1]
+    kept[kept.numel() - last.numel :] = False
+    return Mask(layout, kept)
+
+
+def _collapsing_method() -> Any:
+    from fpzo_ray.pruning.methods import PruningMethod
+
+    return PruningMethod("drops the classifier", direct=_without_last_layer)
+
+
+DROPS_THE_CLASSIFIER = _collapsing_method()
+
+
+def _nan_on_clients() -> Any:
+    from fpzo_ray.pruning.methods import ClientSaliency, PruningMethod
+
+    return PruningMethod("NaN on clients", client=ClientSaliency(nan_scores))
+
+
+#: A federated saliency (each sampled client computes it) that gives NaN.
+NAN_ON_CLIENTS = _nan_on_clients()

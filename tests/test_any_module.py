@@ -277,7 +277,13 @@ def test_unsupported_module_names_the_first_module_it_cannot_stack():
     assert unsupported_module(_build("mlp")[0]) is None
     assert unsupported_module(_build("staged_mlp")[0]) is None
     found = unsupported_module(_build("vit")[0])
-    assert found is not None and found.endswith("TinyViT at (the model)")
+    assert found is not None and "TinyViT at (the model)" in found
+    # a container of its own: the module inside it that could not be stacked either is named
+    import torchvision
+
+    found = unsupported_module(torchvision.models.resnet18())
+    assert found is not None and found.startswith("torchvision.models.resnet.ResNet at (the")
+    assert "inside it, torch.nn.modules.batchnorm.BatchNorm2d at bn1 (running statistics)" in found
     staged = StagedModel([nn.Sequential(nn.Linear(4, 4), nn.Tanh()), nn.Linear(4, 2)])
     assert unsupported_module(staged) == "torch.nn.modules.activation.Tanh at stages.0.1"
 

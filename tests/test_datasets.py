@@ -360,3 +360,21 @@ def test_real_mnist():
     assert ds.train_inputs.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
     assert int((ds.train_labels == 1).sum()) == 6742
     assert np.bincount(ds.train_labels, minlength=10).sum() == 60000
+
+
+def test_a_split_in_read_only_memory_becomes_a_writable_tensor_without_a_warning():
+    """Ray's object store hands arrays over read-only; torch warned ("The given NumPy array
+    is not writable") on every trial's first evaluation."""
+    import warnings
+
+    from fpzo_ray.data import from_arrays
+
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    y = np.array([0, 1, 0, 1, 0, 1])
+    dataset = from_arrays(train=(x, y), test=(x.copy(), y.copy()))
+    dataset.test_inputs.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inputs, _ = dataset.test_set()
+    inputs.add_(1.0)  # a model may change its input in place
+    assert float(dataset.test_inputs[0, 0]) == 0.0

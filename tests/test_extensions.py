@@ -124,6 +124,8 @@ def test_a_bad_target_is_one_line_naming_the_field_and_the_target(field, target,
     "raw, field",
     [
         ({"model": {"args": {"hidden": 3}}}, "model.args"),
+        ({"model": {"kwargs": {"hidden": 3}}}, "model.kwargs"),
+        ({"model": {"target": f"{T}:mlp", "args": {"hidden": 3}, "kwargs": {}}}, "model.kwargs"),
         ({"pruning": {"args": {"power": 2}}}, "pruning.args"),
         ({"model": {"target": f"{T}:mlp", "name": "lenet5"}}, "model.target"),
         ({"data": {"target": f"{T}:blobs"}}, "model.name"),
@@ -226,3 +228,49 @@ def test_the_engine_does_not_branch_on_the_algorithm_its_mode_or_a_zo_variant():
         if choosing.search(line)
     ]
     assert not found, found
+
+
+def test_the_fields_a_target_replaces_are_not_logged_as_parameters():
+    from fpzo_ray.config import flatten, params_of
+
+    own = flatten(params_of(config_from_dict(OWN)))
+    assert {"data.name", "model.name", "model.norm", "model.activation"}.isdisjoint(own)
+    assert own["model.target"] == f"{T}:mlp" and own["model.args.hidden"] == 12
+    default = flatten(params_of(config_from_dict({})))
+    assert default["data.name"] == "digits" and default["model.norm"] == "group"
+
+
+def test_a_report_reads_configurations_whose_modules_it_cannot_import():
+    """``python -m fpzo_ray.report`` reads records of runs: the researcher's modules need not
+    be importable where the report is made, and none of their code runs."""
+    from fpzo_ray.config import records_only
+    from fpzo_ray.report.labels import method_label
+
+    raw = {
+        "data": {"target": "not_here:load"},
+        "model": {"target": "not_here:build"},
+        "training": {"algorithm": "not_here:MyFedSGD"},
+    }
+    with pytest.raises(ConfigError, match="no module named 'not_here'"):
+        config_from_dict(raw)
+    with records_only():
+        cfg = config_from_dict(raw)
+        assert method_label(cfg) == "dense MyFedSGD"
+    with pytest.raises(ConfigError):  # outside, they are checked again
+        config_from_dict(raw)
+
+
+def test_a_plain_function_saliency_is_the_servers_and_bills_no_client():
+    """It reads no data: 38 MFLOPs and 122 KB of upload were billed to clients for a
+    magnitude method that computed nothing on them."""
+    from fpzo_ray.sim.client import ClientRuntime
+    from fpzo_ray.sim.in_process import InProcessPool
+    from fpzo_ray.sim.server import FederatedServer
+
+    cfg = config_from_dict(OWN)
+    dataset, partition = federated_data(cfg)
+    server = FederatedServer(cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition)))
+    summary = server.prune()
+    assert summary["kept_fraction"] == pytest.approx(0.5, abs=0.02)
+    assert summary["pruning_client_flops"] == 0 and summary["pruning_upload_bytes"] == 0
+    assert summary["pruning_download_bytes"] == 0

@@ -46,8 +46,16 @@ def _failure(**sections) -> RunFailed:
 def test_a_pruning_phase_without_a_usable_score_fails_the_run(method, why):
     failure = _failure(pruning={"method": f"{T}:{method}", "iterations": 2})
     assert failure.kind == "pruning_failed"
-    assert f"{T}:{method}, iteration 1: none of the 3 sampled clients" in failure.message
+    # a plain function is the server's saliency
+    assert f"{T}:{method}, iteration 1: the saliency computed on the server" in failure.message
     assert why in failure.message
+
+
+def test_a_federated_pruning_phase_in_which_no_client_gives_a_usable_score_fails_the_run():
+    failure = _failure(pruning={"method": f"{T}:NAN_ON_CLIENTS", "iterations": 2})
+    assert failure.kind == "pruning_failed"
+    assert f"{T}:NAN_ON_CLIENTS, iteration 1: none of the 3 sampled clients" in failure.message
+    assert "non-finite" in failure.message
 
 
 def test_rounds_in_which_every_client_fails_end_the_run_after_the_allowed_few():

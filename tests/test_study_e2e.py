@@ -127,6 +127,7 @@ def test_a_killed_study_resumes_to_the_result_of_an_uninterrupted_one(finished_s
     assert not unfinished, unfinished
     parent = parents[0].info.run_id
     assert parent == finished_study.parent_run_id
+    assert parents[0].data.tags["progress"] == "ended: 8 trials: 8 OK"  # not a running count
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
     assert {(r.data.tags["phase"], r.data.tags["seed"]) for r in children} == {
         ("search", "0"),

@@ -228,3 +228,28 @@ def test_sweep_cli_exits_2_on_a_bad_search_before_any_work(tmp_path):
     assert out.stderr.strip().startswith("config error: search.metric: got 'test_accuracy'")
     assert "test metrics" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_named_axis_that_supplies_the_model_crossed_with_another_axis_resolves(tmp_path):
+    """On the base alone the other axis's values do not resolve (a data.target needs a model
+    named): the parent run's parameters read each value in a cell that holds it."""
+    from fpzo_ray.sweep import parent_params
+
+    spec = _load(
+        tmp_path,
+        {
+            "name": "own",
+            "base": {**BASE, "data": {"target": "extension_targets:blobs", "num_clients": 6}},
+            "grid": {
+                "net": {
+                    "narrow": {"model": {"target": "extension_targets:mlp", "args": {"hidden": 4}}},
+                    "wide": {"model": {"target": "extension_targets:mlp", "args": {"hidden": 32}}},
+                },
+                "zo.num_perturbations": [2, 4],
+            },
+        },
+    )
+    params = parent_params(spec)
+    assert params["model.target"] == "extension_targets:mlp"
+    assert params["model.args.hidden"] == "varies: 4, 32"
+    assert params["zo.num_perturbations"] == "varies: 2, 4"

@@ -4,6 +4,7 @@ from fpzo_ray.accounting.communication import (
     dense_update_upload_bytes,
     pruning_download_bytes,
     pruning_upload_bytes,
+    statistics_bytes,
     train_download_bytes,
     zo_scalar_upload_bytes,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "dense_update_upload_bytes",
     "pruning_download_bytes",
     "pruning_upload_bytes",
+    "statistics_bytes",
     "train_download_bytes",
     "zo_scalar_upload_bytes",
 ]

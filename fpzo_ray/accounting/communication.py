@@ -48,6 +48,12 @@ def pruning_download_bytes(mask_bytes: int) -> int:
     return mask_bytes + SEED_BYTES
 
 
+def statistics_bytes(num_statistics: int) -> int:
+    """Client -> server under ``model.buffers: aggregate``: the running statistics the client
+    measured (float32 means and variances; none for a model without any)."""
+    return FLOAT_BYTES * num_statistics
+
+
 def pruning_upload_bytes(num_kept_prunable: int) -> int:
     """Client -> server: one saliency per kept prunable weight."""
     return FLOAT_BYTES * num_kept_prunable

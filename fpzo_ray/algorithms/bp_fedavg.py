@@ -1,5 +1,9 @@
 """BP FedAvg, the accuracy ceiling and the memory floor to beat: E local SGD steps with
-backpropagation under the mask, the masked dense update uploaded and averaged."""
+backpropagation under the mask, the masked dense update uploaded and averaged.
+
+A BP-based variant is a subclass: :meth:`BPFedAvg.local_gradient` changes the gradient of
+each local step (FedProx's proximal term, ``docs/EXTENDING.md``), :meth:`aggregate` and
+:meth:`server_step` (from ``FederatedAlgorithm``) what the server does with the updates."""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class BPFedAvg(FederatedAlgorithm):
             t.client_lr,
             t.client_momentum,
             t.bp_microbatch_size,
+            self.local_gradient,
         )
         update = result.final_weights.cpu() - start
         forward = sum(int(y.shape[0]) for _, y in batches) * model.forward_flops_per_sample
@@ -55,6 +60,15 @@ class BPFedAvg(FederatedAlgorithm):
             flops,
             dense_update_upload_bytes(model.num_trained),
         )
+
+    def local_gradient(
+        self, gradient: torch.Tensor, weights: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """The gradient a local step takes, from the loss's ``gradient`` at ``weights`` (the
+        client's current trained coordinates; ``start``: the broadcast ones). FedAvg takes
+        the loss's own; override it for a variant (FedProx: ``gradient + mu * (weights -
+        start)``)."""
+        return gradient
 
     def contribution(
         self,

@@ -1,8 +1,8 @@
 """``python -m fpzo_ray.bench NAME``: benchmarks that print ratios measured side by side in one
 run, and end with one JSON line of their headline figures.
 
-Names: zo-step, memory, fidelity, prune-error, sigma, checkpoint, population, engine,
-throughput, startup, gpu
+Names: zo-step, memory, fidelity, prune-error, sigma, dropout, checkpoint, population,
+engine, throughput, startup, gpu
 (``--help`` after a name for its options).
 """
 
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "fidelity": "fpzo_ray.bench.fidelity",
     "prune-error": "fpzo_ray.bench.prune_error",
     "sigma": "fpzo_ray.bench.sigma",
+    "dropout": "fpzo_ray.bench.dropout",
     "checkpoint": "fpzo_ray.bench.checkpoint",
     "population": "fpzo_ray.bench.population",
     "engine": "fpzo_ray.bench.engine",

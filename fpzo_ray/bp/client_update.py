@@ -8,7 +8,7 @@ clients', so the two baselines differ only in how the gradient is obtained.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +17,9 @@ from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
 from fpzo_ray.zo.local import client_sgd_step
+
+#: ``(gradient, weights, start) -> gradient``: see :func:`bp_client_update`.
+GradientAdjustment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,13 @@ def bp_client_update(
     lr: float,
     momentum: float,
     microbatch_size: int = 0,
+    adjust_gradient: GradientAdjustment | None = None,
 ) -> BPClientResult:
-    """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards."""
+    """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards.
+
+    ``adjust_gradient(gradient, weights, start)``, when given, returns the gradient each step
+    takes in place of the loss's (FedProx adds ``mu * (weights - start)``); all three are
+    vectors over the trained coordinates."""
     start = read_trained(flat, kept_index)
     weights = start.clone()
     buffer: torch.Tensor | None = None
@@ -95,6 +103,8 @@ def bp_client_update(
             losses.append(accumulate_gradient(model, x, y, microbatch_size))
             grad = flat_gradient(model, layout)
             grad = grad if kept_index is None else grad[kept_index]
+            if adjust_gradient is not None:
+                grad = adjust_gradient(grad, weights, start)
             buffer = client_sgd_step(weights, grad, buffer, lr, momentum)
             write_trained(flat, kept_index, weights)
     finally:

@@ -28,7 +28,11 @@ Normalisation = Callable[[np.ndarray], torch.Tensor]
 
 
 def _float32_tensor(inputs: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    """``inputs`` as a float32 tensor sharing their memory where it can: read-only memory
+    (a whole split as Ray's object store hands it over) is copied, as a tensor may be written
+    to (a model may change its input in place; torch warns about every such array)."""
+    array = np.ascontiguousarray(inputs, dtype=np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Models: ``build_model`` turns a configuration into a fresh ``nn.Module``.
 
 The registered architectures are ``fpzo_ray.registry.MODELS``; a researcher's is any
-``nn.Module`` returned by ``build(input_shape, num_classes, **model.args)``, named by its
-import path in ``model.target`` (``docs/EXTENDING.md``).
+``nn.Module`` returned by ``build(input_shape, num_classes, **model.args)``, or by a zoo's
+keyword-only builder (``torchvision.models:resnet18`` with ``model.kwargs``), named by its
+import path in ``model.target`` (``docs/EXTENDING.md``, ``registry.model_call``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fpzo_ray.models.flat import ParameterLayout, bind_flat_buffer, layout_of
 from fpzo_ray.models.lenet import LeNet5
 from fpzo_ray.models.resnet import ResNet18, ResNet20
 from fpzo_ray.models.staged import StagedModel
-from fpzo_ray.registry import MODELS, import_target
+from fpzo_ray.registry import MODELS, import_target, model_call
 
 
 def build_model(
@@ -31,7 +32,9 @@ def build_model(
             return build_model(cfg, input_shape, num_classes)
     shape = tuple(int(v) for v in input_shape)
     if cfg.model.target:
-        model = import_target(cfg.model.target)(shape, int(num_classes), **(cfg.model.args or {}))
+        build = import_target(cfg.model.target)
+        args, kwargs = model_call(build, shape, int(num_classes), cfg.model.args, cfg.model.kwargs)
+        model = build(*args, **kwargs)
         if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
             raise TypeError(
                 f"model.target: {cfg.model.target} returned {type(model).__name__}, "

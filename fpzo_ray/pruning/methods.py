@@ -207,14 +207,16 @@ NTK_SAP_CENTRAL = PruningMethod("NTK-SAP (central)", server=_ntk_sap, keep=_abso
 def pruning_method(name_or_path: str, args: Mapping[str, Any] | None = None) -> PruningMethod:
     """The method ``pruning.method`` names. A researcher's import path may name a
     :class:`PruningMethod` or a plain function ``saliency(inputs: SaliencyInputs, **args)``
-    returning a contribution over the prunable coordinates (higher = keep), which clients
-    compute data-free and the server sums."""
+    returning scores over the prunable coordinates (higher = keep). A plain function reads no
+    data, so it is the server's: computed once over the draws the sampled clients would make,
+    and billed to no client (a saliency that clients compute and upload is a
+    ``PruningMethod(client=ClientSaliency(...))``, billed with its declared passes)."""
     found = PRUNING_METHODS.load(name_or_path)
     if isinstance(found, PruningMethod):
         return found
     compute = functools.partial(found, **dict(args or {}))
     label = name_or_path.split(":")[-1] if is_import_path(name_or_path) else name_or_path
-    return PruningMethod(label, client=ClientSaliency(compute))
+    return PruningMethod(label, server=compute)
 
 
 def checked_scores(label: str, scores: Any, count: int) -> torch.Tensor:

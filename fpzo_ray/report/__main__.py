@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fpzo_ray.config import ConfigError
+from fpzo_ray.config import ConfigError, records_only
 from fpzo_ray.logs import configure as configure_logging
 
 
@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if folder.is_dir() or scheme in STORAGE_SCHEMES:
             local = fetch_experiment(args.source, Path(fetched.name)) if scheme else folder
-            record = record_from_folder(local)
+            with records_only():  # a report imports none of the researcher's modules
+                record = record_from_folder(local)
             tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or (
                 read_text(local / TRACKING_FILE)  # where the sweep logged
                 or resolve_tracking_uri(folder.resolve().parent.parent)
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(
                     "config error: SOURCE: a tracking URI needs --run-id or --experiment"
                 )
-            record = record_from_mlflow(args.source, args.run_id, args.experiment)
+            with records_only():
+                record = record_from_mlflow(args.source, args.run_id, args.experiment)
             tracking_uri = args.source
             out = Path(args.out) if args.out else Path(f"report_{record.parent_run_id}")
         else:
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         fetched.cleanup()
-    files = write_report(record, out)
+    with records_only():
+        files = write_report(record, out)
     print(f"Report: {files.html.resolve()}\nSummary: {files.markdown.resolve()}")
     if not args.no_log:
         if record.parent_run_id is None:

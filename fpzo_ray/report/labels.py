@@ -7,7 +7,7 @@ configuration keys, so that a legend reads like a paper's.
 from __future__ import annotations
 
 from fpzo_ray.config import RunConfig
-from fpzo_ray.registry import algorithm_class
+from fpzo_ray.registry import TargetError, algorithm_class
 
 
 def method_label(cfg: RunConfig) -> str:
@@ -16,8 +16,12 @@ def method_label(cfg: RunConfig) -> str:
     come from the components themselves (``label``), a researcher's included."""
     from fpzo_ray.pruning.methods import pruning_label
 
-    strategy = algorithm_class(cfg.training.algorithm, cfg.training.mode)
+    try:
+        strategy = algorithm_class(cfg.training.algorithm, cfg.training.mode)
+        label, dense_prefix = strategy.label, strategy.dense_prefix
+    except TargetError:  # a report where the researcher's algorithm cannot be imported
+        label, dense_prefix = cfg.training.algorithm.rsplit(":", 1)[-1], True
     method = cfg.pruning_method
     if method == "dense":
-        return f"dense {strategy.label}" if strategy.dense_prefix else strategy.label
-    return f"{pruning_label(method)} {cfg.pruning.sparsity * 100:.3g} % + {strategy.label}"
+        return f"dense {label}" if dense_prefix else label
+    return f"{pruning_label(method)} {cfg.pruning.sparsity * 100:.3g} % + {label}"

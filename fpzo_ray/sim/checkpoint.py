@@ -37,8 +37,9 @@ from fpzo_ray.config import RunConfig, config_to_dict
 log = logging.getLogger(__name__)
 STATE_FILE = "server_state.pt"
 
-# What ``FederatedServer.state_dict`` writes. ``algorithm``, ``empty_rounds`` and ``run_key``
-# may be missing: checkpoints from before them lack them (read as ``{}``, 0 and this run's).
+# What ``FederatedServer.state_dict`` writes. ``algorithm``, ``empty_rounds``, ``run_key`` and
+# ``statistics`` may be missing: checkpoints from before them lack them (read as ``{}``, 0,
+# this run's and the model's initial running statistics).
 REQUIRED_FIELDS = (
     "rounds_done",
     "mask",
@@ -49,7 +50,7 @@ REQUIRED_FIELDS = (
     "client_records",
     "pruning_summary",
 )
-OPTIONAL_FIELDS = ("algorithm", "empty_rounds", "run_key")
+OPTIONAL_FIELDS = ("algorithm", "empty_rounds", "run_key", "statistics")
 # What the round loop and the resumed run's first report read from ``pruning_summary``.
 SUMMARY_FIELDS = ("pruning_method", "kept_fraction", "num_trained", "num_prunable")
 
@@ -165,6 +166,8 @@ def _checked_state(state: object, rounds: int | None) -> dict[str, Any]:
     weights = _checked_optimizer(state["optimizer"], kept=int(mask.sum()))
     _checked_algorithm(state.get("algorithm", {}))
     _count(state.get("empty_rounds", 0), "empty_rounds")
+    if "statistics" in state:
+        _tensor(state["statistics"], "statistics", floating=True, finite=True)
     if not isinstance(state.get("run_key", ""), str):
         raise _Invalid("run_key", f"must be a string, got {_kind(state['run_key'])}")
     for name in ("totals", "reached"):

@@ -34,6 +34,7 @@ from fpzo_ray.accounting import (
     pruning_download_bytes,
     pruning_upload_bytes,
     stage_forward_flops,
+    statistics_bytes,
 )
 from fpzo_ray.accounting.memory import MemoryMeter, sparse_peak_bytes
 from fpzo_ray.algorithms import algorithm_for
@@ -41,6 +42,7 @@ from fpzo_ray.algorithms.base import ClientModel
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.models import StagedModel, bind_flat_buffer, build_model
+from fpzo_ray.models.statistics import measure_statistics, statistics_size
 from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
 from fpzo_ray.pruning import Mask
 from fpzo_ray.pruning.methods import SaliencyInputs, checked_scores, pruning_method
@@ -98,6 +100,7 @@ class ClientRuntime:
         self.auto_batching = auto_batching(self.model, forward_flops(self.layers))
         self.gate = MemoryGate.of(cfg)
         self.compiled = compile_forwards(self.model) if cfg.simulation.compile else None
+        self.has_statistics = statistics_size(self.model) > 0
         self.mask_version = -1
         self._install(Mask.dense(self.layout))
 
@@ -207,6 +210,7 @@ class ClientRuntime:
                 work, round_index, client_id, broadcast.weights, self.workspace.blocks
             )
         dense, sparse = self.peak_memory[batch]
+        statistics, measured_flops = self._statistics(batches)
         return TrainReply(
             client_id=client_id,
             num_samples=int(self.partition[client_id].shape[0]),
@@ -214,13 +218,25 @@ class ClientRuntime:
             base_loss=work.base_loss,
             upload=work.upload,
             contribution=contribution,
-            forward_flops=int(work.forward_flops),
-            flops=int(work.flops),
-            upload_bytes=work.upload_bytes,
+            forward_flops=int(work.forward_flops) + measured_flops,
+            flops=int(work.flops) + measured_flops,
+            upload_bytes=work.upload_bytes
+            + statistics_bytes(0 if statistics is None else statistics.numel()),
             download_bytes=download,
             peak_memory_bytes=dense,
             sparse_memory_bytes=sparse,
+            statistics=statistics,
         )
+
+    def _statistics(self, batches: Batches) -> tuple[torch.Tensor | None, int]:
+        """Under ``model.buffers: aggregate``, for a model with running statistics: those of
+        the broadcast model on the client's first batch (one forward pass, no gradient), and
+        the FLOPs of that pass; else (None, 0)."""
+        if self.cfg.model.buffers != "aggregate" or not self.has_statistics:
+            return None, 0
+        x = batches[0][0]
+        measured = measure_statistics(self.model, [x])
+        return measured, int(x.shape[0]) * self.client_model.forward_flops_per_sample
 
     def _out_of_memory(self, client_id: int, batch: int, download: int) -> ClientFailure | None:
         over = self.gate.check(client_id, *self.peak_memory[batch])
@@ -258,6 +274,8 @@ class ClientRuntime:
     def _meter(self, batches: Batches) -> MemoryMeter:
         meter = MemoryMeter()
         meter.track(self.flat, "parameters")
+        for buffer in self.model.buffers():  # running statistics and the like: model state
+            meter.track(buffer, "parameters")
         if self.workspace.kept_index is not None:
             meter.track(self.workspace.kept_index, "masks")
         for x, y in batches:

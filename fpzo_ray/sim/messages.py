@@ -66,12 +66,17 @@ class TrainReply(WireRecord):
     download_bytes: int
     peak_memory_bytes: int | None = None  # measured: the simulator's dense buffers
     sparse_memory_bytes: int | None = None  # the same peak with the model stored sparsely
+    # The running statistics (BatchNorm's) of the broadcast model on the client's batch,
+    # uploaded under ``model.buffers: aggregate`` (counted in ``upload_bytes``).
+    statistics: torch.Tensor | None = None
 
     def is_finite(self) -> bool:
-        """False when the loss or the upload holds a NaN or an infinity (never aggregated)."""
-        return math.isfinite(self.base_loss) and all(
-            bool(torch.isfinite(t).all()) for t in self.upload.tensors()
-        )
+        """False when the loss, the upload or the statistics hold a NaN or an infinity
+        (never aggregated)."""
+        tensors = self.upload.tensors()
+        if self.statistics is not None:
+            tensors = [*tensors, self.statistics]
+        return math.isfinite(self.base_loss) and all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 @dataclass(frozen=True)

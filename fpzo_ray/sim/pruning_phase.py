@@ -102,7 +102,9 @@ class PruningPhase:
 
         return saliency_round
 
-    def _server_round(self, method: PruningMethod) -> Callable[[int, Mask], torch.Tensor]:
+    def _server_round(
+        self, name: str, method: PruningMethod
+    ) -> Callable[[int, Mask], torch.Tensor]:
         p = self.cfg.pruning
         assert method.server is not None
         server = method.server
@@ -125,7 +127,14 @@ class PruningPhase:
                 p.epsilon,
                 p.draw_init,
             )
-            scores = checked_scores(method.label, server(inputs), self.layout.num_prunable)
+            try:
+                scores = checked_scores(method.label, server(inputs), self.layout.num_prunable)
+            except Exception as exc:  # noqa: BLE001 - a researcher's saliency: a named failure
+                raise RunFailed(
+                    "pruning_failed",
+                    f"{name}, iteration {iteration + 1}: the saliency computed on the server "
+                    f"gave no usable score ({type(exc).__name__}: {str(exc)[:200]})",
+                ) from exc
             return method.keep(scores)
 
         return saliency_round
@@ -148,7 +157,7 @@ class PruningPhase:
         if method.client is not None:
             saliency_round = self._federated_round(name, method)
         else:
-            saliency_round = self._server_round(method)
+            saliency_round = self._server_round(name, method)
         return prune_iteratively(
             Mask.dense(self.layout), density, cfg.iterations, saliency_round, cfg.scope
         )

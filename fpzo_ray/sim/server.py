@@ -31,8 +31,10 @@ from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.failure import RunFailed
 from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.models.statistics import read_statistics
 from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
+from fpzo_ray.pruning.connectivity import check_connectivity, unused_layers
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.checkpoint import CheckpointError, run_key
 from fpzo_ray.sim.devices import ClientDevices, reachable
@@ -44,6 +46,7 @@ from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.zo import ServerOptimizer
 from fpzo_ray.zo.layerwise import StageBlocks, blocks_for
+from fpzo_ray.zo.server_optimizer import weighted_average
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class FederatedServer:
         self.device = server_device(cfg.simulation)
         self.input_shape = dataset.input_shape
         self.num_classes = dataset.num_classes
+        # token ids have no gradient: the mask's connectivity check needs real inputs
+        self.inputs_are_real = dataset.test_set()[0].dtype.is_floating_point
         self.model = build_model(
             cfg,
             dataset.input_shape,
@@ -88,7 +93,12 @@ class FederatedServer:
         )
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
-        self.evaluator = Evaluator(self.model, self.flat, dataset, self.device)
+        self.evaluator = Evaluator(
+            self.model, self.flat, dataset, self.device, buffers=cfg.model.buffers
+        )
+        # the global running statistics (``model.buffers: aggregate``): the clients' last
+        # measured ones, averaged; the model's own until a round has some
+        self.statistics = read_statistics(self.model)
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
@@ -150,12 +160,60 @@ class FederatedServer:
         self.pruning_summary = {
             "pruning_method": cfg.pruning_method,
             **phase.summary(self.mask),
+            **self._connectivity(),
             "sparse_forward_flops_per_sample": forward_flops(
                 self.layers, self.mask.layer_densities()
             ),
             "dense_forward_flops_per_sample": forward_flops(self.layers),
         }
         return self.pruning_summary
+
+    def _connectivity(self) -> dict[str, Any]:
+        """Check that the mask leaves a network that computes (``pruning.connectivity``):
+        a collapsed one fails the run unless ``pruning.allow_collapse``; empty layers and
+        removed weights that never meet data are a warning line each. Returns the
+        figures and warnings for the summary (none for a dense model or one that reads token
+        ids)."""
+        cfg = self.cfg
+        if self.mask.is_dense or not self.inputs_are_real:
+            return {}
+        found = check_connectivity(
+            self.model,
+            self.layout,
+            self.initial_flat.to(self.device),
+            self.mask,
+            self.input_shape,
+            derive_seed(cfg.seed, Purpose.CONNECTIVITY),
+        )
+        what = f"pruning: {cfg.pruning_method} at sparsity {cfg.pruning.sparsity:g}"
+        if found.collapsed and not cfg.pruning.allow_collapse:
+            empty = (
+                f" (empty layers: {', '.join(found.empty_layers)})" if found.empty_layers else ""
+            )
+            raise RunFailed(
+                "pruning_collapsed",
+                f"{what}: the model's output no longer depends on its input{empty}; another "
+                "method or a lower sparsity, or pruning.allow_collapse: true to train it anyway",
+            )
+        warnings = []
+        if found.empty_layers:
+            warnings.append(f"{what}: layers pruned whole: {', '.join(found.empty_layers)}")
+        if found.removed_unused:
+            layers = unused_layers(self.layout, found.unused)
+            warnings.append(
+                f"{what}: {found.removed_unused} of the {found.removed} removed weights never "
+                f"meet data at input {'x'.join(map(str, self.input_shape))} (in "
+                + ", ".join(f"{name} {share:.0%}" for name, share in list(layers.items())[:4])
+                + (f" and {len(layers) - 4} more layers" if len(layers) > 4 else "")
+                + f"); among the weights that do, the sparsity is {found.effective_sparsity:.3f}"
+            )
+        return {
+            "unused_weights": int(found.unused.sum()),
+            "removed_unused_weights": found.removed_unused,
+            "effective_sparsity": found.effective_sparsity,
+            "empty_layers": list(found.empty_layers),
+            "pruning_warnings": warnings,
+        }
 
     # -- phase 2: training -----------------------------------------------------------------
     def _dispatch(self, round_index: int) -> DispatchedRound:
@@ -202,14 +260,18 @@ class FederatedServer:
         tally = RoundTally(round_index + 1, self.devices, cfg.devices.round_deadline_s)
         for client in sorted(set(chosen) - set(present)):
             tally.unavailable(client)
-        contributions, weights = [], []
+        contributions, weights, statistics = [], [], []
         for reply in report.replies:
             assert not isinstance(reply, PruningReply)  # a training round's replies
             if tally.accept(reply, isinstance(reply, TrainReply) and reply.is_finite()):
                 assert isinstance(reply, TrainReply)
                 contributions.append(self._contribution(reply, round_index, start))
                 weights.append(float(reply.num_samples))
+                if reply.statistics is not None:
+                    statistics.append(reply.statistics)
         self.client_records.extend(tally.records)
+        if statistics and len(statistics) == len(weights):
+            self.statistics = weighted_average(statistics, weights)
         if contributions:
             aggregate = self.algorithm.aggregate(contributions, weights)
             self.algorithm.server_step(self.optimizer, aggregate)
@@ -300,6 +362,7 @@ class FederatedServer:
             "pruning_summary": dict(self.pruning_summary),
             "empty_rounds": self.empty_rounds,
             "run_key": run_key(self.cfg),
+            "statistics": self.statistics.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -338,6 +401,13 @@ class FederatedServer:
         self.pruning_summary = dict(state["pruning_summary"])
         self.rounds_done = state["rounds_done"]
         self.empty_rounds = state.get("empty_rounds", 0)
+        statistics = state.get("statistics", read_statistics(self.model))
+        if statistics.shape != self.statistics.shape:
+            raise CheckpointError(
+                f"checkpoint field 'statistics' holds {statistics.numel()} values, but this "
+                f"model keeps {self.statistics.numel()} running statistics"
+            )
+        self.statistics = statistics.clone()
 
     # -- evaluation ------------------------------------------------------------------------
     def global_flat_weights(self, use_ema: bool = True) -> torch.Tensor:
@@ -349,7 +419,7 @@ class FederatedServer:
 
     def evaluate(self) -> dict[str, float]:
         """The global model (EMA weights when on) on the validation and test splits."""
-        return self.evaluator.evaluate(self.global_flat_weights())
+        return self.evaluator.evaluate(self.global_flat_weights(), self.statistics)
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.client_records)

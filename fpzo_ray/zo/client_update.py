@@ -20,6 +20,7 @@ from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
 from fpzo_ray.zo.batched import vmap_differences
+from fpzo_ray.zo.dropout import dropout_layers, dropout_off
 from fpzo_ray.zo.estimator import (
     EstimatorSpec,
     ZOResult,
@@ -59,6 +60,7 @@ class ZOUpdateSpec:
     client_momentum: float = 0.0
     clip_inf_norm: float = 0.0
     microbatch_size: int = 0  # 0: the whole batch in one forward pass
+    dropout: str = "off"  # off | same_mask | independent (``zo.dropout``)
 
 
 @dataclass
@@ -128,6 +130,22 @@ def _differences(
     spec: ZOUpdateSpec,
     with_estimate: bool,
 ) -> ZOResult:
+    """One step's loss differences, dropout as ``spec.dropout`` says (``zo.dropout``)."""
+    if spec.dropout == "off" and dropout_layers(ws.model):
+        with dropout_off(ws.model):
+            return _passes(ws, x, y, seeds, spec, with_estimate)
+    return _passes(ws, x, y, seeds, spec, with_estimate)
+
+
+def _passes(
+    ws: ZOWorkspace,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    spec: ZOUpdateSpec,
+    with_estimate: bool,
+) -> ZOResult:
+    same_mask = spec.dropout == "same_mask"
     if spec.perturbation_scope == "layerwise":
         assert ws.blocks is not None
         return layerwise_differences(
@@ -140,7 +158,7 @@ def _differences(
             spec.estimator,
             with_estimate,
         )
-    batching = ws.batching(spec)
+    batching = "loop" if same_mask else ws.batching(spec)  # it seeds each pass of the loop
     if batching == "batched" and ws.can_stack():
         try:
             return stacked_differences(
@@ -180,6 +198,7 @@ def _differences(
         seeds,
         spec.estimator,
         with_estimate,
+        same_randomness=same_mask,
     )
 
 

@@ -21,6 +21,7 @@ any number of steps the weights are bit-identical to before.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import torch
 
 from fpzo_ray.models.flat import read_trained, write_trained
 from fpzo_ray.zo.difference import FORWARD, DifferenceScheme
+from fpzo_ray.zo.dropout import seeded_randomness
 from fpzo_ray.zo.perturbation import (
     PHILOX,
     DirectionFill,
@@ -128,8 +130,13 @@ def loss_differences(
     seeds: Sequence[int],
     spec: EstimatorSpec,
     with_estimate: bool = False,
+    same_randomness: bool = False,
 ) -> ZOResult:
     """Evaluate the loss at the seeded perturbations of the trained coordinates.
+
+    With ``same_randomness`` every pass of direction k runs with torch's generator seeded by
+    that direction's seed, so that what the model draws (dropout masks) is the same in the
+    passes of one difference (``zo.dropout``: same_mask).
 
     ``flat`` is the model's flat parameter buffer; ``kept_index`` the trained coordinates
     (``None`` = all of them, the dense model). Besides the forward passes, the step holds two
@@ -152,7 +159,12 @@ def loss_differences(
                 row = []
                 for sign in scheme.signs:
                     _shift(flat, kept_index, z, sign * spec.sigma)
-                    row.append(float(loss_fn()))
+                    with (
+                        seeded_randomness(seeds[k], flat.device)
+                        if same_randomness
+                        else contextlib.nullcontext()
+                    ):
+                        row.append(float(loss_fn()))
                     write_trained(flat, kept_index, base)
                 losses.append(row)
                 differences[k] = scheme.difference(row, base_loss)

@@ -312,7 +312,12 @@ def _unsupported(module: nn.Module, path: str) -> str | None:
                 return _describe(module, path, f"its own forward, not {leaf.__name__}'s")
             why = _leaf_problem(module)
             return None if why is None else _describe(module, path, why)
-    return _describe(module, path)
+    # a container with a forward of its own (a torchvision ResNet) cannot be stacked whatever
+    # it holds; the first submodule that could not be either is named too
+    inside = next(
+        (found for name, sub in module.named_children() if (found := child(name, sub))), None
+    )
+    return _describe(module, path, f"its own forward; inside it, {inside}" if inside else None)
 
 
 def stacked_losses(
