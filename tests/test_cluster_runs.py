@@ -127,7 +127,7 @@ def _latest_checkpoints(results: Path) -> list[Path]:
 
 
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
-    rounds = 50
+    rounds = 40
     base = _resumable(rounds, "resume_test")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
@@ -191,7 +191,7 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     KILLED, the --resume command printed. Then, with the checkpoint Tune restores corrupted,
     --resume falls back to an older one and ends with the uninterrupted result,
     every metric point logged once, and runs whose parameters are the resolved config."""
-    base = _resumable(60, "sigint_test")
+    base = _resumable(40, "sigint_test")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         yaml.safe_dump(
@@ -206,9 +206,9 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     results = tmp_path / "results"
     driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     try:
-        # the third checkpoint (round 30) of the first trial: well into it, not at its end
+        # the second checkpoint (round 20) of the first trial: well into it, not at its end
         _wait_for(
-            lambda: any(p.name >= "checkpoint_000002" for p in _latest_checkpoints(results)), driver
+            lambda: any(p.name >= "checkpoint_000001" for p in _latest_checkpoints(results)), driver
         )
         driver.send_signal(signal.SIGINT)
         output = driver.communicate(timeout=180)[0].decode()
@@ -256,7 +256,7 @@ def test_a_killed_run_is_marked_killed_and_resumes_to_the_same_result(tmp_path):
     start, and ``--resume`` continues it in the same run to the uninterrupted result. The
     results folder is copied whole first and the copy resumed: it resumes in place, in its own
     store, and the original is left as it was."""
-    raw = _resumable(60, "run_resume_test")
+    raw = _resumable(40, "run_resume_test")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
@@ -394,7 +394,7 @@ def _check_interrupted_sweep(output: str, experiment: Path, client, name: str) -
 
 
 def _two_trial_sweep(tmp_path: Path, name: str) -> tuple[Path, dict]:
-    base = _resumable(60, name)
+    base = _resumable(40, name)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         yaml.safe_dump(
