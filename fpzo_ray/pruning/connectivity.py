@@ -47,6 +47,22 @@ class Connectivity:
         used = int((~self.unused).sum())
         return (self.removed - self.removed_unused) / used if used else 0.0
 
+    def warnings(self, what: str, layout: ParameterLayout, input_shape: Sequence[int]) -> list[str]:
+        """One line per finding short of collapse, each starting with ``what``."""
+        lines = []
+        if self.empty_layers:
+            lines.append(f"{what}: layers pruned whole: {', '.join(self.empty_layers)}")
+        if self.removed_unused:
+            layers = list(unused_layers(layout, self.unused).items())
+            named = ", ".join(f"{name} {share:.0%}" for name, share in layers[:4])
+            more = f" and {len(layers) - 4} more layers" if len(layers) > 4 else ""
+            lines.append(
+                f"{what}: {self.removed_unused} of the {self.removed} removed weights never "
+                f"meet data at input {'x'.join(map(str, input_shape))} (in {named}{more}); "
+                f"among the weights that do, the sparsity is {self.effective_sparsity:.3f}"
+            )
+        return lines
+
 
 def _params(
     model: nn.Module, layout: ParameterLayout, flat: torch.Tensor

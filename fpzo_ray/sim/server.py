@@ -34,7 +34,7 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.models.statistics import read_statistics
 from fpzo_ray.protocol import round_participants
 from fpzo_ray.pruning import Mask
-from fpzo_ray.pruning.connectivity import check_connectivity, unused_layers
+from fpzo_ray.pruning.connectivity import check_connectivity
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.checkpoint import CheckpointError, run_key
 from fpzo_ray.sim.devices import ClientDevices, reachable
@@ -83,8 +83,6 @@ class FederatedServer:
         self.device = server_device(cfg.simulation)
         self.input_shape = dataset.input_shape
         self.num_classes = dataset.num_classes
-        # token ids have no gradient: the mask's connectivity check needs real inputs
-        self.inputs_are_real = dataset.test_set()[0].dtype.is_floating_point
         self.model = build_model(
             cfg,
             dataset.input_shape,
@@ -99,6 +97,8 @@ class FederatedServer:
         # the global running statistics (``model.buffers: aggregate``): the clients' last
         # measured ones, averaged; the model's own until a round has some
         self.statistics = read_statistics(self.model)
+        # token ids have no gradient: the mask's connectivity check needs real inputs
+        self.inputs_are_real = self.evaluator.test[0].dtype.is_floating_point
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
@@ -187,32 +187,20 @@ class FederatedServer:
         )
         what = f"pruning: {cfg.pruning_method} at sparsity {cfg.pruning.sparsity:g}"
         if found.collapsed and not cfg.pruning.allow_collapse:
-            empty = (
-                f" (empty layers: {', '.join(found.empty_layers)})" if found.empty_layers else ""
-            )
+            empty = ", ".join(found.empty_layers)
             raise RunFailed(
                 "pruning_collapsed",
-                f"{what}: the model's output no longer depends on its input{empty}; another "
-                "method or a lower sparsity, or pruning.allow_collapse: true to train it anyway",
-            )
-        warnings = []
-        if found.empty_layers:
-            warnings.append(f"{what}: layers pruned whole: {', '.join(found.empty_layers)}")
-        if found.removed_unused:
-            layers = unused_layers(self.layout, found.unused)
-            warnings.append(
-                f"{what}: {found.removed_unused} of the {found.removed} removed weights never "
-                f"meet data at input {'x'.join(map(str, self.input_shape))} (in "
-                + ", ".join(f"{name} {share:.0%}" for name, share in list(layers.items())[:4])
-                + (f" and {len(layers) - 4} more layers" if len(layers) > 4 else "")
-                + f"); among the weights that do, the sparsity is {found.effective_sparsity:.3f}"
+                f"{what}: the model's output no longer depends on its input"
+                + (f" (empty layers: {empty})" if empty else "")
+                + "; another method or a lower sparsity, or pruning.allow_collapse: true to "
+                "train it anyway",
             )
         return {
             "unused_weights": int(found.unused.sum()),
             "removed_unused_weights": found.removed_unused,
             "effective_sparsity": found.effective_sparsity,
             "empty_layers": list(found.empty_layers),
-            "pruning_warnings": warnings,
+            "pruning_warnings": found.warnings(what, self.layout, self.input_shape),
         }
 
     # -- phase 2: training -----------------------------------------------------------------
