@@ -45,7 +45,7 @@ GENERATORS = registry.DIRECTION_GENERATORS
 PERTURBATION_SCOPES = ("full", "layerwise")
 BATCHINGS = ("auto", "loop", "vmap", "batched")
 #: ``zo.dropout``: what a model's dropout does in the forward passes of a ZO difference
-#: (``zo.dropout``'s module).
+#: (``fpzo_ray.zo.dropout``).
 ZO_DROPOUTS = ("off", "same_mask", "independent")
 SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
 NORMS = ("group", "none", "batch")
