@@ -9,6 +9,7 @@ weights bit for bit, or the client uploads its masked dense update instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,21 +131,6 @@ def _differences(
     spec: ZOUpdateSpec,
     with_estimate: bool,
 ) -> ZOResult:
-    """One step's loss differences, dropout as ``spec.dropout`` says (``zo.dropout``)."""
-    if spec.dropout == "off" and dropout_layers(ws.model):
-        with dropout_off(ws.model):
-            return _passes(ws, x, y, seeds, spec, with_estimate)
-    return _passes(ws, x, y, seeds, spec, with_estimate)
-
-
-def _passes(
-    ws: ZOWorkspace,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    seeds: Sequence[int],
-    spec: ZOUpdateSpec,
-    with_estimate: bool,
-) -> ZOResult:
     same_mask = spec.dropout == "same_mask"
     if spec.perturbation_scope == "layerwise":
         assert ws.blocks is not None
@@ -253,17 +239,22 @@ def zo_client_update(
     weights = start.clone()
     momentum: torch.Tensor | None = None
     results = []
+    # ``zo.dropout: off``: dropout layers in eval mode, so the passes are deterministic
+    off = spec.dropout == "off" and bool(dropout_layers(ws.model))
     try:
-        for (x, y), seeds in zip(batches, step_seeds):
-            result = _differences(ws, x, y, seeds, spec, local_steps or with_estimate)
-            results.append(result)
-            if local_steps:
-                assert result.estimate is not None
-                gradient = clip_inf_norm_(result.estimate.to(weights.device), spec.clip_inf_norm)
-                momentum = client_sgd_step(
-                    weights, gradient, momentum, spec.client_lr, spec.client_momentum
-                )
-                ws.load(weights)
+        with dropout_off(ws.model) if off else contextlib.nullcontext():
+            for (x, y), seeds in zip(batches, step_seeds):
+                result = _differences(ws, x, y, seeds, spec, local_steps or with_estimate)
+                results.append(result)
+                if local_steps:
+                    assert result.estimate is not None
+                    gradient = clip_inf_norm_(
+                        result.estimate.to(weights.device), spec.clip_inf_norm
+                    )
+                    momentum = client_sgd_step(
+                        weights, gradient, momentum, spec.client_lr, spec.client_momentum
+                    )
+                    ws.load(weights)
     finally:
         ws.load(start)
     return ZOClientResult(
