@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from studies import ROOT, command_env
 
 from fpzo_ray.config import ConfigError, config_from_dict
@@ -274,3 +275,54 @@ def test_a_plain_function_saliency_is_the_servers_and_bills_no_client():
     assert summary["kept_fraction"] == pytest.approx(0.5, abs=0.02)
     assert summary["pruning_client_flops"] == 0 and summary["pruning_upload_bytes"] == 0
     assert summary["pruning_download_bytes"] == 0
+
+
+def test_fedprox_as_the_docs_write_it_pulls_the_local_steps_toward_the_broadcast_weights():
+    """``local_gradient`` is BP FedAvg's one hook for a variant: mu = 0 is FedAvg exactly, and
+    a proximal term shortens every client's update."""
+    from fpzo_ray.sim.client import ClientRuntime
+    from fpzo_ray.sim.in_process import InProcessPool
+    from fpzo_ray.sim.server import FederatedServer
+
+    def first_round_updates(algorithm: str, mu: float | None = None) -> list[torch.Tensor]:
+        training = {
+            "algorithm": algorithm,
+            "mode": "fedavg",
+            "local_steps": 10,
+            "client_lr": 0.1,
+            "rounds": 1,
+            "clients_per_round": 3,
+        }
+        if mu is not None:
+            training["args"] = {"mu": mu}
+        raw = {
+            "data": {"num_clients": 6, "partition": "dirichlet", "alpha": 0.1},
+            "pruning": {"method": "dense", "clients_per_iteration": 3},
+            "training": training,
+        }
+        cfg = config_from_dict(raw)
+        dataset, partition = federated_data(cfg)
+        server = FederatedServer(
+            cfg, dataset, InProcessPool(ClientRuntime(cfg, dataset, partition))
+        )
+        server.prune()
+        replies = server.pool.run(*_round_zero(server)).replies
+        return [r.upload.dense_update for r in replies]
+
+    fedavg = first_round_updates("bp")
+    same = first_round_updates(f"{T}:FedProx", mu=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(fedavg, same))
+    pulled = first_round_updates(f"{T}:FedProx", mu=1.0)
+    assert all(p.norm() < 0.9 * a.norm() for p, a in zip(pulled, fedavg))
+
+
+def _round_zero(server):
+    from fpzo_ray.sim.messages import MaskBroadcast, TrainBroadcast
+
+    start = server.optimizer.weights.detach().clone()
+    clients = [0, 1, 2]
+    return (
+        MaskBroadcast(server.mask_version, server.mask.prunable_kept),
+        TrainBroadcast(0, server.mask_version, start),
+        clients,
+    )
