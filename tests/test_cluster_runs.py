@@ -5,10 +5,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,21 @@ def _latest_checkpoints(results: Path) -> list[Path]:
     return sorted(results.glob("ray_results/*/grid/*/checkpoint_*"))
 
 
+def _driver_logged_past(results: Path, step: int) -> bool:
+    """Whether the driver has logged a round after ``step`` to its MLflow store. Tune registers
+    a checkpoint reported at ``step`` before it lets the trial train on, so the driver then
+    holds it: a checkpoint folder on disk alone may not be registered yet. Read with sqlite3,
+    read-only: an MLflow client would create the tables while the driver does."""
+    try:
+        with closing(sqlite3.connect(f"file:{results / 'mlflow.db'}?mode=ro", uri=True)) as db:
+            (newest,) = db.execute(
+                "SELECT max(step) FROM metrics WHERE key = 'cumulative_client_forward_flops'"
+            ).fetchone()
+    except sqlite3.Error:
+        return False  # not made yet, or its tables not yet
+    return newest is not None and newest > step
+
+
 def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     rounds = 40
     base = _resumable(rounds, "resume_test")
@@ -206,10 +223,9 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     results = tmp_path / "results"
     driver = _start_driver("fpzo_ray.sweep", str(sweep), "--results-dir", str(results))
     try:
-        # the second checkpoint (round 20) of the first trial: well into it, not at its end
-        _wait_for(
-            lambda: any(p.name >= "checkpoint_000001" for p in _latest_checkpoints(results)), driver
-        )
+        # the second checkpoint (round 20) of the first trial, registered by the driver: well
+        # into the trial, not at its end
+        _wait_for(lambda: _driver_logged_past(results, 20), driver)
         driver.send_signal(signal.SIGINT)
         output = driver.communicate(timeout=180)[0].decode()
     finally:
@@ -222,8 +238,9 @@ def test_ctrl_c_mid_sweep_is_not_success_and_resume_completes_it(tmp_path):
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     assert {r.info.status for r in all_runs(client, "sigint_test")} == {"KILLED"}
 
-    # Tune restores the newest checkpoint its driver had recorded, which may be older than
-    # the newest on disk: every one but the oldest is corrupted, so the one Tune names is.
+    # Tune restores the newest checkpoint its driver had recorded (round 20 or later), which
+    # may be older than the newest on disk: every one but the oldest (round 10) is corrupted,
+    # so the one Tune names is.
     (interrupted,) = {p.parent for p in _latest_checkpoints(results)}
     oldest, *corrupted = sorted(interrupted.glob("checkpoint_*"))
     assert corrupted
