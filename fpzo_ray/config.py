@@ -53,6 +53,12 @@ NORMS = ("group", "none", "batch")
 #: (``models.statistics``).
 BUFFER_POLICIES = ("aggregate", "recalibrate", "batch_stats")
 ACTIVATIONS = ("hardswish", "relu")
+#: ``task.loss`` by name (``fpzo_ray.task.losses.NAMED_LOSSES``).
+LOSSES = ("cross_entropy", "mse", "bce_with_logits", "token_cross_entropy")
+#: ``task.metrics`` by name (``fpzo_ray.task.metrics.NAMED_METRICS``).
+METRICS = ("accuracy",)
+#: Named losses whose task has classes: ``task.metrics: auto`` reports accuracy for them.
+CLASSIFICATION_LOSSES = ("cross_entropy", "token_cross_entropy", "bce_with_logits")
 DEVICES = ("cpu", "cuda")
 WORKER_FAILURE_POLICIES = ("retry", "drop")
 PLACEMENTS = ("pack", "spread")
@@ -284,14 +290,18 @@ def setting(
     lt: float | None = None,
     max_len: int | None = None,
     paths: bool = False,
+    listed: bool = False,
     doc: str = "",
 ) -> Any:
     """A dataclass field carrying its own validation rule in its metadata (``max_len``: of a
     string, which must then also be non-empty; ``paths``: besides its ``choices`` the field
-    takes an import path ``module:attribute`` naming a researcher's own component)."""
+    takes an import path ``module:attribute`` naming a researcher's own component;
+    ``listed``: a string of comma-separated entries, which a YAML list of strings also gives
+    (kept a string so that a sweep's list of values stays a list of choices))."""
     rule = {
         "choices": choices,
         "paths": paths,
+        "listed": listed,
         "ge": ge,
         "gt": gt,
         "le": le,
@@ -624,6 +634,27 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """``task.*``: what clients minimise and what the server's evaluation reports."""
+
+    loss: str = setting(
+        "cross_entropy",
+        choices=LOSSES,
+        paths=True,
+        doc="per-sample loss by name, or yours as 'module:function' called as "
+        "function(outputs, targets[, reduction='none'])",
+    )
+    metrics: str = setting(
+        "auto",
+        listed=True,
+        doc="comma-separated (or a YAML list): accuracy, or yours as 'module:function' "
+        "called as function(outputs, targets) -> number on a whole split, logged as "
+        "val_<function> and test_<function>; auto = accuracy for cross_entropy, "
+        "token_cross_entropy and bce_with_logits, none otherwise",
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a federated run: a run is a function of this and nothing else."""
 
@@ -633,6 +664,7 @@ class RunConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     zo: ZOConfig = field(default_factory=ZOConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -681,6 +713,12 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
                 f"{FLOAT32_TINY:.2g} and {FLOAT32_MAX:.3g} in size (it is used in float32)"
             )
     elif tp is str:
+        if rule.get("listed") and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, str) and v and "," not in v for v in value):
+                raise ConfigError(
+                    f"config error: {path}: got {show(value)}, must be a list of names"
+                )
+            value = ",".join(value)
         if not isinstance(value, str):
             raise ConfigError(f"config error: {path}: got {show(value)}, must be a string")
         check_text(path, value)
@@ -849,6 +887,7 @@ def _cross_check(cfg: RunConfig) -> None:
                 f"config error: {args_field}: keyword arguments of a component given by "
                 f"import path in {owner_field}, which names none"
             )
+    _check_metrics(cfg)
     if not _IMPORTS_TARGETS.get():
         return  # a record of a run, not a run to start: nothing of it is imported
     _check_targets(cfg)
@@ -869,6 +908,46 @@ def _cross_check(cfg: RunConfig) -> None:
         registry.algorithm_class(cfg.training.algorithm, cfg.training.mode).validate(cfg)
 
 
+def metric_names(loss: str, metrics: str) -> list[str]:
+    """The entries of ``task.metrics`` (comma-separated; ``auto``: accuracy where the loss
+    has classes)."""
+    if metrics == "auto":
+        return ["accuracy"] if loss in CLASSIFICATION_LOSSES else []
+    return [m.strip() for m in metrics.split(",") if m.strip()]
+
+
+def metric_key(entry: str) -> str:
+    """The name a metric is reported under: a named one's, or an import path's attribute
+    (``my_metrics:macro_f1`` -> ``macro_f1``)."""
+    return entry.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+
+
+def _check_metrics(cfg: RunConfig) -> None:
+    """``task.metrics``: names or import paths, reported under distinct keys; accuracy where
+    ``training.target_accuracy`` waits for it."""
+    entries = metric_names(cfg.task.loss, cfg.task.metrics)
+    keys: set[str] = set()
+    for entry in entries:
+        if entry not in METRICS and not registry.is_import_path(entry):
+            raise ConfigError(
+                f"config error: task.metrics: got {entry!r}, allowed: {', '.join(METRICS)} or "
+                "an import path 'module:function'"
+            )
+        key = metric_key(entry)
+        if key in keys or key == "loss":
+            why = "is the loss's" if key == "loss" else "names two metrics"
+            raise ConfigError(
+                f"config error: task.metrics: {entry!r}: the key val_{key} {why}; rename the "
+                "function"
+            )
+        keys.add(key)
+    if cfg.training.target_accuracy > 0 and "accuracy" not in keys:
+        raise ConfigError(
+            "config error: training.target_accuracy: the task reports no accuracy "
+            f"(task.metrics: {cfg.task.metrics!r} with task.loss {cfg.task.loss})"
+        )
+
+
 def _check_targets(cfg: RunConfig) -> None:
     """Import every component the configuration names by import path, here on the driver
     before any work, and hold it to its extension point's contract: a missing module or
@@ -884,6 +963,12 @@ def _check_targets(cfg: RunConfig) -> None:
             raise ConfigError(f"config error: {field_name}: {exc}") from None
         except ConfigError:
             raise
+    for entry in metric_names(cfg.task.loss, cfg.task.metrics):
+        if registry.is_import_path(entry):
+            try:
+                registry.check_call(registry.import_target(entry), entry, (None, None), {})
+            except registry.TargetError as exc:
+                raise ConfigError(f"config error: task.metrics: {exc}") from None
 
 
 def field_type(dotted: str) -> type:
@@ -1054,7 +1139,7 @@ def describe() -> str:
                 if k == "choices"
                 else f"{k} {v}"
                 for k, v in meta.items()
-                if v not in (None, "") and k not in ("doc", "paths")
+                if v not in (None, "") and k not in ("doc", "paths", "listed")
             )
             doc = f.metadata.get("doc", "")
             lines.append(

@@ -23,6 +23,7 @@ from fpzo_ray.data import ArrayDataset, federated_data, load_dataset
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.protocol import zo_update_spec
 from fpzo_ray.sim.devices import load_catalog
+from fpzo_ray.task import build_task
 from fpzo_ray.zo.layerwise import blocks_for
 
 PREFLIGHT_TIMEOUT_ENV = "FPZO_PREFLIGHT_TIMEOUT_S"
@@ -100,8 +101,14 @@ def _try_model(cfg: RunConfig, dataset: ArrayDataset) -> None:
     try:
         model = build_model(cfg, dataset.input_shape, dataset.num_classes, init_seed=0)
         flat, layout = bind_flat_buffer(model)
+        inputs, targets = dataset.train_batch(np.arange(min(2, dataset.num_train)))
         with torch.no_grad():
-            logits = model(dataset.train_batch(np.arange(min(2, dataset.num_train)))[0])
+            logits = model(inputs)
+        if not isinstance(logits, torch.Tensor):
+            raise ValueError(
+                f"returns a {type(logits).__name__}, not a tensor of outputs (wrap a model "
+                "that returns an output object, e.g. Hugging Face's, to return its logits)"
+            )
         if logits.shape[-1] != dataset.num_classes:
             raise ValueError(
                 f"returns {logits.shape[-1]} outputs a sample, the data has "
@@ -111,12 +118,48 @@ def _try_model(cfg: RunConfig, dataset: ArrayDataset) -> None:
         raise  # already one line (a time limit, say)
     except Exception as exc:  # noqa: BLE001 - a researcher's model may raise anything
         raise ConfigError(_raised(field, cfg.model_name, exc)) from None
+    _try_task(cfg, logits, targets)
     if cfg.training.algorithm != "bp":
         _check_step_size(cfg, flat.numel())
     try:  # the layer-wise variant needs a chain of stages
         blocks_for(zo_update_spec(cfg, clip_on_client=False), model, layout, None)
     except ValueError as exc:
         raise ConfigError(f"config error: {exc}") from None
+
+
+def _try_task(cfg: RunConfig, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """The task's loss and metrics on the model's outputs for two training samples: a loss
+    that does not fit the targets (cross-entropy on real values, say) stops here."""
+    if cfg.task.loss == "cross_entropy" and targets.is_floating_point():
+        raise ConfigError(
+            "config error: task.loss: cross_entropy needs integer class labels and the data "
+            f"set's targets are real numbers {tuple(targets.shape[1:])} a sample (set "
+            "task.loss: mse for regression, bce_with_logits for multi-label)"
+        )
+    task = build_task(cfg.task.loss, cfg.task.metrics)
+    try:
+        losses = task.loss(outputs, targets)
+        if losses.shape != (targets.shape[0],) or not bool(torch.isfinite(losses).all()):
+            raise ValueError(f"gave {losses.tolist()} for {targets.shape[0]} samples")
+    except Exception as exc:  # noqa: BLE001 - a loss of the wrong kind may raise anything
+        raise ConfigError(
+            _raised("task.loss", cfg.task.loss, exc, _shapes(outputs, targets))
+        ) from None
+    for key, metric in task.metrics.items():
+        try:
+            value = metric(outputs, targets)
+            float(value)
+        except Exception as exc:  # noqa: BLE001 - a researcher's metric may raise anything
+            raise ConfigError(
+                _raised("task.metrics", key, exc, _shapes(outputs, targets))
+            ) from None
+
+
+def _shapes(outputs: torch.Tensor, targets: torch.Tensor) -> str:
+    return (
+        f" (on outputs {tuple(outputs.shape)} {outputs.dtype} and targets "
+        f"{tuple(targets.shape)} {targets.dtype})"
+    )
 
 
 #: Lower bounds on a ZO step's work on any device, generous by far, so that only a step that
@@ -151,9 +194,9 @@ def _check_step_size(cfg: RunConfig, weights: int) -> None:
         )
 
 
-def _raised(field: str, target: str, exc: Exception) -> str:
+def _raised(field: str, target: str, exc: Exception, context: str = "") -> str:
     first = str(exc).splitlines()[0] if str(exc) else ""
     prefix = f"{field}: "
     if first.startswith(prefix):  # already says which field
-        return f"config error: {first}"
-    return f"config error: {field}: {target}: {type(exc).__name__}: {first}"[:400]
+        return f"config error: {first}{context}"[:400]
+    return f"config error: {field}: {target}: {type(exc).__name__}: {first}{context}"[:400]

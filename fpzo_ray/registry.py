@@ -358,4 +358,5 @@ TARGET_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "zo.direction": _called_with(2),
     "training.server_optimizer": _called_with(2),
     "training.algorithm": _check_algorithm,
+    "task.loss": _called_with(2),  # outputs, targets
 }

@@ -45,6 +45,7 @@ class BPFedAvg(FederatedAlgorithm):
             t.client_momentum,
             t.bp_microbatch_size,
             self.local_gradient,
+            ws.loss,
         )
         update = result.final_weights.cpu() - start
         forward = sum(int(y.shape[0]) for _, y in batches) * model.forward_flops_per_sample

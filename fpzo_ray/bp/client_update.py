@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 from fpzo_ray.zo.local import client_sgd_step
 
 #: ``(gradient, weights, start) -> gradient``: see :func:`bp_client_update`.
@@ -56,9 +56,14 @@ def microbatches(
 
 
 def accumulate_gradient(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, microbatch_size: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    microbatch_size: int = 0,
+    loss_fn: PerSampleLoss = cross_entropy,
 ) -> float:
-    """Backpropagate the batch's mean cross-entropy into the parameters' ``.grad``.
+    """Backpropagate the batch's mean loss (per sample: ``task.losses``) into the
+    parameters' ``.grad``.
 
     With ``microbatch_size`` > 0 the batch goes through forward and backward in chunks and
     the gradients accumulate (gradient accumulation): the same gradient up to summation
@@ -66,12 +71,12 @@ def accumulate_gradient(
     counterpart of ``zo.microbatch_size``. Returns the batch's mean loss.
     """
     if microbatch_size <= 0 or microbatch_size >= y.shape[0]:
-        loss = F.cross_entropy(model(x), y)
+        loss = loss_fn(model(x), y).mean()
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for xc, yc in microbatches(x, y, microbatch_size):
-        loss = F.cross_entropy(model(xc), yc, reduction="sum") / y.shape[0]
+        loss = loss_fn(model(xc), yc).sum() / y.shape[0]
         loss.backward()
         total += float(loss.detach())
     return total
@@ -87,6 +92,7 @@ def bp_client_update(
     momentum: float,
     microbatch_size: int = 0,
     adjust_gradient: GradientAdjustment | None = None,
+    loss_fn: PerSampleLoss = cross_entropy,
 ) -> BPClientResult:
     """Local SGD from the weights loaded in ``flat``; ``flat`` is restored afterwards.
 
@@ -100,7 +106,7 @@ def bp_client_update(
     try:
         for x, y in batches:
             model.zero_grad(set_to_none=True)
-            losses.append(accumulate_gradient(model, x, y, microbatch_size))
+            losses.append(accumulate_gradient(model, x, y, microbatch_size, loss_fn))
             grad = flat_gradient(model, layout)
             grad = grad if kept_index is None else grad[kept_index]
             if adjust_gradient is not None:

@@ -1,8 +1,12 @@
 """Data sets as arrays: :class:`ArrayDataset`, its normalisations, and a researcher's own data.
 
 A data set is a train/test split of inputs (any per-sample shape: images ``(C, H, W)``,
-tabular rows ``(F,)``, sequences) with integer labels, and the normalisation that turns a
-batch of its stored inputs into the model's ``float32`` tensor. Inputs are kept as they were
+tabular rows ``(F,)``, sequences) with their targets, and the normalisation that turns a
+batch of its stored inputs into the model's ``float32`` tensor. Targets are class indices
+``(N,)`` (classification: the partitions by label and the stratified validation split read
+them), or anything else a task's loss takes (``task.loss``): real values ``(N,)`` or
+``(N, D)`` (regression), 0/1 rows ``(N, C)`` (multi-label), token ids ``(N, T)``. Integer
+targets become ``int64`` tensors, the others ``float32``. Inputs are kept as they were
 loaded (images as raw ``uint8``) and normalised batch by batch: that keeps the footprint small
 (MNIST's training set is 47 MB instead of 188 MB) and lets Ray share one copy through its
 object store with zero-copy reads by every worker actor on a node.
@@ -23,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fpzo_ray.task.losses import IGNORE_INDEX
+
 #: ``normalisation(inputs) -> float32 tensor`` of the same batch (leading) dimension.
 Normalisation = Callable[[np.ndarray], torch.Tensor]
 
@@ -33,6 +39,18 @@ def _float32_tensor(inputs: np.ndarray) -> torch.Tensor:
     to (a model may change its input in place; torch warns about every such array)."""
     array = np.ascontiguousarray(inputs, dtype=np.float32)
     return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
+def has_class_labels(labels: np.ndarray) -> bool:
+    """Whether targets are one class index per sample (what label partitions stratify by)."""
+    return labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
+
+
+def targets_tensor(labels: np.ndarray) -> torch.Tensor:
+    """Targets as the loss takes them: integers as ``int64``, anything else ``float32``."""
+    if np.issubdtype(labels.dtype, np.integer):
+        return torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,10 @@ class Standardisation:
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """A train/test split of inputs with integer labels, and optionally a validation split.
+    """A train/test split of inputs with their targets ("labels": see the module docstring),
+    and optionally a validation split. ``num_classes`` is the size of the model's output per
+    sample (per token): the classes, a regression's outputs, the labels of a multi-label task,
+    a vocabulary.
 
     ``train_inputs`` has shape ``(N, *input_shape)`` and any numeric dtype; a batch of them
     becomes the model's ``float32`` tensor through ``normalisation`` (owned by the data set,
@@ -125,12 +146,16 @@ class ArrayDataset:
 
     def train_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised inputs and labels of the given training indices (a copy)."""
-        labels = torch.from_numpy(self.train_labels[indices].astype(np.int64))
-        return self.normalise(self.train_inputs[indices]), labels
+        return self.normalise(self.train_inputs[indices]), targets_tensor(
+            self.train_labels[indices]
+        )
 
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.from_numpy(self.test_labels.astype(np.int64))
-        return self.normalise(self.test_inputs), labels
+        return self.normalise(self.test_inputs), targets_tensor(self.test_labels)
+
+    @property
+    def has_class_labels(self) -> bool:
+        return has_class_labels(self.train_labels)
 
     @property
     def num_validation(self) -> int:
@@ -141,8 +166,7 @@ class ArrayDataset:
         if self.num_validation == 0:
             return None
         assert self.val_inputs is not None and self.val_labels is not None
-        labels = torch.from_numpy(self.val_labels.astype(np.int64))
-        return self.normalise(self.val_inputs), labels
+        return self.normalise(self.val_inputs), targets_tensor(self.val_labels)
 
 
 # -- a researcher's data ----------------------------------------------------------------------
@@ -173,13 +197,12 @@ def _split_arrays(split: str, pair: Any) -> tuple[np.ndarray, np.ndarray]:
         )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"{_PREFIX}{split} inputs must be numeric, got dtype {x.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{_PREFIX}{split} labels must have shape (N,), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"{_PREFIX}{split} labels must be integer class indices, got dtype {y.dtype} "
-            "(cast them with .astype(int))"
-        )
+    if y.ndim < 1:
+        raise ValueError(f"{_PREFIX}{split} labels must have shape (N, ...), got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise ValueError(f"{_PREFIX}{split} labels must be numeric, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+        raise ValueError(f"{_PREFIX}{split} labels hold NaN or infinite values")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{_PREFIX}{split} has {x.shape[0]} inputs but {y.shape[0]} labels")
     if x.shape[0] == 0:
@@ -198,11 +221,30 @@ def check_array_dataset(dataset: ArrayDataset) -> ArrayDataset:
             f"{_PREFIX}train inputs are {dataset.train_inputs.shape[1:]} per sample but test "
             f"inputs {dataset.test_inputs.shape[1:]}"
         )
+    if dataset.train_labels.shape[1:] != dataset.test_labels.shape[1:]:
+        raise ValueError(
+            f"{_PREFIX}train labels are {dataset.train_labels.shape[1:]} per sample but test "
+            f"labels {dataset.test_labels.shape[1:]}"
+        )
+    integer = [
+        np.issubdtype(y.dtype, np.integer) for y in (dataset.train_labels, dataset.test_labels)
+    ]
+    if integer[0] != integer[1]:
+        raise ValueError(
+            f"{_PREFIX}train labels are {dataset.train_labels.dtype} but test labels "
+            f"{dataset.test_labels.dtype}: both must be class indices (integers) or both real "
+            "targets"
+        )
     k = dataset.num_classes
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"{_PREFIX}num_classes must be a positive integer, got {k!r}")
     for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels)):
-        low, high = int(labels.min()), int(labels.max())
+        if not np.issubdtype(labels.dtype, np.integer):
+            continue  # real targets: no classes to lie in
+        counted = labels[labels != IGNORE_INDEX] if labels.ndim > 1 else labels
+        if counted.size == 0:
+            continue
+        low, high = int(counted.min()), int(counted.max())
         if low < 0 or high >= k:
             raise ValueError(
                 f"{_PREFIX}{split} labels must lie in [0, num_classes={k}), found {low}..{high}"
@@ -247,7 +289,9 @@ def from_arrays(
 
     Inputs are numpy arrays or torch tensors of shape ``(N, ...)`` (images ``(N, C, H, W)``,
     tabular ``(N, F)``, ...) of any numeric dtype, kept as given; labels are integer class
-    indices ``(N,)``. ``num_classes`` defaults to the largest label + 1. ``normalisation``
+    indices ``(N,)`` or other targets (module docstring). ``num_classes`` defaults to the
+    largest label + 1 for integer targets, and to the values per sample for real ones.
+    ``normalisation``
     (default :class:`AsFloat32`) maps a batch of inputs to the model's ``float32`` tensor,
     e.g. ``Standardisation.fit(x_train)`` for tabular features. Raises ``ValueError``
     starting with ``data.target:`` for inconsistent arrays.
@@ -255,7 +299,7 @@ def from_arrays(
     x_tr, y_tr = _split_arrays("train", train)
     x_te, y_te = _split_arrays("test", test)
     if num_classes is None:
-        num_classes = int(max(y_tr.max(), y_te.max())) + 1
+        num_classes = _output_size(y_tr, y_te)
     return check_array_dataset(
         ArrayDataset(
             name,
@@ -267,6 +311,14 @@ def from_arrays(
             normalisation=normalisation if normalisation is not None else AsFloat32(),
         )
     )
+
+
+def _output_size(*labels: np.ndarray) -> int:
+    """The model's outputs a sample (a token) the targets call for: the classes of integer
+    targets (padding, :data:`IGNORE_INDEX`, aside), the values a sample of real ones."""
+    if np.issubdtype(labels[0].dtype, np.integer):
+        return max(int(y[y != IGNORE_INDEX].max(initial=0)) for y in labels) + 1
+    return int(np.prod(labels[0].shape[1:], dtype=np.int64))
 
 
 def _materialise(split: str, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +336,7 @@ def _materialise(split: str, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         raise ValueError(f"{_PREFIX}{split} Dataset is empty")
     inputs: list[np.ndarray] = []
-    labels: list[int] = []
+    labels: list[np.ndarray] = []
     for i in range(n):
         item = dataset[i]
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
@@ -295,7 +347,9 @@ def _materialise(split: str, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
         x, y = item
         try:
             array = _to_numpy(x)
-            label = int(y)
+            label = _to_numpy(y)
+            if not (np.issubdtype(label.dtype, np.number) or label.dtype == np.bool_):
+                raise TypeError(f"a label of dtype {label.dtype}")
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"{_PREFIX}{split} Dataset item {i} is no (input_tensor, int_label) pair "
@@ -307,9 +361,15 @@ def _materialise(split: str, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
                 f"{_PREFIX}{split} Dataset item {i} has input shape {array.shape}, item 0 "
                 f"{inputs[0].shape}: every input must have the same shape"
             )
+        if labels and label.shape != labels[0].shape:
+            raise ValueError(
+                f"{_PREFIX}{split} Dataset item {i} has label shape {label.shape}, item 0 "
+                f"{labels[0].shape}: every target must have the same shape"
+            )
         inputs.append(array)
         labels.append(label)
-    return np.stack(inputs), np.asarray(labels, dtype=np.int64)
+    stacked = np.stack(labels)
+    return np.stack(inputs), stacked.astype(np.int64) if stacked.dtype.kind in "iub" else stacked
 
 
 def from_torch_datasets(

@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from fpzo_ray.config import ConfigError, DataConfig
+from fpzo_ray.data.arrays import has_class_labels
 from fpzo_ray.registry import PARTITIONERS
 from fpzo_ray.seeding import Purpose, derive_seed
+
+#: The registered partitioners that split by class label.
+BY_LABEL = ("dirichlet", "shards")
 
 
 class PartitionError(ConfigError):
@@ -200,6 +204,12 @@ def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[n
     """The partition ``data.partition`` names (``fpzo_ray.registry.PARTITIONERS`` or an import
     path), seeded by the run seed, its result checked by :func:`check_partition`."""
     labels = np.asarray(labels)
+    if cfg.partition in BY_LABEL and not has_class_labels(labels):
+        raise PartitionError(
+            f"config error: data.partition: {cfg.partition} splits by class label, and the "
+            f"targets are not class indices (shape {labels.shape}, {labels.dtype}): use iid "
+            "or a partitioner of your own"
+        )
     rng = np.random.default_rng(derive_seed(run_seed, Purpose.PARTITION))
     partitioner = PARTITIONERS.load(cfg.partition)
     parts = partitioner(labels, cfg, rng)

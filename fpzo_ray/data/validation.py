@@ -2,7 +2,8 @@
 
 Test metrics are reported, never optimised: anything that selects a configuration or stops a
 trial early looks at a validation split instead. It is a stratified slice of the training
-pool (every class loses the same fraction, rounded per class), drawn from the run seed and
+pool (every class loses the same fraction, rounded per class; targets that are not class
+indices, a plain random slice of that fraction), drawn from the run seed and
 held out *before* the pool is partitioned across clients, so no client ever trains on it and
 it is the same whatever the partition, the number of clients or the worker count.
 """
@@ -13,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from fpzo_ray.data.arrays import ArrayDataset
+from fpzo_ray.data.arrays import ArrayDataset, has_class_labels
 from fpzo_ray.seeding import Purpose, derive_seed
 
 
@@ -38,7 +39,12 @@ def hold_out_validation(dataset: ArrayDataset, fraction: float, run_seed: int) -
     if fraction <= 0:
         return dataset
     rng = np.random.default_rng(derive_seed(run_seed, Purpose.VALIDATION_SPLIT))
-    kept, held_out = stratified_holdout(dataset.train_labels, fraction, rng)
+    labels = dataset.train_labels
+    if has_class_labels(labels):
+        kept, held_out = stratified_holdout(labels, fraction, rng)
+    else:
+        held_out = np.sort(rng.permutation(labels.shape[0])[: round(fraction * labels.shape[0])])
+        kept = np.setdiff1d(np.arange(labels.shape[0]), held_out)
     return dataclasses.replace(
         dataset,
         train_inputs=dataset.train_inputs[kept],

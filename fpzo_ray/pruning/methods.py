@@ -38,6 +38,7 @@ from fpzo_ray.pruning.saliencies import (
 )
 from fpzo_ray.pruning.scopes import random_layerwise_mask
 from fpzo_ray.registry import PRUNING_METHODS, is_import_path
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class SaliencyInputs:
     input_shape: tuple[int, ...]
     epsilon: float
     draw_init: str
+    loss: PerSampleLoss = cross_entropy  # the task's (``task.loss``), for SNIP and GraSP
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,24 @@ def _ntk_sap(inputs: SaliencyInputs, with_data: bool = False) -> torch.Tensor:
 def _snip(inputs: SaliencyInputs) -> torch.Tensor:
     assert inputs.batches is not None
     return snip_contribution(
-        inputs.model, inputs.layout, inputs.mask, inputs.initial_weights, inputs.batches
+        inputs.model,
+        inputs.layout,
+        inputs.mask,
+        inputs.initial_weights,
+        inputs.batches,
+        loss=inputs.loss,
     )
 
 
 def _grasp(inputs: SaliencyInputs) -> torch.Tensor:
     assert inputs.batches is not None
     return grasp_contribution(
-        inputs.model, inputs.layout, inputs.mask, inputs.initial_weights, inputs.batches
+        inputs.model,
+        inputs.layout,
+        inputs.mask,
+        inputs.initial_weights,
+        inputs.batches,
+        loss=inputs.loss,
     )
 
 

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.pruning.masks import Mask
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 
 #: A labelled batch: inputs and integer class targets.
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -155,16 +155,17 @@ def snip_contribution(
     mask: Mask,
     weights: torch.Tensor,
     batches: Sequence[Batch],
+    loss: PerSampleLoss = cross_entropy,
 ) -> torch.Tensor:
     """Signed mask gradient ``sum_batches dL/dm_j`` of the masked network (SNIP).
 
     SNIP (Lee et al., "SNIP: Single-shot network pruning based on connection sensitivity",
     ICLR 2019) scores weight j by the connection sensitivity ``|dL/dm_j| = |theta_j dL/dw_j|``
-    at ``m = 1``. ``L`` is the cross-entropy *summed* over samples, so the gradient is
-    additive over samples and batches: clients return this signed sum, the server adds the
-    clients' vectors and only then takes the absolute value (:func:`keep_scores`), which equals
-    one centralised computation on the union of the batches (with batch-statistics norms,
-    additivity holds per batch, not per sample).
+    at ``m = 1``. ``L`` is the task's ``loss`` (cross-entropy by default) *summed* over
+    samples, so the gradient is additive over samples and batches: clients return this signed
+    sum, the server adds the clients' vectors and only then takes the absolute value
+    (:func:`keep_scores`), which equals one centralised computation on the union of the
+    batches (with batch-statistics norms, additivity holds per batch, not per sample).
 
     Returns float32 over the prunable coordinates, zero where ``mask`` has pruned.
     """
@@ -180,8 +181,8 @@ def snip_contribution(
         for x, y in batches:
             params = {n: v * masks[n] if n in masks else v for n, v in theta.items()}
             logits = functional_call(model, _with_buffers(model, params), (x.to(device),))
-            loss = F.cross_entropy(logits, y.to(device), reduction="sum")
-            grads = torch.autograd.grad(loss, list(masks.values()))
+            summed = loss(logits, y.to(device)).sum()
+            grads = torch.autograd.grad(summed, list(masks.values()))
             for name, grad in zip(masks, grads):
                 total[name].add_(grad)
     finally:
@@ -199,10 +200,12 @@ def grasp_hessian_gradient(
     weights: torch.Tensor,
     batches: Sequence[Batch],
     temperature: float = 200.0,
+    loss: PerSampleLoss = cross_entropy,
 ) -> torch.Tensor:
     """``H g`` over the prunable weights of the masked network, by double backpropagation.
 
-    ``L(theta) = sum_batches CE(f(x; theta * m) / temperature, y)`` (summed over samples),
+    ``L(theta) = sum_batches loss(f(x; theta * m) / temperature, y)`` (summed over samples;
+    the task's loss, cross-entropy by default),
     ``g = dL/dtheta`` and ``H = d^2L/dtheta^2``, both over the prunable weights only (biases
     and norm parameters fixed), as in the GraSP reference code. At kept coordinates this is
     the gradient and Hessian of the sub-network of kept weights. Two passes, as in the
@@ -219,7 +222,7 @@ def grasp_hessian_gradient(
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         params = {n: leaves[n] * masks[n] if n in masks else v for n, v in theta.items()}
         logits = functional_call(model, _with_buffers(model, params), (x.to(device),))
-        return F.cross_entropy(logits / temperature, y.to(device), reduction="sum")
+        return loss(logits / temperature, y.to(device)).sum()
 
     was_training = model.training
     model.train()
@@ -246,6 +249,7 @@ def grasp_contribution(
     weights: torch.Tensor,
     batches: Sequence[Batch],
     temperature: float = 200.0,
+    loss: PerSampleLoss = cross_entropy,
 ) -> torch.Tensor:
     """GraSP's ``S = -theta * (H g)`` at the kept prunable coordinates.
 
@@ -267,7 +271,7 @@ def grasp_contribution(
 
     Returns float32 over the prunable coordinates, zero where ``mask`` has pruned.
     """
-    hg = grasp_hessian_gradient(model, layout, mask, weights, batches, temperature)
+    hg = grasp_hessian_gradient(model, layout, mask, weights, batches, temperature, loss)
     theta = weights.detach().cpu().to(torch.float32)[layout.prunable_positions()]
     return -theta * hg * _kept(mask)
 

@@ -56,6 +56,7 @@ from fpzo_ray.sim.messages import (
     TrainBroadcast,
     TrainReply,
 )
+from fpzo_ray.task import build_task
 from fpzo_ray.zo.auto_batching import auto_batching
 from fpzo_ray.zo.client_update import ZOWorkspace
 from fpzo_ray.zo.compiled import compile_forwards
@@ -101,6 +102,7 @@ class ClientRuntime:
         self.gate = MemoryGate.of(cfg)
         self.compiled = compile_forwards(self.model) if cfg.simulation.compile else None
         self.has_statistics = statistics_size(self.model) > 0
+        self.task = build_task(cfg.task.loss, cfg.task.metrics)
         self.mask_version = -1
         self._install(Mask.dense(self.layout))
 
@@ -110,7 +112,14 @@ class ClientRuntime:
         kept = None if mask.is_dense else mask.kept_index().to(self.device)
         blocks = blocks_for(self.algorithm.spec, self.model, self.layout, kept)
         self.workspace = ZOWorkspace(
-            self.model, self.layout, self.flat, kept, blocks, self.compiled, self.auto_batching
+            self.model,
+            self.layout,
+            self.flat,
+            kept,
+            blocks,
+            self.compiled,
+            self.auto_batching,
+            self.task.loss,
         )
         density = mask.layer_densities()
         forward = forward_flops(self.layers, density)
@@ -311,6 +320,7 @@ class ClientRuntime:
                 self.dataset.input_shape,
                 p.epsilon,
                 p.draw_init,
+                self.task.loss,
             )
         )
         signed = checked_scores(broadcast.method, computed, self.layout.num_prunable)

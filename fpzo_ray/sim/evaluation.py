@@ -1,9 +1,11 @@
 """The global model on the validation and test splits, as the server reports it.
 
 Validation metrics are what selection and early stopping read; test metrics are only
-reported. The evaluator owns nothing: it loads the weights it is given into the server's
-model and scores it in batches in eval mode (dropout off), its running statistics (a
-BatchNorm's) as ``model.buffers`` says (``models.statistics``).
+reported. Each split gets the task's loss (``<split>_loss``, the mean per-sample loss) and
+its metrics (``<split>_<metric>``: ``task.metrics``). The evaluator owns nothing: it loads
+the weights it is given into the server's model and scores it in batches in eval mode
+(dropout off), its running statistics (a BatchNorm's) as ``model.buffers`` says
+(``models.statistics``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fpzo_ray.data.registry import ArrayDataset
@@ -21,6 +22,7 @@ from fpzo_ray.models.statistics import (
     statistics_size,
     write_statistics,
 )
+from fpzo_ray.task import CROSS_ENTROPY, Task, accuracy_counts
 
 #: ``model.buffers: recalibrate`` measures the statistics on at most this many validation
 #: inputs (the first ones of the seeded, stratified split).
@@ -38,8 +40,10 @@ class Evaluator:
         device: torch.device,
         batch_size: int = 1024,
         buffers: str = "aggregate",
+        task: Task = CROSS_ENTROPY,
     ) -> None:
         self.model = model
+        self.task = task
         self.flat = flat
         self.device = device
         self.batch_size = batch_size
@@ -56,9 +60,9 @@ class Evaluator:
     def evaluate(
         self, weights: torch.Tensor, statistics: torch.Tensor | None = None
     ) -> dict[str, float]:
-        """``val_accuracy`` and ``val_loss`` (with a validation split), ``test_accuracy`` and
-        ``test_loss`` of the model with the full flat ``weights`` and, under ``aggregate``,
-        the running ``statistics`` the clients measured."""
+        """``val_loss`` and ``val_<metric>`` (with a validation split), ``test_loss`` and
+        ``test_<metric>`` of the model with the full flat ``weights`` and, under
+        ``aggregate``, the running ``statistics`` the clients measured."""
         self.flat.copy_(weights.to(self.device))
         self.model.eval()
         if self.buffers == "aggregate" and statistics is not None:
@@ -72,19 +76,39 @@ class Evaluator:
         by_batch = self.buffers == "batch_stats"
         with batch_statistics(self.model) if by_batch else contextlib.nullcontext():
             if self.validation is not None:
-                accuracy, loss = self._accuracy_and_loss(*self.validation)
-                metrics.update(val_accuracy=accuracy, val_loss=loss)
-            accuracy, loss = self._accuracy_and_loss(*self.test)
-            metrics.update(test_accuracy=accuracy, test_loss=loss)
+                metrics.update(self._scores("val", *self.validation))
+            metrics.update(self._scores("test", *self.test))
         return metrics
 
-    def _accuracy_and_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        correct, loss_sum = 0, 0.0
-        for start in range(0, labels.shape[0], self.batch_size):
-            x = images[start : start + self.batch_size].to(self.device)
-            y = labels[start : start + self.batch_size].to(self.device)
-            logits = self.model(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-        n = int(labels.shape[0])
-        return correct / n, loss_sum / n
+    def _scores(self, split: str, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """The split's loss and metrics, batch by batch. Accuracy is counted as it goes; a
+        researcher's metric sees the whole split's outputs, gathered on the CPU only then."""
+        own = {k: m for k, m in self.task.metrics.items() if k != "accuracy"}
+        counts = [0, 0]
+        loss_sum = 0.0
+        outputs: list[torch.Tensor] = []
+        for start in range(0, targets.shape[0], self.batch_size):
+            x = inputs[start : start + self.batch_size].to(self.device)
+            y = targets[start : start + self.batch_size].to(self.device)
+            out = self.model(x)
+            loss_sum += float(self.task.loss(out, y).sum())
+            if "accuracy" in self.task.metrics:
+                counts = [a + b for a, b in zip(counts, accuracy_counts(out, y))]
+            if own:
+                outputs.append(out.cpu())
+        scores = {f"{split}_loss": loss_sum / int(targets.shape[0])}
+        if "accuracy" in self.task.metrics:
+            scores[f"{split}_accuracy"] = counts[0] / max(counts[1], 1)
+        for key, metric in own.items():
+            scores[f"{split}_{key}"] = _number(key, metric(torch.cat(outputs), targets))
+        return scores
+
+
+def _number(key: str, value: object) -> float:
+    """A metric's value as a float: a tensor of one element or a number; else one line."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"task.metrics: {key} returned a {type(value).__name__}, not a number"
+        ) from None

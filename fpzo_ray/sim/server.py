@@ -44,6 +44,7 @@ from fpzo_ray.sim.placement import server_device
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
+from fpzo_ray.task import build_task
 from fpzo_ray.zo import ServerOptimizer
 from fpzo_ray.zo.layerwise import StageBlocks, blocks_for
 from fpzo_ray.zo.server_optimizer import weighted_average
@@ -92,7 +93,12 @@ class FederatedServer:
         self.model.to(self.device)
         self.flat, self.layout = bind_flat_buffer(self.model)
         self.evaluator = Evaluator(
-            self.model, self.flat, dataset, self.device, buffers=cfg.model.buffers
+            self.model,
+            self.flat,
+            dataset,
+            self.device,
+            buffers=cfg.model.buffers,
+            task=build_task(cfg.task.loss, cfg.task.metrics),
         )
         # the global running statistics (``model.buffers: aggregate``): the clients' last
         # measured ones, averaged; the model's own until a round has some

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
 from fpzo_ray.models.flat import ParameterLayout
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
 
 
@@ -38,6 +38,7 @@ def vmap_differences(
     spec: EstimatorSpec,
     chunk_size: int = 8,
     with_estimate: bool = False,
+    loss: PerSampleLoss = cross_entropy,
 ) -> ZOResult:
     base = flat.detach().clone()
     trained = torch.arange(layout.total, device=flat.device) if kept_index is None else kept_index
@@ -45,7 +46,7 @@ def vmap_differences(
 
     def loss_at(vector: torch.Tensor) -> torch.Tensor:
         params = {s.name: vector[s.offset : s.offset + s.numel].view(s.shape) for s in layout.slots}
-        return F.cross_entropy(functional_call(model, params, (x,)), y)
+        return loss(functional_call(model, params, (x,)), y).mean()
 
     batched_loss = vmap(loss_at)
     scheme = spec.scheme

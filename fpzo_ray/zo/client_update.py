@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.dropout import dropout_layers, dropout_off
 from fpzo_ray.zo.estimator import (
@@ -82,6 +82,8 @@ class ZOWorkspace:
     #: What ``zo.batching: auto`` runs for this model (``zo.auto_batching``; its builder
     #: knows the model's cost).
     auto_batching: str = "loop"
+    #: The task's per-sample loss (``task.loss``), which every step of this model minimises.
+    loss: PerSampleLoss = cross_entropy
     #: ``zo.batching: batched``: the module that cannot be stacked (None: all can); decided
     #: at the first batched step of this workspace, which then runs in loop mode.
     unstackable: str | None = field(default=None, init=False, repr=False)
@@ -136,7 +138,7 @@ def _differences(
         assert ws.blocks is not None
         return layerwise_differences(
             ws.model,
-            lambda out: float(F.cross_entropy(out, y)),
+            lambda out: float(ws.loss(out, y).mean()),
             x,
             ws.flat,
             ws.blocks,
@@ -159,6 +161,7 @@ def _differences(
                 spec.chunk_size,
                 with_estimate,
                 ws.compiled.stacked_losses if ws.compiled else stacked_losses,
+                ws.loss,
             )
         except CannotStack as exc:  # found in the pass (shapes); the weights are untouched
             ws.cannot_stack(str(exc))
@@ -174,10 +177,11 @@ def _differences(
             spec.estimator,
             chunk_size=spec.chunk_size or 8,
             with_estimate=with_estimate,
+            loss=ws.loss,
         )
     return loss_differences(
         lambda: batch_loss(
-            ws.compiled.model if ws.compiled else ws.model, x, y, spec.microbatch_size
+            ws.compiled.model if ws.compiled else ws.model, x, y, spec.microbatch_size, ws.loss
         ),
         ws.flat,
         ws.kept_index,
@@ -193,19 +197,20 @@ def batch_loss(
     x: torch.Tensor,
     y: torch.Tensor,
     microbatch_size: int,
+    loss: PerSampleLoss = cross_entropy,
 ) -> float:
-    """Mean cross-entropy of the batch, streamed through chunks of ``microbatch_size`` samples.
+    """The batch's mean ``loss``, streamed through chunks of ``microbatch_size`` samples.
 
     A ZO step needs only the scalar loss, so the batch need not pass through the network at
     once: chunking bounds the live activations by those of one chunk. With per-sample
     normalisation the loss is the same (up to summation order).
     """
     if microbatch_size <= 0 or microbatch_size >= y.shape[0]:
-        return float(F.cross_entropy(model(x), y))
+        return float(loss(model(x), y).mean())
     total = 0.0
     for start in range(0, y.shape[0], microbatch_size):
         chunk = slice(start, start + microbatch_size)
-        total += float(F.cross_entropy(model(x[chunk]), y[chunk], reduction="sum"))
+        total += float(loss(model(x[chunk]), y[chunk]).sum())
     return total / y.shape[0]
 
 

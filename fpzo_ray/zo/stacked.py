@@ -43,6 +43,7 @@ from torch import nn
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.resnet import BasicBlock
 from fpzo_ray.models.staged import StagedModel
+from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
 
 #: Grouped convolutions whose groups are at least this long (input channels x kernel size)
@@ -321,10 +322,15 @@ def _unsupported(module: nn.Module, path: str) -> str | None:
 
 
 def stacked_losses(
-    model: nn.Module, layout: ParameterLayout, flats: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    layout: ParameterLayout,
+    flats: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: PerSampleLoss = cross_entropy,
 ) -> torch.Tensor:
-    """The mean cross-entropy of the batch under each of the C flat parameter vectors in the
-    rows of ``flats`` (C, P): a (C,) float32 tensor."""
+    """The batch's mean ``loss`` (per sample: ``task.losses``) under each of the C flat
+    parameter vectors in the rows of ``flats`` (C, P): a (C,) float32 tensor."""
     copies = flats.shape[0]
     params = {
         s.name: flats[:, s.offset : s.offset + s.numel].view(copies, *s.shape) for s in layout.slots
@@ -334,9 +340,8 @@ def stacked_losses(
     logits = forward(model, Stacked(x, "shared", copies), params)
     if logits.kind != "features":
         raise CannotStack("the model's output is not per copy")
-    per_sample = F.cross_entropy(
-        logits.value.reshape(copies * y.shape[0], -1), y.repeat(copies), reduction="none"
-    )
+    outputs = logits.value.reshape(copies * y.shape[0], *logits.value.shape[2:])
+    per_sample = loss(outputs, y.repeat(copies, *(1,) * (y.ndim - 1)))
     return per_sample.view(copies, -1).mean(1)
 
 
@@ -383,6 +388,7 @@ def stacked_differences(
     chunk_size: int = 0,
     with_estimate: bool = False,
     losses_fn: Callable[..., torch.Tensor] | None = None,
+    loss: PerSampleLoss = cross_entropy,
 ) -> ZOResult:
     """The ZO step of ``estimator.loss_differences`` with its ``spec.num_passes(K)`` forward
     passes stacked, ``chunk_size`` models a pass (0: all of them in one).
@@ -413,7 +419,7 @@ def stacked_differences(
                     alive[k] = next(drawn).clone()
             shifts = [(k, scheme.signs[i] if k >= 0 else 0.0) for k, i in chunk]
             stacked = _perturbed_rows(base, kept_index, shifts, alive, spec.sigma)
-            values = (losses_fn or stacked_losses)(model, layout, stacked, x, y).tolist()
+            values = (losses_fn or stacked_losses)(model, layout, stacked, x, y, loss).tolist()
             losses.update(zip(chunk, values))
             # Each direction whose losses are all in: its difference, then (in k order, as
             # the server's rebuild does) its share of the estimate; then it is dropped.
