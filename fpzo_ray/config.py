@@ -56,7 +56,7 @@ ACTIVATIONS = ("hardswish", "relu")
 #: ``task.loss`` by name (``fpzo_ray.task.losses.NAMED_LOSSES``).
 LOSSES = ("cross_entropy", "mse", "bce_with_logits", "token_cross_entropy")
 #: ``task.metrics`` by name (``fpzo_ray.task.metrics.NAMED_METRICS``).
-METRICS = ("accuracy",)
+METRICS = ("accuracy", "macro_f1")
 #: Named losses whose task has classes: ``task.metrics: auto`` reports accuracy for them.
 CLASSIFICATION_LOSSES = ("cross_entropy", "token_cross_entropy", "bce_with_logits")
 DEVICES = ("cpu", "cuda")
@@ -647,7 +647,8 @@ class TaskConfig:
     metrics: str = setting(
         "auto",
         listed=True,
-        doc="comma-separated (or a YAML list): accuracy, or yours as 'module:function' "
+        doc="comma-separated (or a YAML list): accuracy, macro_f1, or yours as "
+        "'module:function' "
         "called as function(outputs, targets) -> number on a whole split, logged as "
         "val_<function> and test_<function>; auto = accuracy for cross_entropy, "
         "token_cross_entropy and bce_with_logits, none otherwise",

@@ -55,6 +55,8 @@ from fpzo_ray.config import (
     field_type,
     flatten,
     merge,
+    metric_key,
+    metric_names,
     parse_overrides,
     read_yaml,
     set_dotted,
@@ -79,8 +81,10 @@ SWEEP_KEYS = (
 SEARCH_KEYS = ("space", "num_samples", "metric", "mode", "scope", "rounds", "seed", "scheduler")
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor")
 STUDY_KEYS = ("seeds", "flops_budgets", "target_accuracy")
-#: Metrics a search may select and stop on, and the direction each is optimised in.
-SELECTION_METRICS = {"val_accuracy": "max", "val_loss": "min"}
+#: Metrics a search may select and stop on by default, and the direction each is optimised
+#: in; any other validation metric the task reports (``task.metrics``: ``val_<name>``) with
+#: its direction given as ``search.mode``.
+SELECTION_METRICS = {"val_accuracy": "max", "val_loss": "min", "val_macro_f1": "max"}
 SCOPES = ("last", "best")
 #: Sweeps larger than this are refused unless the file raises ``max_trials``.
 DEFAULT_MAX_TRIALS = 10_000
@@ -405,6 +409,14 @@ class SweepSpec:
                 f"config error: search.rounds: got {search.rounds}, must be <= "
                 f"training.rounds ({full}): a search trial is a shortened run, never a longer one"
             )
+        for cfg in configs:
+            reported = {"loss", *map(metric_key, metric_names(cfg.task.loss, cfg.task.metrics))}
+            if search.metric[4:] not in reported:
+                raise ConfigError(
+                    f"config error: search.metric: {search.metric} is not reported (task.loss "
+                    f"{cfg.task.loss}, task.metrics {cfg.task.metrics!r}: "
+                    f"{', '.join(sorted(f'val_{k}' for k in reported))})"
+                )
         if search.metric.startswith("val_"):
             for cfg in configs:
                 if cfg.data.validation_fraction <= 0:
@@ -550,16 +562,21 @@ def _parse_search(raw: Any) -> SearchSettings:
     section = _mapping("search", raw, SEARCH_KEYS)
     space = parse_space("search.space", section["space"]) if "space" in section else None
     metric = section.get("metric", "val_accuracy")
-    if metric not in SELECTION_METRICS:
+    if not (isinstance(metric, str) and metric.startswith("val_") and metric[4:].isidentifier()):
         why = ": selection must never read test metrics" if str(metric).startswith("test") else ""
         raise ConfigError(
             f"config error: search.metric: got {metric!r}{why}; allowed: "
-            f"{', '.join(SELECTION_METRICS)}"
+            f"{', '.join(SELECTION_METRICS)}, or val_<name> of a metric in task.metrics"
         )
-    mode = section.get("mode", SELECTION_METRICS[metric])
+    if metric not in SELECTION_METRICS and "mode" not in section:
+        raise ConfigError(
+            f"config error: search.mode: {metric} is a metric of your own: say whether it is "
+            "maximised or minimised (max or min)"
+        )
+    mode = section.get("mode", SELECTION_METRICS.get(metric))
     if mode not in ("max", "min"):
         raise ConfigError(f"config error: search.mode: got {mode!r}, allowed: max, min")
-    if mode != SELECTION_METRICS[metric]:
+    if metric in SELECTION_METRICS and mode != SELECTION_METRICS[metric]:
         raise ConfigError(
             f"config error: search.mode: got {mode!r}, {metric} is "
             f"{'maximised' if SELECTION_METRICS[metric] == 'max' else 'minimised'}"

@@ -188,3 +188,40 @@ class FedProx(BPFedAvg):
         self, gradient: torch.Tensor, weights: torch.Tensor, start: torch.Tensor
     ) -> torch.Tensor:
         return gradient + self.params.mu * (weights - start)
+
+
+def linear_regression(
+    samples: int = 400, features: int = 5, outputs: int = 1, seed: int = 0
+) -> Any:
+    """Real targets ``x @ w + noise``: ``(N,)`` for one output, ``(N, outputs)`` otherwise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (samples, features)).astype(np.float32)
+    w = rng.normal(0, 1, (features, outputs))
+    y = (x @ w + 0.1 * rng.normal(0, 1, (samples, outputs))).astype(np.float32)
+    y = y[:, 0] if outputs == 1 else y
+    cut = samples * 4 // 5
+    return from_arrays(train=(x[:cut], y[:cut]), test=(x[cut:], y[cut:]), name="regression")
+
+
+def multi_label(samples: int = 400, features: int = 6, labels: int = 3, seed: int = 0) -> Any:
+    """0/1 targets ``(N, labels)``: label j is on when feature j is positive (float32)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (samples, features)).astype(np.float32)
+    y = (x[:, :labels] > 0).astype(np.float32)
+    cut = samples * 4 // 5
+    return from_arrays(train=(x[:cut], y[:cut]), test=(x[cut:], y[cut:]), name="multi_label")
+
+
+def error_rate(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The share of samples whose arg-max output is not the class: a metric of one's own."""
+    return float((outputs.argmax(1) != targets).float().mean())
+
+
+def summed_squares(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A loss of one's own that reduces the batch itself (refused: one value per sample)."""
+    return ((outputs.squeeze(-1) - targets) ** 2).sum()
+
+
+def verdict(outputs: torch.Tensor, targets: torch.Tensor) -> str:
+    """A metric that returns words, not a number (refused)."""
+    return "fine"

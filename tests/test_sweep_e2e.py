@@ -19,6 +19,8 @@ TINY = {
         "training": {"rounds": 3, "clients_per_round": 4, "eval_every": 1},
         "simulation": {"num_workers": 2, "worker_cpus": 0.2, "server_cpus": 0.1},
         "tracking": {"experiment": "tiny_e2e"},
+        # a metric by import path (the package's macro-F1: Ray's workers import it too)
+        "task": {"metrics": ["accuracy", "fpzo_ray.task.metrics:macro_f1"]},
     },
     "grid": {"pruning.sparsity": [0.0, 0.5], "zo.num_perturbations": [3], "data.alpha": [0.5]},
 }
@@ -49,6 +51,8 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
         for key in (
             "test_accuracy",
             "test_loss",
+            "val_macro_f1",
+            "test_macro_f1",
             "cumulative_client_forward_flops",
             "cumulative_upload_bytes",
         ):

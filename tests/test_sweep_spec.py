@@ -171,6 +171,8 @@ def _with(section, value):
         (_with("search", {"num_samples": 0}), "search.num_samples"),
         (_with("search", {"metric": "test_accuracy"}), "search.metric"),
         (_with("search", {"metric": "val_accuracy", "mode": "min"}), "search.mode"),
+        (_with("search", {"metric": "val_error_rate"}), "search.mode"),  # one's own: say which
+        (_with("search", {"metric": "val_macro_f1", "mode": "max"}), "search.metric"),  # none
         (_with("search", {"scope": "final"}), "search.scope"),
         (_with("search", {"scheduler": {"type": "hyperband"}}), "search.scheduler.type"),
         (_with("search", {"scheduler": {"grace_period": 0}}), "search.scheduler.grace_period"),
@@ -212,6 +214,21 @@ def test_bad_sections_stop_with_one_line_naming_the_field(tmp_path, spec, field)
         _load(tmp_path, spec)
     message = str(err.value)
     assert message.startswith(f"config error: {field}") and "\n" not in message, message
+
+
+def test_a_search_may_select_on_a_validation_metric_of_the_tasks_own(tmp_path):
+    base = {**BASE, "task": {"metrics": ["accuracy", "extension_targets:error_rate"]}}
+    search = {**STUDY["search"], "metric": "val_error_rate", "mode": "min"}
+    spec = _load(tmp_path, {**STUDY, "base": base, "search": search})
+    assert (spec.search.metric, spec.search.mode) == ("val_error_rate", "min")
+    base = {**BASE, "task": {"metrics": "macro_f1"}}
+    search = {**STUDY["search"], "metric": "val_macro_f1"}
+    spec = _load(tmp_path, {**STUDY, "base": base, "search": search})
+    assert (spec.search.metric, spec.search.mode) == ("val_macro_f1", "max")
+    loss = _load(
+        tmp_path, {**STUDY, "base": base, "search": {**STUDY["search"], "metric": "val_loss"}}
+    )
+    assert loss.search.mode == "min"
 
 
 @pytest.mark.slow  # a subprocess

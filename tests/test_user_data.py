@@ -206,7 +206,10 @@ X, Y = np.zeros((6, 3)), np.array([0, 1, 2, 0, 1, 2])
         ({"train": (X[:, 0], Y), "test": (X, Y)}, r"inputs must have shape \(N, \.\.\.\)"),
         ({"train": (X, Y * 1.0), "test": (X, Y)}, "both must be class indices"),
         ({"train": (X, Y * np.nan), "test": (X, Y * 1.0)}, "NaN or infinite"),
-        ({"train": (X, np.zeros((6, 2))), "test": (X, Y * 1.0)}, r"train labels are \(2,\) per sample"),
+        (
+            {"train": (X, np.zeros((6, 2))), "test": (X, Y * 1.0)},
+            r"train labels are \(2,\) per sample",
+        ),
         ({"train": (X, Y), "test": (X, Y), "num_classes": 2}, r"labels must lie in \[0, "),
         ({"train": (X, Y - 1), "test": (X, Y)}, r"train labels must lie in .* -1\.\.1"),
         ({"train": (X, Y), "test": (X[:, :2], Y)}, r"per sample but test inputs \(2,\)"),

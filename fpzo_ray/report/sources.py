@@ -304,7 +304,10 @@ def _child_figures(client: Any, run: Any) -> TrialFigures:
     tags, params = run.data.tags, run.data.params
     plan = json.loads(tags[PLAN_TAG])
     planned = int(params["training.rounds"])
-    history = run_history(client, run.info.run_id, TRIAL_HISTORY_KEYS)
+    # the task's own metrics (``task.metrics``) besides the ones every run reports
+    own = [k for k in run.data.metrics if k.startswith(("val_", "test_"))]
+    keys = (*TRIAL_HISTORY_KEYS, *sorted(set(own) - set(TRIAL_HISTORY_KEYS)))
+    history = run_history(client, run.info.run_id, keys)
     setup = run_setup(params)
     for key in SETUP_KEYS:
         if key in setup and len(history):

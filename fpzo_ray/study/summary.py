@@ -108,11 +108,10 @@ def trial_figures(
     pruning_flops = _last(history, "setup/pruning_client_flops")
     pruning_flops = 0.0 if math.isnan(pruning_flops) else pruning_flops
     flops = history.get("cumulative_client_flops", pd.Series(math.nan, index=history.index))
-    evaluated = history["test_accuracy"].notna() if "test_accuracy" in history else None
+    # every evaluation reports the test loss; its metrics are the task's (``task.metrics``)
+    evaluated = history["test_loss"].notna() if "test_loss" in history else None
     if evaluated is not None:
-        columns = [
-            c for c in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if c in history
-        ]
+        columns = [c for c in history.columns if c.startswith(("val_", "test_"))]
         evaluations = history.loc[evaluated, ["round", *columns]].copy()
         evaluations["client_flops"] = flops[evaluated] + pruning_flops
         figures.evaluations = evaluations.reset_index(drop=True)

@@ -39,7 +39,7 @@ def trial_table(figures: list[TrialFigures], spec: SweepSpec) -> pd.DataFrame:
     """
     cells = {c.label: c for c in spec.cells()}
     metric = spec.search.metric if spec.search else "val_accuracy"
-    mode = SELECTION_METRICS[metric]
+    mode = spec.search.mode if spec.search else SELECTION_METRICS[metric]
     rows = []
     for f in figures:
         row: dict[str, Any] = dict(cells[f.cell].coordinates) if f.cell in cells else {}

@@ -1,9 +1,10 @@
 """Metrics the server's evaluation reports beside the loss, every ``training.eval_every``
 rounds, as ``val_<name>`` and ``test_<name>`` (logged to MLflow with the other metrics).
 
-``accuracy`` is built in and streamed batch by batch: for class-index targets the share of
-samples (or tokens, padding excluded) whose arg-max output is the target; for 0/1 targets
-with an output each (multi-label) the share of labels whose logit has the target's sign.
+``accuracy`` and ``macro_f1`` are built in. Accuracy is streamed batch by batch: for
+class-index targets the share of samples (or tokens, padding excluded) whose arg-max output
+is the target; for 0/1 targets with an output each (multi-label) the share of labels whose
+logit has the target's sign.
 A researcher's metric, named by import path, is called once per split as
 ``metric(outputs, targets)`` on the whole split's outputs (so F1, AUROC, R^2 see every
 sample at once) and returns a number.
@@ -42,4 +43,17 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return correct / max(counted, 1)
 
 
-NAMED_METRICS: dict[str, Metric] = {"accuracy": accuracy}
+def macro_f1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The mean over the classes present in ``targets`` of F1 = 2 TP / (2 TP + FP + FN),
+    predictions by arg-max: accuracy's complement on a label-skewed test set."""
+    predicted = outputs.argmax(-1)
+    counted = targets != IGNORE_INDEX
+    scores = []
+    for c in targets[counted].unique():
+        hit = int(((predicted == c) & (targets == c) & counted).sum())
+        miss = int((((predicted == c) != (targets == c)) & counted).sum())
+        scores.append(2 * hit / (2 * hit + miss))
+    return sum(scores) / max(len(scores), 1)
+
+
+NAMED_METRICS: dict[str, Metric] = {"accuracy": accuracy, "macro_f1": macro_f1}
