@@ -321,11 +321,12 @@ class DataConfig:
     name: str = setting("digits", choices=DATASETS, doc="data set from the registry")
     target: str = setting(
         "",
-        doc="your loader as an import path 'module:function', called as function(**args); "
+        doc="your loader as an import path 'module:function', called as function(**args), "
+        "or a torchvision data set class ('torchvision.datasets:KMNIST', read from root); "
         "replaces name (docs/EXTENDING.md)",
     )
     args: dict[str, Any] | None = setting(None, doc="keyword arguments of data.target")
-    root: str = setting("data", doc="folder holding torchvision data sets (mnist)")
+    root: str = setting("data", doc="folder holding torchvision data sets (mnist, a class)")
     download: bool = setting(False, doc="let torchvision download a missing data set")
     partition: str = setting(
         "iid", choices=PARTITIONS, paths=True, doc="or your partitioner as 'module:function'"

@@ -302,7 +302,10 @@ def _check_model(path: str, cfg: Any) -> None:
 
 
 def _check_data(path: str, cfg: Any) -> None:
-    check_call(import_target(path), path, (), _args(cfg.data.args))
+    loader = import_target(path)
+    if isinstance(loader, type) and loader.__module__.startswith("torchvision."):
+        return  # a torchvision data set class: built from data.root (data.registry)
+    check_call(loader, path, (), _args(cfg.data.args))
 
 
 def _called_with(count: int) -> Callable[[str, Any], None]:

@@ -70,6 +70,24 @@ def test_mnist_format_round_trip(tmp_path, name, folder):
     assert ds.input_shape == (1, 28, 28)
 
 
+def test_a_torchvision_class_by_import_path_reads_its_files_from_data_root(tmp_path):
+    """``data.target: torchvision.datasets:KMNIST``: no adapter; the class's own files under
+    ``data.root``, kept as uint8 NCHW; missing files or no network are one line."""
+    written = _write_mnist_format(tmp_path / "KMNIST" / "raw")
+    data = DataConfig(target="torchvision.datasets:KMNIST", root=str(tmp_path))
+    ds = load_dataset(data)
+    assert ds.train_inputs.shape == (N_TRAIN, 1, 28, 28) and ds.train_inputs.dtype == np.uint8
+    np.testing.assert_array_equal(ds.test_inputs[:, 0], written["test_inputs"])
+    np.testing.assert_array_equal(ds.train_labels, written["train_labels"])
+    assert ds.num_classes == 10 and ds.normalisation.pixel_max == 255.0
+    pixels = written["train_inputs"] / 255.0
+    assert ds.normalisation.mean == pytest.approx(pixels.mean(), rel=1e-5)
+
+    missing = RunConfig(data=DataConfig(target=data.target, root=str(tmp_path / "absent")))
+    with pytest.raises(ConfigError, match=r"^config error: data\.root: KMNIST not found"):
+        preflight([missing])
+
+
 # --- CIFAR-10 / CIFAR-100: pickled Python 2 dicts --------------------------------------------
 
 

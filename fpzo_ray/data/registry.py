@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from fpzo_ray.config import DataConfig
-from fpzo_ray.data.arrays import ArrayDataset, PixelNormalisation, load_target_dataset
+from fpzo_ray.data.arrays import (
+    ArrayDataset,
+    PixelNormalisation,
+    check_array_dataset,
+    load_target_dataset,
+)
 from fpzo_ray.registry import DATASETS
 
 
@@ -290,10 +295,96 @@ def load_svhn_dataset(cfg: DataConfig) -> ArrayDataset:
     )
 
 
+def is_torchvision_class(obj: Any) -> bool:
+    """Whether ``obj`` is one of torchvision's data set classes (``torchvision.datasets``);
+    checked without importing torchvision unless the object comes from it."""
+    if not (isinstance(obj, type) and obj.__module__.startswith("torchvision.")):
+        return False
+    from torchvision.datasets import VisionDataset
+
+    return issubclass(obj, VisionDataset)
+
+
+def load_torchvision_class(cfg: DataConfig) -> ArrayDataset:
+    """A torchvision data set named by its class (``data.target:
+    torchvision.datasets:KMNIST``), read from ``data.root`` (downloaded there only with
+    ``data.download``), its training and test splits chosen by ``train=`` or ``split=`` as
+    the class takes them; ``data.args`` are passed on.
+
+    Image classes that hold their images as one array (``data``, with ``targets`` or
+    ``labels``) are kept as ``uint8`` NCHW, normalised by the training pixels' mean and
+    standard deviation (one scalar pair); any other class is read item by item through
+    ``ToTensor`` (:func:`from_torch_datasets`)."""
+    import inspect
+
+    from torchvision.transforms import ToTensor
+
+    from fpzo_ray.data.arrays import from_torch_datasets
+    from fpzo_ray.registry import import_target
+
+    cls = import_target(cfg.target)
+    takes = inspect.signature(cls).parameters
+    args = dict(cfg.args or {})
+    root = Path(cfg.root).expanduser()
+    if "download" in takes:
+        args["download"] = cfg.download
+
+    def split(train: bool) -> Any:
+        if "train" in takes:
+            return cls(str(root), train=train, **args)
+        if "split" in takes:
+            return cls(str(root), split="train" if train else "test", **args)
+        raise ValueError(
+            f"data.target: {cfg.target} takes neither train= nor split=: load it with a "
+            "loader of your own (docs/EXTENDING.md)"
+        )
+
+    train, test = _splits(cfg, cls.__name__, root, f"{cls.__name__}'s files", split)
+    arrays = [_image_arrays(s) for s in (train, test)]
+    if arrays[0] is None or arrays[1] is None:
+        train.transform = test.transform = ToTensor()
+        return from_torch_datasets(train, test, name=cfg.target)
+    (x_train, y_train), (x_test, y_test) = arrays[0], arrays[1]
+    pixels = x_train.astype(np.float32) / 255.0
+    return check_array_dataset(
+        ArrayDataset(
+            cfg.target,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            num_classes=int(max(y_train.max(), y_test.max())) + 1,
+            normalisation=PixelNormalisation(255.0, float(pixels.mean()), float(pixels.std())),
+        )
+    )
+
+
+def _image_arrays(split: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(uint8 NCHW images, int64 labels)`` of a torchvision split that holds them as arrays
+    (MNIST's family: ``(N, H, W)``; CIFAR's: ``(N, H, W, C)``; SVHN's: ``(N, C, H, W)``)."""
+    labels = getattr(split, "targets", getattr(split, "labels", None))
+    data = getattr(split, "data", None)
+    if data is None or labels is None:
+        return None
+    images = np.asarray(data)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        return None
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+
+
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
-    """The data set ``data.target`` loads (a researcher's loader, called with ``data.args``),
-    or else the registered data set ``data.name`` (``fpzo_ray.registry.DATASETS``)."""
+    """The data set ``data.target`` loads (a researcher's loader, called with ``data.args``,
+    or a torchvision data set class: :func:`load_torchvision_class`), or else the registered
+    data set ``data.name`` (``fpzo_ray.registry.DATASETS``)."""
     if cfg.target:
+        from fpzo_ray.registry import import_target
+
+        if is_torchvision_class(import_target(cfg.target)):
+            return load_torchvision_class(cfg)
         return load_target_dataset(cfg.target, cfg.args or {})
     return DATASETS.load(cfg.name)(cfg)
 
