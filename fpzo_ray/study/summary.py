@@ -108,8 +108,10 @@ def trial_figures(
     pruning_flops = _last(history, "setup/pruning_client_flops")
     pruning_flops = 0.0 if math.isnan(pruning_flops) else pruning_flops
     flops = history.get("cumulative_client_flops", pd.Series(math.nan, index=history.index))
-    # every evaluation reports the test loss; its metrics are the task's (``task.metrics``)
-    evaluated = history["test_loss"].notna() if "test_loss" in history else None
+    # every evaluation reports the test loss (a history from before the task kept its
+    # accuracy only); the other metrics are the task's (``task.metrics``)
+    marker = next((c for c in ("test_loss", "test_accuracy") if c in history), None)
+    evaluated = history[marker].notna() if marker else None
     if evaluated is not None:
         columns = [c for c in history.columns if c.startswith(("val_", "test_"))]
         evaluations = history.loc[evaluated, ["round", *columns]].copy()
