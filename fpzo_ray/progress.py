@@ -14,6 +14,7 @@ from ray.tune import Callback
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.study.summary import STOPPED_MARKER
+from fpzo_ray.task import evaluation_parts
 from fpzo_ray.tracking import trial_storage
 
 
@@ -70,11 +71,9 @@ class TrialProgress(Callback):
         if failures and (said is None or time.time() - said >= self.every_s):
             self._say(f"{trial}: warning: round {r}: {failures}")
             self.failures_said_at[trial.trial_id] = time.time()
-        if "test_accuracy" in result and (r % max(1, rounds // 4) == 0 or r == rounds):
-            val = f"val accuracy {result['val_accuracy']:.4f}, " if "val_accuracy" in result else ""
-            self._say(
-                f"{trial}: round {r}/{rounds}, {val}test accuracy {result['test_accuracy']:.4f}"
-            )
+        evaluated = evaluation_parts(result, with_loss=False)
+        if evaluated and (r % max(1, rounds // 4) == 0 or r == rounds):
+            self._say(f"{trial}: round {r}/{rounds}, {', '.join(evaluated)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rounds = _rounds(trial)

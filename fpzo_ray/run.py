@@ -381,6 +381,7 @@ def _run(
             failures_said_at = now
 
     def _log_round(run: _Store, metrics: dict[str, Any]) -> None:
+        from fpzo_ray.task import evaluation_parts  # torch: loaded by the run by now
         from fpzo_ray.tracking import SETUP_KEY, round_metrics
 
         nonlocal last_line
@@ -399,14 +400,10 @@ def _run(
         now = time.time()
         _say_client_failures(metrics, now)
         flops = f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}"
-        if "test_accuracy" in metrics:
-            val = (
-                f"val accuracy {metrics['val_accuracy']:.4f}  " if "val_accuracy" in metrics else ""
-            )
+        if evaluated := evaluation_parts(metrics):
             print(
-                f"round {metrics['round']:4d}  {val}test accuracy "
-                f"{metrics['test_accuracy']:.4f}  test loss {metrics['test_loss']:.4f}  "
-                f"{flops}  ({now - began:.0f} s)",
+                f"round {metrics['round']:4d}  {'  '.join(evaluated)}  {flops}  "
+                f"({now - began:.0f} s)",
                 flush=True,
             )
         elif not last_line or now - last_line >= PROGRESS_EVERY_S:

@@ -456,13 +456,23 @@ class SweepSpec:
 # -- reading a sweep file ------------------------------------------------------------------
 def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``--set`` items: ``search.*``/``study.*``/top-level sweep keys change the sweep file;
+    ``<named axis>=<name>`` keeps that one value of a named axis (``--set method=dense_zo``);
     anything else is a config value for every trial, which pins a grid axis or search
     dimension over that field and wins over every named value."""
     raw = merge(raw, {})
     config_items = []
+    grid = raw.get("grid")
     for item in overrides:
         key = item.split("=", 1)[0].strip()
-        if key.split(".")[0] in SWEEP_KEYS and key.split(".")[0] not in ("base", "grid"):
+        if isinstance(grid, dict) and isinstance(grid.get(key), Mapping):
+            label = item.split("=", 1)[1].strip() if "=" in item else ""
+            if label not in grid[key]:
+                raise ConfigError(
+                    f"config error: --set {key}: got {label!r}, the named axis holds "
+                    f"{', '.join(map(str, grid[key]))}"
+                )
+            grid[key] = {label: grid[key][label]}
+        elif key.split(".")[0] in SWEEP_KEYS and key.split(".")[0] not in ("base", "grid"):
             for dotted, value in flatten(parse_overrides([item])).items():
                 set_dotted(raw, dotted, value)
         else:

@@ -16,6 +16,7 @@ node it happens to run on.
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import tempfile
 from pathlib import Path
@@ -81,6 +82,11 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> Non
 def federated_trial(config: dict[str, Any]) -> None:
     """One whole federated run as a Tune trial (see the module docstring)."""
     configure_logging()
+    # Tune starts a trial in its own folder; back to the folder the sweep was started from
+    # (a Ray job's working directory), so that a relative path in the configuration (a data
+    # file, a profiles file) names in the trial what it named in the checks before any work.
+    # What a trial writes goes through its storage, never to the current folder.
+    os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
     # One line per checkpoint in the driver's terminal says nothing the sweep does not.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = config_from_dict(config["trial"]["run"])

@@ -110,6 +110,16 @@ def test_set_pins_axes_and_search_dimensions_and_wins_over_named_values(tmp_path
     assert spec.study.seeds == 4
 
 
+def test_set_keeps_one_value_of_a_named_axis(tmp_path):
+    spec = _load(tmp_path, STUDY, ["method=ntk_sap_50"])
+    assert [c.label for c in spec.cells()] == [
+        "method=ntk_sap_50,alpha=0.1",
+        "method=ntk_sap_50,alpha=1.0",
+    ]
+    with pytest.raises(ConfigError, match=r"^config error: --set method: got 'ntk', the named"):
+        _load(tmp_path, STUDY, ["method=ntk"])
+
+
 def test_saved_spec_resumes_the_same_plans(tmp_path):
     spec = _load(tmp_path, STUDY, ["training.rounds=6"])
     save_spec(spec, tmp_path / "experiment")

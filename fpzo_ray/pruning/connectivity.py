@@ -12,6 +12,10 @@ without data, from the gradients of a random projection of the output:
 - **unused weights**: prunable weights whose gradient is exactly zero for random inputs at
   randomly perturbed dense weights (a structural zero, not a zero-initialised layer's);
 - **empty layers**: prunable layers the mask keeps nothing of.
+
+A model whose output has no gradient with respect to its input even dense (one that reads
+token ids, rounded from its float inputs) cannot be checked this way: :func:`check_connectivity`
+then says so (``checked`` False) and finds nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Connectivity:
     unused: torch.Tensor  # bool over the prunable coordinates: never see data
     removed: int  # prunable coordinates the mask removes
     removed_unused: int  # of them, unused ones
+    checked: bool = True  # False: the dense output has no input gradient, nothing was judged
 
     @property
     def effective_sparsity(self) -> float:
@@ -99,6 +104,8 @@ def check_connectivity(
     """Check ``mask`` on ``model`` (parameters ``initial``, a flat vector) at random inputs
     of ``input_shape`` (see the module docstring); the model takes real-valued inputs (token
     ids have no gradient: such a model is not checked). The model is left as it was."""
+    if not _reads_its_input(model, layout, initial, input_shape, seed):
+        return Connectivity((), False, torch.zeros(0, dtype=torch.bool), 0, 0, checked=False)
     generator = torch.Generator().manual_seed(seed)
     device = initial.device
     unused_grad = torch.zeros(layout.total, dtype=torch.float64)
@@ -131,6 +138,29 @@ def check_connectivity(
         removed=int(removed.sum()),
         removed_unused=int((removed & unused).sum()),
     )
+
+
+def _reads_its_input(
+    model: nn.Module,
+    layout: ParameterLayout,
+    initial: torch.Tensor,
+    input_shape: Sequence[int],
+    seed: int,
+) -> bool:
+    """Whether the dense model's output has a gradient with respect to its input."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn((PROBE_BATCH, *input_shape), generator=generator).to(initial.device)
+    x.requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        probe = _probe(model, layout, initial.detach(), x, generator)
+        if not probe.requires_grad:
+            return False
+        (grad_x,) = torch.autograd.grad(probe, x, allow_unused=True)
+    finally:
+        model.train(was_training)
+    return grad_x is not None and bool(grad_x.abs().sum() > 0)
 
 
 def unused_layers(layout: ParameterLayout, unused: torch.Tensor) -> dict[str, float]:

@@ -181,7 +181,7 @@ class FederatedServer:
         figures and warnings for the summary (none for a dense model or one that reads token
         ids)."""
         cfg = self.cfg
-        if self.mask.is_dense or not self.inputs_are_real:
+        if self.mask.is_dense or not self.inputs_are_real:  # integer inputs: token ids
             return {}
         found = check_connectivity(
             self.model,
@@ -191,6 +191,8 @@ class FederatedServer:
             self.input_shape,
             derive_seed(cfg.seed, Purpose.CONNECTIVITY),
         )
+        if not found.checked:  # its output has no input gradient even dense: token ids
+            return {}
         what = f"pruning: {cfg.pruning_method} at sparsity {cfg.pruning.sparsity:g}"
         if found.collapsed and not cfg.pruning.allow_collapse:
             empty = ", ".join(found.empty_layers)
