@@ -124,28 +124,27 @@ def _ntk_sap(inputs: SaliencyInputs, with_data: bool = False) -> torch.Tensor:
     )
 
 
-def _snip(inputs: SaliencyInputs) -> torch.Tensor:
-    assert inputs.batches is not None
-    return snip_contribution(
-        inputs.model,
-        inputs.layout,
-        inputs.mask,
-        inputs.initial_weights,
-        inputs.batches,
-        loss=inputs.loss,
-    )
+def _on_batches(
+    contribution: Callable[..., torch.Tensor],
+) -> Callable[[SaliencyInputs], torch.Tensor]:
+    """A saliency of the client's batches under the task's loss (SNIP, GraSP)."""
+
+    def compute(inputs: SaliencyInputs) -> torch.Tensor:
+        assert inputs.batches is not None
+        return contribution(
+            inputs.model,
+            inputs.layout,
+            inputs.mask,
+            inputs.initial_weights,
+            inputs.batches,
+            loss=inputs.loss,
+        )
+
+    return compute
 
 
-def _grasp(inputs: SaliencyInputs) -> torch.Tensor:
-    assert inputs.batches is not None
-    return grasp_contribution(
-        inputs.model,
-        inputs.layout,
-        inputs.mask,
-        inputs.initial_weights,
-        inputs.batches,
-        loss=inputs.loss,
-    )
+_snip = _on_batches(snip_contribution)
+_grasp = _on_batches(grasp_contribution)
 
 
 def _magnitude(inputs: SaliencyInputs) -> torch.Tensor:
