@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,lint,server]'
+	@# the hf extra's transformers (pyproject.toml): 2,951 modules, a few of which any run
+	@# imports, so they are not all byte-compiled up front (about 20 s of the install)
+	$(PY) -m pip install --quiet --no-compile 'transformers>=4.45'
 	touch $@
 
 install: $(VENV)/.installed
