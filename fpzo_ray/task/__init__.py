@@ -15,7 +15,6 @@ from fpzo_ray.task.losses import (
     NAMED_LOSSES,
     PerSampleLoss,
     UserLoss,
-    per_sample_mean,
 )
 from fpzo_ray.task.metrics import NAMED_METRICS, Metric, accuracy_counts
 
@@ -24,15 +23,12 @@ from fpzo_ray.task.metrics import NAMED_METRICS, Metric, accuracy_counts
 class Task:
     """A loss (per sample) and the metrics reported beside it, by key (``val_<key>``)."""
 
-    loss_name: str
     loss: PerSampleLoss
     metrics: dict[str, Metric]
 
 
 #: The default task: classification by cross-entropy, reporting accuracy.
-CROSS_ENTROPY = Task(
-    "cross_entropy", NAMED_LOSSES["cross_entropy"], {"accuracy": NAMED_METRICS["accuracy"]}
-)
+CROSS_ENTROPY = Task(NAMED_LOSSES["cross_entropy"], {"accuracy": NAMED_METRICS["accuracy"]})
 
 
 def build_task(loss: str, metrics: str) -> Task:
@@ -44,7 +40,7 @@ def build_task(loss: str, metrics: str) -> Task:
         found[metric_key(entry)] = (
             NAMED_METRICS[entry] if entry in NAMED_METRICS else import_target(entry)
         )
-    return Task(loss, loss_fn, found)
+    return Task(loss_fn, found)
 
 
 def evaluation_parts(metrics: Mapping[str, Any], with_loss: bool = True) -> list[str]:
@@ -74,5 +70,4 @@ __all__ = [
     "accuracy_counts",
     "build_task",
     "evaluation_parts",
-    "per_sample_mean",
 ]
