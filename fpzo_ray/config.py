@@ -51,7 +51,7 @@ SERVER_OPTIMIZERS = registry.SERVER_OPTIMIZERS.names
 NORMS = ("group", "none", "batch")
 #: ``model.buffers``: how the global model's running statistics (BatchNorm's) are kept
 #: (``models.statistics``).
-BUFFER_POLICIES = ("aggregate", "recalibrate", "batch_stats")
+BUFFER_POLICIES = ("aggregate", "recalibrate", "batch_stats", "local")
 ACTIVATIONS = ("hardswish", "relu")
 #: ``task.loss`` by name (``fpzo_ray.task.losses.NAMED_LOSSES``).
 LOSSES = ("cross_entropy", "mse", "bce_with_logits", "token_cross_entropy")
@@ -371,7 +371,9 @@ class ModelConfig:
         choices=BUFFER_POLICIES,
         doc="running statistics of a model with BatchNorm: aggregate (the clients' own, "
         "averaged by the server), recalibrate (the server's, on validation inputs), "
-        "batch_stats (evaluation normalises by each batch's own)",
+        "batch_stats (evaluation normalises by each batch's own), local (FedBN: each "
+        "client's own, from its data, read by federated evaluation; needs "
+        "task.federated_eval_clients)",
     )
     norm: str = setting(
         "group",
@@ -654,6 +656,21 @@ class TaskConfig:
         "val_<function> and test_<function>; auto = accuracy for cross_entropy, "
         "token_cross_entropy and bce_with_logits, none otherwise",
     )
+    federated_eval_clients: int = setting(
+        0,
+        ge=0,
+        doc="clients (sampled, seeded) that score the global model on their own held-out "
+        "data at each evaluation, logged as federated_loss and federated_<metric> (their "
+        "sample-weighted mean) and federated_<metric>_p10 (the 10th percentile over "
+        "clients); 0 = none",
+    )
+    client_holdout: float = setting(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        doc="fraction of each client's partition kept out of its training for federated "
+        "evaluation (only with federated_eval_clients)",
+    )
 
 
 @dataclass(frozen=True)
@@ -872,6 +889,16 @@ def _cross_check(cfg: RunConfig) -> None:
         raise ConfigError(
             "config error: model.buffers: recalibrate measures the running statistics on "
             "validation inputs, and data.validation_fraction is 0 (no validation split)"
+        )
+    if cfg.task.federated_eval_clients > cfg.data.num_clients:
+        raise ConfigError(
+            f"config error: task.federated_eval_clients: got {cfg.task.federated_eval_clients}"
+            f", more than the {cfg.data.num_clients} clients (data.num_clients)"
+        )
+    if cfg.model.buffers == "local" and cfg.task.federated_eval_clients == 0:
+        raise ConfigError(
+            "config error: model.buffers: local keeps each client's statistics on the client, "
+            "where only federated evaluation reads them; set task.federated_eval_clients"
         )
     if cfg.model.args and cfg.model.kwargs is not None:
         raise ConfigError(

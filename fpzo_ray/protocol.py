@@ -50,6 +50,18 @@ def pruning_participants(cfg: RunConfig, iteration: int) -> list[int]:
     )
 
 
+def evaluation_participants(cfg: RunConfig, round_index: int) -> list[int]:
+    """The clients that score the global model on their held-out data after round
+    ``round_index`` (``task.federated_eval_clients``), ascending; none without."""
+    return sample_clients(
+        cfg.seed,
+        Purpose.EVALUATION_SAMPLING,
+        round_index,
+        cfg.data.num_clients,
+        cfg.task.federated_eval_clients,
+    )
+
+
 def minibatch_indices(
     run_seed: int,
     purpose: Purpose,

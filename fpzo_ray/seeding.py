@@ -32,6 +32,8 @@ class Purpose(enum.IntEnum):
     VALIDATION_SPLIT = 11
     ALGORITHM = 12  # an algorithm's own streams (e.g. a shared seed pool)
     CONNECTIVITY = 13  # the random inputs of the mask's connectivity check
+    CLIENT_HOLDOUT = 14  # which of a client's samples it keeps for federated evaluation
+    EVALUATION_SAMPLING = 15  # which clients take part in a federated evaluation
 
 
 def _splitmix64(x: int) -> int:

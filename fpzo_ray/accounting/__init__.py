@@ -2,6 +2,8 @@
 
 from fpzo_ray.accounting.communication import (
     dense_update_upload_bytes,
+    evaluation_download_bytes,
+    evaluation_upload_bytes,
     pruning_download_bytes,
     pruning_upload_bytes,
     statistics_bytes,
@@ -27,6 +29,8 @@ __all__ = [
     "update_flops",
     "zo_vector_flops",
     "dense_update_upload_bytes",
+    "evaluation_download_bytes",
+    "evaluation_upload_bytes",
     "pruning_download_bytes",
     "pruning_upload_bytes",
     "statistics_bytes",

@@ -54,6 +54,17 @@ def statistics_bytes(num_statistics: int) -> int:
     return FLOAT_BYTES * num_statistics
 
 
+def evaluation_download_bytes(num_trained: int, mask_bytes: int, num_statistics: int) -> int:
+    """Server -> client for a federated evaluation: the weights to score, the mask, the
+    global running statistics when the policy sends them."""
+    return FLOAT_BYTES * (num_trained + num_statistics) + mask_bytes
+
+
+def evaluation_upload_bytes(num_scores: int) -> int:
+    """Client -> server for a federated evaluation: its loss and metrics, its sample count."""
+    return FLOAT_BYTES * num_scores + COUNT_BYTES
+
+
 def pruning_upload_bytes(num_kept_prunable: int) -> int:
     """Client -> server: one saliency per kept prunable weight."""
     return FLOAT_BYTES * num_kept_prunable

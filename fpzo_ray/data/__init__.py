@@ -20,6 +20,7 @@ from fpzo_ray.data.arrays import (
 from fpzo_ray.data.partition import (
     PartitionError,
     check_partition,
+    client_holdout,
     dirichlet_partition,
     iid_partition,
     label_histograms,
@@ -56,6 +57,7 @@ __all__ = [
     "as_array_dataset",
     "check_array_dataset",
     "check_partition",
+    "client_holdout",
     "dirichlet_partition",
     "federated_data",
     "from_arrays",

@@ -219,3 +219,20 @@ def make_partition(cfg: DataConfig, labels: np.ndarray, run_seed: int) -> list[n
 def label_histograms(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:
     """``(num_clients, num_classes)`` counts of each label on each client."""
     return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+
+
+def client_holdout(
+    parts: list[np.ndarray], fraction: float, run_seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each client's partition split into what it trains on and what it keeps for federated
+    evaluation (``task.client_holdout``): ``round(fraction * n)`` of its ``n`` samples, seeded
+    per client, never all of them (one sample always stays for training). Both lists hold
+    sorted ``int64`` arrays; a client's two parts are disjoint and together its partition."""
+    train, held = [], []
+    for client_id, part in enumerate(parts):
+        rng = np.random.default_rng(derive_seed(run_seed, Purpose.CLIENT_HOLDOUT, client_id))
+        count = min(round(fraction * part.shape[0]), part.shape[0] - 1)
+        shuffled = rng.permutation(part)
+        held.append(np.sort(shuffled[:count]).astype(np.int64))
+        train.append(np.sort(shuffled[count:]).astype(np.int64))
+    return train, held

@@ -15,6 +15,10 @@ gets statistics that fit its weights:
   validation split (never the test split; the labels are not read).
 - ``batch_stats``: evaluation normalises each evaluation batch by its own statistics; no
   statistics exist or travel.
+- ``local`` (FedBN's idea, for the statistics): each client normalises by statistics of its
+  own data, measured on its training inputs with the model it scores and never sent; only a
+  federated evaluation (``task.federated_eval_clients``) reads them. The server, which holds
+  none, normalises its own evaluation by batch.
 
 Models without such layers (this project's own, which use GroupNorm or batch statistics) have
 nothing to keep: every policy is then a no-op. Plain PyTorch, nothing here knows Ray.
@@ -122,4 +126,13 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
     with _kept_state(model) as layers:
         for _, layer in layers:
             layer.train()
+        yield
+
+
+@contextlib.contextmanager
+def using_statistics(model: nn.Module, values: torch.Tensor) -> Iterator[None]:
+    """Inside, ``model``'s norm layers hold ``values`` (a :func:`read_statistics` vector);
+    their buffers come back as they were."""
+    with _kept_state(model):
+        write_statistics(model, values)
         yield

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from fpzo_ray.accounting import (
+    evaluation_download_bytes,
+    evaluation_upload_bytes,
     forward_flops,
     layer_flops,
     pruning_download_bytes,
@@ -40,16 +42,25 @@ from fpzo_ray.accounting.memory import MemoryMeter, sparse_peak_bytes
 from fpzo_ray.algorithms import algorithm_for
 from fpzo_ray.algorithms.base import ClientModel
 from fpzo_ray.config import RunConfig
+from fpzo_ray.data.partition import client_holdout
 from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.models import StagedModel, bind_flat_buffer, build_model
-from fpzo_ray.models.statistics import measure_statistics, statistics_size
+from fpzo_ray.models.statistics import (
+    batch_statistics,
+    measure_statistics,
+    statistics_size,
+    using_statistics,
+)
 from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
 from fpzo_ray.pruning import Mask
 from fpzo_ray.pruning.methods import SaliencyInputs, checked_scores, pruning_method
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.devices import MemoryGate
+from fpzo_ray.sim.evaluation import score
 from fpzo_ray.sim.messages import (
     ClientFailure,
+    EvalBroadcast,
+    EvalReply,
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,
@@ -64,6 +75,10 @@ from fpzo_ray.zo.layerwise import blocks_for
 
 log = logging.getLogger(__name__)
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+#: ``model.buffers: local``: a client measures its statistics on at most this many of its
+#: training samples (the first ones of its partition) before a federated evaluation.
+LOCAL_STATISTICS_SAMPLES = 256
 
 
 def device_config(cfg: RunConfig) -> RunConfig:
@@ -84,7 +99,14 @@ class ClientRuntime:
     ) -> None:
         self.cfg = cfg
         self.dataset = dataset
-        self.partition = partition
+        # with federated evaluation, each client trains on its partition less what it keeps
+        # for scoring the global model (``task.client_holdout``)
+        self.partition: Sequence[np.ndarray] = partition
+        self.held_out: Sequence[np.ndarray] = [np.zeros(0, np.int64)] * len(partition)
+        if cfg.task.federated_eval_clients:
+            self.partition, self.held_out = client_holdout(
+                list(partition), cfg.task.client_holdout, cfg.seed
+            )
         self.device = torch.device(cfg.simulation.device)
         self.model = build_model(
             cfg,
@@ -292,6 +314,57 @@ class ClientRuntime:
             meter.track(y, "inputs")
         return meter
 
+    # -- one virtual client: federated evaluation ----------------------------------------
+    @torch.no_grad()
+    def evaluate(self, broadcast: EvalBroadcast, client_id: int) -> EvalReply:
+        """The client's score of the broadcast weights (already loaded) on its held-out data,
+        in eval mode, normalised as ``model.buffers`` says: by the global statistics it was
+        sent (aggregate, recalibrate), by each batch's own (batch_stats) or by its own data's
+        (local: measured on up to :data:`LOCAL_STATISTICS_SAMPLES` of its training samples,
+        one forward pass counted, never sent)."""
+        held = self.held_out[client_id]
+        per_sample = self.client_model.forward_flops_per_sample
+        sent = 0 if broadcast.statistics is None else int(broadcast.statistics.numel())
+        download = evaluation_download_bytes(self.mask.num_trained, self.mask.wire_bytes(), sent)
+        if held.shape[0] == 0:
+            return EvalReply(client_id, 0, {}, 0, evaluation_upload_bytes(0), download)
+        inputs, targets = self.dataset.train_batch(held)
+        flops = per_sample * int(held.shape[0])
+        was_training = self.model.training
+        self.model.eval()
+        policy = self.cfg.model.buffers
+        normalised: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.has_statistics and policy == "local":
+            own = self.partition[client_id][:LOCAL_STATISTICS_SAMPLES]
+            x = self.dataset.train_batch(own)[0].to(self.device)
+            batches = x.split(self.cfg.training.batch_size)
+            normalised = using_statistics(self.model, measure_statistics(self.model, batches))
+            flops += per_sample * int(own.shape[0])
+        elif self.has_statistics and policy == "batch_stats":
+            normalised = batch_statistics(self.model)
+        elif self.has_statistics and broadcast.statistics is not None:
+            normalised = using_statistics(self.model, broadcast.statistics.to(self.device))
+        try:
+            with normalised:
+                scores = score(
+                    self.model,
+                    self.task,
+                    inputs,
+                    targets,
+                    self.cfg.training.batch_size,
+                    self.device,
+                )
+        finally:
+            self.model.train(was_training)
+        return EvalReply(
+            client_id,
+            int(held.shape[0]),
+            scores,
+            flops,
+            evaluation_upload_bytes(len(scores)),
+            download,
+        )
+
     # -- one virtual client: pruning -----------------------------------------------------
     def pruning_scores(self, broadcast: PruningBroadcast, client_id: int) -> PruningReply:
         """The client's additive saliency contribution, at its kept prunable weights."""
@@ -343,9 +416,9 @@ class ClientRuntime:
 def serve_clients(
     runtime: ClientRuntime,
     mask: MaskBroadcast | None,
-    broadcast: TrainBroadcast | PruningBroadcast,
+    broadcast: TrainBroadcast | PruningBroadcast | EvalBroadcast,
     client_ids: Sequence[int],
-) -> list[TrainReply | PruningReply | ClientFailure]:
+) -> list[TrainReply | PruningReply | EvalReply | ClientFailure]:
     """Run a batch of virtual clients on one runtime, one after another.
 
     A client that raises becomes a :class:`ClientFailure` carrying its error message; the
@@ -354,13 +427,15 @@ def serve_clients(
     if mask is not None:
         runtime.set_mask(mask)
     runtime.check_mask_version(broadcast.mask_version)
-    if isinstance(broadcast, TrainBroadcast):
+    if isinstance(broadcast, TrainBroadcast | EvalBroadcast):
         runtime.workspace.load(broadcast.weights)
-    replies: list[TrainReply | PruningReply | ClientFailure] = []
+    replies: list[TrainReply | PruningReply | EvalReply | ClientFailure] = []
     for client_id in client_ids:
         try:
             if isinstance(broadcast, TrainBroadcast):
                 replies.append(runtime.train(broadcast, client_id))
+            elif isinstance(broadcast, EvalBroadcast):
+                replies.append(runtime.evaluate(broadcast, client_id))
             else:
                 replies.append(runtime.pruning_scores(broadcast, client_id))
         except Exception as exc:  # noqa: BLE001 - a client's crash must not end the run

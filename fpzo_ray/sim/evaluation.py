@@ -5,7 +5,9 @@ reported. Each split gets the task's loss (``<split>_loss``, the mean per-sample
 its metrics (``<split>_<metric>``: ``task.metrics``). The evaluator owns nothing: it loads
 the weights it is given into the server's model and scores it in batches in eval mode
 (dropout off), its running statistics (a BatchNorm's) as ``model.buffers`` says
-(``models.statistics``).
+(``models.statistics``; under ``local``, where each client's statistics stay on the client,
+by each batch's own). :func:`score` is the scoring itself, which clients also run for a
+federated evaluation on their held-out data (``sim.client``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Evaluator:
         self.test = dataset.test_set()
         self.validation = dataset.validation_set()
         self.buffers = buffers if statistics_size(model) else "none"
+        self.recalibrated: torch.Tensor | None = None  # the last ``recalibrate`` measured
         if self.buffers == "recalibrate" and self.validation is None:
             raise ValueError(
                 "model.buffers: recalibrate measures the running statistics on validation "
@@ -71,37 +74,51 @@ class Evaluator:
             assert self.validation is not None
             inputs = self.validation[0][:RECALIBRATION_SAMPLES].to(self.device)
             batches = inputs.split(self.batch_size)
-            write_statistics(self.model, measure_statistics(self.model, batches).to(self.device))
+            self.recalibrated = measure_statistics(self.model, batches)
+            write_statistics(self.model, self.recalibrated.to(self.device))
         metrics: dict[str, float] = {}
-        by_batch = self.buffers == "batch_stats"
+        # ``local``: the server holds no client's statistics, so it normalises by batch
+        by_batch = self.buffers in ("batch_stats", "local")
         with batch_statistics(self.model) if by_batch else contextlib.nullcontext():
-            if self.validation is not None:
-                metrics.update(self._scores("val", *self.validation))
-            metrics.update(self._scores("test", *self.test))
+            for split, data in (("val", self.validation), ("test", self.test)):
+                if data is not None:
+                    scores = score(self.model, self.task, *data, self.batch_size, self.device)
+                    metrics.update({f"{split}_{k}": v for k, v in scores.items()})
         return metrics
 
-    def _scores(self, split: str, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """The split's loss and metrics, batch by batch. Accuracy is counted as it goes; a
-        researcher's metric sees the whole split's outputs, gathered on the CPU only then."""
-        own = {k: m for k, m in self.task.metrics.items() if k != "accuracy"}
-        counts = [0, 0]
-        loss_sum = 0.0
-        outputs: list[torch.Tensor] = []
-        for start in range(0, targets.shape[0], self.batch_size):
-            x = inputs[start : start + self.batch_size].to(self.device)
-            y = targets[start : start + self.batch_size].to(self.device)
-            out = self.model(x)
-            loss_sum += float(self.task.loss(out, y).sum())
-            if "accuracy" in self.task.metrics:
-                counts = [a + b for a, b in zip(counts, accuracy_counts(out, y))]
-            if own:
-                outputs.append(out.cpu())
-        scores = {f"{split}_loss": loss_sum / int(targets.shape[0])}
-        if "accuracy" in self.task.metrics:
-            scores[f"{split}_accuracy"] = counts[0] / max(counts[1], 1)
-        for key, metric in own.items():
-            scores[f"{split}_{key}"] = _number(key, metric(torch.cat(outputs), targets))
-        return scores
+
+@torch.no_grad()
+def score(
+    model: nn.Module,
+    task: Task,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """``model`` (as it is: its mode and statistics are the caller's) on one split: ``loss``
+    (the mean per-sample loss) and the task's metrics, batch by batch. Accuracy is counted as
+    it goes; a researcher's metric sees the whole split's outputs, gathered on the CPU only
+    then. The server's evaluation and a client's federated one both score this way."""
+    own = {k: m for k, m in task.metrics.items() if k != "accuracy"}
+    counts = [0, 0]
+    loss_sum = 0.0
+    outputs: list[torch.Tensor] = []
+    for start in range(0, targets.shape[0], batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
+        out = model(x)
+        loss_sum += float(task.loss(out, y).sum())
+        if "accuracy" in task.metrics:
+            counts = [a + b for a, b in zip(counts, accuracy_counts(out, y))]
+        if own:
+            outputs.append(out.cpu())
+    scores = {"loss": loss_sum / int(targets.shape[0])}
+    if "accuracy" in task.metrics:
+        scores["accuracy"] = counts[0] / max(counts[1], 1)
+    for key, metric in own.items():
+        scores[key] = _number(key, metric(torch.cat(outputs), targets))
+    return scores
 
 
 def _number(key: str, value: object) -> float:

@@ -48,6 +48,20 @@ class PruningBroadcast:
 
 
 @dataclass(frozen=True)
+class EvalBroadcast(WireRecord):
+    """A federated evaluation's broadcast (``task.federated_eval_clients``): the global
+    weights to score and, under ``model.buffers`` aggregate or recalibrate, the global
+    running statistics."""
+
+    round_index: int
+    mask_version: int
+    weights: torch.Tensor  # float32, the d trained coordinates (read-only on arrival)
+    statistics: torch.Tensor | None = None
+
+    BORROWED: ClassVar[tuple[str, ...]] = ("weights",)
+
+
+@dataclass(frozen=True)
 class TrainReply(WireRecord):
     """A client's round: its upload and the figures the simulator attaches."""
 
@@ -77,6 +91,19 @@ class TrainReply(WireRecord):
         if self.statistics is not None:
             tensors = [*tensors, self.statistics]
         return math.isfinite(self.base_loss) and all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+@dataclass(frozen=True)
+class EvalReply(WireRecord):
+    """A client's score of the global model on its held-out data: ``loss`` (the mean
+    per-sample loss) and the task's metrics, each over its ``num_samples`` held-out samples."""
+
+    client_id: int
+    num_samples: int
+    scores: dict[str, float]
+    flops: int
+    upload_bytes: int
+    download_bytes: int
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from fpzo_ray.sim.messages import (
     ClientFailure,
+    EvalBroadcast,
+    EvalReply,
     MaskBroadcast,
     PruningBroadcast,
     PruningReply,
@@ -21,8 +23,8 @@ from fpzo_ray.sim.messages import (
     TrainReply,
 )
 
-Reply = TrainReply | PruningReply | ClientFailure
-Broadcast = TrainBroadcast | PruningBroadcast
+Reply = TrainReply | PruningReply | EvalReply | ClientFailure
+Broadcast = TrainBroadcast | PruningBroadcast | EvalBroadcast
 
 
 @dataclass(frozen=True)

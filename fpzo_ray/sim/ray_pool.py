@@ -30,7 +30,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
-from fpzo_ray.sim.messages import ClientFailure, MaskBroadcast, TrainBroadcast
+from fpzo_ray.sim.messages import ClientFailure, EvalBroadcast, MaskBroadcast, TrainBroadcast
 from fpzo_ray.sim.pool import Broadcast, FailureCounts, Reply, RoundReport, RoundTiming, by_client
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ class RayWorkerPool:
         # Ray copies a small argument into each call (cheaper than an object-store round
         # trip: 0.5 against 1.2 ms for two calls here) and puts a large one in the store once
         # per call: put it once for every worker.
-        small = isinstance(broadcast, TrainBroadcast) and broadcast.weights.nbytes < INLINE_BYTES
+        small = (
+            isinstance(broadcast, TrainBroadcast | EvalBroadcast)
+            and broadcast.weights.nbytes < INLINE_BYTES
+        )
         broadcast_ref = broadcast if small else ray.put(broadcast)
         pending = {
             self._submit(i, mask, broadcast_ref, chunk): (i, chunk, 0)

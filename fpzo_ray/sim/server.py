@@ -32,14 +32,22 @@ from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.failure import RunFailed
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.models.statistics import read_statistics
-from fpzo_ray.protocol import round_participants
+from fpzo_ray.protocol import evaluation_participants, round_participants
 from fpzo_ray.pruning import Mask
 from fpzo_ray.pruning.connectivity import check_connectivity
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.sim.checkpoint import CheckpointError, run_key
 from fpzo_ray.sim.devices import ClientDevices, reachable
 from fpzo_ray.sim.evaluation import Evaluator
-from fpzo_ray.sim.messages import MaskBroadcast, PruningReply, TrainBroadcast, TrainReply
+from fpzo_ray.sim.federated_evaluation import federated_figures
+from fpzo_ray.sim.messages import (
+    EvalBroadcast,
+    EvalReply,
+    MaskBroadcast,
+    PruningReply,
+    TrainBroadcast,
+    TrainReply,
+)
 from fpzo_ray.sim.placement import server_device
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
@@ -258,7 +266,7 @@ class FederatedServer:
             tally.unavailable(client)
         contributions, weights, statistics = [], [], []
         for reply in report.replies:
-            assert not isinstance(reply, PruningReply)  # a training round's replies
+            assert not isinstance(reply, PruningReply | EvalReply)  # a training round's
             if tally.accept(reply, isinstance(reply, TrainReply) and reply.is_finite()):
                 assert isinstance(reply, TrainReply)
                 contributions.append(self._contribution(reply, round_index, start))
@@ -299,6 +307,8 @@ class FederatedServer:
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:
             metrics.update(self.evaluate())
+            if cfg.task.federated_eval_clients:
+                metrics.update(self._federated_evaluation(round_index))
             target = cfg.training.target_accuracy
             if (
                 target > 0
@@ -416,6 +426,37 @@ class FederatedServer:
     def evaluate(self) -> dict[str, float]:
         """The global model (EMA weights when on) on the validation and test splits."""
         return self.evaluator.evaluate(self.global_flat_weights(), self.statistics)
+
+    def _federated_evaluation(self, round_index: int) -> dict[str, float]:
+        """The global model (the weights :meth:`evaluate` scored) scored by the clients of
+        ``evaluation_participants`` on their held-out data (``sim.federated_evaluation``),
+        sent the global statistics where ``model.buffers`` has any. With Ray, their calls
+        queue behind the next round's, already submitted, on the same workers."""
+        policy = self.evaluator.buffers
+        statistics = {"aggregate": self.statistics, "recalibrate": self.evaluator.recalibrated}
+        broadcast = EvalBroadcast(
+            round_index,
+            self.mask_version,
+            self.optimizer.eval_weights.detach().clone(),
+            statistics.get(policy),
+        )
+        report = self.pool.run(
+            MaskBroadcast(self.mask_version, self.mask.prunable_kept),
+            broadcast,
+            evaluation_participants(self.cfg, round_index),
+        )
+        devices = self.devices
+        metrics, cost, records = federated_figures(
+            report.replies,
+            round_index + 1,
+            lambda c: devices.profile(c).name if devices is not None else None,
+        )
+        self.client_records.extend(records)
+        for key, value in cost.items():
+            total = f"cumulative_{key}"
+            self.totals[total] = self.totals.get(total, 0) + value
+            metrics[total] = self.totals[total]
+        return metrics
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.client_records)
