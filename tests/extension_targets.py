@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fpzo_ray.algorithms.bp_fedavg import BPFedAvg
 from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
-from fpzo_ray.config import setting
 from fpzo_ray.data import from_arrays
 from fpzo_ray.pruning.methods import SaliencyInputs
 from fpzo_ray.zo.difference import DifferenceScheme
@@ -171,23 +168,6 @@ def _nan_on_clients() -> Any:
 
 #: A federated saliency (each sampled client computes it) that gives NaN.
 NAN_ON_CLIENTS = _nan_on_clients()
-
-
-@dataclass(frozen=True)
-class ProxParams:
-    mu: float = setting(0.01, ge=0.0, doc="weight of the proximal term mu/2 |w - w_start|^2")
-
-
-class FedProx(BPFedAvg):
-    """docs/EXTENDING.md's FedProx: BP FedAvg with the proximal term in each local step."""
-
-    label = "FedProx"
-    Params = ProxParams
-
-    def local_gradient(
-        self, gradient: torch.Tensor, weights: torch.Tensor, start: torch.Tensor
-    ) -> torch.Tensor:
-        return gradient + self.params.mu * (weights - start)
 
 
 def linear_regression(

@@ -23,6 +23,7 @@ from fpzo_ray.preflight import preflight
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.server import FederatedServer
+from fpzo_ray.sweep_spec import load_sweep
 
 EXAMPLES = ROOT / "examples"
 #: Run as Ray jobs here, one per seam the job's working directory must carry to the workers:
@@ -45,6 +46,25 @@ def example(monkeypatch):
         return yaml.safe_load((EXAMPLES / name / "sweep.yaml").read_text())
 
     return open_example
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in EXAMPLES.glob("*/sweep.yaml")))
+def test_every_example_sweep_file_loads_and_validates(example, name):
+    """Every trial configuration of every example, validated as the sweep does before any
+    work (its own modules imported from the example's folder)."""
+    example(name)
+    assert load_sweep(EXAMPLES / name / "sweep.yaml").validated_configs()
+
+
+def test_the_fedprox_example_compares_mu_values_fairly(example):
+    """One search of the client rate per mu, on validation, then fresh seeds: the same
+    tuning effort for FedAvg (mu = 0) and each FedProx."""
+    spec = load_sweep(EXAMPLES / "fedprox" / "sweep.yaml")
+    example("fedprox")
+    assert spec.study is not None and spec.study.seeds >= 3
+    assert spec.search is not None and spec.search.metric == "val_accuracy"
+    mus = sorted(spec.run_config(c, {})["training"]["args"]["mu"] for c in spec.cells())
+    assert mus[0] == 0.0 and len(mus) == 4
 
 
 def _server(raw: dict, rounds: int) -> FederatedServer:

@@ -277,9 +277,9 @@ def test_a_plain_function_saliency_is_the_servers_and_bills_no_client():
     assert summary["pruning_download_bytes"] == 0
 
 
-def test_fedprox_as_the_docs_write_it_pulls_the_local_steps_toward_the_broadcast_weights():
-    """``local_gradient`` is BP FedAvg's one hook for a variant: mu = 0 is FedAvg exactly, and
-    a proximal term shortens every client's update."""
+def test_the_fedprox_example_pulls_the_local_steps_toward_the_broadcast_weights(monkeypatch):
+    """examples/fedprox: ``local_gradient`` is BP FedAvg's one hook for a variant: mu = 0 is
+    FedAvg exactly, and a proximal term shortens every client's update."""
     from fpzo_ray.sim.client import ClientRuntime
     from fpzo_ray.sim.in_process import InProcessPool
     from fpzo_ray.sim.server import FederatedServer
@@ -310,9 +310,10 @@ def test_fedprox_as_the_docs_write_it_pulls_the_local_steps_toward_the_broadcast
         return [r.upload.dense_update for r in replies]
 
     fedavg = first_round_updates("bp")
-    same = first_round_updates(f"{T}:FedProx", mu=0.0)
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "fedprox"))
+    same = first_round_updates("fedprox:FedProx", mu=0.0)
     assert all(torch.equal(a, b) for a, b in zip(fedavg, same))
-    pulled = first_round_updates(f"{T}:FedProx", mu=1.0)
+    pulled = first_round_updates("fedprox:FedProx", mu=1.0)
     assert all(p.norm() < 0.9 * a.norm() for p, a in zip(pulled, fedavg))
 
 
