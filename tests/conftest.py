@@ -111,8 +111,14 @@ def ray_session():
             include_dashboard=False,
             log_to_driver=False,
         )
+    from fpzo_ray.sim.ray_session import remove_session_folder, session_folder
+
+    folder = session_folder()
     yield ray
-    ray.shutdown()
+    if folder is None:
+        ray.shutdown()
+    else:  # the tests leave nothing in the temp folder either
+        remove_session_folder(folder)
 
 
 @pytest.fixture(scope="session")

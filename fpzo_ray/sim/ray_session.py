@@ -124,20 +124,26 @@ def _remove_session_folder_at_exit() -> None:
     temp folder (``<temp>/ray/session_*``: its sockets and logs, tens of MB a day of runs):
     a run leaves nothing behind. What went wrong is in the run's own ``error.log`` and MLflow;
     ``FPZO_KEEP_RAY_SESSION=1`` keeps Ray's logs."""
-    if os.environ.get(KEEP_RAY_SESSION_ENV):
-        return
+    folder = session_folder()
+    if folder is not None and not os.environ.get(KEEP_RAY_SESSION_ENV):
+        atexit.register(remove_session_folder, folder)
+
+
+def session_folder() -> Path | None:
+    """The session folder of the Ray this process started or joined (None where Ray's
+    private layout changed: the folder is then left in place)."""
     try:
         from ray._private import worker
 
         node: Any = worker._global_node
-        folder = Path(node.get_session_dir_path())
+        return Path(node.get_session_dir_path())
     except Exception as exc:  # noqa: BLE001 - Ray's private layout changed: keep the folder
         log.debug("the Ray session folder is left in place (%s)", exc)
-        return
-    atexit.register(_remove_session_folder, folder)
+        return None
 
 
-def _remove_session_folder(folder: Path) -> None:
+def remove_session_folder(folder: Path) -> None:
+    """Shut this process's Ray down and remove the session folder its local Ray made."""
     import ray
 
     now_stopping()  # exiting: a stop signal now must not cut Ray's shutdown (or Ray's own) short
