@@ -96,6 +96,7 @@ def init_ray() -> None:
         return
     address = cluster_address()
     if address is None:
+        _choose_auth_mode()
         with _ray_processes_in_sessions_of_their_own():
             ray.init(address="local", include_dashboard=False)
         _started_here = True
@@ -113,6 +114,20 @@ def init_ray() -> None:
             flush=True,
         )
     install_stop_handlers()  # ray.init replaces the SIGTERM handler with one that exits
+
+
+def _choose_auth_mode() -> None:
+    """Ray 2.60 turns token authentication on for a new local instance when
+    ``RAY_AUTH_MODE`` is unset, and warns that it did. The mode is chosen here instead (token,
+    Ray's own secure default, unless the user set one), so a run prints nothing the user
+    caused nothing for; Ray's configuration, read when Ray was imported, is read again as
+    Ray itself does when it makes that choice."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config  # type: ignore[attr-defined]
+
+    Config.initialize("")
 
 
 #: Set (to anything) to keep the session folder of the local Ray (its logs) after the exit.
