@@ -12,8 +12,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from fpzo_ray.artifacts import STOPPED_MARKER
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.study.summary import STOPPED_MARKER
 from fpzo_ray.task import evaluation_parts
 from fpzo_ray.tracking import trial_storage
 

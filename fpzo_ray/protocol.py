@@ -16,8 +16,7 @@ from fpzo_ray.config import RunConfig
 from fpzo_ray.registry import DIFFERENCE_SCHEMES, DIRECTION_KINDS
 from fpzo_ray.seeding import Purpose, derive_seed
 from fpzo_ray.zo import perturbation_seeds
-from fpzo_ray.zo.client_update import ZOUpdateSpec
-from fpzo_ray.zo.estimator import EstimatorSpec
+from fpzo_ray.zo.estimator import EstimatorSpec, ZOUpdateSpec
 
 
 def sample_clients(

@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from fpzo_ray.artifacts import CLIENTS_FILE, CONFIG_FILE, RUN_ID_FILE
 from fpzo_ray.config import (
     ConfigError,
     RunConfig,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
     from fpzo_ray.storage import Storage
     from fpzo_ray.tracking import MLflowTracker
 
-CONFIG_FILE = "config.yaml"
-RUN_ID_FILE = "mlflow_run_id"
 KEEP_CHECKPOINTS = 2
 #: A round without an evaluation prints a line when it is the run's first, or when this
 #: many seconds passed since the last line: the run says it is alive and how far it is.
@@ -85,7 +84,8 @@ class RunFolder:
         return sorted(self.path.glob("checkpoint_*"), reverse=True)
 
     def save(self, state: dict[str, Any]) -> None:
-        from fpzo_ray.sim.checkpoint import STATE_FILE, save_server_state
+        from fpzo_ray.artifacts import STATE_FILE
+        from fpzo_ray.sim.checkpoint import save_server_state
 
         save_server_state(state, self.path / f"checkpoint_{state['rounds_done']:06d}" / STATE_FILE)
         for old in self.checkpoints()[KEEP_CHECKPOINTS:]:
@@ -95,7 +95,7 @@ class RunFolder:
     def config(self) -> RunConfig:
         """The run's configuration, once the files that decide what a resumed run does are
         checked to be signed by this user (``signing``): its import paths run code."""
-        from fpzo_ray.report.sources import TRACKING_FILE
+        from fpzo_ray.artifacts import TRACKING_FILE
         from fpzo_ray.signing import verify
 
         if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
@@ -232,7 +232,8 @@ def _resumed_folder(
 
 
 def _recorded_tracking_uri(folder: RunFolder) -> str | None:
-    from fpzo_ray.report.sources import TRACKING_FILE, read_text
+    from fpzo_ray.artifacts import TRACKING_FILE
+    from fpzo_ray.report.sources import read_text
 
     return read_text(folder.path / TRACKING_FILE)
 
@@ -283,7 +284,7 @@ def _open_store(
     """Open the store and start the run (a new run) or reopen it (``run_name`` empty: a
     resumed run). Runs on a thread of its own while Ray and the actors start: importing
     MLflow and checking the store's schema take 1-3 s here, as long as Ray's start."""
-    from fpzo_ray.report.sources import TRACKING_FILE
+    from fpzo_ray.artifacts import TRACKING_FILE
     from fpzo_ray.signing import sign
     from fpzo_ray.tracking import MLflowTracker
 
@@ -314,8 +315,9 @@ def _run(
     round is reported (:class:`_StartupGC`)."""
     import yaml
 
+    from fpzo_ray.artifacts import MODEL_FILE
     from fpzo_ray.failure import root_cause, run_failure, save_traceback, stopped_on_error
-    from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
+    from fpzo_ray.models.pruned import save_pruned
     from fpzo_ray.signing import sign
     from fpzo_ray.sim.federation import run_federated
     from fpzo_ray.sim.ray_session import init_ray, stop_local_ray
@@ -330,7 +332,7 @@ def _run(
         folder = RunFolder(LocalCopy(storage.child(name), (results_dir / "runs" / name).resolve()))
         (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         sign(folder.path, [CONFIG_FILE])
-    elif (folder.path / "clients.csv").is_file():
+    elif (folder.path / CLIENTS_FILE).is_file():
         print(f"The run in {folder.location} finished every round: nothing to resume.")
         return 0
     else:
@@ -436,8 +438,8 @@ def _run(
         run = opened()
         run.tracker.flush()
         save_pruned(result.model, folder.path / MODEL_FILE)
-        _write_records(result.records, folder.path / "clients.csv")
-        for name in ("clients.csv", CONFIG_FILE, MODEL_FILE):
+        _write_records(result.records, folder.path / CLIENTS_FILE)
+        for name in (CLIENTS_FILE, CONFIG_FILE, MODEL_FILE):
             run.tracker.log_artifact(run.run_id, folder.path / name)
         log_run_figures(run.tracker, run.run_id, cfg, folder.path)
         folder.push()

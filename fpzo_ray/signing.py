@@ -33,11 +33,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from fpzo_ray.artifacts import CONFIG_FILE, RUN_ID_FILE, SIGNATURES_FILE, SPEC_FILE, TRACKING_FILE
 from fpzo_ray.config import ConfigError
 from fpzo_ray.storage import Storage, open_storage
 
 KEY_ENV = "FPZO_SIGNING_KEY_FILE"
-SIGNATURES_FILE = "fpzo_signatures.json"
 #: Versions of a file whose signatures are kept (newest first).
 KEEP_VERSIONS = 3
 
@@ -208,16 +208,13 @@ def state_files(folder: Storage) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fpzo_ray.signing FOLDER...``: sign what each folder holds as it is."""
-    from fpzo_ray.report.sources import TRACKING_FILE
-    from fpzo_ray.sweep_spec import SPEC_FILE
-
     folders = list(argv if argv is not None else sys.argv[1:])
     if not folders:
         print("usage: python -m fpzo_ray.signing FOLDER...", file=sys.stderr)
         return 2
     for location in folders:
         folder = open_storage(location, "FOLDER")
-        driver_files = ["config.yaml", "mlflow_run_id", SPEC_FILE, TRACKING_FILE]
+        driver_files = [CONFIG_FILE, RUN_ID_FILE, SPEC_FILE, TRACKING_FILE]
         sign(folder, driver_files + state_files(folder))
         for phase in ("grid", "search", "repeat"):
             if folder.exists(phase):

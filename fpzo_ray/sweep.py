@@ -36,6 +36,14 @@ from typing import Any
 
 import pandas as pd
 
+from fpzo_ray.artifacts import (
+    ENVIRONMENT_FILE,
+    PARENT_RUN_FILE,
+    SELECTION_FILE,
+    SPEC_FILE,
+    TIMING_FILE,
+    TRACKING_FILE,
+)
 from fpzo_ray.config import (
     ConfigError,
     config_from_dict,
@@ -45,12 +53,7 @@ from fpzo_ray.config import (
 )
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.report.sources import (
-    ENVIRONMENT_FILE,
     EXPERIMENT_TAG,
-    PARENT_RUN_FILE,
-    SELECTION_FILE,
-    TIMING_FILE,
-    TRACKING_FILE,
     SweepRecord,
     read_json,
     read_selections,
@@ -76,7 +79,6 @@ from fpzo_ray.study.summary import Selection, TrialFigures, json_ready, select, 
 from fpzo_ray.study.tables import summary_table, summary_view, trial_table
 from fpzo_ray.sweep_spec import (
     DEFAULT_SWEEP,
-    SPEC_FILE,
     SweepSpec,
     TrialPlan,
     find_sweep_file,
@@ -226,7 +228,7 @@ def _trial_state(
     scheduler), ERROR, INTERRUPTED (it started, then the sweep stopped) or NOT_STARTED.
     ``seen``: what the MLflow callback saw of it in this session (the rounds it logged,
     whether Tune ended it), None when it did not start here."""
-    from fpzo_ray.study.summary import STOPPED_MARKER
+    from fpzo_ray.artifacts import STOPPED_MARKER
 
     if result is not None and result.error:
         return "ERROR"

@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from fpzo_ray.artifacts import SPEC_FILE
 from fpzo_ray.config import (
     ConfigError,
     RunConfig,
@@ -65,7 +66,6 @@ from fpzo_ray.config import (
 from fpzo_ray.study.search_space import SearchSpace, parse_space
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
-SPEC_FILE = "fpzo_sweep.yaml"  # the resolved spec, saved in the sweep's experiment folder
 SWEEP_KEYS = (
     "name",
     "description",

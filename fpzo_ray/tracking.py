@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fpzo_ray.artifacts import CLIENTS_FILE, CONFIG_FILE, MODEL_FILE
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, flatten, params_of
 from fpzo_ray.failure import error_summary
 from fpzo_ray.mlflow_writer import StoreWriter
@@ -38,7 +39,7 @@ from fpzo_ray.storage import Storage, folder_on
 log = logging.getLogger(__name__)
 
 #: Files a run writes into its trial folder that are logged as artifacts at its end.
-RUN_ARTIFACTS = ("clients.csv", "config.yaml", "model.pt")
+RUN_ARTIFACTS = (CLIENTS_FILE, CONFIG_FILE, MODEL_FILE)
 #: Key of the one-off setup figures (pruning summary) in the first reported result.
 SETUP_KEY = "setup"
 #: Reported result keys that are bookkeeping, not metrics.

@@ -26,10 +26,11 @@ import pandas as pd
 import yaml
 from ray import tune
 
+from fpzo_ray.artifacts import CLIENTS_FILE, MODEL_FILE, STATE_FILE
 from fpzo_ray.config import RunConfig, config_from_dict, config_to_dict
 from fpzo_ray.logs import configure as configure_logging
-from fpzo_ray.models.pruned import MODEL_FILE, save_pruned
-from fpzo_ray.sim.checkpoint import STATE_FILE, newest_readable, save_server_state
+from fpzo_ray.models.pruned import save_pruned
+from fpzo_ray.sim.checkpoint import newest_readable, save_server_state
 from fpzo_ray.sim.federation import run_federated
 from fpzo_ray.storage import Storage, folder_on
 
@@ -95,5 +96,5 @@ def federated_trial(config: dict[str, Any]) -> None:
     result = run_federated(cfg, _report, resume_state=_restored_state(cfg))
     with tempfile.TemporaryDirectory() as local:
         save_pruned(result.model, Path(local) / MODEL_FILE)
-        pd.DataFrame(result.records).to_csv(Path(local) / "clients.csv", index=False)
+        pd.DataFrame(result.records).to_csv(Path(local) / CLIENTS_FILE, index=False)
         folder.upload(Path(local))  # before the trial ends: the driver logs them then

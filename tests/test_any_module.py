@@ -35,7 +35,8 @@ from fpzo_ray.zo import (
     loss_differences,
     perturbation_seeds,
 )
-from fpzo_ray.zo.client_update import ZOUpdateSpec, ZOWorkspace, zo_client_update
+from fpzo_ray.zo.client_update import ZOWorkspace, zo_client_update
+from fpzo_ray.zo.estimator import ZOUpdateSpec
 from fpzo_ray.zo.layerwise import (
     blocks_for,
     layerwise_differences,

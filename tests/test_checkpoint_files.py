@@ -23,10 +23,10 @@ import pytest
 import torch
 import yaml
 
+from fpzo_ray.artifacts import STATE_FILE
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import make_partition
 from fpzo_ray.sim.checkpoint import (
-    STATE_FILE,
     CheckpointError,
     load_server_state,
     newest_readable,

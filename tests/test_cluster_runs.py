@@ -34,8 +34,9 @@ from studies import (
     stop_head,
 )
 
+from fpzo_ray.artifacts import STATE_FILE
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
-from fpzo_ray.sim.checkpoint import STATE_FILE, load_server_state
+from fpzo_ray.sim.checkpoint import load_server_state
 from fpzo_ray.tracking import MLflowTracker
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # its own Ray, in subprocesses

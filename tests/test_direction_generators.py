@@ -15,7 +15,7 @@ from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.cache import CACHE_ENV
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo import perturbation as P
-from fpzo_ray.zo import philox, philox_kernels
+from fpzo_ray.zo import philox, philox_build, philox_kernels
 from fpzo_ray.zo.difference import FORWARD
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
 from fpzo_ray.zo.perturbation import (
@@ -144,10 +144,10 @@ def test_a_package_another_process_builds_is_awaited_not_rebuilt(monkeypatch, tm
     monkeypatch.setattr(philox_kernels, "_loaded", {})
     lock = philox_kernels.package_path(philox.RADEMACHER, torch.float32).with_suffix(".lock")
     lock.write_text(f"{socket.gethostname()} {os.getppid()}")  # a live builder
-    assert philox_kernels.build(philox.RADEMACHER, torch.float32) is False
+    assert philox_build.build(philox.RADEMACHER, torch.float32) is False
     assert lock.exists() and philox_kernels.load(philox.RADEMACHER, torch.float32) is None
     lock.write_text(f"elsewhere {os.getppid()}")  # another host's, recent
-    assert philox_kernels._stale(lock) is False
+    assert philox_kernels.stale_lock(lock) is False
 
 
 def test_the_lock_of_a_builder_that_died_is_stale(tmp_path):
@@ -155,11 +155,11 @@ def test_the_lock_of_a_builder_that_died_is_stale(tmp_path):
     dead.wait()
     lock = tmp_path / "x.lock"
     lock.write_text(f"{socket.gethostname()} {dead.pid}")
-    assert philox_kernels._stale(lock)
+    assert philox_kernels.stale_lock(lock)
     lock.write_text(f"elsewhere {dead.pid}")
     old = time.time() - philox_kernels.STALE_LOCK_SECONDS - 1
     os.utime(lock, (old, old))
-    assert philox_kernels._stale(lock)
+    assert philox_kernels.stale_lock(lock)
 
 
 def test_a_failed_build_leaves_the_fills_eager_and_its_reason_in_the_log(monkeypatch, tmp_path):

@@ -16,9 +16,9 @@ import pytest
 import torch
 import yaml
 
+from fpzo_ray.artifacts import STATE_FILE
 from fpzo_ray.config import MAX_DEPTH, MAX_FILE_BYTES, ConfigError
 from fpzo_ray.sim.checkpoint import (
-    STATE_FILE,
     CheckpointError,
     load_server_state,
     newest_readable,

@@ -114,7 +114,7 @@ def test_a_run_folder_whose_config_was_not_signed_is_refused_before_its_import(k
 def test_a_crafted_tuner_pickle_is_refused_before_it_is_unpickled(key, tmp_path):
     """A sweep's experiment folder, its sweep file signed, with a ``tuner.pkl`` put there by
     someone else: ``--resume`` names it, and the pickle never runs."""
-    from fpzo_ray.sweep_spec import SPEC_FILE
+    from fpzo_ray.artifacts import SPEC_FILE
 
     marker = tmp_path / "pwned"
     experiment = tmp_path / "results" / "ray_results" / "crafted_20260101-000000"

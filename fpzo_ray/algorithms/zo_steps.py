@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from fpzo_ray.accounting import update_flops, zo_vector_flops
 from fpzo_ray.algorithms.base import Batches, ClientModel
-from fpzo_ray.zo.client_update import ZOClientResult, ZOUpdateSpec, zo_client_update
+from fpzo_ray.zo.client_update import ZOClientResult, zo_client_update
+from fpzo_ray.zo.estimator import ZOUpdateSpec
 
 
 def run_zo_steps(

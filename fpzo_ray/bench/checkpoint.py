@@ -194,8 +194,8 @@ BENCH_BUCKET = "fpzo-bench"
 def _storage_cost(state: dict[str, Any], passes: int, endpoint: str | None) -> dict[str, Any]:
     """One checkpoint persisted to and read back from a local path and an S3 endpoint, in
     interleaved passes (see the module docstring)."""
+    from fpzo_ray.artifacts import STATE_FILE
     from fpzo_ray.bench.timing import PassRatios
-    from fpzo_ray.sim.checkpoint import STATE_FILE
     from fpzo_ray.storage import open_storage
 
     with contextlib.ExitStack() as stack:

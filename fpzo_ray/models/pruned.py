@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 FORMAT = "fpzo_ray.pruned_model/1"
-MODEL_FILE = "model.pt"  # its name in a trial or run folder and among the run's artifacts
 
 
 def pruned_state(
@@ -67,7 +66,8 @@ def save_pruned(state: Mapping[str, Any], path: str | Path) -> Path:
 def load_pruned(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the ``nn.Module`` saved by a run (see the module docstring), in eval mode."""
     from fpzo_ray.config import config_from_dict
-    from fpzo_ray.models import bind_flat_buffer, build_model
+    from fpzo_ray.models.build import build_model
+    from fpzo_ray.models.flat import bind_flat_buffer
 
     state = torch.load(path, weights_only=True, map_location="cpu")
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -48,12 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a wrong server address fails in seconds, not after MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from fpzo_ray.artifacts import TRACKING_FILE
     from fpzo_ray.failure import root_cause
     from fpzo_ray.report.document import write_report
     from fpzo_ray.report.publish import log_report
     from fpzo_ray.report.sources import (
         STORAGE_SCHEMES,
-        TRACKING_FILE,
         fetch_experiment,
         read_text,
         record_from_folder,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from fpzo_ray.artifacts import CLIENTS_FILE
 from fpzo_ray.config import RunConfig
 from fpzo_ray.report.document import FIGURES_DIR, ReportFiles
 from fpzo_ray.report.plotting import save_figures
@@ -33,7 +34,7 @@ def write_run_figures(client: Any, run_id: str, cfg: RunConfig, folder: Path) ->
     under ``figures/``."""
     history = run_history(client, run_id, HISTORY_KEYS)
     setup = run_setup(client.get_run(run_id).data.params)
-    records = folder / "clients.csv"
+    records = folder / CLIENTS_FILE
     clients = (
         pd.read_csv(records) if records.is_file() and records.stat().st_size else pd.DataFrame()
     )

@@ -23,17 +23,19 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fpzo_ray.artifacts import (
+    ENVIRONMENT_FILE,
+    PARENT_RUN_FILE,
+    SELECTION_FILE,
+    SPEC_FILE,
+    STOPPED_MARKER,
+    TIMING_FILE,
+)
 from fpzo_ray.config import ConfigError, config_from_dict
-from fpzo_ray.study.summary import STOPPED_MARKER, Selection, TrialFigures, trial_figures
+from fpzo_ray.study.summary import Selection, TrialFigures, trial_figures
 from fpzo_ray.study.tables import final_trials, summary_table, trial_table
-from fpzo_ray.sweep_spec import SPEC_FILE, SweepSpec, TrialPlan, load_saved_spec, parse_sweep
+from fpzo_ray.sweep_spec import SweepSpec, TrialPlan, load_saved_spec, parse_sweep
 
-SELECTION_FILE = "selection.json"
-ENVIRONMENT_FILE = "environment.json"
-TIMING_FILE = "timing.json"
-PARENT_RUN_FILE = "mlflow_parent_run_id"
-#: The MLflow tracking URI the sweep logs to: a resumed sweep logs there too.
-TRACKING_FILE = "mlflow_tracking_uri"
 #: The parent run's artifact holding the sweep file (with ``--set`` applied).
 SPEC_ARTIFACT = "sweep.yaml"
 #: Tag of a child run: its trial plan without the run configuration (JSON).

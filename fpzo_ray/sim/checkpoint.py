@@ -32,10 +32,10 @@ from typing import Any, TypeGuard
 
 import torch
 
+from fpzo_ray.artifacts import STATE_FILE
 from fpzo_ray.config import RunConfig, config_to_dict
 
 log = logging.getLogger(__name__)
-STATE_FILE = "server_state.pt"
 
 # What ``FederatedServer.state_dict`` writes. ``algorithm``, ``empty_rounds``, ``run_key`` and
 # ``statistics`` may be missing: checkpoints from before them lack them (read as ``{}``, 0,

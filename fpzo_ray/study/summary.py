@@ -26,8 +26,6 @@ from fpzo_ray.study.statistics import (
     value_at_budget,
 )
 
-#: A file in a trial's folder that says a scheduler stopped it early (not an interruption).
-STOPPED_MARKER = "stopped_early"
 #: Default accuracy-at-budget points, as fractions of the cheapest cell's mean client FLOPs.
 DEFAULT_BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
 

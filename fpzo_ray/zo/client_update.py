@@ -23,8 +23,8 @@ from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
 from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.dropout import dropout_layers, dropout_off
 from fpzo_ray.zo.estimator import (
-    EstimatorSpec,
     ZOResult,
+    ZOUpdateSpec,
     estimate_from_differences,
     loss_differences,
 )
@@ -45,23 +45,6 @@ if TYPE_CHECKING:
     from fpzo_ray.zo.compiled import CompiledForwards
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ZOUpdateSpec:
-    """Everything about one ZO client step that client and server must agree on (the number
-    of steps is the length of the seed lists; ``protocol.zo_update_spec`` builds it)."""
-
-    estimator: EstimatorSpec
-    num_perturbations: int = 20  # K: the seeds of a step are this many
-    perturbation_scope: str = "full"  # full | layerwise
-    batching: str = "auto"  # auto | loop | vmap | batched (auto: ``zo.auto_batching``)
-    chunk_size: int = 0  # batched / vmap: models per stacked pass (0: all)
-    client_lr: float = 0.01
-    client_momentum: float = 0.0
-    clip_inf_norm: float = 0.0
-    microbatch_size: int = 0  # 0: the whole batch in one forward pass
-    dropout: str = "off"  # off | same_mask | independent (``zo.dropout``)
 
 
 @dataclass

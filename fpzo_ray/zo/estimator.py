@@ -98,6 +98,23 @@ class EstimatorSpec:
 
 
 @dataclass(frozen=True)
+class ZOUpdateSpec:
+    """Everything about one ZO client step that client and server must agree on (the number
+    of steps is the length of the seed lists; ``protocol.zo_update_spec`` builds it)."""
+
+    estimator: EstimatorSpec
+    num_perturbations: int = 20  # K: the seeds of a step are this many
+    perturbation_scope: str = "full"  # full | layerwise
+    batching: str = "auto"  # auto | loop | vmap | batched (auto: ``zo.auto_batching``)
+    chunk_size: int = 0  # batched / vmap: models per stacked pass (0: all)
+    client_lr: float = 0.01
+    client_momentum: float = 0.0
+    clip_inf_norm: float = 0.0
+    microbatch_size: int = 0  # 0: the whole batch in one forward pass
+    dropout: str = "off"  # off | same_mask | independent (``zo.dropout``)
+
+
+@dataclass(frozen=True)
 class ZOResult:
     """One ZO step: the loss at the start, the K differences, the client's estimate."""
 

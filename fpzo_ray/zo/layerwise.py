@@ -22,17 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout
 from fpzo_ray.models.staged import StagedModel
-from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, accumulate
-
-if TYPE_CHECKING:
-    from fpzo_ray.zo.client_update import ZOUpdateSpec
+from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, ZOUpdateSpec, accumulate
 
 #: The start of every error about a model the layer-wise scope cannot run.
 NEEDS_STAGES = (

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from fpzo_ray.cache import cache_dir, keep_inductor_headers_in_cache
+from fpzo_ray.cache import cache_dir
 
 #: A build lock older than this belongs to a process that died while building.
 STALE_LOCK_SECONDS = 600.0
@@ -121,52 +121,7 @@ def check_flags() -> None:
         )
 
 
-def build(kind: str, dtype: torch.dtype) -> bool:
-    """Build the package of ``kind`` and ``dtype`` in this process unless it exists; False
-    when another process is building it (its lock is fresh). Raises what compiling raised.
-    Run it in a process of its own (:func:`start_build`), never beside other torch work."""
-    import torch._inductor
-
-    from fpzo_ray.zo import philox
-
-    keep_inductor_headers_in_cache()
-
-    path = package_path(kind, dtype)
-    if path.is_file():
-        return True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_suffix(".lock")
-    try:
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        if not _stale(lock):
-            return False
-        lock.unlink(missing_ok=True)  # its builder died: take over
-        return build(kind, dtype)
-    os.write(descriptor, f"{socket.gethostname()} {os.getpid()}".encode())
-    os.close(descriptor)
-    try:
-        check_flags()
-
-        class TileRows(torch.nn.Module):
-            def forward(self, params: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-                return philox._tile_rows(params, blocks.shape[0], kind, dtype, params.device)
-
-        example = (torch.zeros(philox.NUM_PARAMS, 2, 1, dtype=torch.int64), torch.empty(512, 0))
-        seeds = torch.export.Dim("seeds", min=1, max=1 << 24)
-        blocks = torch.export.Dim("blocks", min=1, max=1 << 40)
-        program = torch.export.export(
-            TileRows(), example, dynamic_shapes=({1: seeds}, {0: blocks}), strict=False
-        )
-        partial = path.with_suffix(f".{os.getpid()}.partial.pt2")
-        torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
-        os.replace(partial, path)  # atomic: readers see no half-written package
-    finally:
-        lock.unlink(missing_ok=True)
-    return True
-
-
-def _stale(lock: Path) -> bool:
+def stale_lock(lock: Path) -> bool:
     """Whether the builder holding ``lock`` is gone: a process of this host that no longer
     runs (killed while building), or a lock older than
     ``STALE_LOCK_SECONDS`` (a builder on another host sharing the folder)."""
@@ -190,7 +145,7 @@ def _stale(lock: Path) -> bool:
 
 #: What a build process runs (``-c``, not ``-m``: the package imports this module first).
 _BUILD = (
-    "import sys, torch; from fpzo_ray.zo.philox_kernels import build; "
+    "import sys, torch; from fpzo_ray.zo.philox_build import build; "
     "build(sys.argv[1], getattr(torch, sys.argv[2]))"
 )
 #: Starts its arguments as a process of their own and exits: the builder is then nobody's
@@ -246,7 +201,7 @@ def kernel(kind: str, dtype: torch.dtype) -> Kernel:
         found = load(kind, dtype)
         if found is not None:
             return found
-        if lock.exists() and not _stale(lock):
+        if lock.exists() and not stale_lock(lock):
             time.sleep(1.0)  # another process is building it
             continue
         returncode = start_build(kind, dtype).wait()
