@@ -409,7 +409,7 @@ class PruningConfig:
         doc="none (the paper's): kept weights start as initialised; fan_in: multiplied by "
         "1/sqrt(their layer's density), so the layer's output variance at initialisation "
         "matches the dense layer's (an ablation: no significant gain once the learning "
-        "rate is tuned, see README)",
+        "rate is tuned, see docs/benchmarks.md)",
     )
     iterations: int = setting(
         10, ge=1, doc="T, iterations of the exponential schedule (1 = one-shot)"

@@ -93,7 +93,7 @@ def ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
 
 def start_head(temp_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """A one-node Ray head beside whatever Ray already runs here (the session's): every port
-    that has a fixed default is moved (as the README's cluster section says). Returns the
+    that has a fixed default is moved (as docs/howto/cluster.md says). Returns the
     ``ray start --block`` process and the dashboard's address, for ``ray job``."""
     ports = {
         flag: free_port()

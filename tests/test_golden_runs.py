@@ -4,7 +4,7 @@
 The ``torch_cpu`` figures were recorded before ``zo.generator`` existed, when torch's CPU
 generator was the only one: passing them shows that the old generator reproduces the runs
 made before the default changed to ``philox``. Regenerate with ``python tests/golden_runs.py
-GENERATOR`` only for a deliberate change of the numbers, and say so in the README.
+GENERATOR`` only for a deliberate change of the numbers, and say so in CHANGELOG.md.
 """
 
 import json
