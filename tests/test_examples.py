@@ -59,8 +59,8 @@ def test_every_example_sweep_file_loads_and_validates(example, name):
 def test_the_fedprox_example_compares_mu_values_fairly(example):
     """One search of the client rate per mu, on validation, then fresh seeds: the same
     tuning effort for FedAvg (mu = 0) and each FedProx."""
-    spec = load_sweep(EXAMPLES / "fedprox" / "sweep.yaml")
     example("fedprox")
+    spec = load_sweep(EXAMPLES / "fedprox" / "sweep.yaml")
     assert spec.study is not None and spec.study.seeds >= 3
     assert spec.search is not None and spec.search.metric == "val_accuracy"
     mus = sorted(spec.run_config(c, {})["training"]["args"]["mu"] for c in spec.cells())

@@ -170,7 +170,9 @@ def test_a_ray_job_on_shared_storage_loses_a_worker_node_not_a_result(cluster, t
     checkpoint on the node left, the job succeeds, the trials wrote their files to the shared
     folder, and the driver logged them all with the uninterrupted results."""
     store = cluster.root / "shared" / "jobs"
-    sweep, base = _sweep(tmp_path, "shared_job", rounds=16, storage=str(store))
+    # 40 rounds: once two checkpoints exist (round 8 at most), a trial has 32 rounds to go,
+    # more than losing the node takes (at 16, a CI run once saw both trials end first)
+    sweep, base = _sweep(tmp_path, "shared_job", rounds=40, storage=str(store))
     results = cluster.root / "head_local" / "job_results"
     job = ["--address", cluster.dashboard, "--submission-id", "shared_job"]
     command = [sys.executable, "-m", "fpzo_ray.sweep", str(sweep), "--results-dir", str(results)]
