@@ -1152,9 +1152,20 @@ def read_yaml(path: str | Path, field: str | None = None) -> dict[str, Any]:
     return raw
 
 
-def describe() -> str:
-    """Every field with its default and rule, for ``--help``-style listings."""
-    lines = []
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One configuration field as the references list it."""
+
+    name: str  # dotted, e.g. ``zo.sigma``
+    default: Any
+    rule: str  # e.g. ``gt 0.0`` or ``one of iid|dirichlet|shards|module:attribute``
+    doc: str
+
+
+def field_infos() -> list[FieldInfo]:
+    """Every field of :class:`RunConfig`, in declaration order, with its default, its rule
+    and its documentation: what ``--help`` and ``docs/reference/fields.md`` list."""
+    infos = []
 
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
@@ -1170,15 +1181,20 @@ def describe() -> str:
                 for k, v in meta.items()
                 if v not in (None, "") and k not in ("doc", "paths", "listed")
             )
-            doc = f.metadata.get("doc", "")
-            lines.append(
-                f"  {prefix}{f.name} = {f.default!r}"
-                + (f"  [{rule}]" if rule else "")
-                + (f"  {doc}" if doc else "")
-            )
+            infos.append(FieldInfo(f"{prefix}{f.name}", f.default, rule, meta.get("doc", "")))
 
     walk(RunConfig, "")
-    return "\n".join(lines)
+    return infos
+
+
+def describe() -> str:
+    """Every field with its default and rule, for ``--help``-style listings."""
+    return "\n".join(
+        f"  {f.name} = {f.default!r}"
+        + (f"  [{f.rule}]" if f.rule else "")
+        + (f"  {f.doc}" if f.doc else "")
+        for f in field_infos()
+    )
 
 
 __all__ = [
