@@ -143,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup.started()
 
 
-def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.run``."""
     parser = argparse.ArgumentParser(
         prog="python -m fpzo_ray.run",
         description=__doc__,
@@ -173,6 +174,11 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
         "for a run that must survive its machine; default FPZO_STORAGE, else RESULTS_DIR/runs",
     )
     add_address_option(parser)
+    return parser
+
+
+def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()

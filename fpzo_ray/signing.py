@@ -23,6 +23,7 @@ existed, say).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import hmac
 import json
@@ -206,12 +207,22 @@ def state_files(folder: Storage) -> list[str]:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.signing``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fpzo_ray.signing",
+        description="Sign what each results folder holds as it is (a run folder, or a sweep's "
+        "experiment folder and its phases), for a folder one has checked oneself.",
+    )
+    parser.add_argument(
+        "folders", nargs="+", metavar="FOLDER", help="a results folder: a path or a storage URI"
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fpzo_ray.signing FOLDER...``: sign what each folder holds as it is."""
-    folders = list(argv if argv is not None else sys.argv[1:])
-    if not folders:
-        print("usage: python -m fpzo_ray.signing FOLDER...", file=sys.stderr)
-        return 2
+    folders = build_parser().parse_args(argv).folders
     for location in folders:
         folder = open_storage(location, "FOLDER")
         driver_files = [CONFIG_FILE, RUN_ID_FILE, SPEC_FILE, TRACKING_FILE]

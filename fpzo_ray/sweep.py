@@ -652,7 +652,8 @@ def _record(
             tracker.log_artifact(parent, experiment_dir / name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.sweep``."""
     parser = argparse.ArgumentParser(
         prog="python -m fpzo_ray.sweep",
         description=__doc__,
@@ -695,6 +696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "FPZO_STORAGE, else RESULTS_DIR/ray_results (right on one machine)",
     )
     add_address_option(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     install_stop_handlers()  # before anything that takes time: a stop then loses nothing
     configure_logging()

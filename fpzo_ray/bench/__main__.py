@@ -30,6 +30,20 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.bench NAME`` (NAME in ``BENCHMARKS``)."""
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[name])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m fpzo_ray.bench {name}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in BENCHMARKS:
@@ -39,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     module = importlib.import_module(BENCHMARKS[argv[0]])
-    parser = argparse.ArgumentParser(
-        prog=f"python -m fpzo_ray.bench {argv[0]}",
-        description=module.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    module.add_arguments(parser)
+    parser = build_parser(argv[0])
     args = parser.parse_args(argv[1:])
     from fpzo_ray.logs import configure
 

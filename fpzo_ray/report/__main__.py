@@ -21,7 +21,8 @@ from fpzo_ray.config import ConfigError, records_only
 from fpzo_ray.logs import configure as configure_logging
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.report``."""
     parser = argparse.ArgumentParser(
         prog="python -m fpzo_ray.report",
         description=__doc__,
@@ -43,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-log", action="store_true", help="do not log the report to the parent run"
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
     # a wrong server address fails in seconds, not after MLflow's minutes of retries
