@@ -490,7 +490,6 @@ class ZOConfig:
         "difference is mostly mask noise)",
     )
     clip_inf_norm: float = setting(0.3, ge=0.0, doc="clamp of the aggregated estimate; 0 = off")
-    ema_decay: float = setting(0.0, ge=0.0, lt=1.0, doc="EMA of weights for evaluation; 0 = off")
 
 
 @dataclass(frozen=True)
@@ -538,6 +537,9 @@ class TrainingConfig:
     server_momentum: float = setting(0.9, ge=0.0, lt=1.0, doc="for sgd_momentum")
     adam_beta1: float = setting(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = setting(0.99, ge=0.0, lt=1.0)
+    ema_decay: float = setting(
+        0.0, ge=0.0, lt=1.0, doc="EMA of the server's weights, evaluated instead of them; 0 = off"
+    )
     eval_every: int = setting(
         1, ge=1, doc="evaluate the global model every N rounds (and the last)"
     )
@@ -791,6 +793,10 @@ def _check_value(path: str, value: Any, tp: Any, rule: Mapping[str, Any]) -> Any
     return value
 
 
+#: Fields that moved, old name -> new: the old name is an error saying where it went.
+MOVED_FIELDS = {"zo.ema_decay": "training.ema_decay"}
+
+
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
         where = prefix.rstrip(".") or "config"
@@ -798,6 +804,9 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
+    for key in unknown:
+        if f"{prefix}{key}" in MOVED_FIELDS:
+            raise ConfigError(f"config error: {prefix}{key}: moved to {MOVED_FIELDS[prefix + key]}")
     if unknown:
         raise ConfigError(
             f"config error: {prefix}{unknown[0]}: unknown key, allowed: {', '.join(fields)}"
@@ -1013,6 +1022,8 @@ def field_type(dotted: str) -> type:
         if cls == ARGS_TYPE:
             return object
         hints = typing.get_type_hints(cls)
+        if dotted in MOVED_FIELDS:
+            raise ConfigError(f"config error: {dotted}: moved to {MOVED_FIELDS[dotted]}")
         if part not in hints:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
             raise ConfigError(

@@ -269,7 +269,7 @@ DIRECTION_GENERATORS = ("philox", "torch_cpu")
 #: ``training.server_optimizer``: ``make(params, settings: ServerSettings) -> torch Optimizer``.
 SERVER_OPTIMIZERS = Registry(
     "server optimizer",
-    _entries("fpzo_ray.zo.server_optimizer", adam="adam", sgd="sgd", sgd_momentum="sgd_momentum"),
+    _entries("fpzo_ray.optim.server", adam="adam", sgd="sgd", sgd_momentum="sgd_momentum"),
 )
 
 #: ``training.algorithm`` -> ``training.mode`` -> its ``algorithms.base.FederatedAlgorithm``.
@@ -277,14 +277,14 @@ ALGORITHMS: dict[str, Registry] = {
     "zo": Registry(
         "mode of zo",
         {
-            "fedsgd": "fpzo_ray.algorithms.zo_fedsgd:ZOFedSGD",
-            "fedavg": "fpzo_ray.algorithms.zo_fedavg:ZOFedAvg",
+            "fedsgd": "fpzo_ray.zo.algorithms.fedsgd:ZOFedSGD",
+            "fedavg": "fpzo_ray.zo.algorithms.fedavg:ZOFedAvg",
         },
     ),
     "bp": Registry("mode of bp", {"fedavg": "fpzo_ray.algorithms.bp_fedavg:BPFedAvg"}),
     "zo_momentum": Registry(
         "mode of zo_momentum",
-        {"fedsgd": "fpzo_ray.algorithms.zo_fedsgd_momentum:ZOFedSGDMomentum"},
+        {"fedsgd": "fpzo_ray.zo.algorithms.fedsgd_momentum:ZOFedSGDMomentum"},
     ),
 }
 

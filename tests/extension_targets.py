@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
 from fpzo_ray.data import from_arrays
+from fpzo_ray.optim.server import ServerSettings
 from fpzo_ray.pruning.methods import SaliencyInputs
+from fpzo_ray.zo.algorithms.fedsgd import ZOFedSGD
 from fpzo_ray.zo.difference import DifferenceScheme
-from fpzo_ray.zo.server_optimizer import ServerSettings
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> nn.Module:

@@ -8,13 +8,13 @@ import torch
 
 from fpzo_ray.algorithms import algorithm_class, algorithm_for
 from fpzo_ray.algorithms.base import FederatedAlgorithm
-from fpzo_ray.algorithms.zo_fedsgd_momentum import ZOFedSGDMomentum
 from fpzo_ray.config import ConfigError, config_from_dict
 from fpzo_ray.data import federated_data
 from fpzo_ray.registry import ALGORITHMS
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.in_process import InProcessPool, run_in_process
 from fpzo_ray.sim.server import FederatedServer
+from fpzo_ray.zo.algorithms.fedsgd_momentum import ZOFedSGDMomentum
 
 SMALL = {
     "data": {"num_clients": 16},

@@ -37,13 +37,13 @@ from fpzo_ray.zo import (
 )
 from fpzo_ray.zo.client_update import ZOWorkspace, zo_client_update
 from fpzo_ray.zo.estimator import ZOUpdateSpec
+from fpzo_ray.zo.execution.stacked import unsupported_module
 from fpzo_ray.zo.layerwise import (
     blocks_for,
     layerwise_differences,
     layerwise_estimate_from_differences,
     stage_blocks_for,
 )
-from fpzo_ray.zo.stacked import unsupported_module
 
 #: A researcher's scheme, known to no ZO code path by name: the second-order one-sided
 #: difference (-3 L(w) + 4 L(w + s z) - L(w + 2 s z)) / 2s, exact on quadratics.
@@ -209,7 +209,7 @@ def test_every_scheme_estimates_the_directional_derivative_of_a_quadratic(scheme
 def test_loop_vmap_and_batched_agree_on_any_module(name, scheme, caplog):
     model, flat, layout, x, y, _ = _build(name)
     kept = torch.arange(0, layout.total, 2)  # a sparse model
-    ws = ZOWorkspace(model, layout, flat, kept, None)
+    ws = ZOWorkspace(model, layout, flat, kept)
     seeds = perturbation_seeds(3, 1, 2, 0, 5)
     estimator = EstimatorSpec(scheme, fill_rademacher if name == "mlp" else fill_gaussian, 1e-3)
     before = flat.clone()
@@ -307,7 +307,7 @@ def test_a_module_found_unstackable_in_the_pass_falls_back_to_the_loop(caplog):
     assert unsupported_module(model) is None
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(4, 1, 5, 5, generator=gen), torch.randint(0, 3, (4,), generator=gen)
-    ws = ZOWorkspace(model, layout, flat, None, None)
+    ws = ZOWorkspace(model, layout, flat, None)
     seeds = perturbation_seeds(0, 0, 0, 0, 3)
     loop = _client(ws, x, y, seeds, EstimatorSpec(), "loop")
     with caplog.at_level(logging.WARNING, logger="fpzo_ray.zo.client_update"):
@@ -361,7 +361,7 @@ def test_a_tied_parameter_stays_tied_and_is_one_slot():
     assert torch.equal(model[2].weight, torch.full((6, 6), 0.5))
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(5, 6, generator=gen), torch.randint(0, 3, (5,), generator=gen)
-    ws = ZOWorkspace(model, layout, flat, None, None)
+    ws = ZOWorkspace(model, layout, flat, None)
     seeds = perturbation_seeds(0, 0, 0, 0, 4)
     loop = _client(ws, x, y, seeds, EstimatorSpec(CENTRAL), "loop")
     for batching in ("vmap", "batched"):

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RAW = {
     "data": {"num_clients": 12},
     "pruning": {"method": "random", "sparsity": 0.5},
-    "zo": {"num_perturbations": 2, "ema_decay": 0.9},
-    "training": {"rounds": 3, "clients_per_round": 4, "algorithm": "zo_momentum"},
+    "zo": {"num_perturbations": 2},
+    "training": {"rounds": 3, "clients_per_round": 4, "algorithm": "zo_momentum", "ema_decay": 0.9},
 }
 SYSTEM_FILE = next((Path(p) for p in ("/etc/passwd", "/etc/hosts") if Path(p).is_file()), None)
 

@@ -42,6 +42,20 @@ def test_bad_values_name_the_field(raw, field):
     assert field in message and "\n" not in message
 
 
+def test_a_moved_field_says_where_it_went():
+    """``zo.ema_decay`` configures the server of every algorithm: it is ``training.ema_decay``
+    now, and the old name (a YAML, an override, a sweep axis) says so in one line."""
+    from fpzo_ray.config import field_type
+
+    for attempt in (
+        lambda: config_from_dict({"zo": {"ema_decay": 0.9}}),
+        lambda: field_type("zo.ema_decay"),
+    ):
+        with pytest.raises(ConfigError, match=r"^config error: zo.ema_decay: moved to training"):
+            attempt()
+    assert config_from_dict({"training": {"ema_decay": 0.9}}).training.ema_decay == 0.9
+
+
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["zo.sigma=1e-4", "data.download=true", "seed=3"]) == {
         "zo": {"sigma": 1e-4},

@@ -15,9 +15,10 @@ from fpzo_ray.accounting.memory import MemoryMeter
 from fpzo_ray.cache import CACHE_ENV
 from fpzo_ray.seeding import generator
 from fpzo_ray.zo import perturbation as P
-from fpzo_ray.zo import philox, philox_build, philox_kernels
+from fpzo_ray.zo import philox
 from fpzo_ray.zo.difference import FORWARD
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
+from fpzo_ray.zo.execution import philox_build, philox_kernels
 from fpzo_ray.zo.perturbation import (
     PHILOX,
     TORCH_CPU,

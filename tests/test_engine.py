@@ -11,8 +11,8 @@ from fpzo_ray.sim.in_process import run_in_process
 RAW = {
     "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
     "pruning": {"sparsity": 0.6, "iterations": 2, "clients_per_iteration": 5},
-    "zo": {"num_perturbations": 6, "ema_decay": 0.9},
-    "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2},
+    "zo": {"num_perturbations": 6},
+    "training": {"rounds": 4, "clients_per_round": 7, "eval_every": 2, "ema_decay": 0.9},
     "task": {"federated_eval_clients": 5},
     "simulation": {"worker_cpus": 0.25, "server_cpus": 0.1},
 }

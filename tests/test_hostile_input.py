@@ -620,7 +620,7 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
 def _small_state(rounds_done: int) -> dict:
     """The smallest server state the checkpoint schema accepts (``sim.checkpoint``): two
     prunable weights, one kept, plus one always-trained coordinate."""
-    from fpzo_ray.zo import ServerOptimizer
+    from fpzo_ray.optim.server import ServerOptimizer
 
     return {
         "rounds_done": rounds_done,

@@ -83,3 +83,36 @@ def test_no_module_of_the_package_is_in_an_import_circle():
     graph = import_graph()
     assert len(graph) > 100 and "fpzo_ray.sim.server" in graph["fpzo_ray.sim.in_process"]
     assert cycles(graph) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for module in graph[todo.pop()] - seen:
+            seen.add(module)
+            todo.append(module)
+    return seen
+
+
+def test_the_generic_algorithm_interface_and_bp_reach_nothing_of_zo():
+    """``algorithms/`` (the interface every algorithm implements, BP FedAvg) and ``bp/`` are
+    free of the ZO method: no import, direct or through another module, reaches ``zo/``."""
+    graph = import_graph()
+    starts = [m for m in graph if f"{m}.".startswith(("fpzo_ray.algorithms.", "fpzo_ray.bp."))]
+    assert "fpzo_ray.algorithms.bp_fedavg" in starts and "fpzo_ray.bp.client_update" in starts
+    leaks = {
+        start: sorted(m for m in reachable(graph, start) if m.startswith("fpzo_ray.zo"))
+        for start in starts
+    }
+    assert {start: found for start, found in leaks.items() if found} == {}
+
+
+def test_the_zo_method_does_not_import_its_execution_strategies_by_name_in_algorithms():
+    """The ZO algorithms are written against the method (``zo.client_update``), never
+    against a particular execution strategy (``zo.execution``), which the workspace picks."""
+    graph = import_graph()
+    for module in graph:
+        if module.startswith("fpzo_ray.zo.algorithms"):
+            assert not {m for m in graph[module] if m.startswith("fpzo_ray.zo.execution")}

@@ -131,7 +131,7 @@ def _differences(dropout: str, model: nn.Module, estimator: str = "central") -> 
     cfg = config_from_dict({"zo": {"dropout": dropout, "estimator": estimator}})
     flat, layout = bind_flat_buffer(model)
     spec = zo_update_spec(cfg, clip_on_client=False)
-    workspace = ZOWorkspace(model, layout, flat, None, None)
+    workspace = ZOWorkspace(model, layout, flat, None)
     torch.manual_seed(1)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     result = zo_client_update(workspace, [(x, y)], [list(range(20))], spec, local_steps=False)

@@ -14,7 +14,7 @@ from fpzo_ray.config import config_from_dict
 from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.zo import CENTRAL, FORWARD, fill_gaussian, perturbation_seeds
 from fpzo_ray.zo.estimator import EstimatorSpec, estimate_from_differences, loss_differences
-from fpzo_ray.zo.stacked import Stacked, forward, stacked_differences, stacked_losses
+from fpzo_ray.zo.execution.stacked import Stacked, forward, stacked_differences, stacked_losses
 
 MODELS = [
     ("digits_cnn", "digits", (1, 8, 8), "group"),
@@ -126,7 +126,7 @@ def test_an_unknown_module_is_named():
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 4, 7, 9), (2, 5, 2, 4), (3, 6, 5, 4)])
 def test_the_fast_two_by_two_pool_is_max_pool(shape):
-    from fpzo_ray.zo.stacked import _max_pool
+    from fpzo_ray.zo.execution.stacked import _max_pool
 
     x = torch.randn(*shape)
     x[0, 0, 0, 0] = float("nan")

@@ -17,7 +17,6 @@ from fpzo_ray.zo import (
     loss_differences,
     perturbation_seeds,
 )
-from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.client_update import (
     ZOUpdateSpec,
     ZOWorkspace,
@@ -25,6 +24,7 @@ from fpzo_ray.zo.client_update import (
     replay_local_steps,
     zo_client_update,
 )
+from fpzo_ray.zo.execution.batched import vmap_differences
 from fpzo_ray.zo.layerwise import (
     layerwise_differences,
     layerwise_estimate_from_differences,
@@ -256,7 +256,7 @@ def test_fedavg_replay_equals_the_clients_own_weights_bit_for_bit(scope):
     model, flat, layout, x, y = _staged_net(2)
     kept_index = torch.arange(1, layout.total, 2)
     blocks = stage_blocks(layout, kept_index, 3) if scope == "layerwise" else None
-    ws = ZOWorkspace(model, layout, flat, kept_index, blocks)
+    ws = ZOWorkspace(model, layout, flat, kept_index, blocks=blocks)
     spec = ZOUpdateSpec(
         EstimatorSpec(FORWARD, fill_rademacher, 1e-3),
         num_perturbations=8,

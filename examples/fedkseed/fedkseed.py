@@ -33,11 +33,11 @@ from fpzo_ray.algorithms.base import (
     RoundPlan,
     Upload,
 )
-from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
 from fpzo_ray.config import ConfigError, RunConfig, setting
+from fpzo_ray.models.staged import StageBlocks
+from fpzo_ray.optim.server import ServerOptimizer
 from fpzo_ray.seeding import Purpose, derive_seed
-from fpzo_ray.zo.layerwise import StageBlocks
-from fpzo_ray.zo.server_optimizer import ServerOptimizer
+from fpzo_ray.zo.algorithms.fedsgd import ZOFedSGD
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class FedKSeed(ZOFedSGD):
         rules = (
             ("training.server_optimizer", cfg.training.server_optimizer == "sgd", "sgd"),
             ("zo.clip_inf_norm", cfg.zo.clip_inf_norm == 0.0, "0 (no clipping)"),
-            ("zo.ema_decay", cfg.zo.ema_decay == 0.0, "0"),
+            ("training.ema_decay", cfg.training.ema_decay == 0.0, "0"),
             ("pruning.init_scaling", cfg.pruning.init_scaling == "none", "none"),
             ("zo.perturbation_scope", cfg.zo.perturbation_scope == "full", "full"),
         )

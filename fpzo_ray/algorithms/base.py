@@ -35,11 +35,10 @@ import torch
 
 from fpzo_ray.accounting import train_download_bytes
 from fpzo_ray.config import RunConfig, build_section
-from fpzo_ray.protocol import step_seeds, zo_update_spec
+from fpzo_ray.models.staged import StageBlocks
+from fpzo_ray.models.workspace import ModelWorkspace
+from fpzo_ray.optim.server import ServerOptimizer, weighted_average
 from fpzo_ray.wire import WireRecord
-from fpzo_ray.zo.client_update import ZOWorkspace
-from fpzo_ray.zo.layerwise import StageBlocks
-from fpzo_ray.zo.server_optimizer import ServerOptimizer, weighted_average
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -47,9 +46,11 @@ Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 @dataclass(frozen=True)
 class ClientModel:
     """What a client's algorithm works on: the model with its trained coordinates
-    (``workspace``, the broadcast weights loaded) and what a forward pass costs."""
+    (``workspace``, the broadcast weights loaded) and what a forward pass costs. The engine's
+    workspace is a ``zo.client_update.ZOWorkspace`` (a :class:`ModelWorkspace` that also
+    knows how ZO steps execute), which the ZO algorithms use and every other ignores."""
 
-    workspace: ZOWorkspace
+    workspace: ModelWorkspace
     initial_weights: torch.Tensor  # the trained coordinates at initialisation (the model seed's)
     forward_flops_per_sample: int
     stage_flops_per_sample: tuple[int, ...]  # per stage, for the layer-wise variant
@@ -131,10 +132,6 @@ class FederatedAlgorithm(ABC):
         self.cfg = cfg
         self.params: Any = build_section(self.Params, cfg.training.args, "training.args.")
         self.local_steps = cfg.training.local_steps if self.moves else 1
-        self.spec = zo_update_spec(cfg, clip_on_client=self.moves)
-
-    def step_seeds(self, round_index: int, client_id: int) -> list[list[int]]:
-        return step_seeds(self.cfg, round_index, client_id, self.local_steps)
 
     # -- round control -------------------------------------------------------------------
     def configure_round(self, round_index: int, sampled: list[int]) -> RoundPlan:

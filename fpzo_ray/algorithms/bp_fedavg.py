@@ -14,7 +14,7 @@ import torch
 from fpzo_ray.accounting import bp_step_flops, dense_update_upload_bytes
 from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
 from fpzo_ray.bp import bp_client_update
-from fpzo_ray.zo.layerwise import StageBlocks
+from fpzo_ray.models.staged import StageBlocks
 
 
 class BPFedAvg(FederatedAlgorithm):

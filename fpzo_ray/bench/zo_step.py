@@ -49,10 +49,10 @@ from fpzo_ray.models import bind_flat_buffer, build_model
 from fpzo_ray.pruning import Mask, ntk_sap_mask_gradient, prune_iteratively
 from fpzo_ray.pruning.methods import keep_scores
 from fpzo_ray.zo import FORWARD, EstimatorSpec, fill_gaussian, loss_differences, perturbation_seeds
-from fpzo_ray.zo.auto_batching import auto_batching
-from fpzo_ray.zo.batched import vmap_differences
+from fpzo_ray.zo.execution.auto_batching import auto_batching
+from fpzo_ray.zo.execution.batched import vmap_differences
+from fpzo_ray.zo.execution.stacked import stacked_differences
 from fpzo_ray.zo.layerwise import layerwise_differences, stage_blocks_for
-from fpzo_ray.zo.stacked import stacked_differences
 
 SHAPES = {
     "digits_cnn": ("digits", (1, 8, 8), 32),

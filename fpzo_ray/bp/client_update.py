@@ -2,7 +2,7 @@
 
 The model's parameters are views of the flat buffer; only the trained coordinates are
 updated (their gradient is read from the flat layout), so pruned weights stay exactly zero.
-The client step is :func:`fpzo_ray.zo.local.client_sgd_step`, the same arithmetic as the ZO
+The client step is :func:`fpzo_ray.optim.client.client_sgd_step`, the same arithmetic as the ZO
 clients', so the two baselines differ only in how the gradient is obtained.
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
+from fpzo_ray.optim.client import client_sgd_step
 from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
-from fpzo_ray.zo.local import client_sgd_step
 
 #: ``(gradient, weights, start) -> gradient``: see :func:`bp_client_update`.
 GradientAdjustment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -1,7 +1,7 @@
 """The trained, pruned global model as a file: what a run leaves behind to be used.
 
 A run ends by saving its final global model (the weights it evaluated last: the EMA weights
-when ``zo.ema_decay`` > 0) as ``model.pt``, logged as an MLflow artifact of the run. The file
+when ``training.ema_decay`` > 0) as ``model.pt``, logged as an MLflow artifact of the run. The file
 stores the model *sparsely*: the flat positions of the kept coordinates and their values
 (everything else is exactly zero), the non-trainable buffers, and what is needed to rebuild
 the architecture (the run's configuration, the input shape, the number of classes). It holds

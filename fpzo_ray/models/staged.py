@@ -11,6 +11,7 @@ Its parameters must then all live in ``stages`` (nothing outside the chain).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -41,3 +42,23 @@ def flat_features(stages: Iterable[nn.Module], input_shape: Sequence[int]) -> in
         for stage in stages:
             x = stage(x)
     return int(x[0].numel())
+
+
+@dataclass(frozen=True)
+class StageBlocks:
+    """The trained coordinates grouped by the stage that owns them (built by
+    ``zo.layerwise.stage_blocks``): the layer-wise ZO variant perturbs one block at a time,
+    drawn with probability d_b / d, and the server rebuilds its estimate block by block. It
+    is a property of the model and its mask, so every algorithm's server half receives it."""
+
+    positions: tuple[torch.Tensor, ...]  # per stage: indices into the trained vector
+    flat_index: tuple[torch.Tensor, ...]  # per stage: indices into the flat buffer
+    cumulative: torch.Tensor  # float64 cumulative probabilities p_b = d_b / d
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.positions)
+
+    def probability(self, stage: int) -> float:
+        previous = float(self.cumulative[stage - 1]) if stage > 0 else 0.0
+        return float(self.cumulative[stage]) - previous

@@ -51,7 +51,7 @@ from fpzo_ray.models.statistics import (
     statistics_size,
     using_statistics,
 )
-from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds
+from fpzo_ray.protocol import minibatch_indices, pruning_draw_seeds, zo_update_spec
 from fpzo_ray.pruning import Mask
 from fpzo_ray.pruning.methods import SaliencyInputs, checked_scores, pruning_method
 from fpzo_ray.seeding import Purpose, derive_seed
@@ -68,9 +68,9 @@ from fpzo_ray.sim.messages import (
     TrainReply,
 )
 from fpzo_ray.task import build_task
-from fpzo_ray.zo.auto_batching import auto_batching
 from fpzo_ray.zo.client_update import ZOWorkspace
-from fpzo_ray.zo.compiled import compile_forwards
+from fpzo_ray.zo.execution.auto_batching import auto_batching
+from fpzo_ray.zo.execution.compiled import compile_forwards
 from fpzo_ray.zo.layerwise import blocks_for
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,9 @@ class ClientRuntime:
         self.initial_flat = self.flat.detach().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
+        # how this worker's ZO steps execute (the layer-wise blocks, whether a step runs as a
+        # device runs it); under BP it decides only how memory is measured
+        self.zo_spec = zo_update_spec(cfg, clip_on_client=self.algorithm.moves)
         self.device_algorithm = algorithm_for(device_config(cfg))  # for the memory reference
         self.auto_batching = auto_batching(self.model, forward_flops(self.layers))
         self.gate = MemoryGate.of(cfg)
@@ -132,16 +135,16 @@ class ClientRuntime:
     def _install(self, mask: Mask) -> None:
         self.mask = mask
         kept = None if mask.is_dense else mask.kept_index().to(self.device)
-        blocks = blocks_for(self.algorithm.spec, self.model, self.layout, kept)
+        blocks = blocks_for(self.zo_spec, self.model, self.layout, kept)
         self.workspace = ZOWorkspace(
             self.model,
             self.layout,
             self.flat,
             kept,
-            blocks,
-            self.compiled,
-            self.auto_batching,
             self.task.loss,
+            blocks=blocks,
+            compiled=self.compiled,
+            auto_batching=self.auto_batching,
         )
         density = mask.layer_densities()
         forward = forward_flops(self.layers, density)
@@ -207,7 +210,7 @@ class ClientRuntime:
         download = self.algorithm.download_bytes(
             self.mask.num_trained, self.mask.wire_bytes(), broadcast.payload
         )
-        if batch not in self.peak_memory and not self.workspace.runs_as_device(self.algorithm.spec):
+        if batch not in self.peak_memory and not self.workspace.runs_as_device(self.zo_spec):
             self.peak_memory[batch] = self._device_peak(batches, broadcast, client_id)
         if batch in self.peak_memory:
             failure = self._out_of_memory(client_id, batch, download)

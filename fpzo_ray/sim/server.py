@@ -31,8 +31,10 @@ from fpzo_ray.config import RunConfig
 from fpzo_ray.data.registry import ArrayDataset
 from fpzo_ray.failure import RunFailed
 from fpzo_ray.models import bind_flat_buffer, build_model
+from fpzo_ray.models.staged import StageBlocks
 from fpzo_ray.models.statistics import read_statistics
-from fpzo_ray.protocol import evaluation_participants, round_participants
+from fpzo_ray.optim.server import ServerOptimizer, weighted_average
+from fpzo_ray.protocol import evaluation_participants, round_participants, zo_update_spec
 from fpzo_ray.pruning import Mask
 from fpzo_ray.pruning.connectivity import check_connectivity
 from fpzo_ray.seeding import Purpose, derive_seed
@@ -53,9 +55,7 @@ from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTimin
 from fpzo_ray.sim.pruning_phase import PruningPhase
 from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.task import build_task
-from fpzo_ray.zo import ServerOptimizer
-from fpzo_ray.zo.layerwise import StageBlocks, blocks_for
-from fpzo_ray.zo.server_optimizer import weighted_average
+from fpzo_ray.zo.layerwise import blocks_for
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,8 @@ class FederatedServer:
         self.initial_flat = self.flat.detach().cpu().clone()
         self.layers = layer_flops(self.model, dataset.input_shape)
         self.algorithm = algorithm_for(cfg)
+        # the layer-wise scope's blocks come from it, whatever the algorithm
+        self.zo_spec = zo_update_spec(cfg, clip_on_client=self.algorithm.moves)
         self.mask = Mask.dense(self.layout)
         self.mask_version = 0
         self.blocks: StageBlocks | None = None
@@ -141,7 +143,7 @@ class FederatedServer:
             t.server_lr,
             (t.adam_beta1, t.adam_beta2),
             self.algorithm.server_clip_inf_norm,
-            self.cfg.zo.ema_decay,
+            t.ema_decay,
             t.server_momentum,
         )
 
@@ -165,9 +167,7 @@ class FederatedServer:
         self._next = None
         self.mask = phase.build(cfg.pruning_method, 1.0 - cfg.pruning.sparsity)
         self.mask_version = phase.version + 1
-        self.blocks = blocks_for(
-            self.algorithm.spec, self.model, self.layout, self.mask.kept_index()
-        )
+        self.blocks = blocks_for(self.zo_spec, self.model, self.layout, self.mask.kept_index())
         self.optimizer = self._new_optimizer()
         self.totals["cumulative_upload_bytes"] = phase.cost["pruning_upload_bytes"]
         self.totals["cumulative_download_bytes"] = phase.cost["pruning_download_bytes"]
@@ -395,9 +395,7 @@ class FederatedServer:
         self._next = None
         self.mask = mask
         self.mask_version = state["mask_version"]
-        self.blocks = blocks_for(
-            self.algorithm.spec, self.model, self.layout, self.mask.kept_index()
-        )
+        self.blocks = blocks_for(self.zo_spec, self.model, self.layout, self.mask.kept_index())
         self.optimizer = self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))

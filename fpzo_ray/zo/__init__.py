@@ -1,5 +1,9 @@
-"""Zeroth-order (BP-free) training: seeded perturbations, estimators, local steps and the
-server's update. Plain PyTorch: nothing here knows Ray."""
+"""Zeroth-order (BP-free) training, the method: seeded perturbations (``perturbation``,
+``philox``), difference schemes and estimators (``difference``, ``estimator``), the
+layer-wise variant (``layerwise``), a client's steps and the server's rebuild of them
+(``client_update``), and the ZO federated algorithms (``algorithms/``). Faster equivalent
+executions of the same steps live apart, in ``execution/``. Plain PyTorch: nothing here
+knows Ray."""
 
 from fpzo_ray.zo.difference import CENTRAL, FORWARD, DifferenceScheme
 from fpzo_ray.zo.estimator import (
@@ -9,14 +13,12 @@ from fpzo_ray.zo.estimator import (
     forward_difference,
     loss_differences,
 )
-from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
 from fpzo_ray.zo.perturbation import (
     direction,
     fill_gaussian,
     fill_rademacher,
     perturbation_seeds,
 )
-from fpzo_ray.zo.server_optimizer import ServerOptimizer, weighted_average
 
 __all__ = [
     "CENTRAL",
@@ -27,12 +29,8 @@ __all__ = [
     "estimate_from_differences",
     "forward_difference",
     "loss_differences",
-    "client_sgd_step",
-    "clip_inf_norm_",
     "direction",
     "fill_gaussian",
     "fill_rademacher",
     "perturbation_seeds",
-    "ServerOptimizer",
-    "weighted_average",
 ]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from fpzo_ray.models.flat import ParameterLayout, read_trained, write_trained
+from fpzo_ray.models.staged import StageBlocks
+from fpzo_ray.models.workspace import ModelWorkspace
+from fpzo_ray.optim.client import client_sgd_step, clip_inf_norm_
 from fpzo_ray.task.losses import PerSampleLoss, cross_entropy
-from fpzo_ray.zo.batched import vmap_differences
 from fpzo_ray.zo.dropout import dropout_layers, dropout_off
 from fpzo_ray.zo.estimator import (
     ZOResult,
@@ -28,55 +28,40 @@ from fpzo_ray.zo.estimator import (
     estimate_from_differences,
     loss_differences,
 )
-from fpzo_ray.zo.layerwise import (
-    StageBlocks,
-    layerwise_differences,
-    layerwise_estimate_from_differences,
-)
-from fpzo_ray.zo.local import client_sgd_step, clip_inf_norm_
-from fpzo_ray.zo.stacked import (
+from fpzo_ray.zo.execution.batched import vmap_differences
+from fpzo_ray.zo.execution.stacked import (
     CannotStack,
     stacked_differences,
     stacked_losses,
     unsupported_module,
 )
+from fpzo_ray.zo.layerwise import (
+    layerwise_differences,
+    layerwise_estimate_from_differences,
+)
 
 if TYPE_CHECKING:
-    from fpzo_ray.zo.compiled import CompiledForwards
+    from fpzo_ray.zo.execution.compiled import CompiledForwards
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ZOWorkspace:
-    """The client's model and its trained coordinates (built once per mask, reused).
+class ZOWorkspace(ModelWorkspace):
+    """A client's model workspace with what its ZO steps need to execute.
 
-    ``model`` is any ``nn.Module`` whose parameters are views of ``flat``
-    (``models.flat.bind_flat_buffer``); ``blocks`` (the layer-wise scope) need a
-    ``StagedModel`` (``zo.layerwise.stage_blocks_for``).
+    ``blocks`` (the layer-wise scope) need a ``StagedModel`` (``zo.layerwise.stage_blocks_for``).
     """
 
-    model: nn.Module
-    layout: ParameterLayout
-    flat: torch.Tensor
-    kept_index: torch.Tensor | None  # None: every coordinate is trained
-    blocks: StageBlocks | None  # for the layer-wise variant
+    blocks: StageBlocks | None = None  # for the layer-wise variant
     compiled: CompiledForwards | None = None  # ``simulation.compile``
-    #: What ``zo.batching: auto`` runs for this model (``zo.auto_batching``; its builder
-    #: knows the model's cost).
+    #: What ``zo.batching: auto`` runs for this model (``zo.execution.auto_batching``; its
+    #: builder knows the model's cost).
     auto_batching: str = "loop"
-    #: The task's per-sample loss (``task.loss``), which every step of this model minimises.
-    loss: PerSampleLoss = cross_entropy
     #: ``zo.batching: batched``: the module that cannot be stacked (None: all can); decided
     #: at the first batched step of this workspace, which then runs in loop mode.
     unstackable: str | None = field(default=None, init=False, repr=False)
     _stack_checked: bool = field(default=False, init=False, repr=False)
-
-    def trained_weights(self) -> torch.Tensor:
-        return read_trained(self.flat, self.kept_index)
-
-    def load(self, weights: torch.Tensor) -> None:
-        write_trained(self.flat, self.kept_index, weights)
 
     def batching(self, spec: ZOUpdateSpec) -> str:
         """The mode this workspace's full-scope steps run in under ``spec``: ``auto``

@@ -21,13 +21,12 @@ of a full forward.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fpzo_ray.models.flat import ParameterLayout
-from fpzo_ray.models.staged import StagedModel
+from fpzo_ray.models.staged import StageBlocks, StagedModel
 from fpzo_ray.zo.estimator import EstimatorSpec, ZOResult, ZOUpdateSpec, accumulate
 
 #: The start of every error about a model the layer-wise scope cannot run.
@@ -35,23 +34,6 @@ NEEDS_STAGES = (
     "zo.perturbation_scope: layerwise needs a model built as a "
     "fpzo_ray.models.staged.StagedModel (a chain of stages)"
 )
-
-
-@dataclass(frozen=True)
-class StageBlocks:
-    """The trained coordinates grouped by the stage that owns them."""
-
-    positions: tuple[torch.Tensor, ...]  # per stage: indices into the trained vector
-    flat_index: tuple[torch.Tensor, ...]  # per stage: indices into the flat buffer
-    cumulative: torch.Tensor  # float64 cumulative probabilities p_b = d_b / d
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.positions)
-
-    def probability(self, stage: int) -> float:
-        previous = float(self.cumulative[stage - 1]) if stage > 0 else 0.0
-        return float(self.cumulative[stage]) - previous
 
 
 def stage_blocks(

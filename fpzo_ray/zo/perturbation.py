@@ -44,7 +44,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from fpzo_ray.registry import DIRECTION_GENERATORS
 from fpzo_ray.seeding import Purpose, derive_seed, generator
-from fpzo_ray.zo import philox, philox_kernels
+from fpzo_ray.zo import philox
+from fpzo_ray.zo.execution import philox_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def directions(
 
 
 class _PhiloxFills:
-    """Runs the process's Philox fills: compiled (:mod:`fpzo_ray.zo.philox_kernels`) once
+    """Runs the process's Philox fills: compiled (:mod:`fpzo_ray.zo.execution.philox_kernels`) once
     the machine has the kernel's package, eager until then, and starts a detached process
     building the package once this process has spent ``BUILD_AFTER_SECONDS`` in eager fills.
 

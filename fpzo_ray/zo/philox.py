@@ -65,7 +65,7 @@ Compiled fills
 --------------
 Eagerly a Gaussian fill runs ~300 tensor ops per chunk of 65,536 numbers: 35-55 ns per number
 on one CPU thread, where torch's own ``normal_`` takes 3-5. ``compiled=True`` runs the same
-function compiled by inductor ahead of time (:mod:`fpzo_ray.zo.philox_kernels`, CPU only):
+function compiled by inductor ahead of time (:mod:`fpzo_ray.zo.execution.philox_kernels`, CPU only):
 one fused loop over 16 blocks per step (AVX-512), 1-3 ns per number, plus a few
 microseconds per call. It is bit-identical to the eager fill because inductor's C++ is built
 with ``-ffp-contract=off`` and without unsafe math (checked before building; tested on many
@@ -83,7 +83,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fpzo_ray.zo import philox_kernels
+from fpzo_ray.zo.execution import philox_kernels
 
 #: Philox-4x32 multipliers and Weyl key increments (Random123's PHILOX_M4x32_0/1, W32_0/1).
 M0 = 0xD2511F53
@@ -400,7 +400,7 @@ def _tile_rows(
     of the pair of words (0, 1) or (2, 3) (Gaussian). ``params`` ((P, S, 1) int64) holds per
     seed the first block's low counter word and the :func:`schedule_constants` of its high
     word and key. The same function runs eagerly and compiled ahead of time
-    (:mod:`fpzo_ray.zo.philox_kernels`; one int64 tensor: the seeds and offsets are data,
+    (:mod:`fpzo_ray.zo.execution.philox_kernels`; one int64 tensor: the seeds and offsets are data,
     not constants of the kernel)."""
     c0 = torch.arange(num_blocks, dtype=torch.int64, device=device) + params[0]
     x = _philox_low_counter(c0, params[1:])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from fpzo_ray.zo.stacked import unsupported_module
+from fpzo_ray.zo.execution.stacked import unsupported_module
 
 #: Models whose dense forward pass costs at most this many FLOPs a sample run ``batched``.
 BATCHED_MAX_FLOPS_PER_SAMPLE = 8e6

@@ -1,10 +1,8 @@
-"""Client-side local steps (FedAvg mode) and the server's replay of them.
+"""A client's local optimizer step, the one definition of that arithmetic.
 
-In FedAvg mode a client takes E local steps: ZO estimates from its own seeds, each followed
-by a client SGD (momentum) step. It uploads only the E x K loss differences; the server, which
-knows the seeds, rebuilds every local estimate and replays the same client steps from the
-broadcast weights, so it holds the client's final weights bit for bit while the upload stays
-scalar-sized. Both sides call :func:`client_sgd_step`, the one definition of that arithmetic.
+BP clients step with their gradients, ZO FedAvg clients with their estimates; the ZO server
+replays a ZO client's steps from its scalars and seeds (``zo.client_update.replay_local_steps``)
+with the same function, so it holds the client's final weights bit for bit.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def stale_lock(lock: Path) -> bool:
 
 #: What a build process runs (``-c``, not ``-m``: the package imports this module first).
 _BUILD = (
-    "import sys, torch; from fpzo_ray.zo.philox_build import build; "
+    "import sys, torch; from fpzo_ray.zo.execution.philox_build import build; "
     "build(sys.argv[1], getattr(torch, sys.argv[2]))"
 )
 #: Starts its arguments as a process of their own and exits: the builder is then nobody's

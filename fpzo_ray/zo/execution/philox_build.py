@@ -12,7 +12,7 @@ import torch
 
 from fpzo_ray.cache import keep_inductor_headers_in_cache
 from fpzo_ray.zo import philox
-from fpzo_ray.zo.philox_kernels import check_flags, package_path, stale_lock
+from fpzo_ray.zo.execution.philox_kernels import check_flags, package_path, stale_lock
 
 
 def build(kind: str, dtype: torch.dtype) -> bool:

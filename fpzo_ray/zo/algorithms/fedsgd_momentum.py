@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from fpzo_ray.algorithms.zo_fedsgd import ZOFedSGD
 from fpzo_ray.config import RunConfig, setting
-from fpzo_ray.zo.server_optimizer import ServerOptimizer
+from fpzo_ray.optim.server import ServerOptimizer
+from fpzo_ray.zo.algorithms.fedsgd import ZOFedSGD
 
 
 @dataclass(frozen=True)

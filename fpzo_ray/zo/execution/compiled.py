@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fpzo_ray.cache import keep_inductor_headers_in_cache
-from fpzo_ray.zo.stacked import stacked_losses
+from fpzo_ray.zo.execution.stacked import stacked_losses
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 
 from fpzo_ray.accounting import zo_scalar_upload_bytes
-from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
-from fpzo_ray.algorithms.zo_steps import run_zo_steps
+from fpzo_ray.algorithms.base import Batches, ClientModel, LocalWork, Upload
+from fpzo_ray.models.staged import StageBlocks
+from fpzo_ray.optim.server import ServerOptimizer
+from fpzo_ray.zo.algorithms.base import ZOAlgorithm, run_zo_steps
 from fpzo_ray.zo.client_update import rebuild_estimate
-from fpzo_ray.zo.layerwise import StageBlocks
-from fpzo_ray.zo.server_optimizer import ServerOptimizer
 
 
-class ZOFedSGD(FederatedAlgorithm):
+class ZOFedSGD(ZOAlgorithm):
     """Zeroth-order FedSGD (vanilla BAFFLE on a dense model; the paper's method on a mask)."""
 
     label = "ZO"

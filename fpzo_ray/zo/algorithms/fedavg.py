@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from fpzo_ray.accounting import dense_update_upload_bytes, zo_scalar_upload_bytes
-from fpzo_ray.algorithms.base import Batches, ClientModel, FederatedAlgorithm, LocalWork, Upload
-from fpzo_ray.algorithms.zo_steps import run_zo_steps
+from fpzo_ray.algorithms.base import Batches, ClientModel, LocalWork, Upload
 from fpzo_ray.config import setting
+from fpzo_ray.models.staged import StageBlocks
+from fpzo_ray.zo.algorithms.base import ZOAlgorithm, run_zo_steps
 from fpzo_ray.zo.client_update import replay_local_steps
-from fpzo_ray.zo.layerwise import StageBlocks
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ZOFedAvgParams:
     )
 
 
-class ZOFedAvg(FederatedAlgorithm):
+class ZOFedAvg(ZOAlgorithm):
     """Zeroth-order FedAvg with client steps."""
 
     label = "ZO FedAvg"

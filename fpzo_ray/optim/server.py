@@ -1,4 +1,8 @@
-"""The server's side of a ZO round: average the rebuilt estimates, clip, step, track an EMA.
+"""The server's optimizer: average the clients' contributions, clip, step, track an EMA.
+
+Every algorithm's server steps through it (``FederatedAlgorithm.server_step``): a ZO
+algorithm feeds it the averaged gradient estimate, a FedAvg-style one the negated average
+update (server SGD at rate 1 is FedAvg).
 
 The trained vector ``weights`` holds only the kept coordinates (d of them); pruned weights are
 not represented at all, so they stay exactly zero whatever the optimizer does.
