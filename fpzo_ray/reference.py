@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fpzo_ray.config import FieldInfo, field_infos
 
@@ -93,21 +95,32 @@ def commands() -> list[tuple[str, str, argparse.ArgumentParser | None]]:
     """Every command line, as ``(heading, what it is, its parser)``, in the page's order;
     ``python -m fpzo_ray.bench`` itself has no parser (it names its benchmarks, each with
     its own)."""
-    from fpzo_ray import run, signing, sweep
-    from fpzo_ray.bench import __main__ as bench
-    from fpzo_ray.report import __main__ as report
-
+    bench = _cli_module("fpzo_ray.bench")
     found: list[tuple[str, str, argparse.ArgumentParser | None]] = [
-        ("run", "one federated run", run.build_parser()),
-        ("sweep", "a grid, a search or a study on Ray Tune", sweep.build_parser()),
-        ("report", "a sweep's report", report.build_parser()),
+        ("run", "one federated run", _cli_module("fpzo_ray.run").build_parser()),
+        (
+            "sweep",
+            "a grid, a search or a study on Ray Tune",
+            _cli_module("fpzo_ray.sweep").build_parser(),
+        ),
+        ("report", "a sweep's report", _cli_module("fpzo_ray.report").build_parser()),
         ("bench", "benchmarks, by name (without one, it prints this and exits 2)", None),
     ]
     for name in bench.BENCHMARKS:
         found.append((f"bench {name}", f"the `{name}` benchmark", bench.build_parser(name)))
-    found.append(("signing", "sign a results folder", signing.build_parser()))
+    found.append(
+        ("signing", "sign a results folder", _cli_module("fpzo_ray.signing").build_parser())
+    )
     found.append(("reference", "these generated pages", build_parser()))
     return found
+
+
+def _cli_module(name: str) -> Any:
+    """The module ``python -m name`` runs: the module itself, or a package's ``__main__``."""
+    module = importlib.import_module(name)
+    if hasattr(module, "__path__"):
+        module = importlib.import_module(f"{name}.__main__")
+    return module
 
 
 @contextlib.contextmanager
@@ -135,8 +148,7 @@ def help_text(parser: argparse.ArgumentParser) -> str:
 
 def cli_page() -> str:
     """The CLI reference: each command's ``--help``."""
-    from fpzo_ray.bench import __main__ as bench
-
+    bench = _cli_module("fpzo_ray.bench")
     parts = [CLI_HEADER.rstrip()]
     for heading, what, parser in commands():
         level = "###" if heading.startswith("bench ") else "##"
