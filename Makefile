@@ -6,12 +6,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # `ray start` turns token authentication on; the job CLI must use it too.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: run test test-fast lint install ray-up ray-join job ray-down mlflow-server clean
+.PHONY: run test test-fast lint docs install ray-up ray-join job ray-down mlflow-server clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,server]'
+	$(PY) -m pip install --quiet -e '.[test,lint,server,docs]'
 	@# the hf extra's transformers (pyproject.toml): 2,951 modules, a few of which any run
 	@# imports, so they are not all byte-compiled up front (about 20 s of the install)
 	$(PY) -m pip install --quiet --no-compile 'transformers>=4.45'
@@ -35,9 +35,16 @@ test-fast: $(VENV)/.installed
 
 ## ruff (lint and format) and mypy, as CI runs them
 lint: $(VENV)/.installed
-	$(PY) -m ruff check fpzo_ray tests examples
-	$(PY) -m ruff format --check fpzo_ray tests examples
+	$(PY) -m ruff check fpzo_ray tests examples mkdocs_hooks.py
+	$(PY) -m ruff format --check fpzo_ray tests examples mkdocs_hooks.py
 	$(PY) -m mypy
+
+## the documentation site (mkdocs.yml: MkDocs Material, the API page by mkdocstrings) in
+## site/: open site/index.html. --strict: a warning (a broken link or anchor, a page missing
+## from the nav, a docstring griffe cannot read) fails it. NO_MKDOCS_2_WARNING silences
+## Material's banner about its end of life (May 2027), which is not a warning of the build.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 ## a local one-node Ray cluster, the default sweep submitted to it as a Ray job, and stop.
 ## Ray 2.60 authenticates with a token: made here once (~/.ray/auth_token, readable by you
