@@ -6,7 +6,7 @@ checkpoints holding :data:`STATE_FILE`, and for a standalone run :data:`RUN_ID_F
 sweep's experiment folder holds :data:`SPEC_FILE`, :data:`TRACKING_FILE`,
 :data:`PARENT_RUN_FILE`, :data:`SELECTION_FILE`, :data:`ENVIRONMENT_FILE`,
 :data:`TIMING_FILE` and, where signing is on, :data:`SIGNATURES_FILE` in each folder it
-signs; a trial that a scheduler stopped early holds :data:`STOPPED_MARKER`.
+signs; a trial that ended early (a scheduler, a run callback) holds :data:`STOPPED_MARKER`.
 """
 
 from __future__ import annotations

@@ -546,6 +546,13 @@ class TrainingConfig:
     target_accuracy: float = setting(
         0.0, ge=0.0, le=1.0, doc="report the (simulated) time to reach it; 0 = none"
     )
+    callbacks: str = setting(
+        "",
+        listed=True,
+        doc="your run callbacks, comma-separated (or a YAML list) 'module:Class' "
+        "subclasses of fpzo_ray.lifecycle.callbacks.RunCallback, built with no arguments: "
+        "each round they may add metrics or end the run (docs/EXTENDING.md)",
+    )
 
 
 @dataclass(frozen=True)
@@ -926,6 +933,7 @@ def _cross_check(cfg: RunConfig) -> None:
                 f"import path in {owner_field}, which names none"
             )
     _check_metrics(cfg)
+    _check_callbacks(cfg)
     if not _IMPORTS_TARGETS.get():
         return  # a record of a run, not a run to start: nothing of it is imported
     _check_targets(cfg)
@@ -946,12 +954,30 @@ def _cross_check(cfg: RunConfig) -> None:
         registry.algorithm_class(cfg.training.algorithm, cfg.training.mode).validate(cfg)
 
 
+def listed_entries(value: str) -> list[str]:
+    """The entries of a listed field (comma-separated; a YAML list was joined so)."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def _check_callbacks(cfg: RunConfig) -> None:
+    """``training.callbacks``: import paths, each named once."""
+    entries = listed_entries(cfg.training.callbacks)
+    for entry in entries:
+        if not registry.is_import_path(entry):
+            raise ConfigError(
+                f"config error: training.callbacks: got {entry!r}, must be an import path "
+                "'module:Class'"
+            )
+    if len(set(entries)) < len(entries):
+        raise ConfigError("config error: training.callbacks: names a callback twice")
+
+
 def metric_names(loss: str, metrics: str) -> list[str]:
     """The entries of ``task.metrics`` (comma-separated; ``auto``: accuracy where the loss
     has classes)."""
     if metrics == "auto":
         return ["accuracy"] if loss in CLASSIFICATION_LOSSES else []
-    return [m.strip() for m in metrics.split(",") if m.strip()]
+    return listed_entries(metrics)
 
 
 def metric_key(entry: str) -> str:
@@ -1007,6 +1033,11 @@ def _check_targets(cfg: RunConfig) -> None:
                 registry.check_call(registry.import_target(entry), entry, (None, None), {})
             except registry.TargetError as exc:
                 raise ConfigError(f"config error: task.metrics: {exc}") from None
+    for entry in listed_entries(cfg.training.callbacks):
+        try:
+            registry.check_callback(entry)
+        except registry.TargetError as exc:
+            raise ConfigError(f"config error: training.callbacks: {exc}") from None
 
 
 def field_type(dotted: str) -> type:

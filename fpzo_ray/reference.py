@@ -108,6 +108,10 @@ def commands() -> list[tuple[str, str, argparse.ArgumentParser | None]]:
     ]
     for name in bench.BENCHMARKS:
         found.append((f"bench {name}", f"the `{name}` benchmark", bench.build_parser(name)))
+    pages = _cli_module("fpzo_ray.bench.pages")
+    found.append(
+        ("bench.pages", "the benchmark page, from the saved results", pages.build_parser())
+    )
     found.append(
         ("signing", "sign a results folder", _cli_module("fpzo_ray.signing").build_parser())
     )

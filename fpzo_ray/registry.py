@@ -347,6 +347,16 @@ def algorithm_class(name_or_path: str, mode: str) -> Any:
     return cls
 
 
+def check_callback(path: str) -> None:
+    """A run callback: a ``fpzo_ray.lifecycle.callbacks.RunCallback`` subclass built with no
+    arguments."""
+    cls = import_target(path)
+    base = import_target("fpzo_ray.lifecycle.callbacks:RunCallback")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TargetError(f"{path!r} is not a subclass of fpzo_ray.lifecycle.callbacks.RunCallback")
+    check_call(cls, path, (), {})
+
+
 def _check_algorithm(path: str, cfg: Any) -> None:
     algorithm_class(path, cfg.training.mode).validate(cfg)
 

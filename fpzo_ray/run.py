@@ -10,6 +10,10 @@ and at the end ``clients.csv``, ``model.pt`` (the final model, ``models.load_pru
 (Ctrl-C, SIGTERM) ends its MLflow run KILLED and prints how to go on; ``--resume FOLDER``
 continues it from its newest readable checkpoint, in the same MLflow run, without logging any
 round twice.
+
+The run is a composition of the lifecycle's callbacks (``lifecycle``): the researcher's
+(``training.callbacks``), the MLflow recorder, the run-folder writer and the console
+progress, the same pieces a sweep trial composes.
 """
 
 from __future__ import annotations
@@ -17,23 +21,20 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shlex
 import shutil
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fpzo_ray.artifacts import CLIENTS_FILE, CONFIG_FILE, RUN_ID_FILE
+from fpzo_ray.artifacts import CONFIG_FILE, RUN_ID_FILE
 from fpzo_ray.config import (
     ConfigError,
     RunConfig,
     config_from_dict,
-    config_to_dict,
     describe,
     merge,
     params_of,
@@ -42,8 +43,11 @@ from fpzo_ray.config import (
     refuse_with_resume,
     require_utf8_paths,
 )
+from fpzo_ray.lifecycle.callbacks import RunCallback
+from fpzo_ray.lifecycle.recorder import RoundRecorder
+from fpzo_ray.lifecycle.run_folder import RunFolder
 from fpzo_ray.logs import configure as configure_logging
-from fpzo_ray.sim.ray_session import (
+from fpzo_ray.sim.ray.ray_session import (
     add_address_option,
     check_local_ray_temp_dir,
     use_address_option,
@@ -53,61 +57,6 @@ from fpzo_ray.storage import LocalCopy
 
 if TYPE_CHECKING:
     from fpzo_ray.storage import Storage
-    from fpzo_ray.tracking import MLflowTracker
-
-KEEP_CHECKPOINTS = 2
-#: A round without an evaluation prints a line when it is the run's first, or when this
-#: many seconds passed since the last line: the run says it is alive and how far it is.
-PROGRESS_EVERY_S = 10.0
-
-
-class RunFolder:
-    """Where a run keeps what it needs to be resumed: a local folder, copied to the run's
-    storage (``--storage``: a bucket) at every checkpoint and at the end, when that is
-    elsewhere (``storage.LocalCopy``)."""
-
-    def __init__(self, copy: LocalCopy) -> None:
-        self.copy = copy
-        self.path = copy.path
-
-    @property
-    def location(self) -> str:
-        """Where the run persists (what ``--resume`` takes)."""
-        return self.copy.storage.location
-
-    def push(self) -> None:
-        """Everything the folder holds to the storage (nothing when it is the storage)."""
-        self.copy.push(drop_missing="checkpoint_")
-
-    def checkpoints(self) -> list[Path]:
-        """Checkpoint folders, newest first."""
-        return sorted(self.path.glob("checkpoint_*"), reverse=True)
-
-    def save(self, state: dict[str, Any]) -> None:
-        from fpzo_ray.artifacts import STATE_FILE
-        from fpzo_ray.sim.checkpoint import save_server_state
-
-        save_server_state(state, self.path / f"checkpoint_{state['rounds_done']:06d}" / STATE_FILE)
-        for old in self.checkpoints()[KEEP_CHECKPOINTS:]:
-            shutil.rmtree(old, ignore_errors=True)
-        self.push()
-
-    def config(self) -> RunConfig:
-        """The run's configuration, once the files that decide what a resumed run does are
-        checked to be signed by this user (``signing``): its import paths run code."""
-        from fpzo_ray.artifacts import TRACKING_FILE
-        from fpzo_ray.signing import verify
-
-        if not (self.path / CONFIG_FILE).is_file() or not (self.path / RUN_ID_FILE).is_file():
-            raise ConfigError(
-                f"config error: --resume: {self.path} is not a run folder (no "
-                f"{CONFIG_FILE} and {RUN_ID_FILE})"
-            )
-        verify(self.path, [CONFIG_FILE, RUN_ID_FILE, TRACKING_FILE])
-        return config_from_dict(read_yaml(self.path / CONFIG_FILE))
-
-    def resume_command(self) -> str:
-        return shlex.join([sys.executable, "-m", "fpzo_ray.run", "--resume", self.location])
 
 
 class _StartupGC:
@@ -184,8 +133,8 @@ def _main(argv: Sequence[str] | None, startup: _StartupGC) -> int:
     configure_logging()
     use_address_option(args)
     from fpzo_ray.cluster_checks import check_tracking_uri
-    from fpzo_ray.resources import check_resources
     from fpzo_ray.storage import check_writable, resolve_storage
+    from fpzo_ray.sweep.resources import check_resources
     from fpzo_ray.tracking import default_results_dir, prepare_results_dir, tracking_uri_of
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -274,19 +223,9 @@ class _Background(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class _Store:
-    """The run's MLflow run, once opened: where to write, and the last round it holds (a
-    resumed run's, so that no round is logged twice; 0 for a new run)."""
-
-    tracker: MLflowTracker
-    run_id: str
-    logged: int
-
-
 def _open_store(
     cfg: RunConfig, results_dir: Path, tracking_uri: str, folder: RunFolder, run_name: str
-) -> _Store:
+) -> RoundRecorder:
     """Open the store and start the run (a new run) or reopen it (``run_name`` empty: a
     resumed run). Runs on a thread of its own while Ray and the actors start: importing
     MLflow and checking the store's schema take 1-3 s here, as long as Ray's start."""
@@ -301,9 +240,27 @@ def _open_store(
         (folder.path / TRACKING_FILE).write_text(tracking_uri)
         sign(folder.path, [RUN_ID_FILE, TRACKING_FILE])
         folder.push()  # resumable from here on, from wherever the storage is
-        return _Store(tracker, run_id, 0)
+        return RoundRecorder(tracker, run_id)
     run_id = (folder.path / RUN_ID_FILE).read_text().strip()
-    return _Store(tracker, run_id, tracker.reopen(run_id))
+    return RoundRecorder(tracker, run_id, tracker.reopen(run_id))
+
+
+class _RayShutdown(RunCallback):
+    """Ray's processes go on a thread of their own once the run's actors are gone, while
+    the other callbacks write and log the run's files (listed last: its ``on_end`` runs
+    first)."""
+
+    def __init__(self) -> None:
+        self.stopping: threading.Thread | None = None
+
+    def on_end(self, result: Any) -> None:
+        from fpzo_ray.sim.ray.ray_session import stop_local_ray
+
+        self.stopping = stop_local_ray()
+
+    def join(self) -> None:
+        if self.stopping is not None:
+            self.stopping.join()  # before the exit's own ray.shutdown
 
 
 def _run(
@@ -315,19 +272,18 @@ def _run(
     started: Callable[[], None],
 ) -> int:
     """The run, started so that its slow parts overlap: the MLflow store opens on a thread
-    of its own while the actors import and build (the first round's report waits for it),
+    of its own while the actors import and build (the first round's record waits for it),
     and at the end Ray shuts down on a thread of its own while the model, the client
-    records and the figures are written and logged. ``started()`` is called once the first
-    round is reported (:class:`_StartupGC`)."""
-    import yaml
-
-    from fpzo_ray.artifacts import MODEL_FILE
+    records and the figures are written and logged. ``started()`` is called once the store
+    is open (:class:`_StartupGC`)."""
     from fpzo_ray.failure import root_cause, run_failure, save_traceback, stopped_on_error
-    from fpzo_ray.models.pruned import save_pruned
-    from fpzo_ray.signing import sign
-    from fpzo_ray.sim.federation import run_federated
-    from fpzo_ray.sim.ray_session import init_ray, stop_local_ray
-    from fpzo_ray.tracking import log_run_figures, ui_command
+    from fpzo_ray.lifecycle.callbacks import CallbackList, researcher_callbacks
+    from fpzo_ray.lifecycle.console import ConsoleProgress
+    from fpzo_ray.lifecycle.recorder import MLflowRecorder
+    from fpzo_ray.lifecycle.run_folder import RunFolderWriter
+    from fpzo_ray.sim.ray.federation import run_federated
+    from fpzo_ray.sim.ray.ray_session import init_ray
+    from fpzo_ray.tracking import ui_command
 
     state: dict[str, Any] | None = None
     resuming = folder is not None
@@ -336,90 +292,38 @@ def _run(
         run_name = f"run_{method}_s{cfg.pruning.sparsity}_K{cfg.zo.num_perturbations}"
         name = f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
         folder = RunFolder(LocalCopy(storage.child(name), (results_dir / "runs" / name).resolve()))
-        (folder.path / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        sign(folder.path, [CONFIG_FILE])
-    elif (folder.path / CLIENTS_FILE).is_file():
+        folder.write_config(cfg, signed=True)
+    elif folder.finished():
         print(f"The run in {folder.location} finished every round: nothing to resume.")
         return 0
     else:
-        from fpzo_ray.sim.checkpoint import newest_readable
-
         run_name = ""  # reopen the run
         # Read (and checked) before the run is RUNNING again: a bad checkpoint is a warning
         # and a fallback, and a stop while a large one loads leaves the run as it was.
-        state = newest_readable(folder.checkpoints(), run=cfg, named_by_round=True)
+        state = folder.restored_state(cfg)
     print(f"Run folder: {folder.location}", flush=True)
-    began = time.time()
-    last_round, last_line = 0, 0.0
-    last_metrics: dict[str, Any] = {}  # the last round's
-    opening: _Background[_Store] | None = None
-    store: _Store | None = None
-    stopping: threading.Thread | None = None
+    opening: _Background[RoundRecorder] | None = None
+    recorder: RoundRecorder | None = None
 
-    def opened() -> _Store:
-        nonlocal store
-        if store is None:
+    def store() -> RoundRecorder:
+        nonlocal recorder
+        if recorder is None:
             assert opening is not None
-            store = opening.result()
+            recorder = opening.result()
             started()
-        return store
+        return recorder
 
-    def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
-        """Log a round (once, even when a resumed run reports it again; queued, off the
-        round loop), then keep its checkpoint once every round before it is in the store: a
-        round whose logging failed is never behind the newest checkpoint."""
-        nonlocal last_round, last_metrics
-        run = opened()
-        last_round, last_metrics = int(metrics["round"]), metrics
-        if last_round > run.logged:
-            _log_round(run, metrics)
-        if state is not None:
-            run.tracker.flush()
-            folder.save(state)
-
-    failures_said_at: float | None = None
-
-    def _say_client_failures(metrics: dict[str, Any], now: float) -> None:
-        """A warning line for a round whose sampled clients were not all aggregated: the
-        first such round's, then at most one every ``PROGRESS_EVERY_S`` while they go on."""
-        nonlocal failures_said_at
-        text = metrics.get("client_failures")
-        if text and (failures_said_at is None or now - failures_said_at >= PROGRESS_EVERY_S):
-            print(f"warning: round {metrics['round']}: {text}", file=sys.stderr, flush=True)
-            failures_said_at = now
-
-    def _log_round(run: _Store, metrics: dict[str, Any]) -> None:
-        from fpzo_ray.task import evaluation_parts  # torch: loaded by the run by now
-        from fpzo_ray.tracking import SETUP_KEY, round_metrics
-
-        nonlocal last_line
-        if SETUP_KEY in metrics:
-            run.tracker.queue(run.tracker.log_params, run.run_id, {SETUP_KEY: metrics[SETUP_KEY]})
-            setup = metrics[SETUP_KEY]
-            failed = setup.get("pruning_failed_clients", 0)
-            print(
-                f"pruning: {setup['pruning_method']}, kept fraction {setup['kept_fraction']:.3f},"
-                f" {setup['num_trained']} trained coordinates"
-                + (f" ({failed} pruning clients failed: their scores left out)" if failed else "")
-            )
-            for warning in setup.get("pruning_warnings", []):
-                print(f"warning: {warning}", file=sys.stderr, flush=True)
-        run.tracker.queue_metrics(run.run_id, round_metrics(metrics), last_round)
-        now = time.time()
-        _say_client_failures(metrics, now)
-        flops = f"client GFLOPs {metrics['cumulative_client_forward_flops'] / 1e9:.2f}"
-        if evaluated := evaluation_parts(metrics):
-            print(
-                f"round {metrics['round']:4d}  {'  '.join(evaluated)}  {flops}  "
-                f"({now - began:.0f} s)",
-                flush=True,
-            )
-        elif not last_line or now - last_line >= PROGRESS_EVERY_S:
-            print(f"round {metrics['round']:4d}  {flops}  ({now - began:.0f} s)", flush=True)
-        else:
-            return
-        last_line = now
-
+    console = ConsoleProgress(time.time())
+    shutdown = _RayShutdown()
+    callbacks = CallbackList(
+        [
+            *researcher_callbacks(cfg),
+            MLflowRecorder(store, cfg, folder.path),  # each round before its checkpoint
+            RunFolderWriter(folder),
+            console,
+            shutdown,
+        ]
+    )
     try:
         init_ray()
         # After Ray's start, not during it: ray.init imports much (pydantic, opentelemetry,
@@ -434,24 +338,14 @@ def _run(
         if resuming:
             print(
                 f"Resuming after round {state['rounds_done'] if state else 0} "
-                f"(MLflow has the rounds up to {opened().logged})",
+                f"(MLflow has the rounds up to {store().logged})",
                 flush=True,
             )
-        result = run_federated(cfg, report, resume_state=state)
-        if total_failures := _client_failure_totals(last_metrics):
-            print(f"warning: over the run, {total_failures}", file=sys.stderr)
-        stopping = stop_local_ray()  # the actors are gone: Ray's processes go meanwhile
-        run = opened()
-        run.tracker.flush()
-        save_pruned(result.model, folder.path / MODEL_FILE)
-        _write_records(result.records, folder.path / CLIENTS_FILE)
-        for name in (CLIENTS_FILE, CONFIG_FILE, MODEL_FILE):
-            run.tracker.log_artifact(run.run_id, folder.path / name)
-        log_run_figures(run.tracker, run.run_id, cfg, folder.path)
+        run_federated(cfg, callbacks, resume_state=state)
         folder.push()
-        run.tracker.end_run(run.run_id)
     except KeyboardInterrupt:
         now_stopping()
+        last_round = int(console.last_metrics.get("round", 0))
         if (stopped := _opened_if_possible(opening)) is not None:
             stopped.tracker.end_run_if_possible(
                 stopped.run_id, "KILLED", f"interrupted after round {last_round}"
@@ -486,26 +380,13 @@ def _run(
         print(message, file=sys.stderr)
         return 1
     finally:
-        if stopping is not None:
-            stopping.join()  # before the exit's own ray.shutdown
+        shutdown.join()
+    run = store()
     print(
         f"MLflow run {run.run_id} in {run.tracker.tracking_uri}\nOpen the MLflow UI:  "
         f"{ui_command(run.tracker.tracking_uri, run.tracker.experiment_id)}"
     )
     return 0
-
-
-def _client_failure_totals(metrics: dict[str, Any]) -> str:
-    """The run's sampled clients that were not aggregated, by kind, from its last round's
-    cumulative counters ("" when there were none)."""
-    kinds = {
-        "cumulative_failed_clients": "failed",
-        "cumulative_oom_clients": "out of memory",
-        "cumulative_unavailable_clients": "unavailable",
-        "cumulative_stragglers": "past the deadline",
-    }
-    parts = [f"{int(metrics[k])} {words}" for k, words in kinds.items() if metrics.get(k)]
-    return "sampled clients not aggregated: " + ", ".join(parts) if parts else ""
 
 
 def _push_if_possible(folder: RunFolder) -> None:
@@ -523,7 +404,7 @@ def _push_if_possible(folder: RunFolder) -> None:
         )
 
 
-def _opened_if_possible(opening: _Background[_Store] | None) -> _Store | None:
+def _opened_if_possible(opening: _Background[RoundRecorder] | None) -> RoundRecorder | None:
     """The run's store on the way out of a stop or an error (waiting for it to open, which
     takes seconds at most), or None when it was not opened (stopped while Ray started) or
     could not be (an unreachable store, a full disk: the error says which): then there is
@@ -547,14 +428,6 @@ def _failed_before_the_run(exc: BaseException, folder: Path) -> str:
         f"error: {root_cause(exc)}\n{saved}; no MLflow run was opened: once the cause is "
         "fixed, run the command again"
     )
-
-
-def _write_records(records: list[dict], path: Path) -> None:
-    """``clients.csv``: one row per sampled client and round (pandas, imported here: the run
-    needs it only now)."""
-    import pandas as pd
-
-    pd.DataFrame(records).to_csv(path, index=False)
 
 
 if __name__ == "__main__":

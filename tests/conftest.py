@@ -111,7 +111,7 @@ def ray_session():
             include_dashboard=False,
             log_to_driver=False,
         )
-    from fpzo_ray.sim.ray_session import remove_session_folder, session_folder
+    from fpzo_ray.sim.ray.ray_session import remove_session_folder, session_folder
 
     folder = session_folder()
     yield ray

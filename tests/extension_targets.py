@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fpzo_ray.data import from_arrays
+from fpzo_ray.lifecycle.callbacks import RunCallback
 from fpzo_ray.optim.server import ServerSettings
 from fpzo_ray.pruning.methods import SaliencyInputs
 from fpzo_ray.zo.algorithms.fedsgd import ZOFedSGD
@@ -205,3 +206,21 @@ def summed_squares(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 def verdict(outputs: torch.Tensor, targets: torch.Tensor) -> str:
     """A metric that returns words, not a number (refused)."""
     return "fine"
+
+
+class UploadKibAndStop(RunCallback):
+    """A researcher's run callback: a per-round metric of its own, and an early stop once
+    the global model was evaluated twice."""
+
+    def __init__(self) -> None:
+        self.evaluations = 0
+
+    def on_round(self, metrics: dict[str, Any]) -> bool:
+        metrics["upload_kib"] = metrics["round_upload_bytes"] / 1024
+        self.evaluations += "test_accuracy" in metrics
+        return self.evaluations >= 2
+
+
+class NeedsAnArgument(RunCallback):
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold

@@ -42,25 +42,25 @@ def _imported_after(statement: str) -> list[str]:
 
 def test_the_run_command_imports_no_heavy_module_until_it_needs_one():
     assert _imported_after("import fpzo_ray.run") == []
-    assert _imported_after("import fpzo_ray.tracking, fpzo_ray.sim.ray_session") == []
+    assert _imported_after("import fpzo_ray.tracking, fpzo_ray.sim.ray.ray_session") == []
 
 
 def test_the_actors_module_imports_no_tracking_or_figures():
-    """Every server and worker actor imports ``sim.federation`` (where their classes live)."""
-    assert _imported_after("import fpzo_ray.sim.federation") == []
+    """Every server and worker actor imports ``sim.ray.federation`` (where their classes live)."""
+    assert _imported_after("import fpzo_ray.sim.ray.federation") == []
 
 
-def test_the_tune_callback_is_made_on_first_use_and_pickles_by_reference():
+def test_the_run_command_never_imports_tune_and_the_sweep_callback_pickles_by_reference():
     script = textwrap.dedent(
         """
         import pickle, sys
-        import fpzo_ray.tracking as tracking
+        import fpzo_ray.run, fpzo_ray.tracking, fpzo_ray.lifecycle.recorder
         assert "ray.tune" not in sys.modules
-        made = tracking.MLflowTrialCallback
         from ray.tune import Callback
-        assert issubclass(made, Callback) and issubclass(made, tracking.TrialMirror)
-        assert tracking.MLflowTrialCallback is made
-        assert pickle.loads(pickle.dumps(made)) is made
+        from fpzo_ray.sweep.callbacks import MLflowTrialCallback, TrialMirror
+        assert issubclass(MLflowTrialCallback, Callback)
+        assert issubclass(MLflowTrialCallback, TrialMirror)
+        assert pickle.loads(pickle.dumps(MLflowTrialCallback)) is MLflowTrialCallback
         print("ok")
         """
     )
@@ -147,6 +147,6 @@ def test_a_launch_that_outlives_its_timeout_is_killed():
 
 
 def test_a_tune_callback_pickled_in_this_process_round_trips():
-    from fpzo_ray.tracking import MLflowTrialCallback
+    from fpzo_ray.sweep.callbacks import MLflowTrialCallback
 
     assert pickle.loads(pickle.dumps(MLflowTrialCallback)) is MLflowTrialCallback

@@ -53,7 +53,7 @@ import json, sys
 import ray
 from ray.cluster_utils import Cluster
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.sim.federation import start_federation
+from fpzo_ray.sim.ray.federation import start_federation
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
 cluster.add_node(num_cpus=1)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from fpzo_ray.config import ConfigError, config_from_dict, parse_overrides
-from fpzo_ray.sweep import find_sweep_file, load_sweep
+from fpzo_ray.sweep.spec import find_sweep_file, load_sweep
 
 
 def test_defaults_are_valid_and_frozen():

@@ -20,7 +20,7 @@ from fpzo_ray.data import from_arrays, make_partition
 from fpzo_ray.pruning import Mask
 from fpzo_ray.sim.client import ClientRuntime, serve_clients
 from fpzo_ray.sim.messages import MaskBroadcast, TrainBroadcast, TrainReply
-from fpzo_ray.sweep_spec import load_sweep
+from fpzo_ray.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

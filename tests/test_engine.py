@@ -5,8 +5,9 @@ import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import federated_data, make_partition
-from fpzo_ray.sim.federation import run_federated
+from fpzo_ray.lifecycle.callbacks import EachRound
 from fpzo_ray.sim.in_process import run_in_process
+from fpzo_ray.sim.ray.federation import run_federated
 
 RAW = {
     "data": {"num_clients": 24, "partition": "dirichlet", "alpha": 0.3},
@@ -22,7 +23,7 @@ def _ray_run(num_workers: int):
     raw = {**RAW, "simulation": {**RAW["simulation"], "num_workers": num_workers}}
     reports = []
     records = run_federated(
-        config_from_dict(raw), lambda metrics, _state: reports.append(metrics)
+        config_from_dict(raw), EachRound(lambda metrics, _state: reports.append(metrics))
     ).records
     return reports, records
 
@@ -46,7 +47,7 @@ def test_batched_ray_run_is_the_same_with_one_or_two_workers(ray_session):
     for workers in (1, 2):
         reports: list = []
         cfg = config_from_dict({**raw, "simulation": {**raw["simulation"], "num_workers": workers}})
-        run_federated(cfg, lambda metrics, _state, out=reports: out.append(metrics))
+        run_federated(cfg, EachRound(lambda metrics, _state, out=reports: out.append(metrics)))
         runs.append([_core(m) for m in reports])
     assert runs[0] == runs[1]
     assert runs[0][-1]["test_accuracy"] > 0
@@ -96,7 +97,7 @@ def test_server_state_round_trips_to_the_same_run(digits, batching):
 def test_a_worker_killed_mid_round_does_not_end_the_run(ray_session, reference, policy):
     import ray
 
-    from fpzo_ray.sim.federation import start_federation
+    from fpzo_ray.sim.ray.federation import start_federation
 
     raw = {
         **RAW,
@@ -169,7 +170,7 @@ def test_estimates_built_on_workers_equal_the_servers_reconstruction(digits, sec
 
 
 def test_auto_pool_size_follows_the_cpus():
-    from fpzo_ray.sim.federation import bundles, resolve_num_workers
+    from fpzo_ray.sim.ray.federation import bundles, resolve_num_workers
 
     cfg = config_from_dict(
         {"simulation": {"num_workers": 0, "worker_cpus": 0.4, "server_cpus": 0.1}}
@@ -184,7 +185,7 @@ def test_auto_pool_size_follows_the_cpus():
 def test_idle_workers_do_not_grow(ray_session):
     import ray
 
-    from fpzo_ray.sim.federation import start_federation
+    from fpzo_ray.sim.ray.federation import start_federation
 
     cfg = config_from_dict({**RAW, "training": {**RAW["training"], "rounds": 40}})
     federation = start_federation(cfg)

@@ -23,7 +23,7 @@ from fpzo_ray.preflight import preflight
 from fpzo_ray.sim.client import ClientRuntime
 from fpzo_ray.sim.in_process import InProcessPool
 from fpzo_ray.sim.server import FederatedServer
-from fpzo_ray.sweep_spec import load_sweep
+from fpzo_ray.sweep.spec import load_sweep
 
 EXAMPLES = ROOT / "examples"
 #: Run as Ray jobs here, one per seam the job's working directory must carry to the workers:

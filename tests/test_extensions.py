@@ -104,6 +104,14 @@ BAD = [
     ("training.server_optimizer", f"{T}:nope", "has no attribute 'nope'"),
     ("training.algorithm", f"{T}:NotAnAlgorithm", "not a subclass of"),
     ("training.algorithm", f"{T}:nope", "has no attribute 'nope'"),
+    (
+        "training.callbacks",
+        f"{T}:mlp",
+        "not a subclass of fpzo_ray.lifecycle.callbacks.RunCallback",
+    ),
+    ("training.callbacks", f"{T}:NeedsAnArgument", "cannot be called this way"),
+    ("training.callbacks", "not a path", "must be an import path"),
+    ("training.callbacks", f"{T}:nope", "has no attribute 'nope'"),
 ]
 
 
@@ -189,7 +197,7 @@ def test_a_model_that_fails_to_build_stops_in_preflight(tmp_path):
 
 
 def test_a_components_own_arguments_are_swept_and_searched_like_fields():
-    from fpzo_ray.sweep_spec import parse_sweep
+    from fpzo_ray.sweep.spec import parse_sweep
 
     base = {"training": {"algorithm": "zo_momentum", "rounds": 2}}
     spec = parse_sweep(

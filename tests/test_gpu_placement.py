@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.sim.federation import bundles
-from fpzo_ray.sim.placement import actor_options, server_device
+from fpzo_ray.sim.ray.federation import bundles
+from fpzo_ray.sim.ray.placement import actor_options, server_device
 
 
 def _cfg(**simulation):

@@ -24,7 +24,7 @@ from fpzo_ray.sim.checkpoint import (
     newest_readable,
     save_server_state,
 )
-from fpzo_ray.sweep_spec import FULL_VALIDATION_LIMIT, load_sweep
+from fpzo_ray.sweep.spec import FULL_VALIDATION_LIMIT, load_sweep
 
 pytestmark = pytest.mark.slow  # each case starts the command line in a subprocess
 
@@ -566,7 +566,7 @@ def test_cuda_needs_gpus_in_the_cluster_reserved_by_the_workers(nodes, settings,
     with GPU workers runs cuda, provided the workers (and the server, unless it stays on the
     CPU) reserve GPU shares that fit."""
     from fpzo_ray.config import config_from_dict
-    from fpzo_ray.resources import check_resources
+    from fpzo_ray.sweep.resources import check_resources
 
     cfg = config_from_dict({"simulation": settings})
     if named is None:

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from fpzo_ray.progress import TrialProgress
+from fpzo_ray.sweep.progress import TrialProgress
 
 
 def _plan(rounds: int) -> SimpleNamespace:

@@ -17,9 +17,9 @@ from fpzo_ray.report.labels import method_label
 from fpzo_ray.report.plotting import png_bytes, save_figures
 from fpzo_ray.report.run_figures import run_figures
 from fpzo_ray.report.sweep_figures import cell_views, pareto_front, sweep_figures
-from fpzo_ray.study.summary import trial_figures
-from fpzo_ray.study.tables import final_trials, summary_table
-from fpzo_ray.sweep_spec import parse_sweep
+from fpzo_ray.sweep.spec import parse_sweep
+from fpzo_ray.sweep.study.summary import trial_figures
+from fpzo_ray.sweep.study.tables import final_trials, summary_table
 
 CFG = config_from_dict(
     {"pruning": {"method": "ntk_sap", "sparsity": 0.9}, "devices": {"enabled": True}}

@@ -23,8 +23,9 @@ from fpzo_ray.storage import (
     open_storage,
     resolve_storage,
 )
-from fpzo_ray.sweep_spec import load_sweep
-from fpzo_ray.tracking import lost_to_the_cluster, tracking_uri_of
+from fpzo_ray.sweep.callbacks import lost_to_the_cluster
+from fpzo_ray.sweep.spec import load_sweep
+from fpzo_ray.tracking import tracking_uri_of
 
 
 def test_a_local_path_is_absolute_and_files_go_through_it(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from studies import BASE, reference_metrics, reported_rounds, run_figures, write_sweep
 
-from fpzo_ray.sweep import load_sweep, run_sweep
+from fpzo_ray.sweep.phases import run_sweep
+from fpzo_ray.sweep.spec import load_sweep
 
 
 def _runs(results: Path, experiment: str):

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from fpzo_ray.study.statistics import paired_difference, t_interval, value_at_budget
-from fpzo_ray.study.summary import (
+from fpzo_ray.sweep.study.statistics import paired_difference, t_interval, value_at_budget
+from fpzo_ray.sweep.study.summary import (
     cell_summary,
     compare_cells,
     default_budgets,

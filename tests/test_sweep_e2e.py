@@ -8,7 +8,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fpzo_ray.config import config_from_dict, config_to_dict, flatten
-from fpzo_ray.sweep import load_sweep, run_sweep
+from fpzo_ray.sweep.phases import run_sweep
+from fpzo_ray.sweep.spec import load_sweep
 
 TINY = {
     "name": "tiny",

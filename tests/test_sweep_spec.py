@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fpzo_ray.config import ConfigError, config_from_dict
-from fpzo_ray.sweep_spec import load_saved_spec, load_sweep, save_spec
+from fpzo_ray.sweep.spec import load_saved_spec, load_sweep, save_spec
 
 BASE = {
     "data": {"num_clients": 12},
@@ -260,7 +260,7 @@ def test_sweep_cli_exits_2_on_a_bad_search_before_any_work(tmp_path):
 def test_a_named_axis_that_supplies_the_model_crossed_with_another_axis_resolves(tmp_path):
     """On the base alone the other axis's values do not resolve (a data.target needs a model
     named): the parent run's parameters read each value in a cell that holds it."""
-    from fpzo_ray.sweep import parent_params
+    from fpzo_ray.sweep.phases import parent_params
 
     spec = _load(
         tmp_path,

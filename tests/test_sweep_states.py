@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.fs
 import yaml
 
-from fpzo_ray.sweep import _figures
-from fpzo_ray.sweep_spec import load_sweep
-from fpzo_ray.tracking import plan_key
+from fpzo_ray.sweep.callbacks import plan_key
+from fpzo_ray.sweep.phases import _figures
+from fpzo_ray.sweep.spec import load_sweep
 
 
 def _spec(tmp_path: Path, seeds: int):

@@ -87,7 +87,8 @@ def tracking_server(tmp_path_factory):
 def test_a_sweep_logs_to_the_postgresql_tracking_server(
     ray_session, tracking_server, tmp_path, monkeypatch
 ):
-    from fpzo_ray.sweep import load_sweep, run_sweep
+    from fpzo_ray.sweep.phases import run_sweep
+    from fpzo_ray.sweep.spec import load_sweep
 
     name = "team_server"
     base = {

@@ -1,5 +1,7 @@
 """``python -m fpzo_ray.bench NAME``: benchmarks that print ratios measured side by side in one
-run, and end with one JSON line of their headline figures.
+run, and end with one JSON line of their headline figures, also saved with the machine, the
+commit and the date (``--save``; ``python -m fpzo_ray.bench.pages`` makes the benchmark page
+from saved results).
 
 Names: zo-step, memory, fidelity, prune-error, sigma, dropout, checkpoint, population,
 engine, throughput, startup, gpu
@@ -13,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 BENCHMARKS: dict[str, str] = {
     "zo-step": "fpzo_ray.bench.zo_step",
@@ -41,6 +44,13 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
+    parser.add_argument(
+        "--save",
+        metavar="PATH",
+        default=None,
+        help="where to save the result as JSON with the machine, commit and date (default "
+        f"results/bench/{name}.json)",
+    )
     return parser
 
 
@@ -58,9 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     from fpzo_ray.logs import configure
 
     configure()
+    from fpzo_ray.bench.record import default_path, record, save
+
     run: Callable[[argparse.Namespace], dict] = module.run
+    save_to = Path(args.save) if args.save else default_path(argv[0])
+    options = {k: v for k, v in vars(args).items() if k != "save"}
     result = run(args)
     print(json.dumps(result))
+    saved = save(record(argv[0], argv[1:], options, result), save_to)
+    print(f"saved {saved}", file=sys.stderr)
     return 0
 
 

@@ -155,9 +155,9 @@ def _sweep_overhead(repeats: int, default: int) -> dict[str, Any]:
 
     import ray
 
-    from fpzo_ray.sim.ray_session import init_ray
-    from fpzo_ray.sweep import run_sweep
-    from fpzo_ray.sweep_spec import find_sweep_file, load_sweep
+    from fpzo_ray.sim.ray.ray_session import init_ray
+    from fpzo_ray.sweep.phases import run_sweep
+    from fpzo_ray.sweep.spec import find_sweep_file, load_sweep
 
     init_ray()
     seconds: dict[int, list[float]] = {0: [], default: []}

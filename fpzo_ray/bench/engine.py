@@ -81,7 +81,7 @@ def round_split(rounds: list[TimedRound], warmup: int) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fpzo_ray.sim.ray_session import init_ray
+    from fpzo_ray.sim.ray.ray_session import init_ray
 
     init_ray()
     workloads = {"digits": {"name": "digits"}}

@@ -27,7 +27,7 @@ from typing import Any
 from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.study.summary import TrialFigures, compare_cells, json_ready
+from fpzo_ray.sweep.study.summary import TrialFigures, compare_cells, json_ready
 
 STUDY_FILE = "sweeps/paper_fidelity.yaml"
 HEADLINE, BASELINE, ABLATION = "ntk_sap_90", "dense_zo", "ntk_sap_90_fan_in"
@@ -67,8 +67,8 @@ def _chosen_lr(row: dict[str, Any]) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fpzo_ray.preflight import preflight
-    from fpzo_ray.sweep import run_sweep
-    from fpzo_ray.sweep_spec import find_sweep_file, load_saved_spec, load_sweep
+    from fpzo_ray.sweep.phases import run_sweep
+    from fpzo_ray.sweep.spec import find_sweep_file, load_saved_spec, load_sweep
 
     started = time.time()
     if args.resume:

@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         worker_counts = [1]
     else:
-        from fpzo_ray.sim.ray_session import init_ray
+        from fpzo_ray.sim.ray.ray_session import init_ray
 
         init_ray()
     mnist = workload_data(args.data_root)

@@ -59,7 +59,7 @@ def round_times(cfg: RunConfig, warmup: int = 2) -> tuple[list[float], int]:
     """Wall seconds of each measured round, and the Ray footprint while the run is live."""
     import ray
 
-    from fpzo_ray.sim.federation import start_federation
+    from fpzo_ray.sim.ray.federation import start_federation
 
     federation = start_federation(cfg)
     try:
@@ -77,8 +77,9 @@ def round_times(cfg: RunConfig, warmup: int = 2) -> tuple[list[float], int]:
 
 
 def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
+    from fpzo_ray.lifecycle.callbacks import EachRound
     from fpzo_ray.sim.devices import client_devices
-    from fpzo_ray.sim.federation import run_federated
+    from fpzo_ray.sim.ray.federation import run_federated
 
     training: dict[str, Any] = {
         "rounds": args.participation_rounds,
@@ -108,7 +109,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
         }
     )
     reports: list[dict] = []
-    records = run_federated(cfg, lambda metrics, _state: reports.append(metrics)).records
+    records = run_federated(cfg, EachRound(lambda metrics, _state: reports.append(metrics))).records
     devices = client_devices(cfg)
     assert devices is not None
     statuses: dict[str, Counter] = {}
@@ -144,7 +145,7 @@ def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fpzo_ray.sim.ray_session import init_ray
+    from fpzo_ray.sim.ray.ray_session import init_ray
 
     if workload_data(args.data_root)["name"] != "mnist":
         raise SystemExit(

@@ -123,7 +123,8 @@ class TimedRound:
 def timed_rounds(cfg: RunConfig) -> list[TimedRound]:
     """A whole engine run, reported to MLflow the way ``python -m fpzo_ray.run`` reports it
     (queued; the store a local SQLite file), every round timed at the driver."""
-    from fpzo_ray.sim.federation import run_federated
+    from fpzo_ray.lifecycle.callbacks import EachRound
+    from fpzo_ray.sim.ray.federation import run_federated
     from fpzo_ray.tracking import MLflowTracker, round_metrics
 
     rounds: list[TimedRound] = []
@@ -136,7 +137,7 @@ def timed_rounds(cfg: RunConfig) -> list[TimedRound]:
             tracker.queue_metrics(run_id, round_metrics(metrics), int(metrics["round"]))
             rounds.append(TimedRound(arrived, time.perf_counter() - arrived, metrics))
 
-        run_federated(cfg, report)
+        run_federated(cfg, EachRound(report))
         tracker.flush()
         tracker.end_run(run_id)
     return rounds
@@ -167,7 +168,7 @@ def sgemm_flops(size: int = 1024, repeats: int = 20) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fpzo_ray.bench.common import workload_data
-    from fpzo_ray.sim.ray_session import init_ray
+    from fpzo_ray.sim.ray.ray_session import init_ray
 
     init_ray()
     workloads = {"digits": {"name": "digits"}}

@@ -23,7 +23,7 @@ from fpzo_ray.config import config_from_dict, config_to_dict, flatten
 from fpzo_ray.report.plotting import png_bytes
 from fpzo_ray.report.sources import SweepRecord
 from fpzo_ray.report.sweep_figures import cell_views, sweep_figures
-from fpzo_ray.study.tables import summary_view
+from fpzo_ray.sweep.study.tables import summary_view
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.md"

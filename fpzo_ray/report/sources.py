@@ -32,9 +32,9 @@ from fpzo_ray.artifacts import (
     TIMING_FILE,
 )
 from fpzo_ray.config import ConfigError, config_from_dict
-from fpzo_ray.study.summary import Selection, TrialFigures, trial_figures
-from fpzo_ray.study.tables import final_trials, summary_table, trial_table
-from fpzo_ray.sweep_spec import SweepSpec, TrialPlan, load_saved_spec, parse_sweep
+from fpzo_ray.sweep.spec import SweepSpec, TrialPlan, load_saved_spec, parse_sweep
+from fpzo_ray.sweep.study.summary import Selection, TrialFigures, trial_figures
+from fpzo_ray.sweep.study.tables import final_trials, summary_table, trial_table
 
 #: The parent run's artifact holding the sweep file (with ``--set`` applied).
 SPEC_ARTIFACT = "sweep.yaml"

@@ -28,9 +28,9 @@ from matplotlib.figure import Figure
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.report.labels import method_label
 from fpzo_ray.report.plotting import clip_to_fractions, color, marker, new_figure, place_legend
-from fpzo_ray.study.statistics import t_interval
-from fpzo_ray.study.summary import TrialFigures
-from fpzo_ray.sweep_spec import SweepSpec
+from fpzo_ray.sweep.spec import SweepSpec
+from fpzo_ray.sweep.study.statistics import t_interval
+from fpzo_ray.sweep.study.summary import TrialFigures
 
 MAX_NAMED_CELLS = 12
 MAX_HEATMAPS = 6

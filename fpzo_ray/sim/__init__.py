@@ -6,8 +6,9 @@ virtual clients), ``server`` (the global state and a round), ``pruning_phase``,
 (profiles, availability, the memory gate), ``evaluation`` (the global model on validation
 and test), ``messages`` (what travels), ``pool`` (the pool protocol and its round report),
 ``in_process`` (the in-process pool and the reference run), ``checkpoint``, ``allocator``
-(worker processes keep the memory they free). On Ray: ``worker`` (a worker actor's body),
-``ray_pool`` (a round over worker actors, surviving their loss), ``federation`` (the actors
-of one run), ``ray_session`` (joining or starting Ray).
+(worker processes keep the memory they free). On Ray, in ``ray/``: ``worker`` (a worker
+actor's body), ``ray_pool`` (a round over worker actors, surviving their loss),
+``federation`` (the actors of one run and its round loop), ``placement``, ``ray_session``
+(joining or starting Ray).
 See ``docs/ARCHITECTURE.md``.
 """

@@ -26,7 +26,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -133,23 +134,28 @@ def check_server_state(
 
 
 def newest_readable(
-    folders: list[Path],
+    folders: Sequence[Path | AbstractContextManager[str]],
     warn: Callable[[str], Any] | None = None,
     run: RunConfig | None = None,
     named_by_round: bool = False,
 ) -> dict[str, Any] | None:
     """The state in the first of ``folders`` (newest first) that can be used; every one that
     cannot is reported through ``warn`` (default: a logged warning) and skipped. None when
-    none can be used. ``run``: see :func:`load_server_state`; ``named_by_round``: each folder
-    is named ``checkpoint_<rounds done>``, which its state must match."""
+    none can be used. The one implementation of the fallback to an older checkpoint, for a
+    run's own checkpoint folders and for Tune's: a folder is a path, or a context manager
+    giving one (a remote checkpoint, copied while it is read). ``run``: see
+    :func:`load_server_state`; ``named_by_round``: each folder is named
+    ``checkpoint_<rounds done>``, which its state must match."""
     for folder in folders:
-        named = re.fullmatch(r"checkpoint_(\d+)", folder.name) if named_by_round else None
-        try:
-            return load_server_state(
-                folder / STATE_FILE, run, int(named.group(1)) if named else None
-            )
-        except CheckpointError as exc:
-            (warn or log.warning)(f"{exc}; trying an older checkpoint")
+        with nullcontext(folder) if isinstance(folder, Path) else folder as at:
+            path = Path(at)
+            named = re.fullmatch(r"checkpoint_(\d+)", path.name) if named_by_round else None
+            try:
+                return load_server_state(
+                    path / STATE_FILE, run, int(named.group(1)) if named else None
+                )
+            except CheckpointError as exc:
+                (warn or log.warning)(f"{exc}; trying an older checkpoint")
     return None
 
 

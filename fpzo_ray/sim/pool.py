@@ -3,7 +3,7 @@
 Every pool answers with a :class:`RoundReport`: the replies sorted by client id (never in
 arrival order, so aggregation, and hence the whole run, is bit-identical whatever the number
 of workers), the engine faults it survived so far and where the round's time went. The pools:
-``sim.in_process.InProcessPool`` and ``sim.ray_pool.RayWorkerPool``.
+``sim.in_process.InProcessPool`` and ``sim.ray.ray_pool.RayWorkerPool``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ and the run's counters, and drives the two phases of the method:
    the aggregate steps the server optimizer is the training algorithm's server half
    (``algorithms``): the round loop does not branch on the algorithm or its mode.
 
-The class is plain Python; ``sim.federation`` runs it as a Ray actor.
+The class is plain Python; ``sim.ray.federation`` runs it as a Ray actor.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from fpzo_ray.sim.messages import (
     TrainBroadcast,
     TrainReply,
 )
-from fpzo_ray.sim.placement import server_device
 from fpzo_ray.sim.pool import ClientPool, FailureCounts, RoundReport, RoundTiming
 from fpzo_ray.sim.pruning_phase import PruningPhase
+from fpzo_ray.sim.ray.placement import server_device
 from fpzo_ray.sim.round_tally import RoundTally
 from fpzo_ray.task import build_task
 from fpzo_ray.zo.layerwise import blocks_for

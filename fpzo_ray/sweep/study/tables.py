@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from fpzo_ray.study.summary import Selection, TrialFigures, cell_summary, default_budgets
-from fpzo_ray.sweep_spec import SELECTION_METRICS, SweepSpec, short_name
+from fpzo_ray.sweep.spec import SELECTION_METRICS, SweepSpec, short_name
+from fpzo_ray.sweep.study.summary import Selection, TrialFigures, cell_summary, default_budgets
 
 
 def final_trials(

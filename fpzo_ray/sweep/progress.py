@@ -1,8 +1,8 @@
 """What a running sweep says: a line per trial event, and every ``every_s`` seconds one line
 of overall progress (trials done / running / pending / failed, rounds done across trials,
 elapsed time, time left at the pace so far), also set as the ``progress`` tag of the sweep's
-parent run so that the MLflow UI shows it. It also marks, in a trial's folder, that the
-scheduler stopped it early (``STOPPED_MARKER``): an early stop is not an interruption."""
+parent run so that the MLflow UI shows it. Output only: nothing reads what it prints (what a
+sweep records is ``sweep.callbacks``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from fpzo_ray.artifacts import STOPPED_MARKER
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.task import evaluation_parts
-from fpzo_ray.tracking import trial_storage
 
 
 def _rounds(trial: Any) -> int:
@@ -29,7 +27,7 @@ def _duration(seconds: float) -> str:
 
 
 class TrialProgress(Callback):
-    """Tune callback of one phase. ``plans``: the phase's trials (``sweep_spec.TrialPlan``),
+    """Tune callback of one phase. ``plans``: the phase's trials (``sweep.spec.TrialPlan``),
     so that trials Tune has not created yet count as pending; ``publish(line)`` receives each
     overall progress line (the sweep sets it as a tag of its parent run)."""
 
@@ -78,15 +76,13 @@ class TrialProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rounds = _rounds(trial)
         done = int((trial.last_result or {}).get("round", 0))
-        if done < rounds and trial.path:  # the scheduler stopped it
-            trial_storage(trial).write_text(STOPPED_MARKER, str(done))
         self._say(
             f"{trial}: " + ("finished" if done >= rounds else f"stopped early at round {done}")
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from fpzo_ray.failure import error_summary
-        from fpzo_ray.tracking import trial_error_text
+        from fpzo_ray.sweep.callbacks import trial_error_text
 
         self._say(f"{trial}: FAILED: " + error_summary(trial_error_text(trial)))
 

@@ -1,7 +1,7 @@
 """Will a sweep's trials fit the cluster? Checked before it starts, watched while it waits.
 
 Every trial reserves a placement group: its driver, its server and its workers
-(``sim.federation.bundles``). A request no node can ever satisfy (``worker_cpus: 1000`` on
+(``sim.ray.federation.bundles``). A request no node can ever satisfy (``worker_cpus: 1000`` on
 2-CPU machines) would make Ray wait forever, so it is refused before the sweep starts, naming
 the field. A request that fits but finds the cluster busy (other jobs, nodes still coming up)
 is watched: one line every ``report_every_s`` while nothing runs, and after
@@ -31,7 +31,7 @@ def cluster_nodes() -> list[dict[str, float]]:
     the local Ray this machine would start (its CPUs, GPUs and memory), without starting it."""
     import ray
 
-    from fpzo_ray.sim.ray_session import cluster_address, init_ray
+    from fpzo_ray.sim.ray.ray_session import cluster_address, init_ray
 
     if ray.is_initialized() or cluster_address() is not None:
         init_ray()
@@ -66,7 +66,7 @@ def check_resources(
 ) -> None:
     """Raise :class:`ConfigError` for the first trial whose placement group no cluster state
     could ever hold: a bundle larger than every node, or bundles more than all nodes have."""
-    from fpzo_ray.sim.federation import bundles, resolve_num_workers
+    from fpzo_ray.sim.ray.federation import bundles, resolve_num_workers
 
     nodes = nodes if nodes is not None else cluster_nodes()
     total = {r: sum(n.get(r, 0.0) for n in nodes) for r in {r for n in nodes for r in n}}

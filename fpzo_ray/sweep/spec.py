@@ -63,7 +63,7 @@ from fpzo_ray.config import (
     set_dotted,
     show,
 )
-from fpzo_ray.study.search_space import SearchSpace, parse_space
+from fpzo_ray.sweep.study.search_space import SearchSpace, parse_space
 
 DEFAULT_SWEEP = "sweeps/quick.yaml"
 SWEEP_KEYS = (
@@ -89,7 +89,7 @@ SCOPES = ("last", "best")
 #: Sweeps larger than this are refused unless the file raises ``max_trials``.
 DEFAULT_MAX_TRIALS = 10_000
 #: Restarts of a failed trial from its last checkpoint: what a lost node or process needs
-#: (an error of the trial's own code gets one restart only, see ``tracking.TrialMirror``).
+#: (an error of the trial's own code gets one restart only, see ``sweep.callbacks.TrialMirror``).
 DEFAULT_MAX_FAILURES = 3
 #: Up to this many first-phase trials every one is validated; above, the axes one by one.
 FULL_VALIDATION_LIMIT = 2_000

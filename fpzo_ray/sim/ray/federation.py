@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +22,14 @@ from ray.util import get_current_placement_group
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import federated_data
 from fpzo_ray.failure import RunFailed
+from fpzo_ray.lifecycle.callbacks import RunCallback
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.allocator import keep_freed_memory
 from fpzo_ray.sim.devices import client_devices
-from fpzo_ray.sim.placement import actor_options, server_resources, worker_resources
-from fpzo_ray.sim.ray_pool import RayWorkerPool
+from fpzo_ray.sim.ray.placement import actor_options, server_resources, worker_resources
+from fpzo_ray.sim.ray.ray_pool import RayWorkerPool
+from fpzo_ray.sim.ray.worker import ClientWorker, threads_for
 from fpzo_ray.sim.server import FederatedServer
-from fpzo_ray.sim.worker import ClientWorker, threads_for
 
 DRIVER_CPUS = 0.1
 
@@ -129,24 +129,28 @@ class FederatedResult:
 
     records: list[dict]  # one per sampled client and round (``clients.csv``)
     model: dict[str, Any]  # the final global model, ``models.pruned.save_pruned``-ready
+    rounds_done: int  # ``training.rounds``, or fewer when a callback ended the run early
 
 
 def run_federated(
     cfg: RunConfig,
-    report: Callable[[dict, dict | None], None],
+    callbacks: RunCallback,
     resume_state: dict[str, Any] | None = None,
 ) -> FederatedResult:
-    """Prune (or restore), then train to ``cfg.training.rounds``; returns the client records
-    and the final global model.
+    """Prune (or restore), then train to ``cfg.training.rounds``, calling ``callbacks``
+    (``lifecycle.callbacks``) around the rounds; returns the client records and the final
+    global model.
 
-    ``report(metrics, state)`` gets each round's metrics (the first round's also carry the
-    pruning summary under ``"setup"``) and, every ``simulation.checkpoint_every`` rounds, the
-    server's state (else None), in one call so that a checkpoint and its round are recorded
-    together; ``resume_state`` continues a run from such a state, round for round identical.
+    Each round's metrics (the first round's also carry the pruning summary under
+    ``"setup"``) go to ``callbacks.on_round``, which may end the run there, and then to
+    ``callbacks.after_round`` with, every ``simulation.checkpoint_every`` rounds, the
+    server's state (else None), so that a checkpoint and its round are recorded together;
+    ``resume_state`` continues a run from such a state, round for round identical.
 
-    The next round is submitted before this one is reported, so that reporting (MLflow, Tune)
-    overlaps the clients' work instead of adding to it. The server actor runs its calls in
-    order, so a checkpoint asked for after round r and before round r + 1 is round r's.
+    The next round is submitted between ``on_round`` and ``after_round``, so that recording
+    (MLflow, Tune, files) overlaps the clients' work instead of adding to it. The server
+    actor runs its calls in order, so a checkpoint asked for after round r and before round
+    r + 1 is round r's.
     """
     federation = start_federation(cfg)
     every = cfg.simulation.checkpoint_every
@@ -160,18 +164,25 @@ def run_federated(
         else:
             pruning_limit = limit * max(1, cfg.pruning.iterations)
             setup, first = _within(server.prune.remote(), pruning_limit, "the pruning phase"), 0
-        rounds = cfg.training.rounds
+        callbacks.on_start(cfg, first)
+        rounds, done = cfg.training.rounds, first
         running: Any = server.run_round.remote(first) if first < rounds else None
         for r in range(first, rounds):
             metrics: dict[str, Any] = _within(running, limit, f"round {r + 1}")
             if r == first:
                 metrics = {**metrics, "setup": setup}
-            due = every > 0 and (r + 1) % every == 0 and r + 1 < rounds
+            done = r + 1
+            last = callbacks.on_round(metrics) or done == rounds
+            due = every > 0 and done % every == 0 and not last
             state = server.state_dict.remote() if due else None
-            running = server.run_round.remote(r + 1) if r + 1 < rounds else None
-            report(metrics, ray.get(state) if state is not None else None)
-        return FederatedResult(
-            ray.get(server.records.remote()), ray.get(server.export_model.remote())
+            running = None if last else server.run_round.remote(done)
+            callbacks.after_round(metrics, ray.get(state) if state is not None else None)
+            if last:
+                break
+        result = FederatedResult(
+            ray.get(server.records.remote()), ray.get(server.export_model.remote()), done
         )
     finally:
         federation.shutdown()
+    callbacks.on_end(result)
+    return result

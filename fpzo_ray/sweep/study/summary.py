@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from fpzo_ray.study.statistics import (
+from fpzo_ray.sweep.study.statistics import (
     Estimate,
     first_reaching,
     paired_difference,
@@ -84,7 +84,7 @@ def trial_figures(
     error: str = "",
     status: str | None = None,
 ) -> TrialFigures:
-    """Figures of one trial from its plan (``sweep_spec.TrialPlan`` as a dict) and the
+    """Figures of one trial from its plan (``sweep.spec.TrialPlan`` as a dict) and the
     per-round results it reported (one row per round; nested keys joined by ``/``).
 
     ``status`` as the sweep knows it (OK, STOPPED, ERROR, INTERRUPTED, NOT_STARTED); without
