@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadscope --durations=40
 
-## the tests that start no Ray and nothing slow (736 tests, about 3 minutes on 2 cores)
+## the tests that start no Ray and nothing slow (769 tests, about 3 minutes on 2 cores)
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not ray and not slow"
 

@@ -51,7 +51,7 @@ def _png(data: bytes) -> tuple[int, int]:
     return image.size
 
 
-def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study):
+def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study, tmp_path):
     folder = finished_study.experiment_dir / "report"
     html = (folder / "report.html").read_text()
     markdown = (folder / "summary.md").read_text()
@@ -68,12 +68,16 @@ def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study):
     logged = {a.path for a in client.list_artifacts(parent)}
     assert {"report.html", "summary.md", "environment.json", "sweep.yaml"} <= logged
     assert {a.path for a in client.list_artifacts(parent, "figures")} == SWEEP_FIGURES
-    pareto = Path(client.download_artifacts(parent, "figures/pareto_accuracy_vs_client_flops.png"))
+    pareto = Path(
+        client.download_artifacts(
+            parent, "figures/pareto_accuracy_vs_client_flops.png", str(tmp_path)
+        )
+    )
     assert _png(pareto.read_bytes()) == (750, 450)
     assert client.get_run(parent).data.metrics["sweep_wall_s"] > 0
 
 
-def test_every_trial_run_carries_its_figures(finished_study):
+def test_every_trial_run_carries_its_figures(finished_study, tmp_path):
     client = MlflowClient(finished_study.tracking_uri)
     experiment = client.get_experiment_by_name("study_e2e")
     parent = finished_study.parent_run_id
@@ -84,7 +88,11 @@ def test_every_trial_run_carries_its_figures(finished_study):
     for run in children:
         assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == RUN_FIGURES
     one = children[0].info.run_id
-    _png(Path(client.download_artifacts(one, "figures/participation.png")).read_bytes())
+    _png(
+        Path(
+            client.download_artifacts(one, "figures/participation.png", str(tmp_path))
+        ).read_bytes()
+    )
 
 
 def test_the_report_command_writes_the_same_report_from_the_folder_and_from_mlflow(

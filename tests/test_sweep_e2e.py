@@ -72,13 +72,15 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
         # its parameters are its resolved configuration, every field, defaults included
         resolved = config_from_dict(
             yaml.safe_load(
-                (Path(client.download_artifacts(run.info.run_id, "config.yaml"))).read_text()
+                Path(
+                    client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+                ).read_text()
             )
         )
         assert {k: v for k, v in run.data.params.items() if not k.startswith("setup.")} == {
             k: str(v) for k, v in flatten(config_to_dict(resolved)).items()
         }
-        _assert_model_reproduces_the_logged_accuracy(client, run.info.run_id, resolved)
+        _assert_model_reproduces_the_logged_accuracy(client, run.info.run_id, resolved, tmp_path)
     # The parent's: the configuration the trials share, resolved (single-valued axes
     # included), the swept field marked as varying.
     progress = client.get_run(outcome.parent_run_id).data.tags["progress"]
@@ -91,7 +93,7 @@ def test_tiny_sweep_records_finished_runs_with_metrics(ray_session, tmp_path, mo
             assert parent[key] == str(value), key
 
 
-def _assert_model_reproduces_the_logged_accuracy(client, run_id, cfg) -> None:
+def _assert_model_reproduces_the_logged_accuracy(client, run_id, cfg, folder) -> None:
     """The model artifact, rebuilt with the documented loader, scores the final test
     accuracy the run logged, and is as sparse as the run's mask."""
     import torch
@@ -99,7 +101,7 @@ def _assert_model_reproduces_the_logged_accuracy(client, run_id, cfg) -> None:
     from fpzo_ray.data import federated_data
     from fpzo_ray.models import load_pruned
 
-    model = load_pruned(client.download_artifacts(run_id, "model.pt"))
+    model = load_pruned(client.download_artifacts(run_id, "model.pt", str(folder)))
     images, labels = federated_data(cfg)[0].test_set()
     with torch.no_grad():
         accuracy = int((model(images).argmax(1) == labels).sum()) / len(labels)

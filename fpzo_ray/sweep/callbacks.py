@@ -15,7 +15,6 @@ What a running sweep prints is ``sweep.progress`` (output only).
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,37 +22,11 @@ from typing import Any
 from ray.tune import Callback
 
 from fpzo_ray.artifacts import STOPPED_MARKER
-from fpzo_ray.config import RunConfig, config_from_dict, params_of
+from fpzo_ray.config import config_from_dict, params_of
 from fpzo_ray.failure import error_summary
 from fpzo_ray.lifecycle.recorder import RoundRecorder
-from fpzo_ray.storage import Storage, folder_on
-from fpzo_ray.tracking import RUN_ARTIFACTS, MLflowTracker, log_run_figures
-
-
-def trial_storage(trial: Any) -> Storage:
-    """A Tune trial's folder in the sweep's storage (its checkpoints, results, artifacts)."""
-    return folder_on(trial.storage.storage_filesystem, trial.path)
-
-
-def log_trial_files(tracker: MLflowTracker, run_id: str, cfg: RunConfig, folder: Storage) -> None:
-    """A finished trial's artifacts (``RUN_ARTIFACTS``) and figures onto its run, read from
-    its folder in the sweep's storage. A folder elsewhere (a bucket) is read through a local
-    temporary copy, and the figures drawn there are copied back beside the artifacts."""
-    if folder.is_local:
-        _log_trial_files(tracker, run_id, cfg, folder.local_path)
-        return
-    with tempfile.TemporaryDirectory(prefix="fpzo_trial_") as local:
-        folder.download(Path(local), RUN_ARTIFACTS)
-        _log_trial_files(tracker, run_id, cfg, Path(local))
-        if (Path(local) / "figures").is_dir():
-            folder.upload(Path(local) / "figures", "figures")
-
-
-def _log_trial_files(tracker: MLflowTracker, run_id: str, cfg: RunConfig, local: Path) -> None:
-    for name in RUN_ARTIFACTS:
-        if (local / name).is_file():
-            tracker.log_artifact(run_id, local / name)
-    log_run_figures(tracker, run_id, cfg, local)
+from fpzo_ray.sweep.trial_files import TrialFinisher, trial_storage
+from fpzo_ray.tracking import MLflowTracker
 
 
 def lost_to_the_cluster(trial: Any) -> bool:
@@ -156,12 +129,13 @@ class TrialMirror:
     unfinished (interrupted) ends KILLED.
 
     Every trial's next round waits until the driver has taken its last result, so the writes
-    (metrics, the pruning summary, artifacts, figures, the end of a run) are queued, in
-    order, on the tracker's writer thread (``mlflow_writer``): the driver's loop never waits
-    on the store, except at a checkpoint, when it waits for the writes queued so far (a
-    resumed trial restarts from its checkpoint and must find every round before it logged).
-    A write that fails is raised at the next result, and at the end of the experiment, which
-    waits for every write.
+    are queued: the rounds (metrics, the pruning summary) in order on the tracker's writer
+    thread (``mlflow_writer``), and a finished trial's files, figures and end on a
+    ``trial_files.TrialFinisher`` of their own. The driver's loop never waits on the store,
+    except at a checkpoint, when it waits for the rounds queued so far (a resumed trial
+    restarts from its checkpoint and must find every round before it logged). A write that
+    fails is raised at the next result, and at the end of the experiment, which waits for
+    every write.
     """
 
     def __init__(self, tracker: MLflowTracker, sweep_name: str, parent_run_id: str) -> None:
@@ -172,6 +146,7 @@ class TrialMirror:
         self.recorders: dict[str, RoundRecorder] = {}  # run id -> its rounds
         self.closed: set[str] = set()
         self.plan_runs: dict[tuple, str] = {}  # plan_key -> run id, for every trial started
+        self.finisher = TrialFinisher(tracker)  # each trial's last writes, off Tune's loop
 
     def progress_of(self, plan: dict[str, Any]) -> tuple[int, bool] | None:
         """For the trial of ``plan``, if it started in this session: the last round logged
@@ -213,7 +188,8 @@ class TrialMirror:
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        """Every round up to the checkpoint is in the store before Tune records it."""
+        """Every round up to the checkpoint is in the store before Tune records it (the
+        rounds only: a finished trial's files and figures are another queue's)."""
         self.tracker.flush()
 
     def _finish(
@@ -221,11 +197,8 @@ class TrialMirror:
     ) -> None:
         """Queue a trial's last writes: its tags, artifacts and figures, then its end."""
         cfg = config_from_dict(trial.config["trial"]["run"])
-        if tags:
-            self.tracker.queue(self.tracker.set_tags, run_id, tags)
-        if trial.path:
-            self.tracker.queue(log_trial_files, self.tracker, run_id, cfg, trial_storage(trial))
-        self.tracker.queue(self.tracker.end_run, run_id, status, message)
+        folder = trial_storage(trial) if trial.path else None
+        self.finisher.finish(run_id, cfg, folder, tags, status, message)
         self.closed.add(run_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -289,6 +262,7 @@ class TrialMirror:
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Every write is done; runs still open belong to interrupted trials."""
         self._settle_restored(trials)
+        self.finisher.close()
         self.tracker.flush()
         for run_id in set(self.run_ids.values()) - self.closed:
             self.tracker.end_run(
