@@ -550,7 +550,7 @@ class TrainingConfig:
         "",
         listed=True,
         doc="your run callbacks, comma-separated (or a YAML list) 'module:Class' "
-        "subclasses of fpzo_ray.lifecycle.callbacks.RunCallback, built with no arguments: "
+        "subclasses of fpzo_ray.sim.callbacks.RunCallback, built with no arguments: "
         "each round they may add metrics or end the run (docs/EXTENDING.md)",
     )
 

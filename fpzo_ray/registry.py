@@ -348,12 +348,12 @@ def algorithm_class(name_or_path: str, mode: str) -> Any:
 
 
 def check_callback(path: str) -> None:
-    """A run callback: a ``fpzo_ray.lifecycle.callbacks.RunCallback`` subclass built with no
+    """A run callback: a ``fpzo_ray.sim.callbacks.RunCallback`` subclass built with no
     arguments."""
     cls = import_target(path)
-    base = import_target("fpzo_ray.lifecycle.callbacks:RunCallback")
+    base = import_target("fpzo_ray.sim.callbacks:RunCallback")
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TargetError(f"{path!r} is not a subclass of fpzo_ray.lifecycle.callbacks.RunCallback")
+        raise TargetError(f"{path!r} is not a subclass of fpzo_ray.sim.callbacks.RunCallback")
     check_call(cls, path, (), {})
 
 

@@ -43,10 +43,10 @@ from fpzo_ray.config import (
     refuse_with_resume,
     require_utf8_paths,
 )
-from fpzo_ray.lifecycle.callbacks import RunCallback
 from fpzo_ray.lifecycle.recorder import RoundRecorder
 from fpzo_ray.lifecycle.run_folder import RunFolder
 from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.callbacks import RunCallback
 from fpzo_ray.sim.ray.ray_session import (
     add_address_option,
     check_local_ray_temp_dir,
@@ -277,10 +277,10 @@ def _run(
     records and the figures are written and logged. ``started()`` is called once the store
     is open (:class:`_StartupGC`)."""
     from fpzo_ray.failure import root_cause, run_failure, save_traceback, stopped_on_error
-    from fpzo_ray.lifecycle.callbacks import CallbackList, researcher_callbacks
     from fpzo_ray.lifecycle.console import ConsoleProgress
     from fpzo_ray.lifecycle.recorder import MLflowRecorder
     from fpzo_ray.lifecycle.run_folder import RunFolderWriter
+    from fpzo_ray.sim.callbacks import CallbackList, researcher_callbacks
     from fpzo_ray.sim.ray.federation import run_federated
     from fpzo_ray.sim.ray.ray_session import init_ray
     from fpzo_ray.tracking import ui_command

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from fpzo_ray.data import from_arrays
-from fpzo_ray.lifecycle.callbacks import RunCallback
 from fpzo_ray.optim.server import ServerSettings
 from fpzo_ray.pruning.methods import SaliencyInputs
+from fpzo_ray.sim.callbacks import RunCallback
 from fpzo_ray.zo.algorithms.fedsgd import ZOFedSGD
 from fpzo_ray.zo.difference import DifferenceScheme
 

@@ -5,7 +5,7 @@ import torch
 
 from fpzo_ray.config import config_from_dict
 from fpzo_ray.data import federated_data, make_partition
-from fpzo_ray.lifecycle.callbacks import EachRound
+from fpzo_ray.sim.callbacks import EachRound
 from fpzo_ray.sim.in_process import run_in_process
 from fpzo_ray.sim.ray.federation import run_federated
 

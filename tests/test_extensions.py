@@ -107,7 +107,7 @@ BAD = [
     (
         "training.callbacks",
         f"{T}:mlp",
-        "not a subclass of fpzo_ray.lifecycle.callbacks.RunCallback",
+        "not a subclass of fpzo_ray.sim.callbacks.RunCallback",
     ),
     ("training.callbacks", f"{T}:NeedsAnArgument", "cannot be called this way"),
     ("training.callbacks", "not a path", "must be an import path"),

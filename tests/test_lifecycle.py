@@ -1,5 +1,5 @@
 """One run lifecycle for both entry points: the engine's round loop calls the callbacks
-(``lifecycle.callbacks``) in their order, a callback can add a metric or end the run, and
+(``sim.callbacks``) in their order, a callback can add a metric or end the run, and
 ``python -m fpzo_ray.run`` composes the same writer, recorder and console as a sweep trial."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fpzo_ray.config import config_from_dict
-from fpzo_ray.lifecycle.callbacks import CallbackList, RunCallback
+from fpzo_ray.sim.callbacks import CallbackList, RunCallback
 
 T = "extension_targets"
 ROOT = Path(__file__).resolve().parents[1]

@@ -77,7 +77,7 @@ def round_times(cfg: RunConfig, warmup: int = 2) -> tuple[list[float], int]:
 
 
 def participation(args: argparse.Namespace, algorithm: str) -> dict[str, Any]:
-    from fpzo_ray.lifecycle.callbacks import EachRound
+    from fpzo_ray.sim.callbacks import EachRound
     from fpzo_ray.sim.devices import client_devices
     from fpzo_ray.sim.ray.federation import run_federated
 

@@ -123,7 +123,7 @@ class TimedRound:
 def timed_rounds(cfg: RunConfig) -> list[TimedRound]:
     """A whole engine run, reported to MLflow the way ``python -m fpzo_ray.run`` reports it
     (queued; the store a local SQLite file), every round timed at the driver."""
-    from fpzo_ray.lifecycle.callbacks import EachRound
+    from fpzo_ray.sim.callbacks import EachRound
     from fpzo_ray.sim.ray.federation import run_federated
     from fpzo_ray.tracking import MLflowTracker, round_metrics
 

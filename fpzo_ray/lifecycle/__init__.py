@@ -1,9 +1,10 @@
 """One run's lifecycle, shared by both entry points.
 
 The engine's round loop (``sim.ray.federation.run_federated``) calls a list of
-:class:`~fpzo_ray.lifecycle.callbacks.RunCallback` objects: ``on_start``, ``on_round`` (as
-soon as a round ends: may add metrics, may end the run), ``after_round`` (recording, while
-the next round runs) and ``on_end``. What a run does around the engine is a composition of
+``sim.callbacks.RunCallback`` objects (the hooks are the engine's interface; what implements
+them lives here, above it): ``on_start``, ``on_round`` (as soon as a round ends: may add
+metrics, may end the run), ``after_round`` (recording, while the next round runs) and
+``on_end``. What a run does around the engine is a composition of
 the same callbacks:
 
 - ``python -m fpzo_ray.run``: the researcher's callbacks, the MLflow recorder

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from fpzo_ray.lifecycle.callbacks import RunCallback
+from fpzo_ray.sim.callbacks import RunCallback
 
 #: A round without an evaluation prints a line when it is the run's first, or when this
 #: many seconds passed since the last line.

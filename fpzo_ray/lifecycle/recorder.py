@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fpzo_ray.artifacts import CLIENTS_FILE, CONFIG_FILE, MODEL_FILE
-from fpzo_ray.lifecycle.callbacks import RunCallback
+from fpzo_ray.sim.callbacks import RunCallback
 
 if TYPE_CHECKING:
     from pathlib import Path

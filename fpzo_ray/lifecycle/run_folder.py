@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fpzo_ray.artifacts import CLIENTS_FILE, CONFIG_FILE, MODEL_FILE, RUN_ID_FILE, STATE_FILE
 from fpzo_ray.config import ConfigError, RunConfig, config_from_dict, config_to_dict, read_yaml
-from fpzo_ray.lifecycle.callbacks import RunCallback
+from fpzo_ray.sim.callbacks import RunCallback
 from fpzo_ray.storage import LocalCopy
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fpzo_ray.artifacts import STATE_FILE
-from fpzo_ray.lifecycle.callbacks import RunCallback
+from fpzo_ray.sim.callbacks import RunCallback
 
 
 class TuneReporter(RunCallback):

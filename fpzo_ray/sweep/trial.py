@@ -26,10 +26,10 @@ from typing import Any
 from ray import tune
 
 from fpzo_ray.config import RunConfig, config_from_dict
-from fpzo_ray.lifecycle.callbacks import CallbackList, researcher_callbacks
 from fpzo_ray.lifecycle.run_folder import RunFolder, RunFolderWriter
 from fpzo_ray.lifecycle.tune_reporter import TuneReporter
 from fpzo_ray.logs import configure as configure_logging
+from fpzo_ray.sim.callbacks import CallbackList, researcher_callbacks
 from fpzo_ray.sim.checkpoint import newest_readable
 from fpzo_ray.sim.ray.federation import run_federated
 from fpzo_ray.storage import LocalCopy, folder_on

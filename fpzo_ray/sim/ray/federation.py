@@ -22,9 +22,9 @@ from ray.util import get_current_placement_group
 from fpzo_ray.config import RunConfig
 from fpzo_ray.data import federated_data
 from fpzo_ray.failure import RunFailed
-from fpzo_ray.lifecycle.callbacks import RunCallback
 from fpzo_ray.logs import configure as configure_logging
 from fpzo_ray.sim.allocator import keep_freed_memory
+from fpzo_ray.sim.callbacks import RunCallback
 from fpzo_ray.sim.devices import client_devices
 from fpzo_ray.sim.ray.placement import actor_options, server_resources, worker_resources
 from fpzo_ray.sim.ray.ray_pool import RayWorkerPool
@@ -138,7 +138,7 @@ def run_federated(
     resume_state: dict[str, Any] | None = None,
 ) -> FederatedResult:
     """Prune (or restore), then train to ``cfg.training.rounds``, calling ``callbacks``
-    (``lifecycle.callbacks``) around the rounds; returns the client records and the final
+    (``sim.callbacks``) around the rounds; returns the client records and the final
     global model.
 
     Each round's metrics (the first round's also carry the pruning summary under

@@ -1,4 +1,4 @@
-"""The hooks of a run's lifecycle, and a researcher's own callbacks by import path.
+"""The round loop's hooks (a run's lifecycle), and a researcher's own callbacks by import path.
 
 A callback is a :class:`RunCallback` subclass; a run calls, in this order:
 
