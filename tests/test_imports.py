@@ -116,3 +116,19 @@ def test_the_zo_method_does_not_import_its_execution_strategies_by_name_in_algor
     for module in graph:
         if module.startswith("fpzo_ray.zo.algorithms"):
             assert not {m for m in graph[module] if m.startswith("fpzo_ray.zo.execution")}
+
+
+def test_the_engine_and_the_mathematics_reach_nothing_of_the_orchestration_above_them():
+    """``docs/ARCHITECTURE.md``'s layers: the engine (``sim/``) and everything below it never
+    import the lifecycle's implementations, the sweep, MLflow tracking, the reports or the
+    entry points (the round loop's hooks are the engine's own, ``sim/callbacks.py``)."""
+    graph = import_graph()
+    below = ("sim", "algorithms", "zo", "bp", "optim", "pruning", "models", "data", "accounting")
+    above = ("fpzo_ray.lifecycle", "fpzo_ray.sweep", "fpzo_ray.tracking", "fpzo_ray.report")
+    above += ("fpzo_ray.run", "fpzo_ray.mlflow_writer")
+    leaks = {
+        start: sorted(m for m in reachable(graph, start) if m.startswith(above))
+        for start in graph
+        if start.split(".")[1:2] and start.split(".")[1] in below
+    }
+    assert {start: found for start, found in leaks.items() if found} == {}
