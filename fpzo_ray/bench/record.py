@@ -44,8 +44,8 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> dict[str, Any]:
-    """The commit of the package's checkout, and whether it had uncommitted changes (None
-    outside a git checkout)."""
+    """The commit of the package's checkout, and whether its tracked files had uncommitted
+    changes (None outside a git checkout)."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
@@ -54,7 +54,9 @@ def commit() -> dict[str, Any]:
         ).stdout.strip()
 
     try:
-        return {"id": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        # untracked files (results being saved among them) do not change the code measured
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        return {"id": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.CalledProcessError):
         return {"id": None, "dirty": None}
 
