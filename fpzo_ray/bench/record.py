@@ -17,6 +17,8 @@ from typing import Any
 #: (``results/`` is the results folder every command writes to, ignored by git). The
 #: published results are the ones in ``docs/benchmarks/`` (``bench.pages``).
 DEFAULT_FOLDER = Path("results") / "bench"
+#: What a measurement depends on, for the ``dirty`` flag of its commit.
+CODE = ("fpzo_ray", "pyproject.toml")
 
 
 def machine() -> dict[str, Any]:
@@ -44,8 +46,8 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> dict[str, Any]:
-    """The commit of the package's checkout, and whether its tracked files had uncommitted
-    changes (None outside a git checkout)."""
+    """The commit of the package's checkout, and whether its code (:data:`CODE`) had
+    uncommitted changes (None outside a git checkout)."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
@@ -54,8 +56,8 @@ def commit() -> dict[str, Any]:
         ).stdout.strip()
 
     try:
-        # untracked files (results being saved among them) do not change the code measured
-        changed = git("status", "--porcelain", "--untracked-files=no")
+        # the code measured: not the results being saved, not the generated pages
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE)
         return {"id": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.CalledProcessError):
         return {"id": None, "dirty": None}
