@@ -38,6 +38,21 @@ def _quiet_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+_FIGURE_PROCESS: ProcessPoolExecutor | None = None
+
+
+def _figure_process() -> ProcessPoolExecutor:
+    """The process that draws figures: started on first use (its imports take about 3 s)
+    and kept for the life of this one, every phase and sweep of it; Python's exit joins it,
+    and it ends with this process."""
+    global _FIGURE_PROCESS
+    if _FIGURE_PROCESS is None:
+        _FIGURE_PROCESS = ProcessPoolExecutor(
+            1, multiprocessing.get_context("spawn"), initializer=_quiet_child
+        )
+    return _FIGURE_PROCESS
+
+
 def _draw_figures(tracking_uri: str, run_id: str, raw: dict[str, Any], folder: str) -> None:
     """In the figure process: the run's figures into ``folder/figures`` and onto the run.
     The configuration is read as a record (no researcher's module imported)."""
@@ -57,11 +72,10 @@ class TrialFinisher:
     def __init__(self, tracker: MLflowTracker) -> None:
         self.tracker = tracker
         self.calls = StoreWriter(tracker.client)  # an ordered queue of calls, its own thread
-        self._figures: ProcessPoolExecutor | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Tune pickles the callbacks: a thread and a process cannot be; a new finisher
-        for the same tracker can."""
+        """Tune pickles the callbacks: a thread cannot be; a new finisher for the same
+        tracker can."""
         return (TrialFinisher, (self.tracker,))
 
     def finish(
@@ -111,11 +125,7 @@ class TrialFinisher:
         for name in RUN_ARTIFACTS:
             if (local / name).is_file():
                 self.tracker.log_artifact(run_id, local / name)
-        if self._figures is None:
-            self._figures = ProcessPoolExecutor(
-                1, multiprocessing.get_context("spawn"), initializer=_quiet_child
-            )
-        drawing = self._figures.submit(
+        drawing = _figure_process().submit(
             _draw_figures, self.tracker.tracking_uri, run_id, config_to_dict(cfg), str(local)
         )
         try:
@@ -128,10 +138,5 @@ class TrialFinisher:
         self.calls.flush()
 
     def close(self) -> None:
-        """Finish what is queued, then stop the figure process."""
-        try:
-            self.flush()
-        finally:
-            if self._figures is not None:
-                self._figures.shutdown(cancel_futures=True)
-                self._figures = None
+        """Finish what is queued."""
+        self.flush()
