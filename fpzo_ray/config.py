@@ -541,7 +541,16 @@ class TrainingConfig:
         0.0, ge=0.0, lt=1.0, doc="EMA of the server's weights, evaluated instead of them; 0 = off"
     )
     eval_every: int = setting(
-        1, ge=1, doc="evaluate the global model every N rounds (and the last)"
+        20,
+        ge=1,
+        doc="score the global model on the whole validation and test splits every N rounds "
+        "(and the last): val_* and test_* metrics, what selection and early stopping read",
+    )
+    eval_subset: int = setting(
+        500,
+        ge=0,
+        doc="every round, score the global model on a fixed stratified sample of this many "
+        "validation samples (val_subset_* metrics, a progress signal); 0 = off",
     )
     target_accuracy: float = setting(
         0.0, ge=0.0, le=1.0, doc="report the (simulated) time to reach it; 0 = none"

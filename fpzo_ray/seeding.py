@@ -34,6 +34,7 @@ class Purpose(enum.IntEnum):
     CONNECTIVITY = 13  # the random inputs of the mask's connectivity check
     CLIENT_HOLDOUT = 14  # which of a client's samples it keeps for federated evaluation
     EVALUATION_SAMPLING = 15  # which clients take part in a federated evaluation
+    VALIDATION_SUBSET = 16  # the validation samples scored every round
 
 
 def _splitmix64(x: int) -> int:

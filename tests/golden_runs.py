@@ -19,7 +19,7 @@ from fpzo_ray.sim.server import FederatedServer
 ROUNDS = 4
 BASE: dict[str, Any] = {
     "data": {"num_clients": 20},
-    "training": {"rounds": ROUNDS, "clients_per_round": 4},
+    "training": {"rounds": ROUNDS, "clients_per_round": 4, "eval_every": 1},
     "pruning": {"iterations": 2, "clients_per_iteration": 4, "sparsity": 0.8},
     "zo": {"num_perturbations": 5},
 }

@@ -1,14 +1,15 @@
 """engine: where an engine round's time goes, and how much of it is the clients' compute.
 
 The workload of ``bench throughput``'s digits row (digits CNN, 100 clients, 10 a round, ZO
-FedSGD, K = 20, batches of 32), in the default configuration, evaluated every round (the
-test and validation splits), reported to MLflow as ``python -m fpzo_ray.run`` reports it; with
+FedSGD, K = 20, batches of 32), in the default configuration, its evaluation included (every
+round the fixed validation sample, every ``training.eval_every`` rounds the whole validation
+and test splits), reported to MLflow as ``python -m fpzo_ray.run`` reports it; with
 ``--data-root`` holding MNIST/raw, LeNet-5 on MNIST as well. Measured, interleaved over
 ``--passes`` passes: the plain one-thread loop of the same clients' work (``zo.batching:
 loop``, no Ray) and the engine with 1 and 2 worker actors.
 
-Each engine round is split into (milliseconds, the median round of each pass, then the
-median over passes):
+Each engine round is split into (milliseconds, the mean over a pass's measured rounds, so
+that the periodic whole-split evaluations count, then the median over passes):
 
 - ``round``: the driver's wall time per round (between consecutive rounds' metrics);
 - ``client_compute``: the busiest worker's compute time for its clients;
@@ -38,7 +39,7 @@ from typing import Any
 from fpzo_ray.bench.common import data_root, workload_data
 from fpzo_ray.bench.throughput import TimedRound, plain_loop, timed_rounds, workload
 from fpzo_ray.bench.timing import PassRatios, table
-from fpzo_ray.config import RunConfig, config_from_dict, config_to_dict
+from fpzo_ray.config import RunConfig, TrainingConfig, config_from_dict, config_to_dict
 
 #: The split, in the order printed: (column, the server's metric it comes from).
 SPLIT = (
@@ -59,24 +60,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes")
 
 
-def evaluated_every_round(cfg: RunConfig) -> RunConfig:
+def default_evaluation(cfg: RunConfig) -> RunConfig:
+    """``cfg`` evaluated as a run is by default (the workload turns evaluation off)."""
     tree = config_to_dict(cfg)
-    tree["training"]["eval_every"] = 1
+    defaults = TrainingConfig()
+    tree["training"]["eval_every"] = defaults.eval_every
+    tree["training"]["eval_subset"] = defaults.eval_subset
     return config_from_dict(tree)
 
 
 def round_split(rounds: list[TimedRound], warmup: int) -> dict[str, float]:
-    """The median measured round's split, in milliseconds (the first ``warmup`` rounds and
-    the last, which ends the run, left out)."""
+    """The measured rounds' mean split, in milliseconds (the first ``warmup`` rounds and the
+    last, which ends the run, left out): a mean, not a median, so that the rounds with a
+    whole-split evaluation weigh what they cost."""
     measured = list(zip(rounds[warmup - 1 : -2], rounds[warmup:-1]))
 
-    def median_ms(values: list[float]) -> float:
-        return 1e3 * statistics.median(values)
+    def mean_ms(values: list[float]) -> float:
+        return 1e3 * statistics.fmean(values)
 
-    split = {"round": median_ms([now.arrived - before.arrived for before, now in measured])}
+    split = {"round": mean_ms([now.arrived - before.arrived for before, now in measured])}
     for column, key in SPLIT:
-        split[column] = median_ms([float(now.metrics[key]) for _, now in measured])
-    split["tracking"] = median_ms([now.tracking_s for _, now in measured])
+        split[column] = mean_ms([float(now.metrics[key]) for _, now in measured])
+    split["tracking"] = mean_ms([now.tracking_s for _, now in measured])
     return split
 
 
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plain_loop, workload(data, total, "loop"), args.warmup, args.rounds
         )
         for workers, cpus in ((1, 1.0), (2, 0.9)):
-            cfg = evaluated_every_round(workload(data, total, workers=workers, worker_cpus=cpus))
+            cfg = default_evaluation(workload(data, total, workers=workers, worker_cpus=cpus))
             setups[(name, f"{workers}w")] = partial(timed_rounds, cfg)
     for _ in range(args.passes):
         for key, measure in setups.items():
@@ -124,8 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     columns = ["workload", "workers", "round", *(c for c, _ in SPLIT), "tracking"]
     print(
-        f"Engine rounds (ZO FedSGD, K = 20, batch 32, 10 clients a round, evaluated every "
-        f"round, default configuration), milliseconds: the median of {args.rounds} rounds, "
+        f"Engine rounds (ZO FedSGD, K = 20, batch 32, 10 clients a round, the default "
+        f"configuration and evaluation), milliseconds: the mean of {args.rounds} rounds, "
         f"median over {args.passes} interleaved passes"
     )
     print(table(rows, columns))

@@ -77,7 +77,8 @@ def workload(
                 "rounds": rounds,
                 "clients_per_round": 10,
                 "batch_size": 32,
-                "eval_every": 10_000,
+                "eval_every": 10_000,  # evaluation off: the clients' throughput
+                "eval_subset": 0,
             },
             "zo": {"num_perturbations": 20, "batching": batching},
             "simulation": {

@@ -52,3 +52,19 @@ def hold_out_validation(dataset: ArrayDataset, fraction: float, run_seed: int) -
         val_inputs=dataset.train_inputs[held_out],
         val_labels=dataset.train_labels[held_out],
     )
+
+
+def validation_subset(labels: np.ndarray, size: int, run_seed: int) -> np.ndarray:
+    """Sorted indices of about ``size`` validation samples (rounded per class), stratified like
+    the split itself (class labels; otherwise a plain random draw of ``size``), drawn from the
+    run seed: the fixed sample the server scores every round (``training.eval_subset``), the
+    same for every method of a study. All of them when ``size`` covers the split."""
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(derive_seed(run_seed, Purpose.VALIDATION_SUBSET))
+    if not has_class_labels(labels):
+        return np.sort(rng.permutation(n)[:size]).astype(np.int64)
+    _, chosen = stratified_holdout(labels, size / n, rng)
+    return chosen

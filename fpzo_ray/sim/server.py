@@ -107,6 +107,8 @@ class FederatedServer:
             self.device,
             buffers=cfg.model.buffers,
             task=build_task(cfg.task.loss, cfg.task.metrics),
+            subset_size=cfg.training.eval_subset,
+            seed=cfg.seed,
         )
         # the global running statistics (``model.buffers: aggregate``): the clients' last
         # measured ones, averaged; the model's own until a round has some
@@ -304,6 +306,7 @@ class FederatedServer:
             metrics["client_failures"] = failures  # text: for the terminal, not a metric
         metrics["cumulative_worker_failures"] = report.failures.worker_failures
         metrics["cumulative_retried_clients"] = report.failures.retried_clients
+        metrics.update(self.evaluator.evaluate_subset(self.global_flat_weights(), self.statistics))
         last = round_index + 1 == cfg.training.rounds
         if (round_index + 1) % cfg.training.eval_every == 0 or last:
             metrics.update(self.evaluate())
