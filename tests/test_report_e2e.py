@@ -28,6 +28,7 @@ RUN_FIGURES = {
 SWEEP_FIGURES = {
     "figures/pareto_accuracy_vs_client_flops.png",
     "figures/accuracy_vs_round.png",
+    "figures/accuracy_vs_client_flops.png",
     "figures/accuracy_vs_upload.png",
 }
 

@@ -249,6 +249,7 @@ def test_sweep_figures_show_cells_with_intervals_front_bands_and_heat_maps():
     assert list(out) == [
         "pareto_accuracy_vs_client_flops",
         "accuracy_vs_round",
+        "accuracy_vs_client_flops",
         "accuracy_vs_upload",
         "heatmap_sparsity_x_K",
     ]
@@ -272,6 +273,13 @@ def test_sweep_figures_show_cells_with_intervals_front_bands_and_heat_maps():
     assert len(ax.get_lines()) == 6 and len(ax.collections) == 6  # a band per cell
     mean = ax.get_lines()[0].get_ydata()
     assert mean[-1] == pytest.approx(0.5 + 0.005 + 0.01 * 2)  # seeds 1, 2, 3: mean 2
+
+    ax = out["accuracy_vs_client_flops"].axes[0]
+    assert "GFLOPs" in ax.get_xlabel() and "95 % band (up to 3 seeds)" in ax.get_title()
+    assert len(ax.get_lines()) == 6 and len(ax.collections) == 6
+    # dense ZO at K = 5 spends 5e10 FLOPs over its 4 rounds: evaluated at rounds 2 and 4
+    assert list(ax.get_lines()[0].get_xdata()) == pytest.approx([25.0, 50.0])
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(list(mean))
 
     ax = out["heatmap_sparsity_x_K"].axes[0]
     grid = ax.get_images()[0].get_array()

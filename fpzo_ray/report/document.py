@@ -36,6 +36,8 @@ CAPTIONS = {
     "more accurate).",
     "accuracy_vs_round": "Test accuracy by round, per cell: the mean over its seeds and a "
     "95 % band.",
+    "accuracy_vs_client_flops": "Test accuracy by the clients' compute spent so far (pruning "
+    "phase included), per cell: the mean over its seeds and a 95 % band.",
     "accuracy_vs_upload": "Final test accuracy against the bytes all clients uploaded "
     "(pruning phase included).",
 }

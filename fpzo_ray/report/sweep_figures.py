@@ -5,6 +5,7 @@
   front (no other cell is both cheaper and more accurate);
 - ``accuracy_vs_round``: test accuracy by round per cell, the mean over its seeds with a
   95 % band;
+- ``accuracy_vs_client_flops``: the same against the clients' FLOPs spent by then;
 - ``accuracy_vs_upload``: final test accuracy against the bytes the clients uploaded;
 - ``heatmap_<a>_x_<b>``: mean final test accuracy over two swept axes (averaged over the
   others), for every pair of axes with two or more values.
@@ -199,11 +200,14 @@ def accuracy_vs_upload(summary: pd.DataFrame, views: list[CellView]) -> Figure:
     )
 
 
-def accuracy_vs_round(
-    trials_by_cell: dict[str, list[TrialFigures]], views: list[CellView]
+def _accuracy_curves(
+    trials_by_cell: dict[str, list[TrialFigures]],
+    views: list[CellView],
+    by_flops: bool,
 ) -> Figure:
     """Per cell: the mean test accuracy over its finished seeds at each evaluated round, with
-    a 95 % t-interval band where there are two seeds or more."""
+    a 95 % t-interval band where there are two seeds or more; against the round or against
+    the clients' FLOPs spent by then (the seeds' mean: the same workload spends the same)."""
     figure, ax = new_figure()
     styles = _Styles(views)
     most_seeds = 0
@@ -215,37 +219,54 @@ def accuracy_vs_round(
         ]
         if not runs:
             continue
+        frames = [t.evaluations.set_index("round") for t in runs]
         table = pd.concat(
-            [
-                t.evaluations.set_index("round")["test_accuracy"].rename(i)
-                for i, t in enumerate(runs)
-            ],
-            axis=1,
+            [f["test_accuracy"].rename(i) for i, f in enumerate(frames)], axis=1
         ).sort_index()
         estimates = [t_interval(list(values)) for _, values in table.iterrows()]
         mean = np.array([e.mean for e in estimates])
         half = np.array([e.ci95 for e in estimates])
+        x: Any = table.index
+        if by_flops:
+            spent = pd.concat([f["client_flops"].rename(i) for i, f in enumerate(frames)], axis=1)
+            x = spent.reindex(table.index).mean(axis=1).to_numpy() / 1e9
         shade = styles.color(view.label)
-        ax.plot(table.index, mean, color=shade, label=styles.label(view.label), linewidth=1.5)
+        ax.plot(x, mean, color=shade, label=styles.label(view.label), linewidth=1.5)
         if len(runs) > 1:
-            ax.fill_between(
-                table.index, mean - half, mean + half, color=shade, alpha=0.15, linewidth=0
-            )
+            ax.fill_between(x, mean - half, mean + half, color=shade, alpha=0.15, linewidth=0)
         most_seeds = max(most_seeds, len(runs))
     band = (
         f"mean over seeds, 95 % band (up to {most_seeds} seeds)"
         if most_seeds > 1
         else "one seed per cell: no band (a smoke test, not a comparison)"
     )
+    against = "client compute" if by_flops else "round"
     ax.set(
-        title=f"Test accuracy by round, per cell\n({band})",
-        xlabel="round",
+        title=f"Test accuracy by {against}, per cell\n({band})",
+        xlabel="client GFLOPs so far, all clients (pruning phase included)"
+        if by_flops
+        else "round",
         ylabel="test accuracy (fraction correct)",
     )
     clip_to_fractions(ax)
     ax.grid(alpha=0.3)
     place_legend(ax, styles.legend_title)
     return figure
+
+
+def accuracy_vs_round(
+    trials_by_cell: dict[str, list[TrialFigures]], views: list[CellView]
+) -> Figure:
+    """Test accuracy by round per cell: the mean over its seeds with a 95 % band."""
+    return _accuracy_curves(trials_by_cell, views, by_flops=False)
+
+
+def accuracy_vs_client_flops(
+    trials_by_cell: dict[str, list[TrialFigures]], views: list[CellView]
+) -> Figure:
+    """Test accuracy by the clients' FLOPs so far per cell: the mean over its seeds with a
+    95 % band (what equal-compute comparisons read)."""
+    return _accuracy_curves(trials_by_cell, views, by_flops=True)
 
 
 def accuracy_heatmap(
@@ -310,6 +331,7 @@ def sweep_figures(
     out = {
         "pareto_accuracy_vs_client_flops": pareto_accuracy_vs_client_flops(summary, views),
         "accuracy_vs_round": accuracy_vs_round(trials_by_cell, views),
+        "accuracy_vs_client_flops": accuracy_vs_client_flops(trials_by_cell, views),
         "accuracy_vs_upload": accuracy_vs_upload(summary, views),
     }
     for rows_axis, columns_axis in heatmap_pairs(spec):
