@@ -61,3 +61,42 @@ def test_a_section_shows_spreads_verdicts_and_rows_as_tables(monkeypatch):
     assert "| `nested.peak_mib` | 12 |  |  |" in text
     assert "| mode | ms | note |" in text and "| batched | 1.5 | x |" in text
     assert "No saved result yet" in pages.section("sigma", None)
+
+
+def test_the_study_page_calls_a_difference_only_when_its_interval_excludes_zero():
+    from fpzo_ray.bench.study_page import overall, verdict
+
+    def side(mean, ci95, seeds=None):
+        return {"mean": mean, "ci95": ci95, "n": 3, "seeds_to_separate": seeds}
+
+    assert verdict(side(0.07, 0.02)).startswith("NTK-SAP ahead by +7.0 +- 2.0 points")
+    assert "consistent with the paper's +6.35" in verdict(side(0.07, 0.02))
+    assert "short of the paper's" in verdict(side(0.02, 0.01))
+    assert verdict(side(-0.05, 0.01)).startswith("NTK-SAP behind by -5.0 +- 1.0 points")
+    assert verdict(side(0.01, 0.05, seeds=40)) == (
+        "not separable: +1.0 +- 5.0 points, the interval includes 0 (the paper's +6.35 lies "
+        "above it); at this spread about 40 paired seeds would separate a difference this size"
+    )
+    assert "(so does the paper's +6.35)" in verdict(side(0.03, 0.05))
+    assert "no interval" in verdict(side(0.01, None))
+
+    def claim(*sides):
+        return {f"p{i}": {"equal_rounds": s} for i, s in enumerate(sides)}
+
+    assert overall(claim(side(0.07, 0.02), side(0.03, 0.01))).startswith("reproduced")
+    assert overall(claim(side(0.07, 0.02), side(-0.03, 0.01))).startswith("contradicted")
+    assert overall(claim(side(0.07, 0.02), side(0.01, 0.05))).startswith("not separable")
+    assert overall(claim(side(0.01, 0.02), side(-0.01, 0.03))) == (
+        "not separable at this scale: no partition shows a difference at equal rounds; a gain "
+        "as large as the paper's +6.35 lies above every partition's interval"
+    )
+
+
+def test_the_committed_study_page_is_the_generated_one():
+    from fpzo_ray.bench import study_page
+
+    assert study_page.PAGE.read_text() == study_page.page(), (
+        "run: python -m fpzo_ray.bench.study_page"
+    )
+    for name in ("accuracy_vs_round", "accuracy_vs_client_flops"):
+        assert (study_page.PAGE.parent / study_page.FIGURES / f"{name}.png").is_file()

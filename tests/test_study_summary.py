@@ -5,7 +5,13 @@ import math
 import pandas as pd
 import pytest
 
-from fpzo_ray.sweep.study.statistics import paired_difference, t_interval, value_at_budget
+from fpzo_ray.sweep.study.statistics import (
+    Estimate,
+    paired_difference,
+    seeds_to_separate,
+    t_interval,
+    value_at_budget,
+)
 from fpzo_ray.sweep.study.summary import (
     cell_summary,
     compare_cells,
@@ -142,3 +148,21 @@ def test_compare_cells_pairs_by_seed_at_equal_rounds_and_equal_flops():
     # costly at 150 FLOPs: halfway between rounds 1 and 2 -> 0.65
     assert claim["equal_flops"]["mean"] == pytest.approx(0.9 - 0.65)
     assert claim["equal_flops"]["n"] == 3
+
+
+def test_seeds_to_separate_is_the_first_count_whose_interval_excludes_zero():
+    # spread 0.1, mean 0.05: t(0.975, n-1) * 0.1 / sqrt(n) < 0.05 first at n = 18
+    # (n = 17: 2.1199 * 0.1 / 4.1231 = 0.0514; n = 18: 2.1098 * 0.1 / 4.2426 = 0.0497)
+    assert seeds_to_separate(Estimate(0.05, 0.1, math.nan, 3)) == 18
+    assert seeds_to_separate(Estimate(-0.05, 0.1, math.nan, 3)) == 18  # either sign
+    assert seeds_to_separate(Estimate(0.0, 0.1, math.nan, 3)) is None  # nothing to separate
+    assert seeds_to_separate(Estimate(0.05, math.nan, math.nan, 1)) is None  # no spread known
+    assert seeds_to_separate(Estimate(1e-6, 0.1, math.nan, 3), most=50) is None
+
+
+def test_a_trial_reads_a_metric_at_the_last_evaluation_by_a_round():
+    trial = _trial(0, [0.2, 0.3, 0.4], [0.5, 0.6, 0.7], rounds=(10, 20, 30), planned=30)
+    assert trial.at_round("test_accuracy", 25) == pytest.approx(0.6)
+    assert trial.at_round("test_accuracy", 30) == pytest.approx(0.7)
+    assert math.isnan(trial.at_round("test_accuracy", 5))
+    assert math.isnan(trial.at_round("no_such_metric", 30))

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fpzo_ray.config import ConfigError, config_from_dict
-from fpzo_ray.sweep.spec import load_saved_spec, load_sweep, save_spec
+from fpzo_ray.sweep.spec import load_saved_spec, load_sweep, parse_sweep, save_spec
 
 BASE = {
     "data": {"num_clients": 12},
@@ -280,3 +280,28 @@ def test_a_named_axis_that_supplies_the_model_crossed_with_another_axis_resolves
     assert params["model.target"] == "extension_targets:mlp"
     assert params["model.args.hidden"] == "varies: 4, 32"
     assert params["zo.num_perturbations"] == "varies: 2, 4"
+
+
+def test_the_trial_count_counts_every_grid_candidate_and_a_cell_space_of_its_own():
+    """``trial_count`` (what ``max_trials`` guards) is the number of trials the phases make."""
+    raw = {
+        "base": {"training": {"rounds": 4}},
+        "grid": {
+            "method": {
+                "zo": {"pruning": {"method": "dense"}},
+                "bp": {
+                    "training": {"algorithm": "bp", "mode": "fedavg"},
+                    "search": {"training.client_lr": {"grid": [0.01, 0.1]}},
+                },
+            },
+            "data.alpha": [0.1, 1.0],
+        },
+        "search": {"space": {"training.server_lr": {"grid": [0.001, 0.01, 0.1]}}},
+        "study": {"seeds": 2},
+    }
+    spec = parse_sweep(raw)
+    # zo cells: 3 rates, bp cells: 2 rates, two alphas each; then 2 seeds per cell
+    assert len(spec.first_phase_plans()) == 2 * 3 + 2 * 2
+    assert spec.trial_count == 10 + 4 * 2
+    without_own = parse_sweep({**raw, "grid": {"data.alpha": [0.1, 1.0, 10.0]}})
+    assert without_own.trial_count == len(without_own.first_phase_plans()) + 3 * 2 == 15

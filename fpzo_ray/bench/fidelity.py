@@ -11,26 +11,40 @@ equal rounds (both after the same rounds) and at equal client FLOPs (both read a
 the cheaper one spent, interpolated between evaluations); and the ablation of
 ``pruning.init_scaling``: ``ntk_sap_90_fan_in`` minus ``ntk_sap_90``.
 
-Last line, JSON: ``cells`` (``{method, sparsity, partition, alpha, lr, mean, ci95, flops}``),
-``claim`` and ``ablation_init_scaling`` (per partition: ``equal_rounds`` and ``equal_flops``,
-each ``{mean, ci95, n}``), ``wall_s``, ``experiment_dir``.
+Runs any study of that shape (``--study``; ``sweeps/paper_question.yaml`` is the long one
+without the ablation). Last line, JSON: ``study``, ``rounds``, ``cells`` (``{method,
+sparsity, partition, alpha, lr, mean, ci95, flops, peak_client_bytes, upload_bytes,
+round_cost_s, search, converged}``: ``search`` each searched value's final validation
+accuracy; ``converged`` the final test accuracy minus the one at three quarters of the rounds,
+paired by seed; ``round_cost_s`` a trial's wall time per round, pruning phase and evaluation
+included, with ``max_concurrent_trials`` trials sharing the machine), ``claim`` and
+``ablation_init_scaling`` (per partition: ``equal_rounds`` and ``equal_flops``, each ``{mean,
+ci95, n, seeds_to_separate}``), ``trials`` (count per status), ``wall_s`` and ``sessions``
+(the study's own wall time, every session of it), ``experiment_dir``. ``--figures DIR``
+copies the study's accuracy figures there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import time
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fpzo_ray.artifacts import TIMING_FILE
 from fpzo_ray.bench.common import data_root
 from fpzo_ray.bench.timing import table
 from fpzo_ray.config import config_from_dict
+from fpzo_ray.sweep.study.statistics import Estimate, paired_difference, seeds_to_separate
 from fpzo_ray.sweep.study.summary import TrialFigures, compare_cells, json_ready
 
 STUDY_FILE = "sweeps/paper_fidelity.yaml"
 HEADLINE, BASELINE, ABLATION = "ntk_sap_90", "dense_zo", "ntk_sap_90_fan_in"
+#: The study's figures ``--figures`` copies (from its report, ``<experiment>/report``).
+FIGURES = ("accuracy_vs_round", "accuracy_vs_client_flops")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="finish (or just re-read) a study started before: its folder",
     )
+    parser.add_argument(
+        "--figures",
+        metavar="DIR",
+        default=None,
+        help="copy the study's accuracy-by-round and accuracy-by-client-FLOPs figures here",
+    )
 
 
 def _chosen_lr(row: dict[str, Any]) -> float | None:
@@ -65,12 +85,50 @@ def _chosen_lr(row: dict[str, Any]) -> float | None:
     return None
 
 
+def _searched_lr(trial: TrialFigures) -> float | None:
+    for key in ("training.server_lr", "training.client_lr"):
+        if key in trial.hyperparameters:
+            return float(trial.hyperparameters[key])
+    return None
+
+
+def _study_time(experiment_dir: Path) -> dict[str, Any]:
+    saved = json.loads((experiment_dir / TIMING_FILE).read_text())
+    return {"wall_s": float(saved["wall_s"]), "sessions": int(saved["sessions"])}
+
+
+def _estimate(estimate: Estimate) -> dict[str, Any]:
+    return {"mean": estimate.mean, "ci95": estimate.ci95, "n": estimate.n}
+
+
+def _cell_extras(trials: list[TrialFigures], rounds: int) -> dict[str, Any]:
+    """A cell's search (each value's final validation accuracy), whether its repeats had
+    flattened (final test accuracy minus the one at three quarters of the rounds, paired by
+    seed) and its trials' wall time per round."""
+    search = [
+        {"lr": _searched_lr(t), "val_accuracy": t.final("val_accuracy"), "status": t.status}
+        for t in trials
+        if t.phase == "search"
+    ]
+    repeats = [t for t in trials if t.phase == "repeat" and t.status == "OK"]
+    late = (3 * rounds) // 4
+    converged = paired_difference(
+        {t.seed: t.final("test_accuracy") for t in repeats},
+        {t.seed: t.at_round("test_accuracy", late) for t in repeats},
+    )
+    costs = [t.wall_s / t.rounds for t in trials if t.status == "OK" and t.rounds > 0]
+    return {
+        "search": search,
+        "converged": {**_estimate(converged), "from_round": late},
+        "round_cost_s": sum(costs) / len(costs) if costs else math.nan,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fpzo_ray.preflight import preflight
     from fpzo_ray.sweep.phases import run_sweep
     from fpzo_ray.sweep.spec import find_sweep_file, load_saved_spec, load_sweep
 
-    started = time.time()
     if args.resume:
         folder = Path(args.resume).resolve()
         spec, results_dir = load_saved_spec(folder), folder.parent.parent
@@ -79,6 +137,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spec = load_sweep(find_sweep_file(args.study), [f"data.root={root}", *args.set])
         results_dir, folder = Path(args.results_dir), None
     preflight(spec.validated_configs())
+    # a finished study re-read: its wall time is the one it took, not the re-reading's
+    finished = folder is not None and (folder / "summary.csv").is_file()
+    took = _study_time(folder) if finished and folder is not None else None
     outcome = run_sweep(spec, results_dir, folder)
     if outcome.interrupted:
         raise SystemExit(
@@ -87,9 +148,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     repeats: dict[str, list[TrialFigures]] = {}
+    by_cell: dict[str, list[TrialFigures]] = {}
     for f in outcome.figures:
+        by_cell.setdefault(f.cell, []).append(f)
         if f.phase == "repeat":
             repeats.setdefault(f.cell, []).append(f)
+    rounds = config_from_dict(spec.run_config(spec.cells()[0], {})).training.rounds
     cells: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     claim: dict[str, dict[str, Any]] = {}
@@ -108,6 +172,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mean": row["test_accuracy_mean"],
             "ci95": row["test_accuracy_ci95"],
             "flops": row["client_flops_mean"],
+            "peak_client_bytes": row["peak_client_memory_bytes"],
+            "upload_bytes": row["upload_bytes_mean"],
+            **_cell_extras(by_cell.get(cell.label, []), rounds),
         }
         cells.append(entry)
         rows.append(
@@ -130,6 +197,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             second = by_coordinates.get((b, partition))
             if first is not None and second is not None:
                 out[partition] = compare_cells(repeats.get(first, []), repeats.get(second, []))
+                for side in out[partition].values():
+                    side["seeds_to_separate"] = seeds_to_separate(
+                        Estimate(side["mean"], side["std"], side["ci95"], side["n"])
+                    )
 
     for row in rows:
         row["test_accuracy"] = (
@@ -170,12 +241,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"   equal client FLOPs ({f['flops_budget'] / 1e9:.4g} GFLOPs) "
                 f"{f['mean']:+.4f} +- {f['ci95']:.4f} (n={f['n']})"
             )
+    if args.figures:
+        target = Path(args.figures)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in FIGURES:
+            shutil.copy(outcome.experiment_dir / "report" / "figures" / f"{name}.png", target)
     return json_ready(
         {
+            "study": spec.name,
+            "rounds": rounds,
             "cells": cells,
             "claim": claim,
             "ablation_init_scaling": ablation,
-            "wall_s": time.time() - started,
+            "trials": dict(Counter(f.status for f in outcome.figures)),
+            # the study's own wall time, every session of it (a resumed one adds up)
+            **(took or _study_time(outcome.experiment_dir)),
             "experiment_dir": str(outcome.experiment_dir),
         }
     )

@@ -1,7 +1,8 @@
 """What ``python -m fpzo_ray.run`` prints while it runs: output only, nothing reads it.
 
 The pruning summary once, a line per evaluated round (and, between evaluations, one at least
-every ``PROGRESS_EVERY_S`` seconds: the run is alive and says how far it is), a warning for
+every ``PROGRESS_EVERY_S`` seconds: the run is alive and says how far it is, with the
+per-round validation sample's accuracy), a warning for
 rounds whose sampled clients were not all aggregated, and the run's totals of those at the
 end. A sweep prints per trial instead (``sweep.callbacks.TrialProgress``).
 """
@@ -42,7 +43,9 @@ class ConsoleProgress(RunCallback):
             parts = "  ".join(evaluated)
             print(f"round {metrics['round']:4d}  {parts}  {flops}  ({now - self.began:.0f} s)")
         elif not self.last_line or now - self.last_line >= PROGRESS_EVERY_S:
-            print(f"round {metrics['round']:4d}  {flops}  ({now - self.began:.0f} s)")
+            sample = metrics.get("val_subset_accuracy")  # the per-round validation sample
+            seen = f"val subset accuracy {sample:.4f}  " if sample is not None else ""
+            print(f"round {metrics['round']:4d}  {seen}{flops}  ({now - self.began:.0f} s)")
         else:
             return
         sys.stdout.flush()

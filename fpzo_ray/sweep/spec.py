@@ -238,12 +238,20 @@ class SweepSpec:
     @property
     def trial_count(self) -> int:
         """How many trials the sweep runs at most (search candidates plus repeats), counted
-        from the axes' lengths, without expanding them."""
-        first = (
-            0
-            if self.phases[0] == "repeat"
-            else self.cell_count * (self.search.num_samples if self.search else 1)
-        )
+        from the axes' lengths and the spaces' sizes, without expanding the grid."""
+        first = 0
+        if self.phases[0] != "repeat":
+            samples = self.search.num_samples if self.search else 1
+            base = self.search.space if self.search else None
+            # a named value with a space of its own replaces the base space in its cells
+            per_value = [
+                [v.space.size(samples) if v.space else None for v in axis.values]
+                for axis in self.axes
+            ]
+            if all(size is None for sizes in per_value for size in sizes):
+                first = self.cell_count * (base.size(samples) if base else 1)
+            else:
+                first = sum(cell.space.size(samples) if cell.space else 1 for cell in self.cells())
         return first + (self.cell_count * self.study.seeds if self.study else 0)
 
     @property

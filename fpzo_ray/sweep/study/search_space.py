@@ -90,6 +90,12 @@ class SearchSpace:
                 out.append({d.key: assignment[d.key] for d in self.dimensions})
         return out
 
+    def size(self, num_samples: int) -> int:
+        """How many candidates :meth:`assignments` makes, without making them."""
+        grid = math.prod(len(d.values) for d in self.dimensions if d.is_grid)
+        random = any(not d.is_grid for d in self.dimensions)
+        return grid * (num_samples if random else 1)
+
     def describe(self) -> dict[str, dict[str, list[Any]]]:
         return {d.key: d.describe() for d in self.dimensions}
 

@@ -67,3 +67,17 @@ def first_reaching(values: Sequence[float], target: float) -> int | None:
         if math.isfinite(v) and v >= target:
             return i
     return None
+
+
+def seeds_to_separate(difference: Estimate, most: int = 1000) -> int | None:
+    """How many paired seeds would make a 95 % interval as wide as this one's spread narrower
+    than its mean, i.e. exclude 0 if the mean and spread held (None: no spread measured, a
+    zero mean, or more than ``most``). What a study would need to call the difference."""
+    from scipy import stats
+
+    if not (math.isfinite(difference.std) and difference.std > 0 and difference.mean != 0):
+        return None
+    for n in range(2, most + 1):
+        if float(stats.t.ppf(0.975, n - 1)) * difference.std / math.sqrt(n) < abs(difference.mean):
+            return n
+    return None

@@ -60,6 +60,14 @@ class TrialFigures:
         values = self.evaluations[metric].dropna()
         return float(values.iloc[-1]) if len(values) else math.nan
 
+    def at_round(self, metric: str, round_index: int) -> float:
+        """The metric at the last evaluation at or before ``round_index`` (NaN if none)."""
+        if metric not in self.evaluations or self.evaluations.empty:
+            return math.nan
+        e = self.evaluations
+        values = e.loc[e["round"] <= round_index, metric].dropna()
+        return float(values.iloc[-1]) if len(values) else math.nan
+
     def score(self, metric: str, mode: str, scope: str) -> float:
         """The selection value: the metric at the last evaluation, or its best over them."""
         if scope == "last":
@@ -276,9 +284,15 @@ def compare_cells(a: Sequence[TrialFigures], b: Sequence[TrialFigures]) -> dict[
         {t.seed: accuracy_at_budget(t, budget) for t in b_ok},
     )
     return {
-        "equal_rounds": {"mean": rounds.mean, "ci95": rounds.ci95, "n": rounds.n},
+        "equal_rounds": {
+            "mean": rounds.mean,
+            "std": rounds.std,
+            "ci95": rounds.ci95,
+            "n": rounds.n,
+        },
         "equal_flops": {
             "mean": flops.mean,
+            "std": flops.std,
             "ci95": flops.ci95,
             "n": flops.n,
             "flops_budget": budget,
