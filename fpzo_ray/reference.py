@@ -112,6 +112,14 @@ def commands() -> list[tuple[str, str, argparse.ArgumentParser | None]]:
     found.append(
         ("bench.pages", "the benchmark page, from the saved results", pages.build_parser())
     )
+    study_page = _cli_module("fpzo_ray.bench.study_page")
+    found.append(
+        (
+            "bench.study_page",
+            "the focused study's results page, from its saved result",
+            study_page.build_parser(),
+        )
+    )
     found.append(
         ("signing", "sign a results folder", _cli_module("fpzo_ray.signing").build_parser())
     )

@@ -52,7 +52,9 @@ def test_the_study_runs_at_smoke_scale_every_trial_finished(ray_session, tmp_pat
             assert f.seed != 0  # fresh: never the search seed
     by_method = {c.coordinates["method"]: repeats[c.label] for c in spec.cells()}
     claim = compare_cells(by_method["ntk_sap_90"], by_method["dense_zo"])
-    assert claim["equal_rounds"]["n"] == 2 and claim["equal_flops"]["n"] == 2
+    # two rounds are too few to read dense ZO at NTK-SAP's budget (no extrapolation): the
+    # comparison itself is checked in tests/test_study_summary.py
+    assert claim["equal_rounds"]["n"] == 2 and claim["equal_flops"]["flops_budget"] > 0
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("paper_question")
     runs = client.search_runs([experiment.experiment_id], max_results=100)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -359,18 +358,24 @@ def _search_table(cells: list[dict[str, Any]]) -> list[str]:
     return _table(["cell", *(f"{rate:g}" for rate in rates)], rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.bench.study_page``."""
     parser = argparse.ArgumentParser(
-        prog="python -m fpzo_ray.bench.study_page", description=__doc__
+        prog="python -m fpzo_ray.bench.study_page",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--check", action="store_true", help="fail if the page is stale")
-    args = parser.parse_args(argv)
+    parser.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     text = page()
     if args.check:
-        if PAGE.read_text() != text:
-            print(f"{PAGE} is stale: run python -m fpzo_ray.bench.study_page", file=sys.stderr)
-            return 1
-        return 0
+        stale = not PAGE.is_file() or PAGE.read_text() != text
+        print(f"{PAGE} is {'stale' if stale else 'up to date'}")
+        return 1 if stale else 0
     PAGE.write_text(text)
     print(f"wrote {PAGE}")
     return 0
