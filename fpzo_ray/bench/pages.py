@@ -145,27 +145,33 @@ def page(results: Path = RESULTS) -> str:
     return "\n".join(sections).rstrip() + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m fpzo_ray.bench.pages``."""
+def page_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a generated page: write it, or ``--check`` whether it is stale."""
     parser = argparse.ArgumentParser(
-        prog="python -m fpzo_ray.bench.pages",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    text = page()
-    if args.check:
-        stale = not PAGE.is_file() or PAGE.read_text() != text
-        print(f"{PAGE} is {'stale' if stale else 'up to date'}")
+def write_or_check(path: Path, text: str, check: bool) -> int:
+    """Write ``text`` to the page at ``path``, or (``check``) say whether it differs."""
+    if check:
+        stale = not path.is_file() or path.read_text() != text
+        print(f"{path} is {'stale' if stale else 'up to date'}")
         return 1 if stale else 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
+    path.write_text(text)
+    print(f"wrote {path}")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m fpzo_ray.bench.pages``."""
+    return page_parser("python -m fpzo_ray.bench.pages", __doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(PAGE, page(), build_parser().parse_args(argv).check)
 
 
 if __name__ == "__main__":

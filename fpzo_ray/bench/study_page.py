@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fpzo_ray.bench.pages import page_parser, write_or_check
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "paper_question.json"
 PAGE = ROOT / "docs" / "results" / "paper_question.md"
@@ -360,25 +362,11 @@ def _search_table(cells: list[dict[str, Any]]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m fpzo_ray.bench.study_page``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fpzo_ray.bench.study_page",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
-    return parser
+    return page_parser("python -m fpzo_ray.bench.study_page", __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    text = page()
-    if args.check:
-        stale = not PAGE.is_file() or PAGE.read_text() != text
-        print(f"{PAGE} is {'stale' if stale else 'up to date'}")
-        return 1 if stale else 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    return write_or_check(PAGE, page(), build_parser().parse_args(argv).check)
 
 
 if __name__ == "__main__":
