@@ -173,7 +173,8 @@ def test_the_dashboard_shows_the_study_its_runs_and_its_figures(finished_study, 
         assert heading.inner_text() == "Sweep study"
         text = report.locator("body").inner_text()
         assert "method=dense" in text and "method=ntk_sap_50" in text
-        assert report.locator("img[src^='data:image/png']").count() == 3
+        # the four sweep figures (no heat map: one swept axis)
+        assert report.locator("img[src^='data:image/png']").count() == 4
         page.screenshot(path=SCREENSHOTS / "parent_report.png")
         browser.close()
     names = ("experiment_landing.png", "experiment_runs.png", "parent_pareto_figure.png")

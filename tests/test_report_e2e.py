@@ -60,7 +60,8 @@ def test_a_study_ends_with_its_report_logged_to_the_parent_run(finished_study, t
         assert cell in html and cell in markdown
     assert "dense ZO" in html and "NTK-SAP 50 % + ZO" in html
     assert "95 % Student-t intervals" in html and "validation split (val_accuracy)" in html
-    assert html.count('src="data:image/png;base64,') == 3  # self-contained: figures inline
+    # self-contained: every figure inline
+    assert html.count('src="data:image/png;base64,') == len(SWEEP_FIGURES)
     assert "torch" in html and "Software and machine" in html
     assert {p.name for p in (folder / "figures").iterdir()} == {Path(f).name for f in SWEEP_FIGURES}
 
