@@ -31,6 +31,7 @@ import json
 import math
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _chosen_lr(row: dict[str, Any]) -> float | None:
-    for key in ("chosen.training.server_lr", "chosen.training.client_lr"):
-        value = row.get(key)
+def _learning_rate(values: Mapping[str, Any], prefix: str = "") -> float | None:
+    """The searched rate (ZO: the server's; BP FedAvg: the clients') among ``values``, under
+    ``prefix`` (the summary's ``chosen.``)."""
+    for key in ("training.server_lr", "training.client_lr"):
+        value = values.get(prefix + key)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             return float(value)
-    return None
-
-
-def _searched_lr(trial: TrialFigures) -> float | None:
-    for key in ("training.server_lr", "training.client_lr"):
-        if key in trial.hyperparameters:
-            return float(trial.hyperparameters[key])
     return None
 
 
@@ -106,7 +102,11 @@ def _cell_extras(trials: list[TrialFigures], rounds: int) -> dict[str, Any]:
     flattened (final test accuracy minus the one at three quarters of the rounds, paired by
     seed) and its trials' wall time per round."""
     search = [
-        {"lr": _searched_lr(t), "val_accuracy": t.final("val_accuracy"), "status": t.status}
+        {
+            "lr": _learning_rate(t.hyperparameters),
+            "val_accuracy": t.final("val_accuracy"),
+            "status": t.status,
+        }
         for t in trials
         if t.phase == "search"
     ]
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sparsity": cfg.pruning.sparsity,
             "partition": cfg.data.partition,
             "alpha": cfg.data.alpha if cfg.data.partition == "dirichlet" else None,
-            "lr": _chosen_lr(row),
+            "lr": _learning_rate(row, "chosen."),
             "mean": row["test_accuracy_mean"],
             "ci95": row["test_accuracy_ci95"],
             "flops": row["client_flops_mean"],
